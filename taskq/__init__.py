@@ -1,0 +1,62 @@
+"""taskq: asyncio-native distributed tasks on RabbitMQ and PostgreSQL."""
+
+from __future__ import annotations
+
+from taskq.app import App
+from taskq.context import TaskContext, context
+from taskq.exceptions import (
+    AppNotOpen,
+    BrokerConnectionError,
+    BrokerError,
+    ConfigurationError,
+    DuplicateTaskName,
+    InvalidArguments,
+    PayloadTooLarge,
+    ProtocolError,
+    PublishError,
+    SchemaOutOfDate,
+    SerializationError,
+    StoreConnectionError,
+    StoreError,
+    TaskCancelled,
+    TaskExpired,
+    TaskFailed,
+    TaskNotFound,
+    TaskqError,
+    TopologyConflict,
+    UnknownTask,
+)
+from taskq.handle import TaskHandle
+from taskq.status import TaskStatus
+from taskq.task import BoundTask, Task, TaskOptions
+
+__all__ = [
+    "App",
+    "AppNotOpen",
+    "BoundTask",
+    "BrokerConnectionError",
+    "BrokerError",
+    "ConfigurationError",
+    "DuplicateTaskName",
+    "InvalidArguments",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "PublishError",
+    "SchemaOutOfDate",
+    "SerializationError",
+    "StoreConnectionError",
+    "StoreError",
+    "Task",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskExpired",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskNotFound",
+    "TaskOptions",
+    "TaskStatus",
+    "TaskqError",
+    "TopologyConflict",
+    "UnknownTask",
+    "context",
+]

@@ -1,0 +1,22 @@
+"""Brokers by URL scheme: `memory://` (embedded) and `amqp://` / `amqps://` (RabbitMQ)."""
+
+from __future__ import annotations
+
+from taskq.broker.base import Broker, Delivery, EventSubscription, Subscription
+from taskq.exceptions import ConfigurationError
+
+__all__ = ["Broker", "Delivery", "EventSubscription", "Subscription", "from_url"]
+
+
+def from_url(url: str, *, max_priority: int, publish_timeout: float) -> Broker:
+    """The broker for `url`, not yet connected."""
+    scheme = url.partition("://")[0]
+    if scheme == "memory":
+        from taskq.broker.memory import MemoryBroker
+
+        return MemoryBroker(max_priority=max_priority)
+    if scheme in ("amqp", "amqps"):
+        from taskq.broker.rabbitmq import RabbitMQBroker
+
+        return RabbitMQBroker(url, max_priority=max_priority, publish_timeout=publish_timeout)
+    raise ConfigurationError(f"broker URL scheme {scheme!r} is not supported (memory, amqp, amqps)")

@@ -1,0 +1,325 @@
+"""RabbitMQ through aio-pika: robust connections, confirms, priorities and native DLX.
+
+Publishing and consuming use separate connections, so a publisher blocked by a resource
+alarm can never stall the acks of running tasks. No aio-pika or aiormq exception leaves
+this module: each becomes a `BrokerError` that names the host, never the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from taskq.broker import topology
+from taskq.broker.base import (
+    Broker,
+    Delivery,
+    DeliveryCallback,
+    EventCallback,
+    EventSubscription,
+    Subscription,
+)
+from taskq.config import redact_url, url_host
+from taskq.exceptions import BrokerConnectionError, BrokerError, PublishError, TopologyConflict
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0
+RECONNECT_INTERVAL = 1.0
+_CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError)
+
+
+class RabbitMQBroker(Broker):
+    def __init__(self, url: str, *, max_priority: int, publish_timeout: float) -> None:
+        self._url = url
+        self._host = url_host(url)
+        self._max_priority = max_priority
+        self._publish_timeout = publish_timeout
+        self._publisher: AbstractRobustConnection | None = None
+        self._consumer: AbstractRobustConnection | None = None
+        self._confirming: AbstractChannel | None = None
+        self._task_exchange: AbstractExchange | None = None
+        self._event_exchange: AbstractExchange | None = None
+
+    def __repr__(self) -> str:
+        return f"RabbitMQBroker({redact_url(self._url)!r})"
+
+    async def connect(self) -> None:
+        self._publisher = await self._connect("publisher")
+        try:
+            self._consumer = await self._connect("consumer")
+            async with self._errors("open channels"):
+                self._confirming = await self._publisher.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                events = await self._publisher.channel(publisher_confirms=False)
+                self._task_exchange = await self._confirming.declare_exchange(
+                    topology.TASK_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+                )
+                await self._confirming.declare_exchange(
+                    topology.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+                )
+                self._event_exchange = await events.declare_exchange(
+                    topology.EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _connect(self, role: str) -> AbstractRobustConnection:
+        try:
+            return await aio_pika.connect_robust(
+                self._url,
+                timeout=CONNECT_TIMEOUT,
+                reconnect_interval=RECONNECT_INTERVAL,
+                client_properties={"connection_name": f"taskq {role} pid {os.getpid()}"},
+            )
+        except aiormq.exceptions.ProbableAuthenticationError:
+            raise BrokerConnectionError(
+                f"RabbitMQ at {self._host} refused the login of {redact_url(self._url)}: "
+                "check the user and password in TASKQ_BROKER_URL"
+            ) from None
+        except (*_CONNECTION_ERRORS, ValueError) as exc:
+            raise BrokerConnectionError(
+                f"cannot connect to RabbitMQ at {self._host} ({type(exc).__name__}: {exc}); "
+                "check that it runs and that TASKQ_BROKER_URL is right"
+            ) from None
+
+    async def close(self) -> None:
+        for connection in (self._consumer, self._publisher):
+            if connection is not None:
+                with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+                    await connection.close()
+        self._consumer = self._publisher = None
+
+    @contextlib.asynccontextmanager
+    async def _errors(self, doing: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except BrokerError:
+            raise
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise _conflict(exc) from None
+        except (*_CONNECTION_ERRORS, RuntimeError) as exc:
+            raise BrokerError(
+                f"RabbitMQ at {self._host}: could not {doing}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    async def declare(self, queue: str) -> None:
+        topology.validate_queue_name(queue)
+        if self._publisher is None:
+            raise BrokerError("the broker is not connected")
+        # A throwaway channel: a conflicting declaration closes the channel it was sent on.
+        async with self._errors(f"declare queue {queue!r}"):
+            channel = await self._publisher.channel()
+            try:
+                main = await channel.declare_queue(
+                    queue,
+                    durable=True,
+                    arguments=topology.queue_arguments(queue, self._max_priority),
+                )
+                await main.bind(topology.TASK_EXCHANGE, routing_key=queue)
+                dlq = await channel.declare_queue(
+                    topology.dlq_name(queue), durable=True, arguments=topology.dlq_arguments()
+                )
+                await dlq.bind(topology.DEAD_LETTER_EXCHANGE, routing_key=topology.dlq_name(queue))
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+
+    async def publish(self, queue: str, body: bytes, *, priority: int, message_id: str) -> None:
+        exchange = self._task_exchange
+        if exchange is None:
+            raise PublishError("the broker is not connected")
+        deadline = time.monotonic() + self._publish_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            message = aio_pika.Message(
+                body,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                priority=priority,
+                content_type="application/x-msgpack",
+                # Unique per try: aiormq matches returns to publishes by message id.
+                message_id=f"{message_id}:{attempt}",
+            )
+            remaining = deadline - time.monotonic()
+            try:
+                await exchange.publish(message, routing_key=queue, timeout=max(remaining, 0.1))
+                return
+            except aiormq.exceptions.PublishError:
+                raise PublishError(
+                    f"RabbitMQ at {self._host} could not route the message to queue {queue!r} "
+                    "(no such queue); declare it first"
+                ) from None
+            except aiormq.exceptions.DeliveryError as exc:
+                raise PublishError(
+                    f"RabbitMQ at {self._host} refused the message for queue {queue!r}: {exc}"
+                ) from None
+            except (*_CONNECTION_ERRORS, RuntimeError) as exc:
+                # Outcome unknown: retry on the reconnected channel; consumers dedupe.
+                if time.monotonic() >= deadline:
+                    raise PublishError(
+                        f"RabbitMQ at {self._host} did not confirm the message for queue "
+                        f"{queue!r} within {self._publish_timeout} s "
+                        f"({type(exc).__name__}: {exc})"
+                    ) from None
+                logger.warning(
+                    "publish to %s not confirmed (%s); retrying", queue, type(exc).__name__
+                )
+                await asyncio.sleep(min(0.2 * attempt, 1.0, max(deadline - time.monotonic(), 0)))
+
+    async def consume(
+        self, queues: Sequence[str], *, prefetch: int, on_delivery: DeliveryCallback
+    ) -> Subscription:
+        if self._consumer is None:
+            raise BrokerError("the broker is not connected")
+        async with self._errors(f"consume {list(queues)}"):
+            channel = await self._consumer.channel()
+            # global_: one limit for the channel, shared by every queue consumed on it.
+            await channel.set_qos(prefetch_count=prefetch, global_=True)
+            subscription = _RabbitSubscription(channel, on_delivery)
+            for name in queues:
+                queue = await channel.declare_queue(
+                    name,
+                    durable=True,
+                    arguments=topology.queue_arguments(name, self._max_priority),
+                )
+                await subscription.start(queue)
+            return subscription
+
+    async def publish_event(self, key: str, body: bytes) -> None:
+        if self._event_exchange is None:
+            return
+        async with self._errors("publish an event"):
+            await self._event_exchange.publish(
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
+                routing_key=key,
+                mandatory=False,
+                timeout=self._publish_timeout,
+            )
+
+    async def subscribe_events(
+        self, on_event: EventCallback, on_reconnect: Callable[[], None]
+    ) -> EventSubscription:
+        connection = self._consumer
+        if connection is None:
+            raise BrokerError("the broker is not connected")
+        async with self._errors("subscribe to task events"):
+            channel = await connection.channel()
+            queue = await channel.declare_queue(
+                f"taskq.events.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+            )
+
+            async def deliver(message: AbstractIncomingMessage) -> None:
+                on_event(message.body)
+
+            await queue.consume(deliver, no_ack=True)
+        connection.reconnect_callbacks.add(lambda *_: on_reconnect())
+        return _RabbitEvents(channel, queue, self._errors)
+
+
+class _RabbitSubscription(Subscription):
+    def __init__(self, channel: AbstractChannel, on_delivery: DeliveryCallback) -> None:
+        self._channel = channel
+        self._on_delivery = on_delivery
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._unsettled = 0
+        self._cancelled = False
+
+    async def start(self, queue: AbstractQueue) -> None:
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            self._unsettled += 1
+            self._on_delivery(_RabbitDelivery(message, queue.name, self))
+
+        tag = await queue.consume(deliver, no_ack=False)
+        self._consumers.append((queue, tag))
+
+    async def cancel(self) -> None:
+        self._cancelled = True
+        for queue, tag in self._consumers:
+            with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+                await queue.cancel(tag)
+        await self._close_if_done()
+
+    async def settled(self) -> None:
+        self._unsettled -= 1
+        await self._close_if_done()
+
+    async def _close_if_done(self) -> None:
+        # Closing the channel earlier would requeue deliveries still running.
+        if self._cancelled and self._unsettled <= 0 and not self._channel.is_closed:
+            with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+                await self._channel.close()
+
+
+class _RabbitDelivery(Delivery):
+    def __init__(
+        self, message: AbstractIncomingMessage, queue: str, subscription: _RabbitSubscription
+    ) -> None:
+        self.body = message.body
+        self.queue = queue
+        self.redelivered = bool(message.redelivered)
+        self._message = message
+        self._subscription = subscription
+
+    async def ack(self) -> None:
+        await self._settle(self._message.ack())
+
+    async def reject(self, *, requeue: bool) -> None:
+        await self._settle(self._message.reject(requeue=requeue))
+
+    async def _settle(self, settling: Any) -> None:
+        try:
+            await settling
+        except (*_CONNECTION_ERRORS, RuntimeError) as exc:
+            # The delivery's channel is gone; RabbitMQ has requeued the message already.
+            raise BrokerError(f"could not settle a delivery: {type(exc).__name__}") from None
+        finally:
+            await self._subscription.settled()
+
+
+class _RabbitEvents(EventSubscription):
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, errors: Any) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._errors = errors
+
+    async def bind(self, key: str) -> None:
+        async with self._errors("bind an event key"):
+            await self._queue.bind(topology.EVENTS_EXCHANGE, routing_key=key)
+
+    async def unbind(self, key: str) -> None:
+        async with self._errors("unbind an event key"):
+            await self._queue.unbind(topology.EVENTS_EXCHANGE, routing_key=key)
+
+    async def close(self) -> None:
+        if not self._channel.is_closed:
+            with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+                await self._channel.close()
+
+
+def _conflict(exc: aiormq.exceptions.ChannelPreconditionFailed) -> TopologyConflict:
+    # RabbitMQ's text names the argument: "inequivalent arg 'x-max-priority' for queue ..."
+    return TopologyConflict(
+        f"RabbitMQ refused a declaration: {exc}. An existing queue has other arguments than "
+        "taskq declares (most often x-max-priority: set App(max_priority=...) to the queue's "
+        "value, or drain and delete the queue with `rabbitmqctl delete_queue NAME` so taskq "
+        "can declare it afresh)"
+    )

@@ -1,0 +1,24 @@
+"""The `taskq` command: typer root, one module per group of commands."""
+
+from __future__ import annotations
+
+import typer
+
+from taskq.cli import db, demo, inspect, worker
+
+app = typer.Typer(
+    name="taskq",
+    help="asyncio-native distributed tasks on RabbitMQ and PostgreSQL.",
+    no_args_is_help=True,
+    # Locals may hold URLs with passwords: never print them in tracebacks.
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.command()(worker.worker)
+app.command()(inspect.status)
+app.command()(demo.demo)
+app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    app()

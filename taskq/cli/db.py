@@ -1,0 +1,50 @@
+"""`taskq db upgrade|current`: the schema, through alembic's API."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from taskq.cli.common import StoreUrl, run
+from taskq.config import DEFAULT_STORE_URL
+from taskq.store import engine as engines
+from taskq.store import migrations
+
+app = typer.Typer(help="Manage the task store's schema.", no_args_is_help=True)
+out = Console(highlight=False)
+
+
+@app.command()
+def upgrade(store_url: StoreUrl = None, revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    url = store_url or DEFAULT_STORE_URL
+    run(_upgrade(url, revision))
+    out.print(f"database {engines.shown(engines.parse_url(url))} is at revision {revision}")
+
+
+@app.command()
+def current(store_url: StoreUrl = None) -> None:
+    """Show the database's schema revision and the newest this taskq knows."""
+    url = store_url or DEFAULT_STORE_URL
+    revision = run(_current(url))
+    out.print(f"database: {revision or 'none'}\nnewest:   {migrations.head()}")
+
+
+async def _upgrade(url: str, revision: str) -> None:
+    parsed = engines.parse_url(url)
+    engine = engines.create_engine(url)
+    try:
+        async with engines.translated_errors(parsed), engine.begin() as conn:
+            await migrations.upgrade(conn, revision)
+    finally:
+        await engine.dispose()
+
+
+async def _current(url: str) -> str | None:
+    parsed = engines.parse_url(url)
+    engine = engines.create_engine(url)
+    try:
+        async with engines.translated_errors(parsed), engine.connect() as conn:
+            return await migrations.current(conn)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,83 @@
+"""Commands that read the store: `taskq status`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from taskq.cli.common import StoreUrl, fail, run
+from taskq.config import DEFAULT_STORE_URL
+from taskq.status import TaskStatus
+from taskq.store import Store, TaskRecord
+
+out = Console(highlight=False)
+
+STATE_STYLE = {
+    TaskStatus.SCHEDULED: "cyan",
+    TaskStatus.QUEUED: "blue",
+    TaskStatus.RUNNING: "yellow",
+    TaskStatus.SUCCEEDED: "green",
+    TaskStatus.FAILED: "red",
+    TaskStatus.CANCELLED: "magenta",
+    TaskStatus.EXPIRED: "magenta",
+}
+
+
+def status(
+    task_id: Annotated[str, typer.Argument(help="The task's id, as submit() returned it.")],
+    store_url: StoreUrl = None,
+) -> None:
+    """Show one task: state, timings, attempts, and its result or error."""
+    record = run(_read(store_url or DEFAULT_STORE_URL, task_id))
+    if record is None:
+        fail(f"no task with id {task_id} in this store (is --store-url / TASKQ_STORE_URL right?)")
+    out.print(describe(record))
+    if record.error:
+        if record.error.get("traceback"):
+            out.print("\n[bold]traceback[/bold] (from the worker)")
+            out.print(record.error["traceback"].rstrip(), markup=False)
+
+
+async def _read(url: str, task_id: str) -> TaskRecord | None:
+    store = Store(url)
+    await store.open()
+    try:
+        return await store.get_task(task_id)
+    finally:
+        await store.close()
+
+
+def describe(record: TaskRecord) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    style = STATE_STYLE[record.state]
+    grid.add_row("task", record.id)
+    grid.add_row("name", record.name)
+    grid.add_row("queue", f"{record.queue} (priority {record.priority})")
+    grid.add_row("state", f"[{style}]{record.state}[/{style}]")
+    grid.add_row("attempts", str(record.attempts))
+    if record.worker_id:
+        grid.add_row("worker", record.worker_id)
+    grid.add_row("created", _when(record.created_at))
+    if record.started_at:
+        waited = (record.started_at - record.created_at).total_seconds()
+        grid.add_row("started", f"{_when(record.started_at)} (waited {waited:.3f} s)")
+    if record.finished_at and record.started_at:
+        ran = (record.finished_at - record.started_at).total_seconds()
+        grid.add_row("finished", f"{_when(record.finished_at)} (ran {ran:.3f} s)")
+    if record.state is TaskStatus.SUCCEEDED:
+        grid.add_row("result", repr(record.result))
+    if record.error:
+        grid.add_row(
+            "error", f"[red]{record.error.get('type')}: {record.error.get('message')}[/red]"
+        )
+    return grid
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone().isoformat(sep=" ", timespec="milliseconds")

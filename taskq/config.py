@@ -1,0 +1,125 @@
+"""Settings: keyword arguments first, then `TASKQ_*` environment variables, then defaults.
+
+Secrets live in the URLs; `repr()` and every message show them redacted (`redact_url`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from taskq.exceptions import ConfigurationError
+
+ENV_PREFIX = "TASKQ_"
+DEFAULT_BROKER_URL = "memory://"
+DEFAULT_STORE_URL = "sqlite+aiosqlite:///taskq.sqlite3"
+BROKER_SCHEMES = ("memory", "amqp", "amqps")
+STORE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """One app's configuration; build it with `Settings.load(...)`."""
+
+    broker_url: str = DEFAULT_BROKER_URL
+    store_url: str = DEFAULT_STORE_URL
+    max_payload_bytes: int = 1024 * 1024
+    max_priority: int = 10
+    publish_timeout: float = 10.0
+    flush_interval: float = 0.005
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f.name}={self._shown(f.name)!r}" for f in dataclasses.fields(self))
+        return f"Settings({fields})"
+
+    def _shown(self, name: str) -> object:
+        value = getattr(self, name)
+        return redact_url(value) if name.endswith("_url") else value
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Merge explicit overrides (None means unset) over `TASKQ_*` variables."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            given = overrides.pop(field.name, None)
+            if given is None:
+                given = _from_env(env, field.name, field.type)
+            if given is not None:
+                values[field.name] = given
+        if overrides:
+            raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        _check_scheme("broker_url", self.broker_url, BROKER_SCHEMES)
+        _check_scheme("store_url", self.store_url, STORE_SCHEMES)
+        if self.max_payload_bytes < 1024:
+            raise ConfigurationError("max_payload_bytes must be at least 1024")
+        if not 1 <= self.max_priority <= 255:
+            raise ConfigurationError("max_priority must be between 1 and 255 (10 is advised)")
+        if self.publish_timeout <= 0 or self.flush_interval < 0:
+            raise ConfigurationError("publish_timeout must be > 0 and flush_interval >= 0")
+
+
+def _from_env(env: Mapping[str, str], name: str, type_name: object) -> object:
+    """Read TASKQ_<NAME>, or the file named by TASKQ_<NAME>_FILE (Docker secrets)."""
+    key = ENV_PREFIX + name.upper()
+    raw = env.get(key)
+    if raw is None and (path := env.get(key + "_FILE")):
+        try:
+            raw = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{key}_FILE names {path!r}, which cannot be read: {exc.strerror}"
+            ) from None
+    if raw is None or raw == "":
+        return None
+    if type_name in ("int", int):
+        return _parse(key, raw, int, "an integer")
+    if type_name in ("float", float):
+        return _parse(key, raw, float, "a number")
+    return raw
+
+
+def _parse(key: str, raw: str, kind: type[int] | type[float], what: str) -> object:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be {what}, got {raw!r}") from None
+
+
+def _check_scheme(name: str, url: str, allowed: tuple[str, ...]) -> None:
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in allowed:
+        raise ConfigurationError(
+            f"{name} {redact_url(url)!r} is not supported: use one of "
+            + ", ".join(f"{s}://..." for s in allowed)
+        )
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by `***`, safe for logs and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def url_host(url: str) -> str:
+    """`host:port` of a URL, for error messages that must name the host."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"{host}:{parts.port}" if parts.port else host

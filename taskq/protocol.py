@@ -1,0 +1,208 @@
+"""The message envelope and its bytes: msgpack, versioned, strictly decoded.
+
+This is the only module that knows the wire format. Decoding checks the size before
+unpacking, refuses ext types and non-string map keys, and turns every malformation into
+`ProtocolError`, so a corrupt message can never crash a worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from taskq.exceptions import PayloadTooLarge, ProtocolError, SerializationError
+
+VERSION = 1
+SUPPORTED_TYPES = "None, bool, int, float, str, bytes, list, tuple and dict with str keys"
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """One task message. `headers` carries trace context, never user data."""
+
+    id: str
+    task: str
+    queue: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    priority: int = 0
+    timeout: float | None = None
+    created_at: float = 0.0
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def encode(envelope: Envelope, *, max_bytes: int) -> bytes:
+    """Envelope → bytes; refuses values msgpack cannot carry and payloads over `max_bytes`."""
+    body = {
+        "v": VERSION,
+        "id": envelope.id,
+        "task": envelope.task,
+        "queue": envelope.queue,
+        "args": envelope.args,
+        "kwargs": envelope.kwargs,
+        "priority": envelope.priority,
+        "timeout": envelope.timeout,
+        "created_at": envelope.created_at,
+        "headers": envelope.headers,
+    }
+    try:
+        data: bytes = msgpack.packb(body, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        for index, value in enumerate(envelope.args):
+            check_value(value, f"argument {index}")
+        for name, value in envelope.kwargs.items():
+            check_value(value, f"argument {name!r}")
+        raise SerializationError(
+            f"task {envelope.task!r}: arguments cannot be encoded: {exc}"
+        ) from exc
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(
+            f"task {envelope.task!r}: the encoded message is {len(data):,} bytes, over the "
+            f"limit of {max_bytes:,} bytes (max_payload_bytes). Pass large data by reference "
+            "(a path, URL or row id) or raise the limit."
+        )
+    return data
+
+
+def check_size(value: object, *, max_bytes: int, what: str) -> None:
+    """Refuse a value (e.g. a task's result) whose encoding is over `max_bytes`."""
+    size = len(msgpack.packb(value, use_bin_type=True))
+    if size > max_bytes:
+        raise PayloadTooLarge(f"{what} is {size:,} bytes encoded, over the limit of {max_bytes:,}")
+
+
+def decode(data: bytes, *, max_bytes: int) -> Envelope:
+    """Bytes → Envelope, or `ProtocolError` saying what is wrong (with the task id if known)."""
+    if len(data) > max_bytes:
+        raise ProtocolError(f"message of {len(data):,} bytes is over the limit of {max_bytes:,}")
+    try:
+        raw = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
+        )
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise ProtocolError(f"message is not valid msgpack: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"message is a msgpack {type(raw).__name__}, not a map")
+    try:
+        return _envelope_from(raw)
+    except ProtocolError as exc:
+        task_id = raw.get("id")
+        raise ProtocolError(
+            str(exc), task_id=task_id if isinstance(task_id, str) else None
+        ) from None
+
+
+def check_value(value: object, where: str) -> None:
+    """Raise `SerializationError` naming where in `value` an unsupported type sits."""
+    path = _find_unsupported(value, "")
+    if path is not None:
+        location, culprit = path
+        raise SerializationError(
+            f"{where}{location} has type {type(culprit).__module__}.{type(culprit).__qualname__}, "
+            f"which taskq cannot serialise (msgpack carries {SUPPORTED_TYPES}); "
+            "convert it first, e.g. a datetime to an ISO string"
+        )
+
+
+def _find_unsupported(value: object, path: str) -> tuple[str, object] | None:
+    if value is None or isinstance(value, bool | str | bytes):
+        return None
+    if isinstance(value, int):
+        return None if _INT_MIN <= value <= _INT_MAX else (path, value)
+    if isinstance(value, float):
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := _find_unsupported(item, f"{path}[{index}]")) is not None:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (f"{path} key {key!r}", key)
+            if (found := _find_unsupported(item, f"{path}[{key!r}]")) is not None:
+                return found
+        return None
+    return (path, value)
+
+
+def _refuse_ext(code: int, data: bytes) -> object:
+    raise ProtocolError(f"message uses msgpack ext type {code}, which taskq never sends")
+
+
+_FIELDS: Mapping[str, tuple[type | tuple[type, ...], bool]] = {
+    # name: (accepted types, required)
+    "id": (str, True),
+    "task": (str, True),
+    "queue": (str, True),
+    "args": (list, True),
+    "kwargs": (dict, True),
+    "priority": (int, False),
+    "timeout": ((int, float, type(None)), False),
+    "created_at": ((int, float), False),
+    "headers": (dict, False),
+}
+
+
+def _envelope_from(raw: dict[str, Any]) -> Envelope:
+    version = raw.get("v")
+    if version != VERSION:
+        raise ProtocolError(
+            f"message version {version!r} is not supported (this taskq speaks {VERSION}); "
+            "run producers and workers of compatible taskq versions"
+        )
+    for name, (types, required) in _FIELDS.items():
+        if name not in raw:
+            if required:
+                raise ProtocolError(f"message has no {name!r} field")
+            continue
+        if not isinstance(raw[name], types) or (isinstance(raw[name], bool) and name == "priority"):
+            raise ProtocolError(f"message field {name!r} has type {type(raw[name]).__name__}")
+    headers = raw.get("headers", {})
+    if not all(isinstance(v, str) for v in headers.values()):
+        raise ProtocolError("message headers must map str to str")
+    timeout = raw.get("timeout")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ProtocolError(f"message timeout {timeout!r} is not a positive number")
+    return Envelope(
+        id=raw["id"],
+        task=raw["task"],
+        queue=raw["queue"],
+        args=raw["args"],
+        kwargs=raw["kwargs"],
+        priority=raw.get("priority", 0),
+        timeout=None if timeout is None else float(timeout),
+        created_at=float(raw.get("created_at", 0.0)),
+        headers=headers,
+    )
+
+
+def encode_event(task_id: str, state: str) -> bytes:
+    """A state-change hint for waiting clients; the store stays the source of truth."""
+    data: bytes = msgpack.packb({"v": VERSION, "id": task_id, "state": state})
+    return data
+
+
+def decode_event(data: bytes) -> tuple[str, str]:
+    """(task id, state) of an event, or `ProtocolError`."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise ProtocolError(f"event is not valid msgpack: {exc}") from None
+    if not (
+        isinstance(raw, dict)
+        and isinstance(raw.get("id"), str)
+        and isinstance(raw.get("state"), str)
+    ):
+        raise ProtocolError("event is not a map with 'id' and 'state'")
+    return raw["id"], raw["state"]

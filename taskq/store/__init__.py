@@ -1,0 +1,104 @@
+"""The task store: one engine, the schema check, and the repository behind error mapping.
+
+PostgreSQL in production, SQLite for the embedded default. Nothing from SQLAlchemy or
+the drivers escapes this package: errors become `StoreError` and its subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from taskq.exceptions import AppNotOpen, SchemaOutOfDate
+from taskq.store import engine as engines
+from taskq.store import migrations, repository
+from taskq.store.repository import NewTask, Outcome, TaskRecord
+from taskq.store.writer import Writer
+
+__all__ = ["NewTask", "Outcome", "Store", "TaskRecord", "Writer"]
+
+T = TypeVar("T")
+
+
+class Store:
+    """Owns the engine. `open()` checks (SQLite: applies) migrations before any use."""
+
+    def __init__(self, url: str) -> None:
+        self._url = engines.parse_url(url)
+        self._engine: AsyncEngine | None = None
+        # SQLite has one writer at a time (and :memory: one shared connection): take turns
+        # here rather than fail with "database is locked".
+        self._turns = asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+
+    def __repr__(self) -> str:
+        return f"Store({engines.shown(self._url)!r})"
+
+    @property
+    def dialect(self) -> str:
+        return self._url.get_backend_name()
+
+    async def open(self) -> None:
+        engine = engines.create_engine(self._url.render_as_string(hide_password=False))
+        try:
+            async with engines.translated_errors(self._url), engine.begin() as conn:
+                if self.dialect == "sqlite":
+                    # The embedded default needs no setup step: migrate on open.
+                    await migrations.upgrade(conn)
+                else:
+                    await _check_schema(conn, engines.shown(self._url))
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine = engine
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+
+    async def run(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `operation` in one transaction, with errors translated."""
+        if self._engine is None:
+            raise AppNotOpen("the store is not open: use `async with app:` first")
+        async with self._turns:
+            async with (
+                engines.translated_errors(self._url),
+                self._engine.begin() as conn,
+            ):
+                return await operation(conn)
+
+    async def transaction(self, operation: Callable[[AsyncConnection], Awaitable[None]]) -> None:
+        await self.run(operation)
+
+    def writer(self, *, flush_interval: float) -> Writer:
+        return Writer(self.transaction, flush_interval=flush_interval)
+
+    async def insert_task(self, task: NewTask) -> None:
+        await self.run(lambda conn: repository.insert_task(conn, task))
+
+    async def insert_task_if_missing(self, task: NewTask) -> None:
+        await self.run(lambda conn: repository.insert_task_if_missing(conn, task))
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        return await self.run(lambda conn: repository.get_task(conn, task_id))
+
+    async def fail_unclaimed(
+        self, task_id: str, error: dict[str, str], *, only_queued: bool = False
+    ) -> None:
+        await self.run(
+            lambda conn: repository.fail_unclaimed(conn, task_id, error, only_queued=only_queued)
+        )
+
+
+async def _check_schema(conn: AsyncConnection, shown_url: str) -> None:
+    current, head = await migrations.current(conn), migrations.head()
+    if current != head:
+        raise SchemaOutOfDate(
+            f"the database at {shown_url} is at schema revision {current or 'none'}, "
+            f"but this taskq needs {head}: run `taskq db upgrade` "
+            "(with TASKQ_STORE_URL set to this database)"
+        )

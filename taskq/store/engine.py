@@ -1,0 +1,92 @@
+"""Engines for PostgreSQL (asyncpg) and SQLite (aiosqlite); dialect differences live here."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from taskq.exceptions import ConfigurationError, StoreConnectionError, StoreError
+
+
+def parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise ConfigurationError("store_url is not a valid SQLAlchemy URL") from None
+
+
+def shown(url: URL) -> str:
+    """The URL for messages: password hidden."""
+    return url.render_as_string(hide_password=True)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An engine that never puts bound values (task arguments, results) in its errors."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    return create_async_engine(
+        parsed,
+        hide_parameters=True,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        connect_args={"timeout": 10, "server_settings": {"application_name": "taskq"}},
+    )
+
+
+def _sqlite_engine(url: URL) -> AsyncEngine:
+    in_memory = url.database in (None, "", ":memory:")
+    engine = create_async_engine(
+        url,
+        hide_parameters=True,
+        # One shared connection keeps an in-memory database alive for the app's lifetime.
+        poolclass=StaticPool if in_memory else None,
+        connect_args={"timeout": 30, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def insert_ignoring_duplicates(engine: AsyncEngine | AsyncConnection, table: Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING in the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+@contextlib.asynccontextmanager
+async def translated_errors(url: URL) -> AsyncIterator[None]:
+    """Turn driver and SQLAlchemy errors into taskq's, naming the host but never a password."""
+    try:
+        yield
+    except (OperationalError, InterfaceError, OSError) as exc:
+        raise StoreConnectionError(
+            f"cannot use the database at {shown(url)}: {_reason(exc)}. "
+            "Check that it runs and that TASKQ_STORE_URL is right."
+        ) from None
+    except DBAPIError as exc:
+        raise StoreError(f"database error on {shown(url)}: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).splitlines()[0] if str(original) else type(original).__name__
+    return f"{type(original).__name__}: {text}"

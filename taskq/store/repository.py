@@ -1,0 +1,205 @@
+"""Reads and writes of task rows, named by what they do. Bound parameters only."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import RowMapping, bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskq.status import FINAL, TaskStatus
+from taskq.store import codec
+from taskq.store.engine import insert_ignoring_duplicates
+from taskq.store.tables import tasks
+
+_c = tasks.c
+_CLAIMABLE = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value)
+_NOT_FINAL = tuple(s.value for s in TaskStatus if s not in FINAL)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NewTask:
+    """A task as submitted, before it has a row."""
+
+    id: str
+    name: str
+    queue: str
+    priority: int
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+    timeout: float | None
+    created_at: datetime
+    state: TaskStatus = TaskStatus.QUEUED
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRecord:
+    """One task row, with JSON values decoded back to Python."""
+
+    id: str
+    name: str
+    queue: str
+    priority: int
+    state: TaskStatus
+    args: list[Any]
+    kwargs: dict[str, Any]
+    result: Any
+    error: dict[str, str] | None
+    attempts: int
+    timeout: float | None
+    worker_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How one attempt ended. Written only if `attempt` is still the row's latest."""
+
+    task_id: str
+    attempt: int
+    state: TaskStatus
+    result: Any = None
+    error: Mapping[str, str] | None = None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _values(task: NewTask) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "name": task.name,
+        "queue": task.queue,
+        "priority": task.priority,
+        "state": task.state.value,
+        "args": codec.to_json(list(task.args)),
+        "kwargs": codec.to_json(dict(task.kwargs)),
+        "attempts": 0,
+        "timeout": task.timeout,
+        "created_at": task.created_at,
+    }
+
+
+async def insert_task(conn: AsyncConnection, task: NewTask) -> None:
+    await conn.execute(tasks.insert(), [_values(task)])
+
+
+async def insert_task_if_missing(conn: AsyncConnection, task: NewTask) -> None:
+    await conn.execute(insert_ignoring_duplicates(conn, tasks), [_values(task)])
+
+
+async def get_task(conn: AsyncConnection, task_id: str) -> TaskRecord | None:
+    row = (await conn.execute(select(tasks).where(_c.id == task_id))).mappings().first()
+    return None if row is None else _record(row)
+
+
+async def get_states(conn: AsyncConnection, task_ids: Iterable[str]) -> dict[str, TaskStatus]:
+    query = select(_c.id, _c.state).where(_c.id.in_(list(task_ids)))
+    return {str(row.id): TaskStatus(row.state) for row in await conn.execute(query)}
+
+
+async def claim(conn: AsyncConnection, task_ids: Sequence[str], worker_id: str) -> dict[str, int]:
+    """Mark tasks `running` and count the attempt, in one statement; → {id: attempt}.
+
+    Rows already final (a duplicate delivery) or missing are left alone and absent
+    from the result. The caller must commit before any task starts.
+    """
+    statement = (
+        update(tasks)
+        .where(_c.id.in_(list(task_ids)), _c.state.in_(_CLAIMABLE))
+        .values(
+            state=TaskStatus.RUNNING.value,
+            attempts=_c.attempts + 1,
+            worker_id=worker_id,
+            started_at=now(),
+            finished_at=None,
+        )
+        .returning(_c.id, _c.attempts)
+    )
+    return {str(row.id): row.attempts for row in await conn.execute(statement)}
+
+
+_record_outcome = (
+    update(tasks)
+    .where(
+        _c.id == bindparam("b_id"),
+        _c.attempts == bindparam("b_attempt"),
+        _c.state == TaskStatus.RUNNING.value,
+    )
+    .values(
+        state=bindparam("b_state"),
+        result=bindparam("b_result", type_=tasks.c.result.type),
+        error=bindparam("b_error", type_=tasks.c.error.type),
+        finished_at=bindparam("b_finished_at"),
+    )
+)
+
+
+async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) -> None:
+    """Write final states in one executemany, fenced by attempt so a stale one is a no-op."""
+    finished = now()
+    await conn.execute(
+        _record_outcome,
+        [
+            {
+                "b_id": o.task_id,
+                "b_attempt": o.attempt,
+                "b_state": o.state.value,
+                "b_result": codec.to_json(o.result),
+                "b_error": None if o.error is None else dict(o.error),
+                "b_finished_at": finished,
+            }
+            for o in outcomes
+        ],
+    )
+
+
+async def fail_unclaimed(
+    conn: AsyncConnection,
+    task_id: str,
+    error: Mapping[str, str],
+    *,
+    only_queued: bool = False,
+) -> None:
+    """Record a failure for a task that never ran (e.g. no worker knows its name)."""
+    states = (TaskStatus.QUEUED.value,) if only_queued else _NOT_FINAL
+    await conn.execute(
+        update(tasks)
+        .where(_c.id == task_id, _c.state.in_(states))
+        .values(state=TaskStatus.FAILED.value, error=dict(error), finished_at=now())
+    )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands timestamps back naive; they were written in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _record(row: RowMapping) -> TaskRecord:
+    created_at = _aware(row["created_at"])
+    assert created_at is not None
+    return TaskRecord(
+        id=str(row["id"]),
+        name=row["name"],
+        queue=row["queue"],
+        priority=row["priority"],
+        state=TaskStatus(row["state"]),
+        args=codec.from_json(row["args"]),
+        kwargs=codec.from_json(row["kwargs"]),
+        result=codec.from_json(row["result"]),
+        error=row["error"],
+        attempts=row["attempts"],
+        timeout=row["timeout"],
+        worker_id=row["worker_id"],
+        created_at=created_at,
+        started_at=_aware(row["started_at"]),
+        finished_at=_aware(row["finished_at"]),
+    )

@@ -1,0 +1,123 @@
+"""Write-behind: many workers' writes share one transaction and one round trip.
+
+Each call queues an item and returns once the batch holding it is committed, so a caller
+that awaits it (the executor, before acking) knows its write is durable. A flush runs at
+most every `flush_interval` seconds, or at once when a batch is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskq.exceptions import StoreError
+from taskq.store import repository
+
+logger = logging.getLogger(__name__)
+
+Transaction = Callable[[Callable[[AsyncConnection], Awaitable[None]]], Awaitable[None]]
+
+
+class Writer:
+    """Batches attempt claims and outcomes; one background flush loop per worker."""
+
+    def __init__(
+        self, transaction: Transaction, *, flush_interval: float, max_batch: int = 500
+    ) -> None:
+        self._transaction = transaction
+        self._flush_interval = flush_interval
+        self._max_batch = max_batch
+        self._claims: list[tuple[str, str, asyncio.Future[int | None]]] = []
+        self._outcomes: list[tuple[repository.Outcome, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+
+    async def claim(self, task_id: str, worker_id: str) -> int | None:
+        """Count an attempt and mark `running`; → the attempt number, or None if not claimable."""
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._claims.append((task_id, worker_id, future))
+        self._wake.set()
+        return await future
+
+    async def record(self, outcome: repository.Outcome) -> None:
+        """Store a final state; returns once it is committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((outcome, future))
+        self._wake.set()
+        await future
+
+    async def run(self) -> None:
+        """Flush until `close()`; meant to run as a named child task of the worker."""
+        while not (self._closing and not self._pending()):
+            await self._wake.wait()
+            if self._pending() < self._max_batch and not self._closing:
+                # Let concurrent executors join this batch.
+                await asyncio.sleep(self._flush_interval)
+            self._wake.clear()
+            await self.flush()
+
+    def close(self) -> None:
+        """Ask `run()` to flush what is left and return."""
+        self._closing = True
+        self._wake.set()
+
+    def _pending(self) -> int:
+        return len(self._claims) + len(self._outcomes)
+
+    async def flush(self) -> None:
+        claims, self._claims = (
+            self._claims[: self._max_batch],
+            self._claims[self._max_batch :],
+        )
+        outcomes = self._outcomes[: self._max_batch]
+        self._outcomes = self._outcomes[self._max_batch :]
+        if self._pending():
+            self._wake.set()
+        if not claims and not outcomes:
+            return
+        claimed: dict[str, int] = {}
+
+        async def write(conn: AsyncConnection) -> None:
+            if outcomes:
+                await repository.record_outcomes(conn, [o for o, _ in outcomes])
+            by_worker: dict[str, list[str]] = {}
+            for task_id, worker_id, _ in claims:
+                by_worker.setdefault(worker_id, []).append(task_id)
+            for worker_id, ids in by_worker.items():
+                claimed.update(await repository.claim(conn, ids, worker_id))
+
+        try:
+            await self._transaction(write)
+        except (StoreError, OSError) as exc:
+            logger.error(
+                "store write of %d claims and %d outcomes failed: %s",
+                len(claims),
+                len(outcomes),
+                exc,
+                extra={"action": "flush_failed"},
+            )
+            for _, _, claim_future in claims:
+                _settle(claim_future, exc=exc)
+            for _, outcome_future in outcomes:
+                _settle(outcome_future, exc=exc)
+            return
+        for task_id, _, claim_future in claims:
+            _settle(claim_future, claimed.get(task_id))
+        for _, outcome_future in outcomes:
+            _settle(outcome_future, None)
+
+
+def _settle(
+    future: asyncio.Future[int | None] | asyncio.Future[None],
+    value: int | None = None,
+    exc: BaseException | None = None,
+) -> None:
+    with contextlib.suppress(asyncio.InvalidStateError):  # the waiter was cancelled
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)  # type: ignore[arg-type]

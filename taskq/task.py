@@ -1,0 +1,93 @@
+"""What `@app.task` returns: a named, typed, submittable function."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from taskq.exceptions import InvalidArguments
+
+if TYPE_CHECKING:
+    from taskq.app import App
+    from taskq.handle import TaskHandle
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_UNSET: Any = object()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOptions:
+    """Per-submit settings; a task's decorator gives the defaults."""
+
+    queue: str = "default"
+    priority: int = 0
+    timeout: float | None = None
+
+    def merged(self, *, queue: Any, priority: Any, timeout: Any) -> TaskOptions:
+        changes = {"queue": queue, "priority": priority, "timeout": timeout}
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not _UNSET})
+
+
+class Task(Generic[P, R]):
+    """A registered task. `await task.submit(...)` queues it and returns a `TaskHandle`."""
+
+    def __init__(self, app: App, fn: Callable[P, Any], *, name: str, options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.default_options = options
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._signature = inspect.signature(fn)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} queue={self.default_options.queue!r}>"
+
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
+        """Store the task as `queued` and publish it; returns once the broker confirmed it."""
+        return await self.app._submit(self, self.default_options, args, kwargs)
+
+    def options(
+        self,
+        *,
+        queue: str = _UNSET,
+        priority: int = _UNSET,
+        timeout: float | None = _UNSET,
+    ) -> BoundTask[P, R]:
+        """A copy with other options: `await task.options(priority=9).submit(...)`."""
+        merged = self.default_options.merged(queue=queue, priority=priority, timeout=timeout)
+        return BoundTask(self, merged)
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Refuse arguments that the function could not be called with."""
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"task {self.name!r} takes {self._signature}: {exc}") from None
+
+
+class BoundTask(Generic[P, R]):
+    """A task with options fixed for the next `submit()`."""
+
+    def __init__(self, task: Task[P, R], options: TaskOptions) -> None:
+        self.task = task
+        self.bound_options = options
+
+    def __repr__(self) -> str:
+        return f"<BoundTask {self.task.name!r} {self.bound_options}>"
+
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
+        return await self.task.app._submit(self.task, self.bound_options, args, kwargs)
+
+    def options(
+        self,
+        *,
+        queue: str = _UNSET,
+        priority: int = _UNSET,
+        timeout: float | None = _UNSET,
+    ) -> BoundTask[P, R]:
+        merged = self.bound_options.merged(queue=queue, priority=priority, timeout=timeout)
+        return BoundTask(self.task, merged)

@@ -1,0 +1,275 @@
+"""The core path, on both the embedded default and RabbitMQ + PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import threading
+import uuid
+
+import msgpack
+import pytest
+from typer.testing import CliRunner
+
+import taskq
+from taskq import protocol
+from taskq.app import new_task_row
+from taskq.cli import app as cli
+from tests.conftest import Backend
+
+
+async def test_async_task_result(backend: Backend) -> None:
+    # Given an async task
+    app = backend.app()
+
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    # When it is submitted and a worker runs it
+    async with app, app.worker(concurrency=2):
+        handle = await add.submit(2, 3)
+        result = await handle.result(timeout=10)
+        # Then its value comes back and its row says succeeded
+        assert result == 5
+        assert await handle.status() is taskq.TaskStatus.SUCCEEDED
+        info = await handle.info()
+        assert info.attempts == 1
+        assert info.started_at is not None and info.finished_at is not None
+
+
+async def test_sync_task_runs_in_a_thread(backend: Backend) -> None:
+    app = backend.app()
+    loop_thread = threading.get_ident()
+
+    @app.task(name="threaded")
+    def where(values: list[int]) -> dict[str, object]:
+        return {"total": sum(values), "in_loop_thread": threading.get_ident() == loop_thread}
+
+    async with app, app.worker(concurrency=2):
+        handle = await where.submit([1, 2, 3])
+        assert await handle.result(timeout=10) == {"total": 6, "in_loop_thread": False}
+
+
+async def test_values_round_trip_exactly(backend: Backend) -> None:
+    app = backend.app()
+
+    @app.task
+    async def echo(value: object) -> object:
+        return value
+
+    value = {"bytes": b"\x00\xff", "nan": float("inf"), "$tag": 1, "nested": [1, "two", None]}
+    async with app, app.worker():
+        assert await (await echo.submit(value)).result(timeout=10) == value
+
+
+async def test_failure_comes_back_with_type_message_and_traceback(backend: Backend) -> None:
+    app = backend.app()
+
+    @app.task
+    async def explode(code: int) -> None:
+        raise ValueError(f"bad code {code}")
+
+    async with app, app.worker():
+        handle = await explode.submit(7)
+        with pytest.raises(taskq.TaskFailed) as caught:
+            await handle.result(timeout=10)
+        assert await handle.status() is taskq.TaskStatus.FAILED
+
+    assert caught.value.error_type == "ValueError"
+    assert caught.value.error_message == "bad code 7"
+    assert "in explode" in caught.value.traceback
+    assert 'raise ValueError(f"bad code {code}")' in caught.value.traceback
+
+    # And `taskq status` shows the same error
+    runner = CliRunner()
+    shown = await asyncio.to_thread(
+        runner.invoke, cli, ["status", handle.id, "--store-url", backend.store_url]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "failed" in shown.output
+    assert "ValueError: bad code 7" in shown.output
+    assert "in explode" in shown.output
+
+
+async def test_concurrency_is_a_hard_bound(backend: Backend) -> None:
+    # Given concurrency N and 3N slow tasks
+    n = 3
+    app = backend.app()
+    running = 0
+    most = 0
+    gate = asyncio.Event()
+
+    @app.task
+    async def slow() -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        if most == n:
+            gate.set()
+        await asyncio.wait_for(gate.wait(), 10)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    async with app:
+        handles = [await slow.submit() for _ in range(3 * n)]
+        async with app.worker(concurrency=n):
+            await asyncio.gather(*(h.result(timeout=30) for h in handles))
+    # Then never more than N ran at once, and N did run together
+    assert most == n
+
+
+async def test_result_timeout_raises_builtin_timeout_error(backend: Backend) -> None:
+    app = backend.app()
+
+    @app.task
+    async def never_run() -> None:
+        pass
+
+    async with app:  # no worker
+        handle = await never_run.submit()
+        with pytest.raises(TimeoutError):
+            await handle.result(timeout=0.3)
+        assert await handle.status() is taskq.TaskStatus.QUEUED
+
+
+async def test_context_inside_a_task(backend: Backend) -> None:
+    app = backend.app()
+
+    @app.task(name="whoami")
+    async def whoami() -> list[object]:
+        ctx = taskq.context()
+        return [ctx.id, ctx.name, ctx.attempt, ctx.queue]
+
+    async with app, app.worker():
+        handle = await whoami.submit()
+        assert await handle.result(timeout=10) == [handle.id, "whoami", 1, "default"]
+        assert (await app.get(handle.id)).id == handle.id
+
+
+async def test_unknown_task_is_recorded_and_worker_survives(backend: Backend) -> None:
+    app = backend.app()
+
+    @app.task(name="known")
+    async def known() -> str:
+        return "still alive"
+
+    async with app, app.worker():
+        # Given a task submitted by a producer whose code the worker lacks (e.g. an old deploy)
+        envelope = protocol.Envelope(
+            id=str(uuid.uuid4()), task="only.in.producer", queue="default", args=[], kwargs={}
+        )
+        body = protocol.encode(envelope, max_bytes=1024)
+        await app.store.insert_task(new_task_row(envelope))
+        await app.broker.publish("default", body, priority=0, message_id=envelope.id)
+        # Then its row records why, the caller sees it, and the worker keeps going
+        unknown = taskq.TaskHandle[None](app, envelope.id)
+        with pytest.raises(taskq.TaskFailed) as caught:
+            await unknown.result(timeout=10)
+        assert caught.value.error_type == "UnknownTask"
+        assert "only.in.producer" in caught.value.error_message
+        assert await (await known.submit()).result(timeout=10) == "still alive"
+
+
+async def test_corrupt_message_is_reported_and_worker_survives(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = backend.app()
+
+    @app.task
+    async def ping() -> str:
+        return "pong"
+
+    async with app, app.worker():
+        # Given garbage bytes, and a well-formed map with a bad field but a known id
+        task_id = str(uuid.uuid4())
+        bad_field = msgpack.packb({"v": 1, "id": task_id, "task": 5, "queue": "default"})
+        await app.broker.publish("default", b"\xc1garbage", priority=0, message_id="x1")
+        await app.broker.publish("default", bad_field, priority=0, message_id="x2")
+        # Then the worker still runs tasks
+        assert await (await ping.submit()).result(timeout=10) == "pong"
+    # And each corrupt message was reported, by task id where it had one
+    reports = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(reports) == 2, reports
+    assert any(task_id in report for report in reports)
+
+
+async def test_unserialisable_argument_is_refused_at_submit(backend: Backend) -> None:
+    app = backend.app()
+
+    @app.task
+    async def schedule(when: object, tags: object = None) -> None:
+        pass
+
+    async with app:
+        with pytest.raises(taskq.SerializationError) as caught:
+            await schedule.submit(datetime.datetime.now())
+        assert "argument 0" in str(caught.value)
+        assert "datetime.datetime" in str(caught.value)
+
+        with pytest.raises(taskq.SerializationError) as caught:
+            await schedule.submit(None, tags={"a": [1, {2, 3}]})
+        assert "argument 'tags'['a'][1]" in str(caught.value)
+        assert "builtins.set" in str(caught.value)
+
+
+async def test_oversize_payload_is_refused_at_submit(backend: Backend) -> None:
+    app = backend.app(max_payload_bytes=64 * 1024)
+
+    @app.task
+    async def upload(data: bytes) -> None:
+        pass
+
+    async with app:
+        with pytest.raises(taskq.PayloadTooLarge) as caught:
+            await upload.submit(b"x" * (100 * 1024))
+        assert "65,536 bytes" in str(caught.value)
+        assert "max_payload_bytes" in str(caught.value)
+
+
+async def test_arguments_are_checked_against_the_signature(backend: Backend) -> None:
+    app = backend.app()
+
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with app:
+        with pytest.raises(taskq.InvalidArguments, match="missing a required argument: 'b'"):
+            await add.submit(1)  # type: ignore[call-arg]
+
+
+def test_duplicate_task_names_are_an_error() -> None:
+    app = taskq.App("memory://", "sqlite+aiosqlite:///:memory:")
+
+    @app.task(name="same")
+    async def first() -> None:
+        pass
+
+    with pytest.raises(taskq.DuplicateTaskName, match="'same'"):
+
+        @app.task(name="same")
+        async def second() -> None:
+            pass
+
+
+async def test_priority_order_on_one_slot(backend: Backend) -> None:
+    app = backend.app()
+    order: list[str] = []
+
+    @app.task
+    async def job(label: str) -> None:
+        order.append(label)
+
+    async with app:
+        handles = [await job.submit(f"low{i}") for i in range(3)]
+        handles += [await job.options(priority=9).submit(f"high{i}") for i in range(3)]
+        async with app.worker(concurrency=1):
+            await asyncio.gather(*(h.result(timeout=10) for h in handles))
+    assert order == ["high0", "high1", "high2", "low0", "low1", "low2"]
+
+
+def test_protocol_refuses_unknown_version() -> None:
+    data = msgpack.packb({"v": 99, "id": "x", "task": "t", "queue": "q", "args": [], "kwargs": {}})
+    with pytest.raises(taskq.ProtocolError, match="version 99"):
+        protocol.decode(data, max_bytes=1024)
