@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 
+from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from alembic import context
 from taskq.store.migrations import VERSION_TABLE
 from taskq.store.tables import metadata
 

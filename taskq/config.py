@@ -71,7 +71,7 @@ def _from_env(env: Mapping[str, str], name: str, type_name: object) -> object:
     """Read TASKQ_<NAME>, or the file named by TASKQ_<NAME>_FILE (Docker secrets)."""
     key = ENV_PREFIX + name.upper()
     raw = env.get(key)
-    if raw is None and (path := env.get(key + "_FILE")):
+    if not raw and (path := env.get(key + "_FILE")):
         try:
             raw = Path(path).read_text().strip()
         except OSError as exc:
@@ -109,13 +109,11 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def url_host(url: str) -> str:

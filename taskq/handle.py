@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-# Events are only hints; if one is ever lost, a waiter still re-reads the store this often.
+# Events are only hints; if one is ever lost, a waiter still re-reads the store this often,
+# and much more often while the broker is unreachable and events cannot be subscribed.
 _SAFETY_RECHECK = 30.0
+_UNBOUND_RECHECK = 1.0
 
 
 class TaskHandle(Generic[R]):
@@ -52,13 +54,14 @@ class TaskHandle(Generic[R]):
         built-in `TimeoutError` if `timeout` seconds pass first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        async with self._app.waiter.watch(self.id) as changed:
+        waiter = self._app.waiter
+        async with waiter.watch(self.id) as changed:
             while True:
                 changed.clear()  # before the read, so a change after it is not missed
                 record = await self.info()
                 if record.state.is_final:
                     return _outcome(record)  # type: ignore[no-any-return]
-                wait = _SAFETY_RECHECK
+                wait = _SAFETY_RECHECK if waiter.trusts_events(self.id) else _UNBOUND_RECHECK
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:

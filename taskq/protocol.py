@@ -107,6 +107,11 @@ def check_value(value: object, where: str) -> None:
     path = _find_unsupported(value, "")
     if path is not None:
         location, culprit = path
+        if isinstance(culprit, str):
+            raise SerializationError(
+                f"{where}{location}: dict keys must not contain NUL characters "
+                "(PostgreSQL cannot store them)"
+            )
         raise SerializationError(
             f"{where}{location} has type {type(culprit).__module__}.{type(culprit).__qualname__}, "
             f"which taskq cannot serialise (msgpack carries {SUPPORTED_TYPES}); "
@@ -128,7 +133,7 @@ def _find_unsupported(value: object, path: str) -> tuple[str, object] | None:
         return None
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if not isinstance(key, str) or "\x00" in key:
                 return (f"{path} key {key!r}", key)
             if (found := _find_unsupported(item, f"{path}[{key!r}]")) is not None:
                 return found
@@ -169,8 +174,12 @@ def _envelope_from(raw: dict[str, Any]) -> Envelope:
         if not isinstance(raw[name], types) or (isinstance(raw[name], bool) and name == "priority"):
             raise ProtocolError(f"message field {name!r} has type {type(raw[name]).__name__}")
     headers = raw.get("headers", {})
-    if not all(isinstance(v, str) for v in headers.values()):
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise ProtocolError("message headers must map str to str")
+    # msgpack's strict_map_key still lets bytes keys through; taskq never sends them.
+    for name in ("args", "kwargs"):
+        if (found := _find_unsupported(raw[name], "")) is not None:
+            raise ProtocolError(f"message field {name!r}{found[0]} holds an unsupported value")
     timeout = raw.get("timeout")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise ProtocolError(f"message timeout {timeout!r} is not a positive number")

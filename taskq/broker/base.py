@@ -16,6 +16,7 @@ class Delivery(abc.ABC):
     body: bytes
     queue: str
     redelivered: bool
+    message_id: str  # "<task id>:<publish try>", readable even when the body is not
 
     @abc.abstractmethod
     async def ack(self) -> None:

@@ -20,8 +20,9 @@ from taskq.broker.base import (
 )
 from taskq.exceptions import BrokerError, PublishError
 
-# (-priority, sequence, body, redelivered): the heap pops the highest priority, then FIFO.
-_Item = tuple[int, int, bytes, bool]
+# (-priority, sequence, body, redelivered, message id): the heap pops the highest priority,
+# then FIFO.
+_Item = tuple[int, int, bytes, bool, str]
 
 
 class MemoryBroker(Broker):
@@ -51,7 +52,7 @@ class MemoryBroker(Broker):
             raise PublishError("the memory broker is closed")
         if queue not in self._queues:
             raise PublishError(f"queue {queue!r} is not declared; the message was not routed")
-        self._push(queue, body, priority, redelivered=False)
+        self._push(queue, body, priority, redelivered=False, message_id=f"{message_id}:1")
 
     async def consume(
         self, queues: Sequence[str], *, prefetch: int, on_delivery: DeliveryCallback
@@ -80,14 +81,17 @@ class MemoryBroker(Broker):
         """Bodies waiting in `queue`, in delivery order (for tests and inspection)."""
         return [item[2] for item in sorted(self._queues.get(queue, []))]
 
-    def _push(self, queue: str, body: bytes, priority: int, *, redelivered: bool) -> None:
+    def _push(
+        self, queue: str, body: bytes, priority: int, *, redelivered: bool, message_id: str
+    ) -> None:
         level = max(0, min(priority, self._max_priority))
-        heapq.heappush(self._queues[queue], (-level, next(self._sequence), body, redelivered))
+        item = (-level, next(self._sequence), body, redelivered, message_id)
+        heapq.heappush(self._queues[queue], item)
         self._dispatch()
 
     def _requeue(self, queue: str, item: _Item) -> None:
         # Back to its old place, as RabbitMQ does where it can.
-        heapq.heappush(self._queues[queue], (item[0], item[1], item[2], True))
+        heapq.heappush(self._queues[queue], (item[0], item[1], item[2], True, item[4]))
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -155,6 +159,7 @@ class _MemoryDelivery(Delivery):
         self.body = item[2]
         self.queue = queue
         self.redelivered = item[3]
+        self.message_id = item[4]
         self._broker = broker
         self._subscription = subscription
         self._item = item
@@ -175,7 +180,7 @@ class _MemoryDelivery(Delivery):
             self._broker._requeue(self.queue, self._item)
         else:
             dlq = topology.dlq_name(self.queue)
-            self._broker._push(dlq, self.body, 0, redelivered=False)
+            self._broker._push(dlq, self.body, 0, redelivered=False, message_id=self.message_id)
         self._subscription.settled(self)
 
 

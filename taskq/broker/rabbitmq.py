@@ -116,7 +116,7 @@ class RabbitMQBroker(Broker):
             raise
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise _conflict(exc) from None
-        except (*_CONNECTION_ERRORS, RuntimeError) as exc:
+        except (*_CONNECTION_ERRORS, RuntimeError, ValueError) as exc:
             raise BrokerError(
                 f"RabbitMQ at {self._host}: could not {doing}: {type(exc).__name__}: {exc}"
             ) from None
@@ -199,7 +199,7 @@ class RabbitMQBroker(Broker):
                 queue = await channel.declare_queue(
                     name,
                     durable=True,
-                    arguments=topology.queue_arguments(name, self._max_priority),
+                    arguments=topology.arguments_for(name, self._max_priority),
                 )
                 await subscription.start(queue)
             return subscription
@@ -232,7 +232,8 @@ class RabbitMQBroker(Broker):
 
             await queue.consume(deliver, no_ack=True)
         connection.reconnect_callbacks.add(lambda *_: on_reconnect())
-        return _RabbitEvents(channel, queue, self._errors)
+        # Short: a waiter that cannot bind falls back to re-reading the store.
+        return _RabbitEvents(channel, queue, self._errors, timeout=2.0)
 
 
 class _RabbitSubscription(Subscription):
@@ -276,6 +277,7 @@ class _RabbitDelivery(Delivery):
         self.body = message.body
         self.queue = queue
         self.redelivered = bool(message.redelivered)
+        self.message_id = message.message_id or ""
         self._message = message
         self._subscription = subscription
 
@@ -296,18 +298,23 @@ class _RabbitDelivery(Delivery):
 
 
 class _RabbitEvents(EventSubscription):
-    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, errors: Any) -> None:
+    def __init__(
+        self, channel: AbstractChannel, queue: AbstractQueue, errors: Any, *, timeout: float
+    ) -> None:
         self._channel = channel
         self._queue = queue
         self._errors = errors
+        self._timeout = timeout
 
     async def bind(self, key: str) -> None:
         async with self._errors("bind an event key"):
-            await self._queue.bind(topology.EVENTS_EXCHANGE, routing_key=key)
+            await self._queue.bind(topology.EVENTS_EXCHANGE, routing_key=key, timeout=self._timeout)
 
     async def unbind(self, key: str) -> None:
         async with self._errors("unbind an event key"):
-            await self._queue.unbind(topology.EVENTS_EXCHANGE, routing_key=key)
+            await self._queue.unbind(
+                topology.EVENTS_EXCHANGE, routing_key=key, timeout=self._timeout
+            )
 
     async def close(self) -> None:
         if not self._channel.is_closed:

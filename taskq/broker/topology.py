@@ -31,12 +31,25 @@ def event_key(task_id: str) -> str:
     return f"task.{task_id}"
 
 
+def arguments_for(queue: str, max_priority: int = DEFAULT_MAX_PRIORITY) -> dict[str, object]:
+    """The arguments `queue` was declared with: a task queue's, or a dead-letter queue's."""
+    return dlq_arguments() if queue.endswith(".dlq") else queue_arguments(queue, max_priority)
+
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+# AMQP names are at most 255 bytes, and every queue has a "<name>.dlq" sibling.
+MAX_QUEUE_NAME = 255 - len(".dlq")
+
+
 def validate_queue_name(queue: str) -> None:
-    """Queue names become AMQP names and routing keys: keep them short and plain."""
-    if not queue or len(queue) > 200 or not all(c.isalnum() or c in "-_." for c in queue):
+    """Queue names become AMQP names and routing keys: short, plain ASCII, not reserved."""
+    if not queue or len(queue) > MAX_QUEUE_NAME or not set(queue) <= _NAME_CHARS:
         raise ConfigurationError(
-            f"queue name {queue!r} must be 1-200 characters of letters, digits, '-', '_' or '.'"
+            f"queue name {queue!r} must be 1-{MAX_QUEUE_NAME} ASCII letters, digits, "
+            "'-', '_' or '.'"
         )
+    if queue.startswith("amq."):
+        raise ConfigurationError(f"queue name {queue!r} must not start with 'amq.' (reserved)")
     if queue.endswith(".dlq"):
         raise ConfigurationError(
             f"queue name {queue!r} must not end in '.dlq' (reserved for dead letters)"

@@ -11,23 +11,35 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from taskq.app import App
+from taskq.config import Settings
 from taskq.exceptions import TaskqError
 
 T = TypeVar("T")
 
-err = Console(stderr=True)
+# soft_wrap: an error stays one greppable line in logs, whatever the terminal width.
+err = Console(stderr=True, soft_wrap=True)
 
 StoreUrl = Annotated[
     str | None,
     typer.Option(
         "--store-url",
         envvar="TASKQ_STORE_URL",
-        help="Database URL (default: the embedded SQLite file).",
+        help="Database URL; prefer the environment (TASKQ_STORE_URL or TASKQ_STORE_URL_FILE) "
+        "so the password stays out of `ps`. Default: the embedded SQLite file.",
         show_default=False,
     ),
 ]
+
+
+def store_url_from(option: str | None) -> str:
+    """--store-url, else TASKQ_STORE_URL or TASKQ_STORE_URL_FILE, else the embedded default."""
+    try:
+        return Settings.load(store_url=option).store_url
+    except TaskqError as exc:
+        fail(str(exc))
 
 
 def load_app(spec: str) -> App:
@@ -57,5 +69,5 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(1)

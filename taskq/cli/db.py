@@ -5,8 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from taskq.cli.common import StoreUrl, run
-from taskq.config import DEFAULT_STORE_URL
+from taskq.cli.common import StoreUrl, run, store_url_from
 from taskq.store import engine as engines
 from taskq.store import migrations
 
@@ -17,16 +16,16 @@ out = Console(highlight=False)
 @app.command()
 def upgrade(store_url: StoreUrl = None, revision: str = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""
-    url = store_url or DEFAULT_STORE_URL
+    url = store_url_from(store_url)
     run(_upgrade(url, revision))
-    out.print(f"database {engines.shown(engines.parse_url(url))} is at revision {revision}")
+    now = run(_current(url))
+    out.print(f"database {engines.shown(engines.parse_url(url))} is at revision {now}")
 
 
 @app.command()
 def current(store_url: StoreUrl = None) -> None:
     """Show the database's schema revision and the newest this taskq knows."""
-    url = store_url or DEFAULT_STORE_URL
-    revision = run(_current(url))
+    revision = run(_current(store_url_from(store_url)))
     out.print(f"database: {revision or 'none'}\nnewest:   {migrations.head()}")
 
 

@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from taskq.cli.common import StoreUrl, fail, run
-from taskq.config import DEFAULT_STORE_URL
+from taskq.cli.common import StoreUrl, fail, run, store_url_from
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord
 
@@ -32,7 +31,7 @@ def status(
     store_url: StoreUrl = None,
 ) -> None:
     """Show one task: state, timings, attempts, and its result or error."""
-    record = run(_read(store_url or DEFAULT_STORE_URL, task_id))
+    record = run(_read(store_url_from(store_url), task_id))
     if record is None:
         fail(f"no task with id {task_id} in this store (is --store-url / TASKQ_STORE_URL right?)")
     out.print(describe(record))

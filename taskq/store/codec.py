@@ -1,8 +1,10 @@
 """Task values ↔ JSON that `psql` shows readably and that round-trips exactly.
 
-JSON cannot hold bytes or non-finite floats, so those become one-key tagged objects
-(`{"$bytes": "<base64>"}`, `{"$float": "nan"}`); a user's own one-key dict whose key starts
-with `$` is wrapped in `{"$dict": ...}` so it is never mistaken for a tag.
+JSON cannot hold bytes or non-finite floats, and PostgreSQL's jsonb cannot hold a NUL
+character and stores numbers as `numeric` (so `1e16` would come back as an int and `-0.0`
+as `0.0`). Those values become one-key tagged objects: `{"$bytes": "<base64>"}`,
+`{"$float": "1e+16"}`, `{"$str": "<base64 of utf-8>"}`. A user's own one-key dict whose key
+starts with `$` is wrapped in `{"$dict": ...}` so it is never mistaken for a tag.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import base64
 import math
 from typing import Any
 
-_TAGS = ("$bytes", "$float", "$dict")
-
 
 def to_json(value: Any) -> Any:
     if isinstance(value, bytes):
         return {"$bytes": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and _needs_tag(value):
         return {"$float": repr(value)}
+    if isinstance(value, str) and "\x00" in value:
+        return {"$str": base64.b64encode(value.encode()).decode("ascii")}
     if isinstance(value, list | tuple):
         return [to_json(item) for item in value]
     if isinstance(value, dict):
@@ -39,7 +41,15 @@ def from_json(value: Any) -> Any:
                 return base64.b64decode(inner)
             if key == "$float":
                 return float(inner)
+            if key == "$str":
+                return base64.b64decode(inner).decode()
             if key == "$dict":
                 return {k: from_json(v) for k, v in inner.items()}
         return {key: from_json(item) for key, item in value.items()}
     return value
+
+
+def _needs_tag(value: float) -> bool:
+    """Floats that JSON or PostgreSQL's numeric would not give back as the same float."""
+    text = repr(value)
+    return not math.isfinite(value) or "e+" in text or text == "-0.0"

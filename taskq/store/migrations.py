@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-import taskq
-from alembic import command
-
 VERSION_TABLE = "taskq_alembic_version"
 
 
 def script_location() -> Path:
     """The migrations: shipped in the wheel as taskq/_migrations, or alembic/ in a checkout."""
-    package = Path(taskq.__file__).parent
+    package = Path(__file__).parent.parent
     for candidate in (package / "_migrations", package.parent / "alembic"):
         if (candidate / "env.py").is_file():
             return candidate

@@ -14,11 +14,13 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskq.exceptions import StoreError
+from taskq.exceptions import StoreConnectionError, StoreError
 from taskq.store import repository
 
 logger = logging.getLogger(__name__)
 
+_Claim = tuple[str, str, "asyncio.Future[int | None]"]
+_Outcome = tuple[repository.Outcome, "asyncio.Future[None]"]
 Transaction = Callable[[Callable[[AsyncConnection], Awaitable[None]]], Awaitable[None]]
 
 
@@ -31,8 +33,8 @@ class Writer:
         self._transaction = transaction
         self._flush_interval = flush_interval
         self._max_batch = max_batch
-        self._claims: list[tuple[str, str, asyncio.Future[int | None]]] = []
-        self._outcomes: list[tuple[repository.Outcome, asyncio.Future[None]]] = []
+        self._claims: list[_Claim] = []
+        self._outcomes: list[_Outcome] = []
         self._wake = asyncio.Event()
         self._closing = False
 
@@ -69,30 +71,30 @@ class Writer:
         return len(self._claims) + len(self._outcomes)
 
     async def flush(self) -> None:
-        claims, self._claims = (
-            self._claims[: self._max_batch],
-            self._claims[self._max_batch :],
-        )
+        claims, self._claims = self._claims[: self._max_batch], self._claims[self._max_batch :]
         outcomes = self._outcomes[: self._max_batch]
         self._outcomes = self._outcomes[self._max_batch :]
         if self._pending():
             self._wake.set()
-        if not claims and not outcomes:
-            return
+        if claims or outcomes:
+            await self._write(claims, outcomes)
+
+    async def _write(self, claims: list[_Claim], outcomes: list[_Outcome]) -> None:
         claimed: dict[str, int] = {}
 
         async def write(conn: AsyncConnection) -> None:
-            if outcomes:
-                await repository.record_outcomes(conn, [o for o, _ in outcomes])
-            by_worker: dict[str, list[str]] = {}
-            for task_id, worker_id, _ in claims:
-                by_worker.setdefault(worker_id, []).append(task_id)
-            for worker_id, ids in by_worker.items():
-                claimed.update(await repository.claim(conn, ids, worker_id))
+            claimed.update(await _apply(conn, claims, outcomes))
 
         try:
             await self._transaction(write)
-        except (StoreError, OSError) as exc:
+        except StoreError as exc:
+            if len(claims) + len(outcomes) > 1 and not isinstance(exc, StoreConnectionError):
+                # One bad row must not fail (and re-run) the tasks batched with it.
+                for claim in claims:
+                    await self._write([claim], [])
+                for outcome in outcomes:
+                    await self._write([], [outcome])
+                return
             logger.error(
                 "store write of %d claims and %d outcomes failed: %s",
                 len(claims),
@@ -109,6 +111,21 @@ class Writer:
             _settle(claim_future, claimed.get(task_id))
         for _, outcome_future in outcomes:
             _settle(outcome_future, None)
+
+
+async def _apply(
+    conn: AsyncConnection, claims: list[_Claim], outcomes: list[_Outcome]
+) -> dict[str, int]:
+    """One transaction's statements: outcomes in one executemany, claims in one UPDATE each."""
+    if outcomes:
+        await repository.record_outcomes(conn, [outcome for outcome, _ in outcomes])
+    by_worker: dict[str, list[str]] = {}
+    for task_id, worker_id, _ in claims:
+        by_worker.setdefault(worker_id, []).append(task_id)
+    claimed: dict[str, int] = {}
+    for worker_id, ids in by_worker.items():
+        claimed.update(await repository.claim(conn, ids, worker_id))
+    return claimed
 
 
 def _settle(

@@ -12,6 +12,7 @@ import functools
 import logging
 import time
 import traceback
+import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +25,8 @@ from taskq.exceptions import (
     PayloadTooLarge,
     ProtocolError,
     SerializationError,
+    StoreConnectionError,
+    StoreError,
     TaskqError,
 )
 from taskq.status import TaskStatus
@@ -62,7 +65,7 @@ class Executor:
         try:
             envelope = protocol.decode(delivery.body, max_bytes=self._max_bytes)
         except ProtocolError as exc:
-            await self._reject_malformed(delivery, exc)
+            await self._reject_malformed(delivery, exc, exc.task_id or _task_id_of(delivery))
             return
         try:
             await self._execute(delivery, envelope)
@@ -76,6 +79,14 @@ class Executor:
             )
             await asyncio.sleep(STORE_RETRY_DELAY)
             await _settle(delivery.reject(requeue=True))
+        except Exception:
+            # A bug of ours must cost one message (dead-lettered, logged), never the worker.
+            logger.exception(
+                "task %s: internal error; dead-lettering its message",
+                envelope.id,
+                extra={"action": "internal_error", "task_id": envelope.id},
+            )
+            await _settle(delivery.reject(requeue=False))
 
     async def _execute(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
         task = self._tasks.get(envelope.task)
@@ -93,13 +104,8 @@ class Executor:
         ctx = TaskContext(id=envelope.id, name=task.name, queue=envelope.queue, attempt=attempt)
         started = time.monotonic()
         outcome = await self._run(task, envelope, ctx)
-        # Shielded: even if the worker is being cancelled, the outcome gets written.
-        write = asyncio.ensure_future(self._writer.record(outcome))
         try:
-            await asyncio.shield(write)
-        except asyncio.CancelledError:
-            await write
-            raise
+            await self._store_outcome(outcome)
         finally:
             log = logger.info if outcome.state is TaskStatus.SUCCEEDED else logger.warning
             log(
@@ -120,6 +126,17 @@ class Executor:
             )
         await _settle(delivery.ack())
         await self._announce(envelope.id, outcome.state)
+
+    async def _store_outcome(self, outcome: Outcome) -> None:
+        """Write the outcome, even while being cancelled; a row that cannot hold it fails."""
+        try:
+            await _shielded(self._writer.record(outcome))
+        except StoreError as exc:
+            if isinstance(exc, StoreConnectionError) or outcome.state is TaskStatus.FAILED:
+                raise
+            message = f"the task's result could not be stored: {exc}"
+            failed = _failure_of(outcome, "ResultNotStored", message)
+            await _shielded(self._writer.record(failed))
 
     async def _claim(self, envelope: protocol.Envelope) -> int | None:
         attempt = await self._writer.claim(envelope.id, self._worker_id)
@@ -177,20 +194,22 @@ class Executor:
             result=result,
         )
 
-    async def _reject_malformed(self, delivery: Delivery, exc: ProtocolError) -> None:
+    async def _reject_malformed(
+        self, delivery: Delivery, exc: ProtocolError, task_id: str | None
+    ) -> None:
         logger.error(
             "dead-lettering a malformed message from queue %s (task id %s): %s",
             delivery.queue,
-            exc.task_id or "unknown",
+            task_id or "unknown",
             exc,
-            extra={"action": "reject_malformed", "task_id": exc.task_id},
+            extra={"action": "reject_malformed", "task_id": task_id},
         )
-        if exc.task_id is not None:
+        if task_id is not None:
             error = {"type": "ProtocolError", "message": str(exc), "traceback": ""}
-            await _quietly(self._store.fail_unclaimed(exc.task_id, error))
+            await _quietly(self._store.fail_unclaimed(task_id, error))
         await _settle(delivery.reject(requeue=False))
-        if exc.task_id is not None:
-            await self._announce(exc.task_id, TaskStatus.FAILED)
+        if task_id is not None:
+            await self._announce(task_id, TaskStatus.FAILED)
 
     async def _reject_unknown(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
         message = (
@@ -219,6 +238,25 @@ class Executor:
         await _quietly(self._broker.publish_event(topology.event_key(task_id), body))
 
 
+async def _shielded(write: Any) -> None:
+    # Shielded: even if the worker is being cancelled, the write completes first.
+    future = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await future
+        raise
+
+
+def _failure_of(outcome: Outcome, error_type: str, message: str) -> Outcome:
+    return Outcome(
+        task_id=outcome.task_id,
+        attempt=outcome.attempt,
+        state=TaskStatus.FAILED,
+        error={"type": error_type, "message": message, "traceback": ""},
+    )
+
+
 def _failure(ctx: TaskContext, error_type: str, message: str, tb: str = "") -> Outcome:
     return Outcome(
         task_id=ctx.id,
@@ -240,6 +278,15 @@ def _error_outcome(ctx: TaskContext, exc: BaseException | None) -> Outcome:
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
     return _failure(ctx, name, str(exc), "".join(traceback.format_exception(exc)))
+
+
+def _task_id_of(delivery: Delivery) -> str | None:
+    """The task id taskq put in the message id, for messages whose body cannot be read."""
+    candidate = delivery.message_id.partition(":")[0]
+    try:
+        return str(uuid.UUID(candidate))
+    except ValueError:
+        return None
 
 
 async def _settle(settling: Any) -> None:

@@ -58,9 +58,21 @@ async def test_values_round_trip_exactly(backend: Backend) -> None:
     async def echo(value: object) -> object:
         return value
 
-    value = {"bytes": b"\x00\xff", "nan": float("inf"), "$tag": 1, "nested": [1, "two", None]}
+    # Values JSON or PostgreSQL's jsonb would change: bytes, inf, NUL, 1e16 (numeric → int), -0.0
+    value = {
+        "bytes": b"\x00\xff",
+        "inf": float("inf"),
+        "$tag": 1,
+        "nested": [1, "two", None],
+        "nul": "a\x00b",
+        "big": 1e16,
+        "negative_zero": -0.0,
+    }
     async with app, app.worker():
-        assert await (await echo.submit(value)).result(timeout=10) == value
+        back = await (await echo.submit(value)).result(timeout=10)
+    assert back == value
+    assert isinstance(back["big"], float)
+    assert str(back["negative_zero"]) == "-0.0"
 
 
 async def test_failure_comes_back_with_type_message_and_traceback(backend: Backend) -> None:
