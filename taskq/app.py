@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import (
     Callable,
@@ -12,23 +11,20 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from taskq import broker as brokers
-from taskq import protocol
-from taskq.broker import topology
+from taskq import submission
 from taskq.config import Settings, redact_url
 from taskq.exceptions import (
     AppNotOpen,
-    ConfigurationError,
     DuplicateTaskName,
-    PublishError,
     TaskNotFound,
 )
 from taskq.handle import TaskHandle
-from taskq.store import NewTask, Store
+from taskq.scheduler.cron import Missed, Periodic
+from taskq.store import Store
 from taskq.task import Task, TaskOptions
 from taskq.waiter import Waiter
 
@@ -67,6 +63,7 @@ class App:
             flush_interval=flush_interval,
         )
         self._tasks: dict[str, Task[Any, Any]] = {}
+        self._schedules: dict[str, Periodic] = {}
         self._broker: brokers.Broker | None = None
         self._store: Store | None = None
         self._waiter: Waiter | None = None
@@ -120,7 +117,7 @@ class App:
                 f"a task named {task_name!r} is already registered; "
                 "pass name=... to tell them apart"
             )
-        _check_options(options, self.settings.max_priority)
+        submission.check_options(options, self.settings.max_priority)
         task: Task[Any, Any] = Task(self, fn, name=task_name, options=options)
         self._tasks[task_name] = task
         return task
@@ -129,6 +126,49 @@ class App:
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
         """Registered tasks by name (read-only view)."""
         return self._tasks
+
+    def periodic(
+        self,
+        *,
+        cron: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        timeout: float | None = None,
+        missed: Missed = "latest",
+        misfire_grace: float = 60.0,
+    ) -> _TaskDecorator:
+        """Register a task and submit it on every tick of `cron`, exactly once per tick.
+
+        `@app.periodic(cron="*/5 * * * *", timezone="Europe/Paris")` (6 fields: seconds
+        last). Ticks missed for longer than `misfire_grace` s (downtime) follow `missed`:
+        "latest" (default) runs only the newest of them, "all" each, "skip" none.
+        """
+        options = TaskOptions(queue=queue, priority=priority, timeout=timeout)
+
+        def register(task: Task[Any, Any]) -> None:
+            schedule = Periodic(
+                name=task.name,
+                task=task.name,
+                cron=cron,
+                args=tuple(args),
+                kwargs=dict(kwargs or {}),
+                timezone=timezone,
+                missed=missed,
+                misfire_grace=misfire_grace,
+            )
+            task.check_arguments(tuple(schedule.args), dict(schedule.kwargs))
+            self._schedules[schedule.name] = schedule
+
+        return _TaskDecorator(self, name, options, then=register)
+
+    @property
+    def schedules(self) -> Mapping[str, Periodic]:
+        """Periodic schedules by name (the name of their task)."""
+        return self._schedules
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -205,12 +245,31 @@ class App:
         return TaskHandle(self, task_id)
 
     def worker(
-        self, *, concurrency: int = 10, queues: Sequence[str] | None = None
+        self,
+        *,
+        concurrency: int = 10,
+        queues: Sequence[str] | None = None,
+        scheduler: bool = True,
     ) -> contextlib.AbstractAsyncContextManager[Worker]:
-        """Run a worker inside this process for the duration of an `async with` block."""
+        """Run a worker inside this process for the duration of an `async with` block.
+
+        With `scheduler=True` it also stands for leadership, and while it leads it publishes
+        delayed tasks and periodic ticks (on the embedded default, it always leads).
+        """
         from taskq.worker import running_worker
 
-        return running_worker(self, concurrency=concurrency, queues=queues)
+        return running_worker(self, concurrency=concurrency, queues=queues, scheduler=scheduler)
+
+    def lock(
+        self, name: str, *, timeout: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Mutual exclusion across every process and host on this store.
+
+        `async with app.lock("nightly-report", timeout=5):` waits up to `timeout` seconds
+        (None: for ever; 0: not at all) and raises `LockTimeout` if it cannot get the lock.
+        PostgreSQL releases it when the block ends, or when the holder's process dies.
+        """
+        return self.store.lock(name, timeout)
 
     async def declare(self, queue: str) -> None:
         """Make sure `queue` (and its dead-letter queue) exists on the broker."""
@@ -225,42 +284,21 @@ class App:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> TaskHandle[Any]:
-        store, broker = self.store, self.broker
-        _check_options(options, self.settings.max_priority)
-        task.check_arguments(args, kwargs)
-        for index, value in enumerate(args):
-            protocol.check_value(value, f"task {task.name!r}: argument {index}")
-        for key, value in kwargs.items():
-            protocol.check_value(value, f"task {task.name!r}: argument {key!r}")
-        envelope = protocol.Envelope(
-            id=str(uuid.uuid4()),
-            task=task.name,
-            queue=options.queue,
-            args=list(args),
-            kwargs=kwargs,
-            priority=options.priority,
-            timeout=options.timeout,
-            created_at=time.time(),
-        )
-        body = protocol.encode(envelope, max_bytes=self.settings.max_payload_bytes)
-        await self.declare(options.queue)
-        # The row first, then the message: a worker never sees a task the store lacks.
-        await store.insert_task(new_task_row(envelope))
-        try:
-            await broker.publish(
-                options.queue, body, priority=options.priority, message_id=envelope.id
-            )
-        except PublishError as exc:
-            await _record_unpublished(store, envelope.id, exc)
-            raise
-        return TaskHandle(self, envelope.id)
+        return TaskHandle(self, await submission.submit(self, task, options, args, kwargs))
 
 
 class _TaskDecorator:
     """What `@app.task(...)` with options returns."""
 
-    def __init__(self, app: App, name: str | None, options: TaskOptions) -> None:
-        self._app, self._name, self._options = app, name, options
+    def __init__(
+        self,
+        app: App,
+        name: str | None,
+        options: TaskOptions,
+        *,
+        then: Callable[[Task[Any, Any]], None] | None = None,
+    ) -> None:
+        self._app, self._name, self._options, self._then = app, name, options, then
 
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
@@ -269,39 +307,7 @@ class _TaskDecorator:
     def __call__(self, fn: Callable[P, R]) -> Task[P, R]: ...
 
     def __call__(self, fn: Callable[..., Any]) -> Any:
-        return self._app._register(fn, self._name, self._options)
-
-
-def _check_options(options: TaskOptions, max_priority: int) -> None:
-    topology.validate_queue_name(options.queue)
-    if not 0 <= options.priority <= max_priority:
-        raise ConfigurationError(
-            f"priority {options.priority} is outside 0..{max_priority} (the app's max_priority)"
-        )
-    if options.timeout is not None and options.timeout <= 0:
-        raise ConfigurationError(
-            f"timeout must be a positive number of seconds, not {options.timeout}"
-        )
-
-
-def new_task_row(envelope: protocol.Envelope) -> NewTask:
-    """The row a message stands for."""
-    return NewTask(
-        id=envelope.id,
-        name=envelope.task,
-        queue=envelope.queue,
-        priority=envelope.priority,
-        args=envelope.args,
-        kwargs=envelope.kwargs,
-        timeout=envelope.timeout,
-        created_at=datetime.fromtimestamp(envelope.created_at or time.time(), UTC),
-    )
-
-
-async def _record_unpublished(store: Store, task_id: str, exc: PublishError) -> None:
-    """A task whose message the broker never confirmed must not sit `queued` forever."""
-    error = {"type": "PublishError", "message": str(exc), "traceback": ""}
-    try:
-        await store.fail_unclaimed(task_id, error, only_queued=True)
-    except Exception:
-        logger.exception("could not record unpublished task %s", task_id)
+        task = self._app._register(fn, self._name, self._options)
+        if self._then is not None:
+            self._then(task)
+        return task

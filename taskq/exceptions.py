@@ -17,6 +17,7 @@
     │   ├── StoreConnectionError  cannot reach the database
     │   ├── SchemaOutOfDate       the database is behind on migrations
     │   └── TaskNotFound          no task with that id
+    ├── LockTimeout               app.lock() could not get the lock in time (also TimeoutError)
     ├── TaskFailed                the task raised; carries the remote type, message and traceback
     ├── TaskCancelled             the task was cancelled before it finished
     └── TaskExpired               the task expired before a worker started it
@@ -100,6 +101,10 @@ class SchemaOutOfDate(StoreError):
 
 class TaskNotFound(StoreError, LookupError):
     """No task with this id exists in the store."""
+
+
+class LockTimeout(TaskqError, TimeoutError):
+    """`app.lock()` could not acquire the lock within its timeout."""
 
 
 class TaskFailed(TaskqError):

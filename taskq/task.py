@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskq.exceptions import InvalidArguments
@@ -26,9 +27,11 @@ class TaskOptions:
     queue: str = "default"
     priority: int = 0
     timeout: float | None = None
+    countdown: float | None = None
+    eta: datetime | None = None
+    idempotency_key: str | None = None
 
-    def merged(self, *, queue: Any, priority: Any, timeout: Any) -> TaskOptions:
-        changes = {"queue": queue, "priority": priority, "timeout": timeout}
+    def merged(self, **changes: Any) -> TaskOptions:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not _UNSET})
 
 
@@ -56,10 +59,24 @@ class Task(Generic[P, R]):
         queue: str = _UNSET,
         priority: int = _UNSET,
         timeout: float | None = _UNSET,
+        countdown: float | None = _UNSET,
+        eta: datetime | None = _UNSET,
+        idempotency_key: str | None = _UNSET,
     ) -> BoundTask[P, R]:
-        """A copy with other options: `await task.options(priority=9).submit(...)`."""
-        merged = self.default_options.merged(queue=queue, priority=priority, timeout=timeout)
-        return BoundTask(self, merged)
+        """A copy with other options: `await task.options(priority=9).submit(...)`.
+
+        `countdown` (seconds) or `eta` (an aware datetime) delay the task; it waits as a
+        `scheduled` row in the store, not in any worker. `idempotency_key` makes a repeated
+        submit return the first task instead of creating another.
+        """
+        return BoundTask(self, self.default_options).options(
+            queue=queue,
+            priority=priority,
+            timeout=timeout,
+            countdown=countdown,
+            eta=eta,
+            idempotency_key=idempotency_key,
+        )
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Refuse arguments that the function could not be called with."""
@@ -88,6 +105,16 @@ class BoundTask(Generic[P, R]):
         queue: str = _UNSET,
         priority: int = _UNSET,
         timeout: float | None = _UNSET,
+        countdown: float | None = _UNSET,
+        eta: datetime | None = _UNSET,
+        idempotency_key: str | None = _UNSET,
     ) -> BoundTask[P, R]:
-        merged = self.bound_options.merged(queue=queue, priority=priority, timeout=timeout)
+        merged = self.bound_options.merged(
+            queue=queue,
+            priority=priority,
+            timeout=timeout,
+            countdown=countdown,
+            eta=eta,
+            idempotency_key=idempotency_key,
+        )
         return BoundTask(self.task, merged)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from taskq.cli import db, demo, inspect, worker
+from taskq.cli import db, demo, inspect, submit, worker
 
 app = typer.Typer(
     name="taskq",
@@ -15,7 +15,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command()(worker.worker)
+app.command()(worker.scheduler)
+app.command()(submit.submit)
 app.command()(inspect.status)
+app.command()(inspect.workers)
 app.command()(demo.demo)
 app.add_typer(db.app, name="db")
 

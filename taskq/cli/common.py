@@ -22,6 +22,11 @@ T = TypeVar("T")
 # soft_wrap: an error stays one greppable line in logs, whatever the terminal width.
 err = Console(stderr=True, soft_wrap=True)
 
+AppSpec = Annotated[
+    str,
+    typer.Argument(envvar="TASKQ_APP", help="Your app, as module:attribute (e.g. proj.tasks:app)."),
+]
+
 StoreUrl = Annotated[
     str | None,
     typer.Option(

@@ -1,8 +1,9 @@
-"""Commands that read the store: `taskq status`."""
+"""Commands that read the store: `taskq status`, `taskq workers`."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -11,7 +12,7 @@ from rich.table import Table
 
 from taskq.cli.common import StoreUrl, fail, run, store_url_from
 from taskq.status import TaskStatus
-from taskq.store import Store, TaskRecord
+from taskq.store import Store, TaskRecord, coordination
 
 out = Console(highlight=False)
 
@@ -80,3 +81,60 @@ def describe(record: TaskRecord) -> Table:
 
 def _when(moment: datetime) -> str:
     return moment.astimezone().isoformat(sep=" ", timespec="milliseconds")
+
+
+def workers(
+    store_url: StoreUrl = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include stopped processes.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List worker and scheduler processes; the leader is marked."""
+    rows = run(_workers(store_url_from(store_url), all_))
+    if as_json:
+        for row in rows:
+            out.print_json(json.dumps(_worker_json(row)))
+        return
+    table = Table()
+    for column in ("id", "role", "state", "leader", "queues", "concurrency", "heartbeat"):
+        table.add_column(column)
+    moment = datetime.now(UTC)
+    for row in rows:
+        ago = (moment - row.heartbeat_at).total_seconds()
+        style = {"running": "green", "dead": "red"}.get(row.state, "dim")
+        table.add_row(
+            row.id,
+            row.role,
+            f"[{style}]{row.state}[/{style}]",
+            "[bold yellow]leader[/bold yellow]" if row.leader else "",
+            ",".join(row.queues),
+            str(row.concurrency),
+            f"{ago:.0f} s ago",
+        )
+    out.print(table)
+
+
+async def _workers(url: str, include_stopped: bool) -> list[coordination.WorkerRecord]:
+    store = Store(url)
+    await store.open()
+    try:
+        return await store.run(
+            lambda conn: coordination.list_workers(conn, include_stopped=include_stopped)
+        )
+    finally:
+        await store.close()
+
+
+def _worker_json(row: coordination.WorkerRecord) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "role": row.role,
+        "host": row.host,
+        "pid": row.pid,
+        "state": row.state,
+        "leader": row.leader,
+        "queues": row.queues,
+        "concurrency": row.concurrency,
+        "started_at": row.started_at.isoformat(),
+        "heartbeat_at": row.heartbeat_at.isoformat(),
+        "stopped_at": row.stopped_at.isoformat() if row.stopped_at else None,
+    }

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from taskq.exceptions import AppNotOpen, SchemaOutOfDate
+from taskq.exceptions import AppNotOpen, LockTimeout, SchemaOutOfDate
 from taskq.store import engine as engines
-from taskq.store import migrations, repository
+from taskq.store import locks, migrations, repository
 from taskq.store.repository import NewTask, Outcome, TaskRecord
 from taskq.store.writer import Writer
 
@@ -33,6 +33,8 @@ class Store:
         # SQLite has one writer at a time (and :memory: one shared connection): take turns
         # here rather than fail with "database is locked".
         self._turns = asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        self._local_locks: dict[str, asyncio.Lock] = {}
+        self._leader_turn = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"Store({engines.shown(self._url)!r})"
@@ -77,8 +79,9 @@ class Store:
     def writer(self, *, flush_interval: float) -> Writer:
         return Writer(self.transaction, flush_interval=flush_interval)
 
-    async def insert_task(self, task: NewTask) -> None:
-        await self.run(lambda conn: repository.insert_task(conn, task))
+    async def insert_task(self, task: NewTask) -> str:
+        """→ the task's id, or the earlier task's if its idempotency key was taken."""
+        return await self.run(lambda conn: repository.insert_task(conn, task))
 
     async def insert_task_if_missing(self, task: NewTask) -> None:
         await self.run(lambda conn: repository.insert_task_if_missing(conn, task))
@@ -86,12 +89,67 @@ class Store:
     async def get_task(self, task_id: str) -> TaskRecord | None:
         return await self.run(lambda conn: repository.get_task(conn, task_id))
 
+    def session_lock(self, name: str, *, application_name: str) -> locks.LeaderLock:
+        """A lock for leadership, held on a connection of its own (see `locks.SessionLock`)."""
+        if self.dialect == "sqlite":
+            return _InProcessSessionLock(self._leader_turn)
+        return locks.SessionLock(
+            self._url.render_as_string(hide_password=False),
+            name,
+            application_name=application_name,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str, wait: float | None) -> AsyncIterator[None]:
+        """Mutual exclusion on `name` across every process using this database."""
+        if self._engine is None:
+            raise AppNotOpen("the store is not open: use `async with app:` first")
+        if self.dialect != "sqlite":
+            async with locks.transaction_lock(self._engine, name, wait):
+                yield
+            return
+        held = self._local_locks.setdefault(name, asyncio.Lock())
+        try:
+            if wait is not None and wait <= 0 and held.locked():
+                raise TimeoutError
+            async with asyncio.timeout(wait if wait and wait > 0 else None):
+                await held.acquire()
+        except TimeoutError:
+            raise LockTimeout(f"lock {name!r} not acquired within {wait} s") from None
+        try:
+            yield
+        finally:
+            held.release()
+
     async def fail_unclaimed(
         self, task_id: str, error: dict[str, str], *, only_queued: bool = False
     ) -> None:
         await self.run(
             lambda conn: repository.fail_unclaimed(conn, task_id, error, only_queued=only_queued)
         )
+
+
+class _InProcessSessionLock:
+    """Leadership on SQLite: one process, so one lock object decides among its schedulers."""
+
+    def __init__(self, turn: asyncio.Lock) -> None:
+        self._turn = turn
+        self._held = False
+
+    async def try_acquire(self) -> bool:
+        if self._turn.locked():
+            return False
+        await self._turn.acquire()
+        self._held = True
+        return True
+
+    async def check(self, within: float) -> None:
+        return None
+
+    async def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._turn.release()
 
 
 async def _check_schema(conn: AsyncConnection, shown_url: str) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, Operationa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from taskq.exceptions import ConfigurationError, StoreConnectionError, StoreError
+from taskq.exceptions import ConfigurationError, StoreConnectionError, StoreError, TaskqError
 
 
 def parse_url(url: str) -> URL:
@@ -72,11 +72,24 @@ def insert_ignoring_duplicates(engine: AsyncEngine | AsyncConnection, table: Tab
     return sqlite.insert(table).on_conflict_do_nothing()
 
 
+def upsert(
+    engine: AsyncEngine | AsyncConnection, table: Table, values: dict[str, Any], *, key: str
+) -> Any:
+    """INSERT … ON CONFLICT (key) DO UPDATE of the other columns, in the engine's dialect."""
+    statement: Any = (
+        postgresql.insert(table) if engine.dialect.name == "postgresql" else sqlite.insert(table)
+    ).values(values)
+    updates = {name: statement.excluded[name] for name in values if name != key}
+    return statement.on_conflict_do_update(index_elements=[key], set_=updates)
+
+
 @contextlib.asynccontextmanager
 async def translated_errors(url: URL) -> AsyncIterator[None]:
     """Turn driver and SQLAlchemy errors into taskq's, naming the host but never a password."""
     try:
         yield
+    except TaskqError:
+        raise  # already ours (LockTimeout is also an OSError, through TimeoutError)
     except (OperationalError, InterfaceError, OSError) as exc:
         raise StoreConnectionError(
             f"cannot use the database at {shown(url)}: {_reason(exc)}. "

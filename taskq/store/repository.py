@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, bindparam, select, update
+from sqlalchemy import RowMapping, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.status import FINAL, TaskStatus
@@ -33,6 +33,8 @@ class NewTask:
     timeout: float | None
     created_at: datetime
     state: TaskStatus = TaskStatus.QUEUED
+    run_at: datetime | None = None
+    idempotency_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +56,8 @@ class TaskRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    run_at: datetime | None = None
+    idempotency_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,11 +87,24 @@ def _values(task: NewTask) -> dict[str, Any]:
         "attempts": 0,
         "timeout": task.timeout,
         "created_at": task.created_at,
+        "run_at": task.run_at,
+        "idempotency_key": task.idempotency_key,
     }
 
 
-async def insert_task(conn: AsyncConnection, task: NewTask) -> None:
-    await conn.execute(tasks.insert(), [_values(task)])
+async def insert_task(conn: AsyncConnection, task: NewTask) -> str:
+    """Insert the row; → the id of the task that holds `task.idempotency_key` if one did."""
+    if task.idempotency_key is None:
+        await conn.execute(tasks.insert(), [_values(task)])
+        return task.id
+    # ON CONFLICT waits for a concurrent insert of the same key to commit, then yields to it.
+    inserted = await conn.execute(
+        insert_ignoring_duplicates(conn, tasks).values(_values(task)).returning(_c.id)
+    )
+    if inserted.first() is not None:
+        return task.id
+    existing = await conn.execute(select(_c.id).where(_c.idempotency_key == task.idempotency_key))
+    return str(existing.scalar_one())
 
 
 async def insert_task_if_missing(conn: AsyncConnection, task: NewTask) -> None:
@@ -110,14 +127,24 @@ async def claim(conn: AsyncConnection, task_ids: Sequence[str], worker_id: str) 
     Rows already final (a duplicate delivery) or missing are left alone and absent
     from the result. The caller must commit before any task starts.
     """
+    moment = now()
     statement = (
         update(tasks)
-        .where(_c.id.in_(list(task_ids)), _c.state.in_(_CLAIMABLE))
+        .where(
+            _c.id.in_(list(task_ids)),
+            or_(
+                _c.state.in_(_CLAIMABLE),
+                # A due `scheduled` row is being published by the leader right now. Matching it
+                # makes PostgreSQL wait for the leader's row lock and then re-check the row,
+                # now `queued`. (Not matching it would skip the row: the claim would miss.)
+                and_(_c.state == TaskStatus.SCHEDULED.value, _c.run_at <= moment),
+            ),
+        )
         .values(
             state=TaskStatus.RUNNING.value,
             attempts=_c.attempts + 1,
             worker_id=worker_id,
-            started_at=now(),
+            started_at=moment,
             finished_at=None,
         )
         .returning(_c.id, _c.attempts)
@@ -176,6 +203,34 @@ async def fail_unclaimed(
     )
 
 
+async def claim_due(conn: AsyncConnection, limit: int) -> list[TaskRecord]:
+    """Lock up to `limit` due `scheduled` rows for this transaction (others skip them)."""
+    query = (
+        select(tasks)
+        .where(_c.state == TaskStatus.SCHEDULED.value, _c.run_at <= now())
+        .order_by(_c.run_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [_record(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def mark_queued(conn: AsyncConnection, task_ids: Sequence[str]) -> None:
+    """`scheduled` → `queued` for rows just published (still locked by `claim_due`)."""
+    await conn.execute(
+        update(tasks)
+        .where(_c.id.in_(list(task_ids)), _c.state == TaskStatus.SCHEDULED.value)
+        .values(state=TaskStatus.QUEUED.value)
+    )
+
+
+async def next_due(conn: AsyncConnection) -> datetime | None:
+    """When the earliest `scheduled` task is due, if any."""
+    query = select(func.min(_c.run_at)).where(_c.state == TaskStatus.SCHEDULED.value)
+    return _aware((await conn.execute(query)).scalar())
+
+
 def _aware(value: datetime | None) -> datetime | None:
     # SQLite hands timestamps back naive; they were written in UTC.
     if value is not None and value.tzinfo is None:
@@ -202,4 +257,6 @@ def _record(row: RowMapping) -> TaskRecord:
         created_at=created_at,
         started_at=_aware(row["started_at"]),
         finished_at=_aware(row["finished_at"]),
+        run_at=_aware(row["run_at"]),
+        idempotency_key=row["idempotency_key"],
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -60,9 +62,50 @@ tasks = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("started_at", Timestamp, nullable=True),
     Column("finished_at", Timestamp, nullable=True),
+    # When a `scheduled` task is due (countdown, eta, periodic tick).
+    Column("run_at", Timestamp, nullable=True),
+    # Submitting twice with one key gives one task (unique; NULLs do not collide).
+    Column("idempotency_key", String(255), nullable=True),
     CheckConstraint(f"state IN ({STATES})", name="state"),
     Index(None, "state", "created_at"),
     Index(None, "name", "created_at"),
     Index(None, "queue", "created_at"),
     Index(None, "created_at"),
+    Index(None, "idempotency_key", unique=True),
+    # The leader's claim of due tasks reads only this small partial index.
+    Index(
+        "ix_taskq_tasks_due",
+        "run_at",
+        postgresql_where=text("state = 'scheduled'"),
+        sqlite_where=text("state = 'scheduled'"),
+    ),
+)
+
+# The last tick submitted for each periodic schedule, so a new leader neither repeats
+# nor (within the misfire grace) skips a tick.
+schedules = Table(
+    "taskq_schedules",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("last_tick", Timestamp, nullable=False),
+)
+
+# One row per worker or scheduler process: who runs, who leads, who stopped beating.
+workers = Table(
+    "taskq_workers",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", JsonValue, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("leader", Boolean, nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("heartbeat_at", Timestamp, nullable=False),
+    Column("stopped_at", Timestamp, nullable=True),
+    CheckConstraint("state IN ('running', 'stopped', 'dead')", name="state"),
+    CheckConstraint("role IN ('worker', 'scheduler')", name="role"),
+    Index(None, "state", "heartbeat_at"),
 )

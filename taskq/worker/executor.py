@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from taskq import protocol
-from taskq.app import new_task_row
 from taskq.broker import Broker, Delivery, topology
 from taskq.context import TaskContext, _current
 from taskq.exceptions import (
@@ -31,6 +30,7 @@ from taskq.exceptions import (
 )
 from taskq.status import TaskStatus
 from taskq.store import Outcome, Store, Writer
+from taskq.submission import new_task_row
 from taskq.task import Task
 
 logger = logging.getLogger(__name__)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from taskq.broker import Delivery
+from taskq.scheduler import LeaderWork, campaign
+from taskq.worker import heartbeat
 from taskq.worker.executor import Executor
 
 if TYPE_CHECKING:
@@ -30,14 +29,20 @@ class Worker:
     """Runs tasks from `queues` until `stop()`; then finishes what it started."""
 
     def __init__(
-        self, app: App, *, concurrency: int = 10, queues: Sequence[str] | None = None
+        self,
+        app: App,
+        *,
+        concurrency: int = 10,
+        queues: Sequence[str] | None = None,
+        scheduler: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.app = app
         self.concurrency = concurrency
         self.queues = list(queues or _queues_of(app))
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.scheduler = scheduler
+        self.id = heartbeat.new_process_id()
         self.started = asyncio.Event()
         self._deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue()
 
@@ -71,11 +76,28 @@ class Worker:
             extra={"action": "start_worker", "worker_id": self.id},
         )
         try:
-            async with asyncio.TaskGroup() as side:
+            async with (
+                heartbeat.registered(
+                    app.store,
+                    self.id,
+                    role="worker",
+                    queues=self.queues,
+                    concurrency=self.concurrency,
+                ),
+                asyncio.TaskGroup() as side,
+            ):
                 side.create_task(writer.run(), name="taskq-writer")
+                candidate = None
+                if self.scheduler:  # every worker stands for leadership unless told not to
+                    lead = LeaderWork(app, self.id).run
+                    candidate = side.create_task(
+                        campaign(app.store, self.id, lead), name="taskq-candidate"
+                    )
                 try:
                     await self._consume(executor)
                 finally:
+                    if candidate is not None:
+                        candidate.cancel()
                     writer.close()  # flushes what is left, then its loop ends
         finally:
             threads.shutdown(wait=False, cancel_futures=True)
@@ -105,10 +127,10 @@ def _queues_of(app: App) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    app: App, *, concurrency: int, queues: Sequence[str] | None
+    app: App, *, concurrency: int, queues: Sequence[str] | None, scheduler: bool
 ) -> AsyncIterator[Worker]:
     """`app.worker()`: a worker running in this process for the block's duration."""
-    worker = Worker(app, concurrency=concurrency, queues=queues)
+    worker = Worker(app, concurrency=concurrency, queues=queues, scheduler=scheduler)
     running = asyncio.create_task(worker.run(), name=f"taskq-worker-{worker.id}")
     started = asyncio.create_task(worker.started.wait())
     await asyncio.wait({running, started}, return_when=asyncio.FIRST_COMPLETED)

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 import taskq
 from taskq import protocol
-from taskq.app import new_task_row
 from taskq.cli import app as cli
+from taskq.submission import new_task_row
 from tests.conftest import Backend
 
 

@@ -76,7 +76,10 @@ async def test_upgrade_head_matches_the_model(empty_url: str) -> None:
     # Then autogenerate finds no difference between it and tables.metadata
     assert await inspect_db(empty_url, schema_diff) == []
     assert await current_revision(empty_url) == migrations.head()
-    assert await inspect_db(empty_url, table_names) == {"taskq_tasks", migrations.VERSION_TABLE}
+    assert await inspect_db(empty_url, table_names) == {
+        *metadata.tables,
+        migrations.VERSION_TABLE,
+    }
 
 
 async def test_downgrade_to_base_then_upgrade_again(empty_url: str) -> None:

@@ -1,0 +1,136 @@
+"""The leader's work: publish due delayed tasks, submit periodic ticks, mark silent workers.
+
+Each loop survives its own transient failures (logged, retried); only losing the
+leadership connection ends the term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskq import protocol, submission
+from taskq.exceptions import BrokerError, StoreConnectionError, StoreError
+from taskq.scheduler.cron import Periodic, tick_key
+from taskq.store import coordination, repository
+
+if TYPE_CHECKING:
+    from taskq.app import App
+
+logger = logging.getLogger(__name__)
+
+BATCH = 500
+POLL_INTERVAL = 0.25  # the longest a newly due task waits to be noticed
+CRON_INTERVAL = 1.0
+REAP_INTERVAL = 5.0
+SILENT_FOR = timedelta(seconds=30)  # a worker this long without a heartbeat is dead
+RETRY_AFTER_ERROR = 1.0
+
+
+class LeaderWork:
+    """What the leader runs; `run()` returns only by cancellation (the end of the term)."""
+
+    def __init__(self, app: App, process_id: str) -> None:
+        self._app = app
+        self._process_id = process_id
+
+    async def run(self) -> None:
+        store = self._app.store
+        await store.run(lambda conn: coordination.set_leader(conn, self._process_id, True))
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._forever(self.publish_due), name="taskq-publish-due")
+            loops.create_task(self._forever(self.submit_ticks), name="taskq-cron")
+            loops.create_task(self._forever(self.reap_workers), name="taskq-reap-workers")
+
+    async def _forever(self, step: Callable[[], Awaitable[float]]) -> None:
+        while True:
+            try:
+                wait = await step()
+            except StoreConnectionError:
+                raise
+            except (StoreError, BrokerError) as exc:
+                logger.warning("%s failed, retrying: %s", step.__name__, exc)
+                wait = RETRY_AFTER_ERROR
+            await asyncio.sleep(wait)
+
+    async def publish_due(self) -> float:
+        """Publish one batch of due tasks; → seconds until the next may be due."""
+        published, next_due = await self._app.store.run(self._publish_due)
+        if published >= BATCH:
+            return 0.0
+        if next_due is None:
+            return POLL_INTERVAL
+        return min(max((next_due - datetime.now(UTC)).total_seconds(), 0.0), POLL_INTERVAL)
+
+    async def _publish_due(self, conn: AsyncConnection) -> tuple[int, datetime | None]:
+        # The rows stay locked (FOR UPDATE SKIP LOCKED) until this transaction commits, so a
+        # worker claiming one waits for `queued`; a crash before the commit leaves them
+        # `scheduled`, to be published again (a worker acks the stray copy without running).
+        due = await repository.claim_due(conn, BATCH)
+        if due:
+            settings = self._app.settings
+            for queue in {record.queue for record in due}:
+                await self._app.declare(queue)
+            envelopes = [submission.envelope_of(record) for record in due]
+            await asyncio.gather(
+                *(
+                    self._app.broker.publish(
+                        envelope.queue,
+                        protocol.encode(envelope, max_bytes=settings.max_payload_bytes),
+                        priority=envelope.priority,
+                        message_id=envelope.id,
+                    )
+                    for envelope in envelopes
+                )
+            )
+            await repository.mark_queued(conn, [record.id for record in due])
+            logger.debug("published %d due tasks", len(due))
+        return len(due), await repository.next_due(conn)
+
+    async def submit_ticks(self) -> float:
+        """Submit every due tick of every periodic schedule; → seconds to the next tick."""
+        schedules = self._app.schedules
+        if not schedules:
+            return CRON_INTERVAL
+        store = self._app.store
+        last = await store.run(coordination.last_ticks)
+        now = datetime.now(UTC)
+        for schedule in schedules.values():
+            if schedule.name not in last:
+                # A new schedule starts from now: its first tick is the next one.
+                await store.run(_record_tick(schedule.name, now))
+                continue
+            ticks = schedule.due(last[schedule.name], now)
+            for tick in ticks:
+                await self._submit_tick(schedule, tick)
+            if ticks:
+                await store.run(_record_tick(schedule.name, ticks[-1]))
+        soonest = min(schedule.next_after(now) for schedule in schedules.values())
+        return min(max((soonest - datetime.now(UTC)).total_seconds(), 0.0), CRON_INTERVAL)
+
+    async def _submit_tick(self, schedule: Periodic, tick: datetime) -> None:
+        task = self._app.tasks[schedule.task]
+        bound = task.options(idempotency_key=tick_key(schedule.name, tick))
+        await bound.submit(*schedule.args, **schedule.kwargs)
+        logger.info(
+            "periodic %s: submitted the tick of %s",
+            schedule.name,
+            tick.isoformat(),
+            extra={"action": "periodic_tick", "task_name": schedule.task},
+        )
+
+    async def reap_workers(self) -> float:
+        """Mark workers whose heartbeat stopped as dead."""
+        dead = await self._app.store.run(lambda conn: coordination.mark_dead(conn, SILENT_FOR))
+        for worker_id in dead:
+            logger.warning("worker %s stopped beating: marked dead", worker_id)
+        return REAP_INTERVAL
+
+
+def _record_tick(name: str, tick: datetime) -> Callable[[AsyncConnection], Awaitable[None]]:
+    return lambda conn: coordination.record_tick(conn, name, tick)

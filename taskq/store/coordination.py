@@ -1,0 +1,127 @@
+"""Rows that coordinate processes: the workers table and the periodic schedules' last ticks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskq.store.engine import upsert
+from taskq.store.repository import _aware, now
+from taskq.store.tables import schedules, workers
+
+_w = workers.c
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerRecord:
+    id: str
+    role: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    state: str
+    leader: bool
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+
+
+async def register_worker(
+    conn: AsyncConnection,
+    *,
+    worker_id: str,
+    role: str,
+    host: str,
+    pid: int,
+    queues: Sequence[str],
+    concurrency: int,
+) -> None:
+    moment = now()
+    await conn.execute(
+        workers.insert().values(
+            id=worker_id,
+            role=role,
+            host=host,
+            pid=pid,
+            queues=list(queues),
+            concurrency=concurrency,
+            state="running",
+            leader=False,
+            started_at=moment,
+            heartbeat_at=moment,
+        )
+    )
+
+
+async def heartbeat(conn: AsyncConnection, worker_id: str) -> None:
+    """Refresh the row; a row already marked dead comes back to life (it was only slow)."""
+    await conn.execute(
+        update(workers)
+        .where(_w.id == worker_id, _w.state != "stopped")
+        .values(heartbeat_at=now(), state="running")
+    )
+
+
+async def stop_worker(conn: AsyncConnection, worker_id: str) -> None:
+    await conn.execute(
+        update(workers)
+        .where(_w.id == worker_id)
+        .values(state="stopped", leader=False, stopped_at=now())
+    )
+
+
+async def set_leader(conn: AsyncConnection, worker_id: str, leading: bool) -> None:
+    """Mark who leads; a new leader also clears the mark of whoever led before."""
+    if leading:
+        await conn.execute(update(workers).where(_w.id != worker_id).values(leader=False))
+    await conn.execute(update(workers).where(_w.id == worker_id).values(leader=leading))
+
+
+async def mark_dead(conn: AsyncConnection, silent_for: timedelta) -> list[str]:
+    """Workers whose heartbeat stopped are `dead`; → their ids."""
+    statement = (
+        update(workers)
+        .where(_w.state == "running", _w.heartbeat_at < now() - silent_for)
+        .values(state="dead", leader=False)
+        .returning(_w.id)
+    )
+    return [row.id for row in await conn.execute(statement)]
+
+
+async def list_workers(conn: AsyncConnection, *, include_stopped: bool) -> list[WorkerRecord]:
+    query = select(workers).order_by(_w.started_at)
+    if not include_stopped:
+        query = query.where(_w.state != "stopped")
+    rows = (await conn.execute(query)).mappings()
+    return [
+        WorkerRecord(
+            id=row["id"],
+            role=row["role"],
+            host=row["host"],
+            pid=row["pid"],
+            queues=list(row["queues"]),
+            concurrency=row["concurrency"],
+            state=row["state"],
+            leader=bool(row["leader"]),
+            started_at=_aware(row["started_at"]) or now(),
+            heartbeat_at=_aware(row["heartbeat_at"]) or now(),
+            stopped_at=_aware(row["stopped_at"]),
+        )
+        for row in rows
+    ]
+
+
+async def last_ticks(conn: AsyncConnection) -> dict[str, datetime]:
+    rows = await conn.execute(select(schedules.c.name, schedules.c.last_tick))
+    return {row.name: _aware(row.last_tick) or now() for row in rows}
+
+
+async def record_tick(conn: AsyncConnection, name: str, tick: datetime) -> None:
+    """Remember the newest tick submitted for `name` (never moves backwards)."""
+    statement = upsert(conn, schedules, {"name": name, "last_tick": tick}, key="name")
+    await conn.execute(statement)

@@ -1,0 +1,151 @@
+"""PostgreSQL advisory locks: leadership (session lock, dedicated connection) and users' locks.
+
+Keys are two int4s: taskq's namespace and a stable hash of the name, so taskq's locks never
+collide with an application's own advisory locks. On SQLite (one process) the same calls
+are in-process locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from taskq.exceptions import LockTimeout, StoreConnectionError
+from taskq.store import engine as engines
+
+NAMESPACE = int.from_bytes(b"tq\x00\x01", "big", signed=True)
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def key_of(name: str) -> int:
+    """A stable int4 for `name` (hashtext() is not promised stable across versions)."""
+    return int.from_bytes(
+        hashlib.blake2b(name.encode(), digest_size=4).digest(), "big", signed=True
+    )
+
+
+class LeaderLock(Protocol):
+    async def try_acquire(self) -> bool: ...
+
+    async def check(self, within: float) -> None: ...
+
+    async def release(self) -> None: ...
+
+
+class SessionLock:
+    """A lock held as long as one dedicated connection lives (never a pooled one).
+
+    Used for leadership: if the process dies, PostgreSQL drops the connection and the lock
+    with it; if the connection fails, `check()` raises and the holder must step down.
+    """
+
+    def __init__(self, url: str, name: str, *, application_name: str) -> None:
+        self._url = engines.parse_url(url)
+        self._name = name
+        self._application_name = application_name
+        self._engine: AsyncEngine | None = None
+        self._conn: AsyncConnection | None = None
+
+    async def try_acquire(self) -> bool:
+        if self._url.get_backend_name() == "sqlite":
+            return True  # the embedded default is a single process
+        engine = create_async_engine(
+            self._url,
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+            connect_args={
+                "timeout": 5,
+                "server_settings": {"application_name": self._application_name[:63]},
+            },
+        )
+        try:
+            async with engines.translated_errors(self._url):
+                conn = await engine.connect()
+                got = await conn.scalar(
+                    text("SELECT pg_try_advisory_lock(:ns, :key)"),
+                    {"ns": NAMESPACE, "key": key_of(self._name)},
+                )
+        except BaseException:
+            await engine.dispose()
+            raise
+        if not got:
+            await conn.close()
+            await engine.dispose()
+            return False
+        self._engine, self._conn = engine, conn
+        return True
+
+    async def check(self, within: float) -> None:
+        """Raise `StoreConnectionError` unless the lock's connection still answers."""
+        if self._conn is None:
+            return
+        try:
+            async with asyncio.timeout(within), engines.translated_errors(self._url):
+                await self._conn.execute(text("SELECT 1"))
+        except TimeoutError:
+            raise StoreConnectionError(
+                "the leader's database connection stopped answering"
+            ) from None
+
+    async def release(self) -> None:
+        conn, engine = self._conn, self._engine
+        self._conn = self._engine = None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a dead connection has dropped the lock
+                await conn.close()
+        if engine is not None:
+            await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def transaction_lock(
+    engine: AsyncEngine, name: str, wait: float | None
+) -> AsyncIterator[None]:
+    """Hold `name` for the block; PostgreSQL releases it at commit or if this process dies."""
+    async with engines.translated_errors(engine.url):
+        conn = await engine.connect()
+    try:
+        async with engines.translated_errors(engine.url):
+            await conn.begin()
+            await _acquire(conn, name, wait)
+        yield  # the user's code: its exceptions pass through untranslated
+    finally:
+        with contextlib.suppress(Exception):  # a dead connection has dropped the lock
+            await conn.close()  # ends the transaction, which releases the lock
+
+
+async def _acquire(conn: AsyncConnection, name: str, wait: float | None) -> None:
+    params = {"ns": NAMESPACE, "key": key_of(name)}
+    if wait is not None and wait <= 0:
+        got = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:ns, :key)"), params)
+        if not got:
+            raise LockTimeout(f"lock {name!r} is held by someone else")
+        return
+    if wait is not None:
+        await conn.execute(
+            text("SELECT set_config('lock_timeout', :value, true)"),
+            {"value": f"{max(1, round(wait * 1000))}ms"},
+        )
+    try:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), params)
+    except DBAPIError as exc:
+        if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
+            raise LockTimeout(f"lock {name!r} not acquired within {wait} s") from None
+        raise
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    original = exc.orig
+    for candidate in (original, getattr(original, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
