@@ -24,10 +24,9 @@ MAX_CATCH_UP = 1000  # ticks submitted at most in one pass with missed="all"
 class Periodic:
     """A task submitted on every tick of `cron` (5 fields, or 6 with seconds last).
 
-    A tick is late, not missed, while it is less than `misfire_grace` seconds old: late
-    ticks are all submitted (a leader failover loses none). Ticks older than that, after
-    downtime, follow `missed`: "latest" submits only the newest of them (the default),
-    "all" submits every one, "skip" submits none.
+    When no scheduler ran for at most `misfire_grace` seconds (a leader failover), every
+    tick of the gap is still submitted. After a longer downtime, `missed` decides: "latest"
+    submits only the newest missed tick (the default), "all" every one, "skip" none.
     """
 
     name: str
@@ -64,16 +63,19 @@ class Periodic:
         return ticks
 
     def due(self, last_tick: datetime, now: datetime) -> list[datetime]:
-        """The ticks to submit now, given the last one submitted."""
+        """The ticks in (last_tick, now] to submit now.
+
+        A gap of at most `misfire_grace` (a leader failover, a slow pass) is caught up tick
+        by tick. A longer gap is downtime, and `missed` decides.
+        """
         ticks = self.ticks_after(last_tick, now)
-        grace = now - timedelta(seconds=self.misfire_grace)
-        missed = [t for t in ticks if t < grace]
-        late = [t for t in ticks if t >= grace]
+        if not ticks or now - last_tick <= timedelta(seconds=self.misfire_grace):
+            return ticks
         if self.missed == "latest":
-            missed = missed[-1:]
-        elif self.missed == "skip":
-            missed = []
-        return missed + late
+            return ticks[-1:]
+        if self.missed == "skip":
+            return []
+        return ticks[-MAX_CATCH_UP:]
 
     def next_after(self, moment: datetime) -> datetime:
         it = croniter(self.cron, moment.astimezone(ZoneInfo(self.timezone)))

@@ -32,6 +32,19 @@ async def campaign(
 ) -> None:
     """Stand for leadership for ever; run `lead()` while leading (until cancelled)."""
     lock = store.session_lock(LOCK_NAME, application_name=f"taskq leader {process_id}")
+    try:
+        await _campaign(lock, process_id, lead, retry_interval, check_interval)
+    finally:
+        await lock.release()
+
+
+async def _campaign(
+    lock: LeaderLock,
+    process_id: str,
+    lead: Callable[[], Coroutine[Any, Any, None]],
+    retry_interval: float,
+    check_interval: float,
+) -> None:
     while True:
         try:
             elected = await lock.try_acquire()
@@ -52,6 +65,7 @@ async def campaign(
             finally:
                 await lock.release()
         await asyncio.sleep(retry_interval)
+        # Not elected: the lock keeps its connection for the next attempt.
 
 
 async def _hold(

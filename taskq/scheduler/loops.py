@@ -7,6 +7,7 @@ leadership connection ends the term.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -42,10 +43,15 @@ class LeaderWork:
     async def run(self) -> None:
         store = self._app.store
         await store.run(lambda conn: coordination.set_leader(conn, self._process_id, True))
-        async with asyncio.TaskGroup() as loops:
-            loops.create_task(self._forever(self.publish_due), name="taskq-publish-due")
-            loops.create_task(self._forever(self.submit_ticks), name="taskq-cron")
-            loops.create_task(self._forever(self.reap_workers), name="taskq-reap-workers")
+        try:
+            async with asyncio.TaskGroup() as loops:
+                loops.create_task(self._forever(self.publish_due), name="taskq-publish-due")
+                loops.create_task(self._forever(self.submit_ticks), name="taskq-cron")
+                loops.create_task(self._forever(self.reap_workers), name="taskq-reap-workers")
+        finally:
+            # The term is over; the mark is cosmetic (the advisory lock is the truth).
+            with contextlib.suppress(StoreError):
+                await store.run(lambda conn: coordination.set_leader(conn, self._process_id, False))
 
     async def _forever(self, step: Callable[[], Awaitable[float]]) -> None:
         while True:
@@ -105,11 +111,11 @@ class LeaderWork:
                 # A new schedule starts from now: its first tick is the next one.
                 await store.run(_record_tick(schedule.name, now))
                 continue
-            ticks = schedule.due(last[schedule.name], now)
-            for tick in ticks:
+            for tick in schedule.due(last[schedule.name], now):
                 await self._submit_tick(schedule, tick)
-            if ticks:
-                await store.run(_record_tick(schedule.name, ticks[-1]))
+            # Every tick up to `now` is handled (a crash before this line only means the
+            # next leader submits them again, and their idempotency keys make that a no-op).
+            await store.run(_record_tick(schedule.name, now))
         soonest = min(schedule.next_after(now) for schedule in schedules.values())
         return min(max((soonest - datetime.now(UTC)).total_seconds(), 0.0), CRON_INTERVAL)
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskq.store.engine import upsert
+from taskq.store.engine import upsert_increasing
 from taskq.store.repository import _aware, now
 from taskq.store.tables import schedules, workers
 
@@ -123,5 +123,7 @@ async def last_ticks(conn: AsyncConnection) -> dict[str, datetime]:
 
 async def record_tick(conn: AsyncConnection, name: str, tick: datetime) -> None:
     """Remember the newest tick submitted for `name` (never moves backwards)."""
-    statement = upsert(conn, schedules, {"name": name, "last_tick": tick}, key="name")
+    statement = upsert_increasing(
+        conn, schedules, {"name": name, "last_tick": tick}, key="name", column="last_tick"
+    )
     await conn.execute(statement)

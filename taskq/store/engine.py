@@ -72,15 +72,23 @@ def insert_ignoring_duplicates(engine: AsyncEngine | AsyncConnection, table: Tab
     return sqlite.insert(table).on_conflict_do_nothing()
 
 
-def upsert(
-    engine: AsyncEngine | AsyncConnection, table: Table, values: dict[str, Any], *, key: str
+def upsert_increasing(
+    engine: AsyncEngine | AsyncConnection,
+    table: Table,
+    values: dict[str, Any],
+    *,
+    key: str,
+    column: str,
 ) -> Any:
-    """INSERT … ON CONFLICT (key) DO UPDATE of the other columns, in the engine's dialect."""
+    """INSERT, or on conflict UPDATE `column` only if the new value is larger (monotonic)."""
     statement: Any = (
         postgresql.insert(table) if engine.dialect.name == "postgresql" else sqlite.insert(table)
     ).values(values)
-    updates = {name: statement.excluded[name] for name in values if name != key}
-    return statement.on_conflict_do_update(index_elements=[key], set_=updates)
+    return statement.on_conflict_do_update(
+        index_elements=[key],
+        set_={column: statement.excluded[column]},
+        where=table.c[column] < statement.excluded[column],
+    )
 
 
 @contextlib.asynccontextmanager

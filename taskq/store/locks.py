@@ -53,35 +53,36 @@ class SessionLock:
         self._application_name = application_name
         self._engine: AsyncEngine | None = None
         self._conn: AsyncConnection | None = None
+        self._held = False
 
     async def try_acquire(self) -> bool:
-        if self._url.get_backend_name() == "sqlite":
-            return True  # the embedded default is a single process
-        engine = create_async_engine(
-            self._url,
-            poolclass=NullPool,
-            isolation_level="AUTOCOMMIT",
-            connect_args={
-                "timeout": 5,
-                "server_settings": {"application_name": self._application_name[:63]},
-            },
-        )
+        """One attempt; a candidate keeps its connection open between attempts."""
         try:
             async with engines.translated_errors(self._url):
-                conn = await engine.connect()
+                conn = await self._connection()
                 got = await conn.scalar(
                     text("SELECT pg_try_advisory_lock(:ns, :key)"),
                     {"ns": NAMESPACE, "key": key_of(self._name)},
                 )
         except BaseException:
-            await engine.dispose()
+            await self.release()  # a broken connection is replaced on the next attempt
             raise
-        if not got:
-            await conn.close()
-            await engine.dispose()
-            return False
-        self._engine, self._conn = engine, conn
-        return True
+        self._held = bool(got)
+        return self._held
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is None:
+            self._engine = create_async_engine(
+                self._url,
+                poolclass=NullPool,
+                isolation_level="AUTOCOMMIT",
+                connect_args={
+                    "timeout": 5,
+                    "server_settings": {"application_name": self._application_name[:63]},
+                },
+            )
+            self._conn = await self._engine.connect()
+        return self._conn
 
     async def check(self, within: float) -> None:
         """Raise `StoreConnectionError` unless the lock's connection still answers."""
@@ -96,8 +97,10 @@ class SessionLock:
             ) from None
 
     async def release(self) -> None:
+        """Drop the lock with its connection (closing it is the one release that always works)."""
         conn, engine = self._conn, self._engine
         self._conn = self._engine = None
+        self._held = False
         if conn is not None:
             with contextlib.suppress(Exception):  # a dead connection has dropped the lock
                 await conn.close()
