@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from taskq import broker as brokers
-from taskq import submission
+from taskq import protocol, submission
 from taskq.config import Settings, redact_url
 from taskq.exceptions import (
     AppNotOpen,
@@ -161,6 +161,10 @@ class App:
                 misfire_grace=misfire_grace,
             )
             task.check_arguments(tuple(schedule.args), dict(schedule.kwargs))
+            for index, value in enumerate(schedule.args):
+                protocol.check_value(value, f"periodic task {task.name!r}: argument {index}")
+            for key, value in schedule.kwargs.items():
+                protocol.check_value(value, f"periodic task {task.name!r}: argument {key!r}")
             self._schedules[schedule.name] = schedule
 
         return _TaskDecorator(self, name, options, then=register)

@@ -52,10 +52,23 @@ async def submit(
     row = new_task_row(envelope, run_at=run_at, idempotency_key=options.idempotency_key)
     # The row first, then the message: a worker never sees a task the store lacks.
     task_id = await store.insert_task(row)
-    if task_id != envelope.id or row.state is TaskStatus.SCHEDULED:
-        return task_id  # an earlier submit with this key, or the leader publishes it when due
-    await publish(store, broker, options.queue, body, envelope)
+    if task_id != envelope.id:
+        await _republish_if_queued(app, task_id)  # an earlier submit with this key
+    elif row.state is TaskStatus.QUEUED:
+        await publish(store, broker, options.queue, body, envelope)
+    # (A `scheduled` row is published by the leader when it is due.)
     return task_id
+
+
+async def _republish_if_queued(app: App, task_id: str) -> None:
+    """The earlier submit may have stored its row and died before publishing: publish it
+    again. If its message is in the queue after all, the second copy is acked unrun."""
+    record = await app.store.get_task(task_id)
+    if record is not None and record.state is TaskStatus.QUEUED:
+        envelope = envelope_of(record)
+        body = protocol.encode(envelope, max_bytes=app.settings.max_payload_bytes)
+        await app.declare(record.queue)
+        await publish(app.store, app.broker, record.queue, body, envelope)
 
 
 async def publish(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -92,7 +93,7 @@ def workers(
     rows = run(_workers(store_url_from(store_url), all_))
     if as_json:
         for row in rows:
-            out.print_json(json.dumps(_worker_json(row)))
+            sys.stdout.write(json.dumps(_worker_json(row)) + "\n")
         return
     table = Table()
     for column in ("id", "role", "state", "leader", "queues", "concurrency", "heartbeat"):

@@ -6,6 +6,7 @@ leaders for a moment, a failover, a retry), it becomes one task.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,8 @@ from croniter import croniter
 from taskq.exceptions import ConfigurationError
 
 Missed = Literal["latest", "all", "skip"]
-MAX_CATCH_UP = 1000  # ticks submitted at most in one pass with missed="all"
+MAX_CATCH_UP = 1000  # at most this many (the newest) ticks are submitted in one pass
+_JUST_AFTER = timedelta(microseconds=1)  # so a tick exactly at `moment` counts as before it
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,16 +53,19 @@ class Periodic:
             raise ConfigurationError("missed must be 'latest', 'all' or 'skip'")
 
     def ticks_after(self, start: datetime, end: datetime) -> list[datetime]:
-        """Ticks in (start, end], in UTC."""
+        """Ticks in (start, end], in UTC; only the newest MAX_CATCH_UP if there are more."""
         zone = ZoneInfo(self.timezone)
-        ticks: list[datetime] = []
+        ticks: collections.deque[datetime] = collections.deque(maxlen=MAX_CATCH_UP)
         it = croniter(self.cron, start.astimezone(zone))
-        while len(ticks) <= MAX_CATCH_UP:
-            tick = it.get_next(datetime).astimezone(UTC)
-            if tick > end:
-                break
+        while (tick := it.get_next(datetime).astimezone(UTC)) <= end:
             ticks.append(tick)
-        return ticks
+        return list(ticks)
+
+    def latest_before(self, moment: datetime) -> datetime:
+        """The newest tick at or before `moment`, in UTC."""
+        it = croniter(self.cron, moment.astimezone(ZoneInfo(self.timezone)) + _JUST_AFTER)
+        tick: datetime = it.get_prev(datetime)
+        return tick.astimezone(UTC)
 
     def due(self, last_tick: datetime, now: datetime) -> list[datetime]:
         """The ticks in (last_tick, now] to submit now.
@@ -68,14 +73,14 @@ class Periodic:
         A gap of at most `misfire_grace` (a leader failover, a slow pass) is caught up tick
         by tick. A longer gap is downtime, and `missed` decides.
         """
-        ticks = self.ticks_after(last_tick, now)
-        if not ticks or now - last_tick <= timedelta(seconds=self.misfire_grace):
-            return ticks
+        if now - last_tick <= timedelta(seconds=self.misfire_grace):
+            return self.ticks_after(last_tick, now)
         if self.missed == "latest":
-            return ticks[-1:]
+            latest = self.latest_before(now)
+            return [latest] if latest > last_tick else []
         if self.missed == "skip":
             return []
-        return ticks[-MAX_CATCH_UP:]
+        return self.ticks_after(last_tick, now)
 
     def next_after(self, moment: datetime) -> datetime:
         it = croniter(self.cron, moment.astimezone(ZoneInfo(self.timezone)))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq import protocol, submission
-from taskq.exceptions import BrokerError, StoreConnectionError, StoreError
+from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
 from taskq.scheduler.cron import Periodic, tick_key
 from taskq.store import coordination, repository
 
@@ -75,8 +75,9 @@ class LeaderWork:
 
     async def _publish_due(self, conn: AsyncConnection) -> tuple[int, datetime | None]:
         # The rows stay locked (FOR UPDATE SKIP LOCKED) until this transaction commits, so a
-        # worker claiming one waits for `queued`; a crash before the commit leaves them
-        # `scheduled`, to be published again (a worker acks the stray copy without running).
+        # worker claiming one waits for `queued`. After a crash before the commit the rows
+        # are still `scheduled` and due: the first copy to reach a worker claims and runs the
+        # task, and the next leader finds nothing left to publish.
         due = await repository.claim_due(conn, BATCH)
         if due:
             settings = self._app.settings
@@ -112,7 +113,13 @@ class LeaderWork:
                 await store.run(_record_tick(schedule.name, now))
                 continue
             for tick in schedule.due(last[schedule.name], now):
-                await self._submit_tick(schedule, tick)
+                try:
+                    await self._submit_tick(schedule, tick)
+                except (StoreConnectionError, BrokerError):
+                    raise  # transient: the whole pass is retried
+                except TaskqError as exc:
+                    # One schedule's bad tick must not stop the leader or the other schedules.
+                    logger.error("periodic %s: tick %s not submitted: %s", schedule.name, tick, exc)
             # Every tick up to `now` is handled (a crash before this line only means the
             # next leader submits them again, and their idempotency keys make that a no-op).
             await store.run(_record_tick(schedule.name, now))
@@ -121,7 +128,10 @@ class LeaderWork:
 
     async def _submit_tick(self, schedule: Periodic, tick: datetime) -> None:
         task = self._app.tasks[schedule.task]
-        bound = task.options(idempotency_key=tick_key(schedule.name, tick))
+        # Stored as a due `scheduled` row, so `publish_due` publishes it in the same
+        # transaction that marks it queued: a crash between storing and publishing cannot
+        # strand the tick (its key would make a resubmit a no-op).
+        bound = task.options(idempotency_key=tick_key(schedule.name, tick), eta=tick)
         await bound.submit(*schedule.args, **schedule.kwargs)
         logger.info(
             "periodic %s: submitted the tick of %s",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
@@ -89,6 +90,14 @@ def upsert_increasing(
         set_={column: statement.excluded[column]},
         where=table.c[column] < statement.excluded[column],
     )
+
+
+def clock(engine: AsyncEngine | AsyncConnection) -> Any:
+    """ "Now" for comparisons with stored times: the database's own clock on PostgreSQL, so
+    processes whose clocks disagree still agree on what is due. (SQLite is one process.)"""
+    if engine.dialect.name == "postgresql":
+        return func.now()
+    return datetime.now(UTC)
 
 
 @contextlib.asynccontextmanager

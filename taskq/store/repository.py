@@ -12,11 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.status import FINAL, TaskStatus
 from taskq.store import codec
-from taskq.store.engine import insert_ignoring_duplicates
+from taskq.store.engine import clock, insert_ignoring_duplicates
 from taskq.store.tables import tasks
 
 _c = tasks.c
-_CLAIMABLE = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value)
 _NOT_FINAL = tuple(s.value for s in TaskStatus if s not in FINAL)
 
 
@@ -121,30 +120,36 @@ async def get_states(conn: AsyncConnection, task_ids: Iterable[str]) -> dict[str
     return {str(row.id): TaskStatus(row.state) for row in await conn.execute(query)}
 
 
-async def claim(conn: AsyncConnection, task_ids: Sequence[str], worker_id: str) -> dict[str, int]:
+async def claim(
+    conn: AsyncConnection, task_ids: Sequence[str], worker_id: str, *, redelivered: bool
+) -> dict[str, int]:
     """Mark tasks `running` and count the attempt, in one statement; → {id: attempt}.
 
-    Rows already final (a duplicate delivery) or missing are left alone and absent
-    from the result. The caller must commit before any task starts.
+    Rows already final (a duplicate delivery) or missing are left alone and absent from
+    the result. A `running` row is taken over only by a redelivery (its worker died): a
+    first delivery of a running task is a duplicate publish, not a crash. The caller must
+    commit before any task starts.
     """
-    moment = now()
+    claimable = [TaskStatus.QUEUED.value]
+    if redelivered:
+        claimable.append(TaskStatus.RUNNING.value)
     statement = (
         update(tasks)
         .where(
             _c.id.in_(list(task_ids)),
             or_(
-                _c.state.in_(_CLAIMABLE),
+                _c.state.in_(claimable),
                 # A due `scheduled` row is being published by the leader right now. Matching it
                 # makes PostgreSQL wait for the leader's row lock and then re-check the row,
                 # now `queued`. (Not matching it would skip the row: the claim would miss.)
-                and_(_c.state == TaskStatus.SCHEDULED.value, _c.run_at <= moment),
+                and_(_c.state == TaskStatus.SCHEDULED.value, _c.run_at <= clock(conn)),
             ),
         )
         .values(
             state=TaskStatus.RUNNING.value,
             attempts=_c.attempts + 1,
             worker_id=worker_id,
-            started_at=moment,
+            started_at=now(),
             finished_at=None,
         )
         .returning(_c.id, _c.attempts)
@@ -207,7 +212,7 @@ async def claim_due(conn: AsyncConnection, limit: int) -> list[TaskRecord]:
     """Lock up to `limit` due `scheduled` rows for this transaction (others skip them)."""
     query = (
         select(tasks)
-        .where(_c.state == TaskStatus.SCHEDULED.value, _c.run_at <= now())
+        .where(_c.state == TaskStatus.SCHEDULED.value, _c.run_at <= clock(conn))
         .order_by(_c.run_at)
         .limit(limit)
     )

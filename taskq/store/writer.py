@@ -19,7 +19,7 @@ from taskq.store import repository
 
 logger = logging.getLogger(__name__)
 
-_Claim = tuple[str, str, "asyncio.Future[int | None]"]
+_Claim = tuple[str, tuple[str, bool], "asyncio.Future[int | None]"]  # id, (worker, redelivered)
 _Outcome = tuple[repository.Outcome, "asyncio.Future[None]"]
 Transaction = Callable[[Callable[[AsyncConnection], Awaitable[None]]], Awaitable[None]]
 
@@ -38,10 +38,10 @@ class Writer:
         self._wake = asyncio.Event()
         self._closing = False
 
-    async def claim(self, task_id: str, worker_id: str) -> int | None:
+    async def claim(self, task_id: str, worker_id: str, *, redelivered: bool) -> int | None:
         """Count an attempt and mark `running`; → the attempt number, or None if not claimable."""
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._claims.append((task_id, worker_id, future))
+        self._claims.append((task_id, (worker_id, redelivered), future))
         self._wake.set()
         return await future
 
@@ -119,12 +119,12 @@ async def _apply(
     """One transaction's statements: outcomes in one executemany, claims in one UPDATE each."""
     if outcomes:
         await repository.record_outcomes(conn, [outcome for outcome, _ in outcomes])
-    by_worker: dict[str, list[str]] = {}
-    for task_id, worker_id, _ in claims:
-        by_worker.setdefault(worker_id, []).append(task_id)
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for task_id, group, _ in claims:
+        groups.setdefault(group, []).append(task_id)
     claimed: dict[str, int] = {}
-    for worker_id, ids in by_worker.items():
-        claimed.update(await repository.claim(conn, ids, worker_id))
+    for (worker_id, redelivered), ids in groups.items():
+        claimed.update(await repository.claim(conn, ids, worker_id, redelivered=redelivered))
     return claimed
 
 

@@ -93,10 +93,10 @@ class Executor:
         if task is None:
             await self._reject_unknown(delivery, envelope)
             return
-        attempt = await self._claim(envelope)
+        attempt = await self._claim(envelope, delivery.redelivered)
         if attempt is None:
-            # Already final: a duplicate or late redelivery. Nothing to run.
-            logger.info("task %s is already final; acking its duplicate delivery", envelope.id)
+            # Final, running elsewhere, or not yet due: a duplicate copy. Nothing to run.
+            logger.info("task %s is not claimable; acking a duplicate delivery", envelope.id)
             await _settle(delivery.ack())
             await self._announce(envelope.id, None)
             return
@@ -138,12 +138,13 @@ class Executor:
             failed = _failure_of(outcome, "ResultNotStored", message)
             await _shielded(self._writer.record(failed))
 
-    async def _claim(self, envelope: protocol.Envelope) -> int | None:
-        attempt = await self._writer.claim(envelope.id, self._worker_id)
+    async def _claim(self, envelope: protocol.Envelope, redelivered: bool) -> int | None:
+        claim = self._writer.claim
+        attempt = await claim(envelope.id, self._worker_id, redelivered=redelivered)
         if attempt is None and await self._store.get_task(envelope.id) is None:
             # A message with no row (published by other means): record it, then run it.
             await self._store.insert_task_if_missing(new_task_row(envelope))
-            attempt = await self._writer.claim(envelope.id, self._worker_id)
+            attempt = await claim(envelope.id, self._worker_id, redelivered=redelivered)
         return attempt
 
     async def _run(

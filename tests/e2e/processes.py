@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -17,7 +19,8 @@ import asyncpg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_APP = "tests.e2e.worker_app:app"
-WORKER_COMMAND = (sys.executable, "-m", "taskq", "worker", WORKER_APP)
+TASKQ = (sys.executable, "-m", "taskq")
+WORKER_COMMAND = (*TASKQ, "worker", WORKER_APP)
 START_DEADLINE = 30.0
 STOP_GRACE = 20.0
 
@@ -58,6 +61,59 @@ async def run_command(
         raise AssertionError(f"{' '.join(argv)} did not finish within {limit} s") from None
     assert process.returncode is not None
     return process.returncode, output.decode(errors="replace")
+
+
+async def run_cli(*argv: str, env: dict[str, str], limit: float = 60.0) -> tuple[int, str, str]:
+    """Run `python -m taskq ARGV...` from the repository; → (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        *TASKQ,
+        *argv,
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(limit):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"taskq {' '.join(argv)} did not finish within {limit} s") from None
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def json_values(text: str) -> list[Any]:
+    """Every JSON value in `text`, one after another (whatever whitespace separates them)."""
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    position = 0
+    while (position := _skip_space(text, position)) < len(text):
+        value, position = decoder.raw_decode(text, position)
+        values.append(value)
+    return values
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position].isspace():
+        position += 1
+    return position
+
+
+async def taskq_workers(store_url: str) -> list[dict[str, Any]]:
+    """The rows `taskq workers --json` prints (running processes, the leader marked)."""
+    code, out, err = await run_cli("workers", "--json", env=cli_env(TASKQ_STORE_URL=store_url))
+    assert code == 0, f"taskq workers --json exited {code}:\n{err}"
+    return json_values(out)
+
+
+async def leader_pid(store_url: str) -> int | None:
+    """The pid of the process `taskq workers --json` marks as leader (None if none is)."""
+    leaders = [row for row in await taskq_workers(store_url) if row["leader"]]
+    assert len(leaders) <= 1, f"more than one leader: {leaders}"
+    return int(leaders[0]["pid"]) if leaders else None
 
 
 async def rabbitmqctl(*args: str) -> str:
@@ -110,11 +166,12 @@ async def state_counts(store_url: str) -> dict[str, int]:
 
 
 class WorkerProcess:
-    """One `taskq worker` subprocess; its stderr goes to a file (a pipe could fill up)."""
+    """One `taskq worker` (or `taskq scheduler`) subprocess; its stderr goes to a file."""
 
-    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], log: Path, role: str = "worker") -> None:
         self.process = process
         self.log = log
+        self.role = role
 
     @property
     def pid(self) -> int:
@@ -135,7 +192,8 @@ class WorkerProcess:
 
 
 class Workers:
-    """Starts `taskq worker` subprocesses against one vhost + database, stops them all later."""
+    """Starts `taskq worker` (and `taskq scheduler`) subprocesses against one vhost +
+    database, and stops them all later."""
 
     def __init__(self, *, amqp_url: str, store_url: str, workdir: Path) -> None:
         self.amqp_url = amqp_url
@@ -143,6 +201,7 @@ class Workers:
         self.vhost = vhost_of(amqp_url)
         self.workdir = workdir
         self.order_file = workdir / "order.txt"
+        self.ticks_file = workdir / "ticks.txt"
         self.started: list[WorkerProcess] = []
 
     def env(self) -> dict[str, str]:
@@ -150,31 +209,60 @@ class Workers:
             TASKQ_BROKER_URL=self.amqp_url,
             TASKQ_STORE_URL=self.store_url,
             E2E_ORDER_FILE=str(self.order_file),
+            E2E_TICKS_FILE=str(self.ticks_file),
         )
 
-    def _spawn(self, concurrency: int) -> WorkerProcess:
-        log = self.workdir / f"worker-{len(self.started)}.log"
+    def _spawn(self, argv: Sequence[str], role: str) -> WorkerProcess:
+        log = self.workdir / f"{role}-{len(self.started)}.log"
         with log.open("wb") as stderr:
             process = subprocess.Popen(
-                [*WORKER_COMMAND, "--concurrency", str(concurrency)],
+                argv,
                 cwd=REPO_ROOT,
                 env=self.env(),
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
             )
-        worker = WorkerProcess(process, log)
+        worker = WorkerProcess(process, log, role)
         self.started.append(worker)
         return worker
 
     def alive(self) -> list[WorkerProcess]:
         return [w for w in self.started if w.process.poll() is None]
 
-    async def start(self, *, concurrency: int) -> WorkerProcess:
+    def consuming(self) -> list[WorkerProcess]:
+        """Live `taskq worker` processes (a `taskq scheduler` consumes nothing)."""
+        return [w for w in self.alive() if w.role == "worker"]
+
+    async def start(
+        self, *, concurrency: int, app: str = WORKER_APP, scheduler: bool = True
+    ) -> WorkerProcess:
         """Start a worker and return once RabbitMQ shows it consuming queue `default`."""
-        worker = await asyncio.to_thread(self._spawn, concurrency)
-        await self.wait_consumers(len(self.alive()), also=worker)
+        argv = [*TASKQ, "worker", app, "--concurrency", str(concurrency)]
+        if not scheduler:
+            argv.append("--no-scheduler")
+        worker = await asyncio.to_thread(self._spawn, argv, "worker")
+        await self.wait_consumers(len(self.consuming()), also=worker)
         return worker
+
+    async def start_scheduler(self, *, app: str = WORKER_APP) -> WorkerProcess:
+        """Start `taskq scheduler APP`; return once its row in the workers table is running."""
+        scheduler = await asyncio.to_thread(self._spawn, [*TASKQ, "scheduler", app], "scheduler")
+
+        async def registered() -> bool:
+            if scheduler.process.poll() is not None:
+                raise AssertionError(
+                    f"taskq scheduler exited with {scheduler.process.returncode}:\n"
+                    + scheduler.output()
+                )
+            found = await sql(
+                self.store_url,
+                f"SELECT 1 FROM taskq_workers WHERE pid = {scheduler.pid} AND state = 'running'",
+            )
+            return bool(found)
+
+        await wait_until(registered, within=START_DEADLINE, what="taskq scheduler to register")
+        return scheduler
 
     async def wait_consumers(self, count: int, *, also: WorkerProcess | None = None) -> None:
         """Wait until exactly `count` consumers are on `default` (a killed one is gone)."""
@@ -196,7 +284,7 @@ class Workers:
         os.kill(worker.pid, signal.SIGKILL)
         code = await asyncio.to_thread(worker.process.wait, 10)
         assert code == -signal.SIGKILL, f"worker exited with {code}, not by SIGKILL"
-        await self.wait_consumers(len(self.alive()))
+        await self.wait_consumers(len(self.consuming()))
 
     def stop_all(self) -> None:
         for worker in self.started:
@@ -206,7 +294,8 @@ class Workers:
         """(title, last 20,000 characters of stderr) per worker, for a failure report."""
         return [
             (
-                f"taskq worker #{index} (pid {worker.pid}, exit {worker.process.returncode})",
+                f"taskq {worker.role} #{index} (pid {worker.pid}, "
+                f"exit {worker.process.returncode})",
                 worker.output()[-20_000:],
             )
             for index, worker in enumerate(self.started)

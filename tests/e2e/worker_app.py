@@ -26,6 +26,15 @@ def record(label: str) -> None:
         order.flush()
 
 
+def append_line(path: str, line: str) -> None:
+    """One write(2) with O_APPEND: lines from several processes never interleave."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
 async def slow(seconds: float, marker: str) -> int:
     """Touch `marker`, then sleep: `seconds` on the first attempt, 0.1 s on any later one."""
     attempt = taskq.context().attempt

@@ -61,8 +61,12 @@ async def insert(store: Store, *tasks: NewTask) -> list[str]:
     return [task.id for task in tasks]
 
 
-async def claim(store: Store, ids: Sequence[str], worker_id: str = "w1") -> dict[str, int]:
-    return await store.run(lambda conn: repository.claim(conn, ids, worker_id))
+async def claim(
+    store: Store, ids: Sequence[str], worker_id: str = "w1", *, redelivered: bool = False
+) -> dict[str, int]:
+    return await store.run(
+        lambda conn: repository.claim(conn, ids, worker_id, redelivered=redelivered)
+    )
 
 
 async def record(store: Store, *outcomes: Outcome) -> None:
@@ -172,9 +176,18 @@ async def test_claim_of_a_running_task_counts_another_attempt(store: Store) -> N
     # A redelivery after a worker died claims the task again.
     (task_id,) = await insert(store, new_task())
     assert await claim(store, [task_id], "w1") == {task_id: 1}
-    assert await claim(store, [task_id], "w2") == {task_id: 2}
+    assert await claim(store, [task_id], "w2", redelivered=True) == {task_id: 2}
     got = await state_of(store, task_id)
     assert (got.attempts, got.worker_id) == (2, "w2")
+
+
+async def test_first_delivery_of_a_running_task_is_a_duplicate(store: Store) -> None:
+    # A second copy from a retried publish (not a redelivery) must not run the task twice.
+    (task_id,) = await insert(store, new_task())
+    assert await claim(store, [task_id], "w1") == {task_id: 1}
+    assert await claim(store, [task_id], "w2", redelivered=False) == {}
+    got = await state_of(store, task_id)
+    assert (got.attempts, got.worker_id) == (1, "w1")
 
 
 async def test_claim_returns_only_claimable_tasks(store: Store) -> None:
@@ -226,7 +239,7 @@ async def test_outcome_of_a_stale_attempt_does_not_overwrite(store: Store) -> No
     # Given a task on its second attempt (the first worker was presumed dead)
     (task_id,) = await insert(store, new_task())
     await claim(store, [task_id], "w1")
-    await claim(store, [task_id], "w2")
+    await claim(store, [task_id], "w2", redelivered=True)
     # When the first attempt's outcome arrives late
     await record(store, Outcome(task_id=task_id, attempt=1, state=TaskStatus.FAILED, error=ERROR))
     # Then the row still belongs to the second attempt
@@ -329,7 +342,9 @@ async def test_writer_batches_concurrent_claims(store: Store) -> None:
     try:
         # When 50 executors claim at once
         async with asyncio.timeout(30):
-            attempts = await asyncio.gather(*(writer.claim(task_id, "w1") for task_id in ids))
+            attempts = await asyncio.gather(
+                *(writer.claim(task_id, "w1", redelivered=False) for task_id in ids)
+            )
     finally:
         writer.close()
         async with asyncio.timeout(30):
@@ -347,7 +362,7 @@ async def test_writer_claim_of_a_final_task_is_none(store: Store) -> None:
     running = asyncio.create_task(writer.run(), name="writer")
     try:
         async with asyncio.timeout(30):
-            assert await writer.claim(task_id, "w1") is None
+            assert await writer.claim(task_id, "w1", redelivered=False) is None
     finally:
         writer.close()
         async with asyncio.timeout(30):
@@ -362,7 +377,9 @@ async def test_writer_close_flushes_pending_items_before_run_returns(store: Stor
     transactions = CountingTransactions(store)
     writer = Writer(transactions, flush_interval=0.005, max_batch=10)
     running = asyncio.create_task(writer.run(), name="writer")
-    claims = [asyncio.create_task(writer.claim(task_id, "w1")) for task_id in ids]
+    claims = [
+        asyncio.create_task(writer.claim(task_id, "w1", redelivered=False)) for task_id in ids
+    ]
     outcome = Outcome(task_id=done, attempt=1, state=TaskStatus.SUCCEEDED, result="flushed")
     recording = asyncio.create_task(writer.record(outcome))
     # When close() is called right after they were queued (call_soon runs it after the
