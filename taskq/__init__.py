@@ -24,16 +24,19 @@ from taskq.exceptions import (
     TaskFailed,
     TaskNotFound,
     TaskqError,
+    TaskTimeout,
     TopologyConflict,
     UnknownTask,
 )
 from taskq.handle import TaskHandle
+from taskq.retry import Backoff, Retry
 from taskq.status import TaskStatus
 from taskq.task import BoundTask, Task, TaskOptions
 
 __all__ = [
     "App",
     "AppNotOpen",
+    "Backoff",
     "BoundTask",
     "BrokerConnectionError",
     "BrokerError",
@@ -44,6 +47,7 @@ __all__ = [
     "PayloadTooLarge",
     "ProtocolError",
     "PublishError",
+    "Retry",
     "SchemaOutOfDate",
     "SerializationError",
     "StoreConnectionError",
@@ -57,6 +61,7 @@ __all__ = [
     "TaskNotFound",
     "TaskOptions",
     "TaskStatus",
+    "TaskTimeout",
     "TaskqError",
     "TopologyConflict",
     "UnknownTask",

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from taskq import broker as brokers
 from taskq import protocol, submission
 from taskq.config import Settings, redact_url
+from taskq.dlq import DeadLetters
 from taskq.exceptions import (
     AppNotOpen,
     DuplicateTaskName,
     TaskNotFound,
 )
 from taskq.handle import TaskHandle
+from taskq.retry import DEFAULT_BACKOFF, Backoff
 from taskq.scheduler.cron import Missed, Periodic
 from taskq.store import Store
 from taskq.task import Task, TaskOptions
@@ -53,6 +55,8 @@ class App:
         max_priority: int | None = None,
         publish_timeout: float | None = None,
         flush_interval: float | None = None,
+        lease_after: float | None = None,
+        lease_duration: float | None = None,
     ) -> None:
         self.settings = Settings.load(
             broker_url=broker_url,
@@ -61,6 +65,8 @@ class App:
             max_priority=max_priority,
             publish_timeout=publish_timeout,
             flush_interval=flush_interval,
+            lease_after=lease_after,
+            lease_duration=lease_duration,
         )
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._schedules: dict[str, Periodic] = {}
@@ -91,6 +97,10 @@ class App:
         queue: str = "default",
         priority: int = 0,
         timeout: float | None = None,
+        max_retries: int = 0,
+        retry_for: tuple[type[BaseException], ...] = (Exception,),
+        backoff: Backoff = DEFAULT_BACKOFF,
+        max_deliveries: int = 5,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -101,9 +111,27 @@ class App:
         queue: str = "default",
         priority: int = 0,
         timeout: float | None = None,
+        max_retries: int = 0,
+        retry_for: tuple[type[BaseException], ...] = (Exception,),
+        backoff: Backoff = DEFAULT_BACKOFF,
+        max_deliveries: int = 5,
     ) -> Any:
-        """Register a function as a task (`async def`, or plain `def` run in a thread pool)."""
-        options = TaskOptions(queue=queue, priority=priority, timeout=timeout)
+        """Register a function as a task (`async def`, or plain `def` run in a thread pool).
+
+        A failure whose exception is one of `retry_for` (a timeout counts as `TaskTimeout`)
+        is retried up to `max_retries` times, `backoff` apart. A message delivered more than
+        `max_deliveries` times without an outcome (its task keeps killing the worker) is
+        dead-lettered instead of run again.
+        """
+        options = TaskOptions(
+            queue=queue,
+            priority=priority,
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_for=retry_for,
+            backoff=backoff,
+            max_deliveries=max_deliveries,
+        )
         if fn is not None:
             return self._register(fn, name, options)
         return _TaskDecorator(self, name, options)
@@ -263,6 +291,10 @@ class App:
         from taskq.worker import running_worker
 
         return running_worker(self, concurrency=concurrency, queues=queues, scheduler=scheduler)
+
+    def dlq(self, queue: str = "default") -> DeadLetters:
+        """The dead-letter queue of `queue`: list, replay and purge its dead tasks."""
+        return DeadLetters(self, queue)
 
     def lock(
         self, name: str, *, timeout: float | None = None

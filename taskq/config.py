@@ -30,6 +30,11 @@ class Settings:
     max_priority: int = 10
     publish_timeout: float = 10.0
     flush_interval: float = 0.005
+    # A task still running after lease_after s has its message acked and is kept by a
+    # lease of lease_duration s, renewed by its worker: RabbitMQ's consumer_timeout
+    # (30 min by default) would otherwise close the channel and run the task twice.
+    lease_after: float = 900.0
+    lease_duration: float = 60.0
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={self._shown(f.name)!r}" for f in dataclasses.fields(self))
@@ -65,6 +70,8 @@ class Settings:
             raise ConfigurationError("max_priority must be between 1 and 255 (10 is advised)")
         if self.publish_timeout <= 0 or self.flush_interval < 0:
             raise ConfigurationError("publish_timeout must be > 0 and flush_interval >= 0")
+        if self.lease_after <= 0 or self.lease_duration < 10:
+            raise ConfigurationError("lease_after must be > 0 and lease_duration >= 10 seconds")
 
 
 def _from_env(env: Mapping[str, str], name: str, type_name: object) -> object:

@@ -18,6 +18,7 @@
     │   ├── SchemaOutOfDate       the database is behind on migrations
     │   └── TaskNotFound          no task with that id
     ├── LockTimeout               app.lock() could not get the lock in time (also TimeoutError)
+    ├── TaskTimeout               a task ran past its timeout (recorded as its error type)
     ├── TaskFailed                the task raised; carries the remote type, message and traceback
     ├── TaskCancelled             the task was cancelled before it finished
     └── TaskExpired               the task expired before a worker started it
@@ -105,6 +106,13 @@ class TaskNotFound(StoreError, LookupError):
 
 class LockTimeout(TaskqError, TimeoutError):
     """`app.lock()` could not acquire the lock within its timeout."""
+
+
+class TaskTimeout(TaskqError, TimeoutError):
+    """A task ran longer than its timeout; its error type reads `TaskTimeout`.
+
+    Listed in `retry_for` (it is, under the default `(Exception,)`), a timeout is retried.
+    """
 
 
 class TaskFailed(TaskqError):

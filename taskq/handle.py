@@ -6,8 +6,11 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from taskq import protocol
+from taskq.broker import topology
 from taskq.exceptions import TaskCancelled, TaskExpired, TaskFailed, TaskNotFound
 from taskq.status import TaskStatus
+from taskq.store import lifecycle
 
 if TYPE_CHECKING:
     from taskq.app import App
@@ -46,6 +49,30 @@ class TaskHandle(Generic[R]):
         if record is None:
             raise TaskNotFound(f"no task with id {self.id}")
         return record
+
+    async def cancel(self) -> bool:
+        """Cancel the task; → False if it had already finished (then nothing changed).
+
+        A `scheduled` or `queued` task never starts. A running one is cancelled on its
+        worker within about a second (its code gets `CancelledError`, so its `finally`
+        blocks run). Either way it ends `cancelled`, is never retried, and `result()`
+        raises `TaskCancelled`.
+        """
+        app = self._app
+        state = await app.store.run(lambda conn: lifecycle.request_cancel(conn, self.id))
+        if state is None:
+            await self.info()  # raises TaskNotFound if there is no such task
+            return False
+        if state is TaskStatus.CANCELLED:
+            event = protocol.encode_event(self.id, state.value)
+            await app.broker.publish_event(topology.event_key(self.id), event)
+        else:
+            await app.broker.publish_control(protocol.encode_control("cancel", self.id))
+        return True
+
+    async def attempts(self) -> list[dict[str, Any]]:
+        """Every attempt so far: number, worker, state, start, end, error."""
+        return await self._app.store.run(lambda conn: lifecycle.list_attempts(conn, self.id))
 
     async def result(self, timeout: float | None = None) -> R:  # noqa: ASYNC109 (public API)
         """Wait for the task to end and return its value.

@@ -34,6 +34,8 @@ class Envelope:
     timeout: float | None = None
     created_at: float = 0.0
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    max_retries: int = 0
+    expires_at: float | None = None  # epoch seconds; a worker never starts it after this
 
 
 def encode(envelope: Envelope, *, max_bytes: int) -> bytes:
@@ -49,6 +51,8 @@ def encode(envelope: Envelope, *, max_bytes: int) -> bytes:
         "timeout": envelope.timeout,
         "created_at": envelope.created_at,
         "headers": envelope.headers,
+        "max_retries": envelope.max_retries,
+        "expires_at": envelope.expires_at,
     }
     try:
         data: bytes = msgpack.packb(body, use_bin_type=True)
@@ -156,6 +160,8 @@ _FIELDS: Mapping[str, tuple[type | tuple[type, ...], bool]] = {
     "timeout": ((int, float, type(None)), False),
     "created_at": ((int, float), False),
     "headers": (dict, False),
+    "max_retries": (int, False),
+    "expires_at": ((int, float, type(None)), False),
 }
 
 
@@ -171,7 +177,8 @@ def _envelope_from(raw: dict[str, Any]) -> Envelope:
             if required:
                 raise ProtocolError(f"message has no {name!r} field")
             continue
-        if not isinstance(raw[name], types) or (isinstance(raw[name], bool) and name == "priority"):
+        integer_field = name in ("priority", "max_retries")
+        if not isinstance(raw[name], types) or (integer_field and isinstance(raw[name], bool)):
             raise ProtocolError(f"message field {name!r} has type {type(raw[name]).__name__}")
     headers = raw.get("headers", {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
@@ -193,6 +200,8 @@ def _envelope_from(raw: dict[str, Any]) -> Envelope:
         timeout=None if timeout is None else float(timeout),
         created_at=float(raw.get("created_at", 0.0)),
         headers=headers,
+        max_retries=raw.get("max_retries", 0),
+        expires_at=None if raw.get("expires_at") is None else float(raw["expires_at"]),
     )
 
 
@@ -215,3 +224,24 @@ def decode_event(data: bytes) -> tuple[str, str]:
     ):
         raise ProtocolError("event is not a map with 'id' and 'state'")
     return raw["id"], raw["state"]
+
+
+def encode_control(command: str, task_id: str) -> bytes:
+    """A command to every worker (e.g. "cancel" a running task)."""
+    data: bytes = msgpack.packb({"v": VERSION, "command": command, "id": task_id})
+    return data
+
+
+def decode_control(data: bytes) -> tuple[str, str]:
+    """(command, task id) of a control message, or `ProtocolError`."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise ProtocolError(f"control message is not valid msgpack: {exc}") from None
+    if not (
+        isinstance(raw, dict)
+        and isinstance(raw.get("command"), str)
+        and isinstance(raw.get("id"), str)
+    ):
+        raise ProtocolError("control message is not a map with 'command' and 'id'")
+    return raw["command"], raw["id"]

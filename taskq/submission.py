@@ -32,6 +32,7 @@ async def submit(
     store, broker = app.store, app.broker
     check_options(options, app.settings.max_priority)
     run_at = due_time(options)
+    expires_at = expiry_time(options)
     task.check_arguments(args, kwargs)
     for index, value in enumerate(args):
         protocol.check_value(value, f"task {task.name!r}: argument {index}")
@@ -46,6 +47,8 @@ async def submit(
         priority=options.priority,
         timeout=options.timeout,
         created_at=time.time(),
+        max_retries=options.max_retries,
+        expires_at=None if expires_at is None else expires_at.timestamp(),
     )
     body = protocol.encode(envelope, max_bytes=app.settings.max_payload_bytes)
     await app.declare(options.queue)
@@ -75,7 +78,13 @@ async def publish(
     store: Store, broker: Broker, queue: str, body: bytes, envelope: protocol.Envelope
 ) -> None:
     try:
-        await broker.publish(queue, body, priority=envelope.priority, message_id=envelope.id)
+        await broker.publish(
+            queue,
+            body,
+            priority=envelope.priority,
+            message_id=envelope.id,
+            expiration=time_left(envelope),
+        )
     except PublishError as exc:
         await _record_unpublished(store, envelope.id, exc)
         raise
@@ -98,6 +107,27 @@ def due_time(options: TaskOptions) -> datetime | None:
     return None
 
 
+def expiry_time(options: TaskOptions) -> datetime | None:
+    """When a task that has not started by then must never run, or None."""
+    expires = options.expires
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        if expires.tzinfo is None:
+            raise ConfigurationError("expires must be timezone-aware, or a number of seconds")
+        return expires.astimezone(UTC)
+    if expires <= 0:
+        raise ConfigurationError(f"expires must be > 0 seconds, not {expires}")
+    return datetime.now(UTC) + timedelta(seconds=expires)
+
+
+def time_left(envelope: protocol.Envelope) -> float | None:
+    """Seconds until the envelope expires (its message's TTL), or None."""
+    if envelope.expires_at is None:
+        return None
+    return max(envelope.expires_at - time.time(), 0.0)
+
+
 def check_options(options: TaskOptions, max_priority: int) -> None:
     topology.validate_queue_name(options.queue)
     if not 0 <= options.priority <= max_priority:
@@ -111,6 +141,8 @@ def check_options(options: TaskOptions, max_priority: int) -> None:
     key = options.idempotency_key
     if key is not None and not 1 <= len(key) <= 255:
         raise ConfigurationError("idempotency_key must be 1 to 255 characters")
+    if options.max_retries < 0 or options.max_deliveries < 1:
+        raise ConfigurationError("max_retries must be >= 0 and max_deliveries >= 1")
 
 
 def new_task_row(
@@ -132,6 +164,12 @@ def new_task_row(
         state=TaskStatus.QUEUED if run_at is None else TaskStatus.SCHEDULED,
         run_at=run_at,
         idempotency_key=idempotency_key,
+        max_retries=envelope.max_retries,
+        expires_at=(
+            None
+            if envelope.expires_at is None
+            else datetime.fromtimestamp(envelope.expires_at, UTC)
+        ),
     )
 
 
@@ -146,6 +184,8 @@ def envelope_of(record: TaskRecord) -> protocol.Envelope:
         priority=record.priority,
         timeout=record.timeout,
         created_at=record.created_at.timestamp(),
+        max_retries=record.max_retries,
+        expires_at=None if record.expires_at is None else record.expires_at.timestamp(),
     )
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskq.exceptions import InvalidArguments
+from taskq.retry import DEFAULT_BACKOFF, Backoff
 
 if TYPE_CHECKING:
     from taskq.app import App
@@ -30,6 +31,11 @@ class TaskOptions:
     countdown: float | None = None
     eta: datetime | None = None
     idempotency_key: str | None = None
+    expires: float | datetime | None = None
+    max_retries: int = 0
+    retry_for: tuple[type[BaseException], ...] = (Exception,)
+    backoff: Backoff = DEFAULT_BACKOFF
+    max_deliveries: int = 5
 
     def merged(self, **changes: Any) -> TaskOptions:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not _UNSET})
@@ -62,12 +68,15 @@ class Task(Generic[P, R]):
         countdown: float | None = _UNSET,
         eta: datetime | None = _UNSET,
         idempotency_key: str | None = _UNSET,
+        expires: float | datetime | None = _UNSET,
+        max_retries: int = _UNSET,
     ) -> BoundTask[P, R]:
         """A copy with other options: `await task.options(priority=9).submit(...)`.
 
         `countdown` (seconds) or `eta` (an aware datetime) delay the task; it waits as a
         `scheduled` row in the store, not in any worker. `idempotency_key` makes a repeated
-        submit return the first task instead of creating another.
+        submit return the first task instead of creating another. `expires` (seconds from
+        now, or an aware datetime): a task not started by then never runs; it ends `expired`.
         """
         return BoundTask(self, self.default_options).options(
             queue=queue,
@@ -76,6 +85,8 @@ class Task(Generic[P, R]):
             countdown=countdown,
             eta=eta,
             idempotency_key=idempotency_key,
+            expires=expires,
+            max_retries=max_retries,
         )
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -108,6 +119,8 @@ class BoundTask(Generic[P, R]):
         countdown: float | None = _UNSET,
         eta: datetime | None = _UNSET,
         idempotency_key: str | None = _UNSET,
+        expires: float | datetime | None = _UNSET,
+        max_retries: int = _UNSET,
     ) -> BoundTask[P, R]:
         merged = self.bound_options.merged(
             queue=queue,
@@ -116,5 +129,7 @@ class BoundTask(Generic[P, R]):
             countdown=countdown,
             eta=eta,
             idempotency_key=idempotency_key,
+            expires=expires,
+            max_retries=max_retries,
         )
         return BoundTask(self.task, merged)

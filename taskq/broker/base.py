@@ -7,6 +7,7 @@ embedded default and users' tests).
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Sequence
 
 
@@ -47,8 +48,21 @@ class EventSubscription(abc.ABC):
     async def close(self) -> None: ...
 
 
+class Browsed(abc.ABC):
+    """A message read from a queue without consuming it (dead-letter inspection, replay)."""
+
+    body: bytes
+    message_id: str
+    reason: str  # why it was dead-lettered: "rejected", "expired", ... ("" if not)
+
+    @abc.abstractmethod
+    async def remove(self) -> None:
+        """Take it out of the queue for good (the others go back when browsing ends)."""
+
+
 DeliveryCallback = Callable[[Delivery], None]
 EventCallback = Callable[[bytes], None]
+ControlCallback = Callable[[bytes], None]
 
 
 class Broker(abc.ABC):
@@ -65,8 +79,42 @@ class Broker(abc.ABC):
         """Create `queue` and its dead-letter queue if missing (idempotent)."""
 
     @abc.abstractmethod
-    async def publish(self, queue: str, body: bytes, *, priority: int, message_id: str) -> None:
-        """Return once the broker has the message durably, or raise `PublishError`."""
+    async def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        priority: int,
+        message_id: str,
+        expiration: float | None = None,
+    ) -> None:
+        """Return once the broker has the message durably, or raise `PublishError`.
+
+        `expiration` (seconds): the broker dead-letters the message as expired if it has
+        not been delivered by then.
+        """
+
+    @abc.abstractmethod
+    async def publish_dead(self, queue: str, body: bytes, *, message_id: str) -> None:
+        """Put a message straight into `<queue>.dlq` (its delivery was acked already)."""
+
+    @abc.abstractmethod
+    def browse(
+        self, queue: str, *, limit: int
+    ) -> contextlib.AbstractAsyncContextManager[list[Browsed]]:
+        """Up to `limit` messages of `queue`, in order; those not removed stay, in order."""
+
+    @abc.abstractmethod
+    async def purge(self, queue: str) -> int:
+        """Delete every ready message of `queue`; → how many."""
+
+    @abc.abstractmethod
+    async def publish_control(self, body: bytes) -> None:
+        """Send a command (e.g. cancel a running task) to every worker."""
+
+    @abc.abstractmethod
+    async def subscribe_control(self, on_message: ControlCallback) -> Subscription:
+        """Receive the commands sent to every worker, from now on."""
 
     @abc.abstractmethod
     async def consume(

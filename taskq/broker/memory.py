@@ -1,17 +1,21 @@
-"""An in-process broker with RabbitMQ's semantics: priorities, prefetch, acks, dead letters.
-
-For the embedded default and users' tests. Messages live in this process only.
+"""An in-process broker with RabbitMQ's semantics: priorities, prefetch, acks, dead letters,
+per-message expiry. For the embedded default and users' tests; messages live in this process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import heapq
 import itertools
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from taskq.broker import topology
 from taskq.broker.base import (
     Broker,
+    Browsed,
+    ControlCallback,
     Delivery,
     DeliveryCallback,
     EventCallback,
@@ -20,17 +24,29 @@ from taskq.broker.base import (
 )
 from taskq.exceptions import BrokerError, PublishError
 
-# (-priority, sequence, body, redelivered, message id): the heap pops the highest priority,
-# then FIFO.
-_Item = tuple[int, int, bytes, bool, str]
+
+@dataclasses.dataclass(eq=False)
+class _Message:
+    body: bytes
+    message_id: str
+    priority: int
+    sequence: int
+    redelivered: bool = False
+    expires: float | None = None  # time.monotonic() deadline
+    reason: str = ""
+
+    def key(self) -> tuple[int, int]:
+        """Heap order: highest priority first, then first in, first out."""
+        return (-self.priority, self.sequence)
 
 
 class MemoryBroker(Broker):
     def __init__(self, *, max_priority: int = topology.DEFAULT_MAX_PRIORITY) -> None:
         self._max_priority = max_priority
-        self._queues: dict[str, list[_Item]] = {}
+        self._queues: dict[str, list[tuple[tuple[int, int], _Message]]] = {}
         self._consumers: list[_MemorySubscription] = []
         self._event_subscriptions: list[_MemoryEvents] = []
+        self._control: list[_MemoryControl] = []
         self._sequence = itertools.count()
         self._open = False
 
@@ -47,12 +63,36 @@ class MemoryBroker(Broker):
         self._queues.setdefault(queue, [])
         self._queues.setdefault(topology.dlq_name(queue), [])
 
-    async def publish(self, queue: str, body: bytes, *, priority: int, message_id: str) -> None:
+    async def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        priority: int,
+        message_id: str,
+        expiration: float | None = None,
+    ) -> None:
         if not self._open:
             raise PublishError("the memory broker is closed")
         if queue not in self._queues:
             raise PublishError(f"queue {queue!r} is not declared; the message was not routed")
-        self._push(queue, body, priority, redelivered=False, message_id=f"{message_id}:1")
+        expires = None if expiration is None else time.monotonic() + max(expiration, 0.0)
+        self._push(queue, self._message(body, f"{message_id}:1", priority, expires=expires))
+
+    async def publish_dead(self, queue: str, body: bytes, *, message_id: str) -> None:
+        message = self._message(body, f"{message_id}:1", 0, reason="rejected")
+        self._push(topology.dlq_name(queue), message)
+
+    @contextlib.asynccontextmanager
+    async def browse(self, queue: str, *, limit: int) -> AsyncIterator[list[Browsed]]:
+        self._expire(queue)
+        entries = sorted(self._queues.get(queue, []), key=lambda entry: entry[0])[:limit]
+        yield [_MemoryBrowsed(self, queue, message) for _, message in entries]
+
+    async def purge(self, queue: str) -> int:
+        count = len(self._queues.get(queue, []))
+        self._queues[queue] = []
+        return count
 
     async def consume(
         self, queues: Sequence[str], *, prefetch: int, on_delivery: DeliveryCallback
@@ -77,22 +117,53 @@ class MemoryBroker(Broker):
         self._event_subscriptions.append(subscription)
         return subscription
 
+    async def publish_control(self, body: bytes) -> None:
+        for subscription in list(self._control):
+            subscription.on_message(body)
+
+    async def subscribe_control(self, on_message: ControlCallback) -> Subscription:
+        subscription = _MemoryControl(self, on_message)
+        self._control.append(subscription)
+        return subscription
+
     def messages(self, queue: str) -> list[bytes]:
         """Bodies waiting in `queue`, in delivery order (for tests and inspection)."""
-        return [item[2] for item in sorted(self._queues.get(queue, []))]
+        return [message.body for _, message in sorted(self._queues.get(queue, []))]
 
-    def _push(
-        self, queue: str, body: bytes, priority: int, *, redelivered: bool, message_id: str
-    ) -> None:
+    def _message(
+        self,
+        body: bytes,
+        message_id: str,
+        priority: int,
+        *,
+        expires: float | None = None,
+        reason: str = "",
+    ) -> _Message:
         level = max(0, min(priority, self._max_priority))
-        item = (-level, next(self._sequence), body, redelivered, message_id)
-        heapq.heappush(self._queues[queue], item)
+        return _Message(
+            body, message_id, level, next(self._sequence), expires=expires, reason=reason
+        )
+
+    def _push(self, queue: str, message: _Message) -> None:
+        heapq.heappush(self._queues[queue], (message.key(), message))
         self._dispatch()
 
-    def _requeue(self, queue: str, item: _Item) -> None:
-        # Back to its old place, as RabbitMQ does where it can.
-        heapq.heappush(self._queues[queue], (item[0], item[1], item[2], True, item[4]))
-        self._dispatch()
+    def _requeue(self, queue: str, message: _Message) -> None:
+        # Back to its old place (same key), as RabbitMQ does where it can.
+        message.redelivered = True
+        self._push(queue, message)
+
+    def _dead_letter(self, queue: str, message: _Message, reason: str) -> None:
+        dead = self._message(message.body, message.message_id, 0, reason=reason)
+        self._push(topology.dlq_name(queue), dead)
+
+    def _expire(self, queue: str) -> None:
+        """Dead-letter expired messages at the head, as RabbitMQ does (only at the head)."""
+        entries = self._queues.get(queue, [])
+        now = time.monotonic()
+        while entries and (expires := entries[0][1].expires) is not None and expires <= now:
+            _, message = heapq.heappop(entries)
+            self._dead_letter(queue, message, "expired")
 
     def _dispatch(self) -> None:
         """Hand messages to consumers with free prefetch slots, highest priority first."""
@@ -105,12 +176,14 @@ class MemoryBroker(Broker):
                 queue = self._best_queue(subscription.queues)
                 if queue is None:
                     continue
-                item = heapq.heappop(self._queues[queue])
-                subscription.deliver(_MemoryDelivery(self, subscription, queue, item))
+                _, message = heapq.heappop(self._queues[queue])
+                subscription.deliver(_MemoryDelivery(self, subscription, queue, message))
                 progress = True
 
     def _best_queue(self, queues: Sequence[str]) -> str | None:
-        ready = [(self._queues[q][0], q) for q in queues if self._queues.get(q)]
+        for queue in queues:
+            self._expire(queue)
+        ready = [(self._queues[q][0][0], q) for q in queues if self._queues.get(q)]
         return min(ready)[1] if ready else None
 
 
@@ -154,15 +227,15 @@ class _MemoryDelivery(Delivery):
         broker: MemoryBroker,
         subscription: _MemorySubscription,
         queue: str,
-        item: _Item,
+        message: _Message,
     ) -> None:
-        self.body = item[2]
+        self.body = message.body
         self.queue = queue
-        self.redelivered = item[3]
-        self.message_id = item[4]
+        self.redelivered = message.redelivered
+        self.message_id = message.message_id
         self._broker = broker
         self._subscription = subscription
-        self._item = item
+        self._message = message
         self._settled = False
 
     def _settle(self) -> None:
@@ -177,11 +250,26 @@ class _MemoryDelivery(Delivery):
     async def reject(self, *, requeue: bool) -> None:
         self._settle()
         if requeue:
-            self._broker._requeue(self.queue, self._item)
+            self._broker._requeue(self.queue, self._message)
         else:
-            dlq = topology.dlq_name(self.queue)
-            self._broker._push(dlq, self.body, 0, redelivered=False, message_id=self.message_id)
+            self._broker._dead_letter(self.queue, self._message, "rejected")
         self._subscription.settled(self)
+
+
+class _MemoryBrowsed(Browsed):
+    def __init__(self, broker: MemoryBroker, queue: str, message: _Message) -> None:
+        self.body = message.body
+        self.message_id = message.message_id
+        self.reason = message.reason
+        self._broker = broker
+        self._queue = queue
+        self._message = message
+
+    async def remove(self) -> None:
+        entries = self._broker._queues.get(self._queue, [])
+        kept = [entry for entry in entries if entry[1] is not self._message]
+        heapq.heapify(kept)
+        self._broker._queues[self._queue] = kept
 
 
 class _MemoryEvents(EventSubscription):
@@ -199,3 +287,13 @@ class _MemoryEvents(EventSubscription):
     async def close(self) -> None:
         if self in self._broker._event_subscriptions:
             self._broker._event_subscriptions.remove(self)
+
+
+class _MemoryControl(Subscription):
+    def __init__(self, broker: MemoryBroker, on_message: ControlCallback) -> None:
+        self._broker = broker
+        self.on_message = on_message
+
+    async def cancel(self) -> None:
+        if self in self._broker._control:
+            self._broker._control.remove(self)

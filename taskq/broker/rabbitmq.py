@@ -29,6 +29,8 @@ from aio_pika.abc import (
 from taskq.broker import topology
 from taskq.broker.base import (
     Broker,
+    Browsed,
+    ControlCallback,
     Delivery,
     DeliveryCallback,
     EventCallback,
@@ -55,6 +57,8 @@ class RabbitMQBroker(Broker):
         self._consumer: AbstractRobustConnection | None = None
         self._confirming: AbstractChannel | None = None
         self._task_exchange: AbstractExchange | None = None
+        self._dead_exchange: AbstractExchange | None = None
+        self._control_exchange: AbstractExchange | None = None
         self._event_exchange: AbstractExchange | None = None
 
     def __repr__(self) -> str:
@@ -72,8 +76,11 @@ class RabbitMQBroker(Broker):
                 self._task_exchange = await self._confirming.declare_exchange(
                     topology.TASK_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
                 )
-                await self._confirming.declare_exchange(
+                self._dead_exchange = await self._confirming.declare_exchange(
                     topology.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+                )
+                self._control_exchange = await self._confirming.declare_exchange(
+                    topology.CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
                 )
                 self._event_exchange = await events.declare_exchange(
                     topology.EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
@@ -143,10 +150,39 @@ class RabbitMQBroker(Broker):
                 if not channel.is_closed:
                     await channel.close()
 
-    async def publish(self, queue: str, body: bytes, *, priority: int, message_id: str) -> None:
+    async def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        priority: int,
+        message_id: str,
+        expiration: float | None = None,
+    ) -> None:
         exchange = self._task_exchange
         if exchange is None:
             raise PublishError("the broker is not connected")
+        await self._publish_confirmed(
+            exchange, queue, body, priority=priority, message_id=message_id, expiration=expiration
+        )
+
+    async def publish_dead(self, queue: str, body: bytes, *, message_id: str) -> None:
+        if self._dead_exchange is None:
+            raise PublishError("the broker is not connected")
+        dlq = topology.dlq_name(queue)
+        await self._publish_confirmed(self._dead_exchange, dlq, body, message_id=message_id)
+
+    async def _publish_confirmed(
+        self,
+        exchange: AbstractExchange,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        priority: int = 0,
+        expiration: float | None = None,
+    ) -> None:
+        queue = routing_key
         deadline = time.monotonic() + self._publish_timeout
         attempt = 0
         while True:
@@ -158,6 +194,8 @@ class RabbitMQBroker(Broker):
                 content_type="application/x-msgpack",
                 # Unique per try: aiormq matches returns to publishes by message id.
                 message_id=f"{message_id}:{attempt}",
+                # Per-message TTL: RabbitMQ dead-letters it as expired (at the queue's head).
+                expiration=None if expiration is None else max(expiration, 0.001),
             )
             remaining = deadline - time.monotonic()
             try:
@@ -184,6 +222,66 @@ class RabbitMQBroker(Broker):
                     "publish to %s not confirmed (%s); retrying", queue, type(exc).__name__
                 )
                 await asyncio.sleep(min(0.2 * attempt, 1.0, max(deadline - time.monotonic(), 0)))
+
+    @contextlib.asynccontextmanager
+    async def browse(self, queue: str, *, limit: int) -> AsyncIterator[list[Browsed]]:
+        if self._consumer is None:
+            raise BrokerError("the broker is not connected")
+        async with self._errors(f"read queue {queue!r}"):
+            channel = await self._consumer.channel()
+        try:
+            async with self._errors(f"read queue {queue!r}"):
+                source = await channel.declare_queue(queue, passive=True)
+                found: list[Browsed] = []
+                while len(found) < limit:
+                    message = await source.get(no_ack=False, fail=False, timeout=10)
+                    if message is None:
+                        break
+                    found.append(_RabbitBrowsed(message))
+            yield found
+        finally:
+            # Closing the channel puts every message not removed back, in its place.
+            with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+                await channel.close()
+
+    async def purge(self, queue: str) -> int:
+        if self._publisher is None:
+            raise BrokerError("the broker is not connected")
+        async with self._errors(f"purge queue {queue!r}"):
+            channel = await self._publisher.channel()
+            try:
+                target = await channel.declare_queue(queue, passive=True)
+                done = await target.purge()
+                return int(done.message_count or 0)
+            finally:
+                await channel.close()
+
+    async def publish_control(self, body: bytes) -> None:
+        if self._control_exchange is None:
+            raise PublishError("the broker is not connected")
+        async with self._errors("send a control message"):
+            await self._control_exchange.publish(
+                aio_pika.Message(body),
+                routing_key="",
+                mandatory=False,
+                timeout=self._publish_timeout,
+            )
+
+    async def subscribe_control(self, on_message: ControlCallback) -> Subscription:
+        if self._consumer is None:
+            raise BrokerError("the broker is not connected")
+        async with self._errors("subscribe to control messages"):
+            channel = await self._consumer.channel()
+            queue = await channel.declare_queue(
+                f"taskq.control.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+            )
+            await queue.bind(topology.CONTROL_EXCHANGE)
+
+            async def deliver(message: AbstractIncomingMessage) -> None:
+                on_message(message.body)
+
+            await queue.consume(deliver, no_ack=True)
+        return _RabbitControl(channel)
 
     async def consume(
         self, queues: Sequence[str], *, prefetch: int, on_delivery: DeliveryCallback
@@ -295,6 +393,35 @@ class _RabbitDelivery(Delivery):
             raise BrokerError(f"could not settle a delivery: {type(exc).__name__}") from None
         finally:
             await self._subscription.settled()
+
+
+class _RabbitBrowsed(Browsed):
+    def __init__(self, message: AbstractIncomingMessage) -> None:
+        self.body = message.body
+        self.message_id = message.message_id or ""
+        self.reason = _death_reason(message)
+        self._message = message
+
+    async def remove(self) -> None:
+        await self._message.ack()
+
+
+def _death_reason(message: AbstractIncomingMessage) -> str:
+    deaths = (message.headers or {}).get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        reason = deaths[0].get("reason", "")
+        return reason.decode() if isinstance(reason, bytes) else str(reason)
+    return ""
+
+
+class _RabbitControl(Subscription):
+    def __init__(self, channel: AbstractChannel) -> None:
+        self._channel = channel
+
+    async def cancel(self) -> None:
+        if not self._channel.is_closed:
+            with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+                await self._channel.close()
 
 
 class _RabbitEvents(EventSubscription):

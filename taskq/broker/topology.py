@@ -7,6 +7,7 @@ from taskq.exceptions import ConfigurationError
 TASK_EXCHANGE = "taskq.tasks"
 DEAD_LETTER_EXCHANGE = "taskq.dlx"
 EVENTS_EXCHANGE = "taskq.events"
+CONTROL_EXCHANGE = "taskq.control"
 DEFAULT_MAX_PRIORITY = 10
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from taskq.cli import db, demo, inspect, submit, worker
+from taskq.cli import db, demo, dlq, inspect, submit, worker
 
 app = typer.Typer(
     name="taskq",
@@ -17,10 +17,12 @@ app = typer.Typer(
 app.command()(worker.worker)
 app.command()(worker.scheduler)
 app.command()(submit.submit)
+app.command()(submit.cancel)
 app.command()(inspect.status)
 app.command()(inspect.workers)
 app.command()(demo.demo)
 app.add_typer(db.app, name="db")
+app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

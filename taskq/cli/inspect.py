@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,7 +13,7 @@ from rich.table import Table
 
 from taskq.cli.common import StoreUrl, fail, run, store_url_from
 from taskq.status import TaskStatus
-from taskq.store import Store, TaskRecord, coordination
+from taskq.store import Store, TaskRecord, coordination, lifecycle
 
 out = Console(highlight=False)
 
@@ -33,23 +33,46 @@ def status(
     store_url: StoreUrl = None,
 ) -> None:
     """Show one task: state, timings, attempts, and its result or error."""
-    record = run(_read(store_url_from(store_url), task_id))
+    record, attempts = run(_read(store_url_from(store_url), task_id))
     if record is None:
         fail(f"no task with id {task_id} in this store (is --store-url / TASKQ_STORE_URL right?)")
     out.print(describe(record))
+    if len(attempts) > 1 or any(a["error"] for a in attempts):
+        out.print(_attempts_table(attempts))
     if record.error:
         if record.error.get("traceback"):
             out.print("\n[bold]traceback[/bold] (from the worker)")
             out.print(record.error["traceback"].rstrip(), markup=False)
 
 
-async def _read(url: str, task_id: str) -> TaskRecord | None:
+async def _read(url: str, task_id: str) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
     store = Store(url)
     await store.open()
     try:
-        return await store.get_task(task_id)
+        record = await store.get_task(task_id)
+        attempts = await store.run(lambda conn: lifecycle.list_attempts(conn, task_id))
+        return record, attempts
     finally:
         await store.close()
+
+
+def _attempts_table(attempts: list[dict[str, Any]]) -> Table:
+    table = Table(title="attempts")
+    for column in ("#", "state", "started", "ran", "worker", "error"):
+        table.add_column(column)
+    for attempt in attempts:
+        started, finished = attempt["started_at"], attempt["finished_at"]
+        ran = f"{(finished - started).total_seconds():.3f} s" if started and finished else ""
+        error = attempt["error"] or {}
+        table.add_row(
+            str(attempt["attempt"]),
+            attempt["state"],
+            _when(started) if started else "",
+            ran,
+            attempt["worker_id"] or "",
+            f"{error.get('type')}: {error.get('message')}" if error else "",
+        )
+    return table
 
 
 def describe(record: TaskRecord) -> Table:
@@ -61,7 +84,9 @@ def describe(record: TaskRecord) -> Table:
     grid.add_row("name", record.name)
     grid.add_row("queue", f"{record.queue} (priority {record.priority})")
     grid.add_row("state", f"[{style}]{record.state}[/{style}]")
-    grid.add_row("attempts", str(record.attempts))
+    grid.add_row("attempts", f"{record.attempts} (retries {record.retries}/{record.max_retries})")
+    if record.dead_reason:
+        grid.add_row("dead letter", f"[red]{record.dead_reason}[/red] (in {record.queue}.dlq)")
     if record.worker_id:
         grid.add_row("worker", record.worker_id)
     grid.add_row("created", _when(record.created_at))

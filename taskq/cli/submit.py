@@ -1,7 +1,8 @@
-"""`taskq submit APP TASK`: submit a task from the command line (for operators)."""
+"""Operators' commands that change tasks: `taskq submit APP TASK`, `taskq cancel ID`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import Annotated, Any
@@ -11,6 +12,7 @@ from rich.console import Console
 
 from taskq.app import App
 from taskq.cli.common import AppSpec, fail, load_app, run
+from taskq.status import TaskStatus
 
 out = Console(highlight=False)
 
@@ -71,3 +73,25 @@ async def _submit(
         chosen = {key: value for key, value in options.items() if value is not None}
         handle = await app.tasks[name].options(**chosen).submit(*args, **kwargs)
         return handle.id
+
+
+def cancel(
+    task_id: Annotated[str, typer.Argument(help="The task's id.")],
+    wait: Annotated[float, typer.Option(help="Seconds to wait for a running task to stop.")] = 5.0,
+) -> None:
+    """Cancel a task (URLs from TASKQ_BROKER_URL and TASKQ_STORE_URL)."""
+    message = run(_cancel(App(), task_id, wait))
+    out.print(message)
+
+
+async def _cancel(app: App, task_id: str, wait: float) -> str:
+    async with app:
+        handle = await app.get(task_id)
+        if not await handle.cancel():
+            return f"task {task_id} had already finished ({await handle.status()}); nothing changed"
+        deadline = asyncio.get_running_loop().time() + wait
+        while (state := await handle.status()) is TaskStatus.RUNNING:
+            if asyncio.get_running_loop().time() >= deadline:
+                return f"task {task_id}: cancellation requested; it is still running"
+            await asyncio.sleep(0.1)
+        return f"task {task_id} is {state}"

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq import protocol, submission
+from taskq.broker import topology
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
 from taskq.scheduler.cron import Periodic, tick_key
-from taskq.store import coordination, repository
+from taskq.status import TaskStatus
+from taskq.store import coordination, lifecycle, repository
 
 if TYPE_CHECKING:
     from taskq.app import App
@@ -29,6 +31,7 @@ BATCH = 500
 POLL_INTERVAL = 0.25  # the longest a newly due task waits to be noticed
 CRON_INTERVAL = 1.0
 REAP_INTERVAL = 5.0
+SWEEP_INTERVAL = 1.0
 SILENT_FOR = timedelta(seconds=30)  # a worker this long without a heartbeat is dead
 RETRY_AFTER_ERROR = 1.0
 
@@ -48,6 +51,7 @@ class LeaderWork:
                 loops.create_task(self._forever(self.publish_due), name="taskq-publish-due")
                 loops.create_task(self._forever(self.submit_ticks), name="taskq-cron")
                 loops.create_task(self._forever(self.reap_workers), name="taskq-reap-workers")
+                loops.create_task(self._forever(self.sweep), name="taskq-sweep")
         finally:
             # The term is over; the mark is cosmetic (the advisory lock is the truth).
             with contextlib.suppress(StoreError):
@@ -80,24 +84,53 @@ class LeaderWork:
         # task, and the next leader finds nothing left to publish.
         due = await repository.claim_due(conn, BATCH)
         if due:
-            settings = self._app.settings
-            for queue in {record.queue for record in due}:
-                await self._app.declare(queue)
             envelopes = [submission.envelope_of(record) for record in due]
-            await asyncio.gather(
-                *(
-                    self._app.broker.publish(
-                        envelope.queue,
-                        protocol.encode(envelope, max_bytes=settings.max_payload_bytes),
-                        priority=envelope.priority,
-                        message_id=envelope.id,
-                    )
-                    for envelope in envelopes
-                )
-            )
+            await self._publish(envelopes)
             await repository.mark_queued(conn, [record.id for record in due])
             logger.debug("published %d due tasks", len(due))
         return len(due), await repository.next_due(conn)
+
+    async def _publish(self, envelopes: list[protocol.Envelope]) -> None:
+        max_bytes = self._app.settings.max_payload_bytes
+        for queue in {envelope.queue for envelope in envelopes}:
+            await self._app.declare(queue)
+        await asyncio.gather(
+            *(
+                self._app.broker.publish(
+                    envelope.queue,
+                    protocol.encode(envelope, max_bytes=max_bytes),
+                    priority=envelope.priority,
+                    message_id=envelope.id,
+                    expiration=submission.time_left(envelope),
+                )
+                for envelope in envelopes
+            )
+        )
+
+    async def sweep(self) -> float:
+        """Waiting tasks past their expiry end `expired`; long tasks whose worker died (their
+        lease lapsed) are published again."""
+        store = self._app.store
+        expired = await store.run(lambda conn: lifecycle.expire_overdue(conn, BATCH))
+        for task_id in expired:
+            logger.info("task %s expired before it started", task_id, extra={"task_id": task_id})
+            await self._announce(task_id, TaskStatus.EXPIRED)
+        requeued = await store.run(self._requeue_lapsed)
+        for task_id in requeued:
+            logger.warning("task %s lost its worker (lease lapsed): requeued", task_id)
+        return SWEEP_INTERVAL
+
+    async def _requeue_lapsed(self, conn: AsyncConnection) -> list[str]:
+        lapsed = await lifecycle.claim_lapsed(conn, BATCH)
+        if lapsed:
+            await self._publish([submission.envelope_of(record) for record in lapsed])
+            await lifecycle.requeue(conn, [record.id for record in lapsed])
+        return [record.id for record in lapsed]
+
+    async def _announce(self, task_id: str, state: TaskStatus) -> None:
+        body = protocol.encode_event(task_id, state.value)
+        with contextlib.suppress(BrokerError):
+            await self._app.broker.publish_event(topology.event_key(task_id), body)
 
     async def submit_ticks(self) -> float:
         """Submit every due tick of every periodic schedule; → seconds to the next tick."""

@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from taskq.exceptions import AppNotOpen, LockTimeout, SchemaOutOfDate
 from taskq.store import engine as engines
-from taskq.store import locks, migrations, repository
-from taskq.store.repository import NewTask, Outcome, TaskRecord
+from taskq.store import lifecycle, locks, migrations, repository
+from taskq.store.repository import Claimed, NewTask, Outcome, TaskRecord
 from taskq.store.writer import Writer
 
-__all__ = ["NewTask", "Outcome", "Store", "TaskRecord", "Writer"]
+__all__ = ["Claimed", "NewTask", "Outcome", "Store", "TaskRecord", "Writer", "lifecycle"]
 
 T = TypeVar("T")
 
@@ -122,10 +122,17 @@ class Store:
             held.release()
 
     async def fail_unclaimed(
-        self, task_id: str, error: dict[str, str], *, only_queued: bool = False
+        self,
+        task_id: str,
+        error: dict[str, str],
+        *,
+        only_queued: bool = False,
+        dead_reason: str | None = None,
     ) -> None:
         await self.run(
-            lambda conn: repository.fail_unclaimed(conn, task_id, error, only_queued=only_queued)
+            lambda conn: repository.fail_unclaimed(
+                conn, task_id, error, only_queued=only_queued, dead_reason=dead_reason
+            )
         )
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskq.status import FINAL, TaskStatus
 from taskq.store import codec
 from taskq.store.engine import clock, insert_ignoring_duplicates
-from taskq.store.tables import tasks
+from taskq.store.tables import attempts, tasks
 
 _c = tasks.c
 _NOT_FINAL = tuple(s.value for s in TaskStatus if s not in FINAL)
@@ -34,6 +34,8 @@ class NewTask:
     state: TaskStatus = TaskStatus.QUEUED
     run_at: datetime | None = None
     idempotency_key: str | None = None
+    expires_at: datetime | None = None
+    max_retries: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,17 +59,43 @@ class TaskRecord:
     finished_at: datetime | None
     run_at: datetime | None = None
     idempotency_key: str | None = None
+    retries: int = 0
+    max_retries: int = 0
+    deliveries: int = 0
+    expires_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    dead_reason: str | None = None
+    lease_until: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Claimed:
+    """A delivery's claim: the attempt it runs as, and what the row says about it."""
+
+    attempt: int
+    deliveries: int  # since the last retry or replay
+    retries: int  # used so far
+    max_retries: int
+    cancel_requested: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
-    """How one attempt ended. Written only if `attempt` is still the row's latest."""
+    """How one attempt ended. Written only if `attempt` is still the row's latest.
+
+    `state` is final, or `scheduled` for a retry at `retry_at`. `dead_reason` says why
+    the message goes to the dead-letter queue, if it does.
+    """
 
     task_id: str
     attempt: int
     state: TaskStatus
     result: Any = None
     error: Mapping[str, str] | None = None
+    dead_reason: str | None = None
+    retry_at: datetime | None = None
+    worker_id: str | None = None
+    started_at: datetime | None = None
 
 
 def now() -> datetime:
@@ -88,6 +116,8 @@ def _values(task: NewTask) -> dict[str, Any]:
         "created_at": task.created_at,
         "run_at": task.run_at,
         "idempotency_key": task.idempotency_key,
+        "expires_at": task.expires_at,
+        "max_retries": task.max_retries,
     }
 
 
@@ -122,8 +152,8 @@ async def get_states(conn: AsyncConnection, task_ids: Iterable[str]) -> dict[str
 
 async def claim(
     conn: AsyncConnection, task_ids: Sequence[str], worker_id: str, *, redelivered: bool
-) -> dict[str, int]:
-    """Mark tasks `running` and count the attempt, in one statement; → {id: attempt}.
+) -> dict[str, Claimed]:
+    """Mark tasks `running` and count the attempt and delivery, in one statement.
 
     Rows already final (a duplicate delivery) or missing are left alone and absent from
     the result. A `running` row is taken over only by a redelivery (its worker died): a
@@ -148,44 +178,105 @@ async def claim(
         .values(
             state=TaskStatus.RUNNING.value,
             attempts=_c.attempts + 1,
+            deliveries=_c.deliveries + 1,
             worker_id=worker_id,
             started_at=now(),
             finished_at=None,
+            lease_until=None,
         )
-        .returning(_c.id, _c.attempts)
+        .returning(
+            _c.id, _c.attempts, _c.deliveries, _c.retries, _c.max_retries, _c.cancel_requested_at
+        )
     )
-    return {str(row.id): row.attempts for row in await conn.execute(statement)}
+    return {
+        str(row.id): Claimed(
+            attempt=row.attempts,
+            deliveries=row.deliveries,
+            retries=row.retries,
+            max_retries=row.max_retries,
+            cancel_requested=row.cancel_requested_at is not None,
+        )
+        for row in await conn.execute(statement)
+    }
 
 
-_record_outcome = (
+_FENCE = (
+    _c.id == bindparam("b_id"),
+    _c.attempts == bindparam("b_attempt"),
+    _c.state == TaskStatus.RUNNING.value,
+)
+_record_final = (
     update(tasks)
-    .where(
-        _c.id == bindparam("b_id"),
-        _c.attempts == bindparam("b_attempt"),
-        _c.state == TaskStatus.RUNNING.value,
-    )
+    .where(*_FENCE)
     .values(
         state=bindparam("b_state"),
         result=bindparam("b_result", type_=tasks.c.result.type),
         error=bindparam("b_error", type_=tasks.c.error.type),
+        dead_reason=bindparam("b_dead_reason"),
         finished_at=bindparam("b_finished_at"),
+        lease_until=None,
+    )
+)
+_record_retry = (
+    update(tasks)
+    .where(*_FENCE)
+    .values(
+        state=TaskStatus.SCHEDULED.value,
+        error=bindparam("b_error", type_=tasks.c.error.type),
+        run_at=bindparam("b_run_at"),
+        retries=_c.retries + 1,
+        deliveries=0,
+        lease_until=None,
     )
 )
 
 
 async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) -> None:
-    """Write final states in one executemany, fenced by attempt so a stale one is a no-op."""
+    """Write outcomes (finals, retries) as one executemany each, fenced by attempt so a
+    stale one is a no-op, and log each attempt in `taskq_attempts`."""
     finished = now()
+    finals = [o for o in outcomes if o.state is not TaskStatus.SCHEDULED]
+    retries = [o for o in outcomes if o.state is TaskStatus.SCHEDULED]
+    if finals:
+        await conn.execute(
+            _record_final,
+            [
+                {
+                    "b_id": o.task_id,
+                    "b_attempt": o.attempt,
+                    "b_state": o.state.value,
+                    "b_result": codec.to_json(o.result),
+                    "b_error": None if o.error is None else dict(o.error),
+                    "b_dead_reason": o.dead_reason,
+                    "b_finished_at": finished,
+                }
+                for o in finals
+            ],
+        )
+    if retries:
+        await conn.execute(
+            _record_retry,
+            [
+                {
+                    "b_id": o.task_id,
+                    "b_attempt": o.attempt,
+                    "b_error": None if o.error is None else dict(o.error),
+                    "b_run_at": o.retry_at,
+                }
+                for o in retries
+            ],
+        )
     await conn.execute(
-        _record_outcome,
+        insert_ignoring_duplicates(conn, attempts),
         [
             {
-                "b_id": o.task_id,
-                "b_attempt": o.attempt,
-                "b_state": o.state.value,
-                "b_result": codec.to_json(o.result),
-                "b_error": None if o.error is None else dict(o.error),
-                "b_finished_at": finished,
+                "task_id": o.task_id,
+                "attempt": o.attempt,
+                "worker_id": o.worker_id,
+                "state": "retrying" if o.state is TaskStatus.SCHEDULED else o.state.value,
+                "started_at": o.started_at,
+                "finished_at": finished,
+                "error": None if o.error is None else dict(o.error),
             }
             for o in outcomes
         ],
@@ -198,13 +289,19 @@ async def fail_unclaimed(
     error: Mapping[str, str],
     *,
     only_queued: bool = False,
+    dead_reason: str | None = None,
 ) -> None:
     """Record a failure for a task that never ran (e.g. no worker knows its name)."""
     states = (TaskStatus.QUEUED.value,) if only_queued else _NOT_FINAL
     await conn.execute(
         update(tasks)
         .where(_c.id == task_id, _c.state.in_(states))
-        .values(state=TaskStatus.FAILED.value, error=dict(error), finished_at=now())
+        .values(
+            state=TaskStatus.FAILED.value,
+            error=dict(error),
+            finished_at=now(),
+            dead_reason=dead_reason,
+        )
     )
 
 
@@ -264,4 +361,11 @@ def _record(row: RowMapping) -> TaskRecord:
         finished_at=_aware(row["finished_at"]),
         run_at=_aware(row["run_at"]),
         idempotency_key=row["idempotency_key"],
+        retries=row["retries"],
+        max_retries=row["max_retries"],
+        deliveries=row["deliveries"],
+        expires_at=_aware(row["expires_at"]),
+        cancel_requested_at=_aware(row["cancel_requested_at"]),
+        dead_reason=row["dead_reason"],
+        lease_until=_aware(row["lease_until"]),
     )

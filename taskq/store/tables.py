@@ -66,6 +66,20 @@ tasks = Table(
     Column("run_at", Timestamp, nullable=True),
     # Submitting twice with one key gives one task (unique; NULLs do not collide).
     Column("idempotency_key", String(255), nullable=True),
+    # Retries used so far, of max_retries (a retry follows the task's policy; a crash is
+    # not a retry).
+    Column("retries", Integer, nullable=False, server_default="0"),
+    Column("max_retries", Integer, nullable=False, server_default="0"),
+    # Deliveries since the last retry or replay: a task that keeps killing its worker is
+    # dead-lettered once this passes its max_deliveries.
+    Column("deliveries", Integer, nullable=False, server_default="0"),
+    Column("expires_at", Timestamp, nullable=True),
+    Column("cancel_requested_at", Timestamp, nullable=True),
+    # Why the task's message went to <queue>.dlq, if it did.
+    Column("dead_reason", String(32), nullable=True),
+    # Set once a long task's message was acked early: the worker keeps extending it, and
+    # the leader requeues the task if it lapses (the worker died).
+    Column("lease_until", Timestamp, nullable=True),
     CheckConstraint(f"state IN ({STATES})", name="state"),
     Index(None, "state", "created_at"),
     Index(None, "name", "created_at"),
@@ -79,6 +93,32 @@ tasks = Table(
         postgresql_where=text("state = 'scheduled'"),
         sqlite_where=text("state = 'scheduled'"),
     ),
+    # The leader's sweeps: waiting tasks past their expiry, and long tasks whose lease lapsed.
+    Index(
+        "ix_taskq_tasks_expiring",
+        "expires_at",
+        postgresql_where=text("expires_at IS NOT NULL AND state IN ('scheduled', 'queued')"),
+        sqlite_where=text("expires_at IS NOT NULL AND state IN ('scheduled', 'queued')"),
+    ),
+    Index(
+        "ix_taskq_tasks_leased",
+        "lease_until",
+        postgresql_where=text("lease_until IS NOT NULL AND state = 'running'"),
+        sqlite_where=text("lease_until IS NOT NULL AND state = 'running'"),
+    ),
+)
+
+# Every attempt of every task: when it ran, where, and how it ended.
+attempts = Table(
+    "taskq_attempts",
+    metadata,
+    Column("task_id", Uuid(as_uuid=False), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("worker_id", String(255), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("started_at", Timestamp, nullable=True),
+    Column("finished_at", Timestamp, nullable=False),
+    Column("error", JsonOrNull, nullable=True),
 )
 
 # The last tick submitted for each periodic schedule, so a new leader neither repeats

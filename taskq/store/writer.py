@@ -19,7 +19,8 @@ from taskq.store import repository
 
 logger = logging.getLogger(__name__)
 
-_Claim = tuple[str, tuple[str, bool], "asyncio.Future[int | None]"]  # id, (worker, redelivered)
+# (task id, (worker id, redelivered), future) and (outcome, future)
+_Claim = tuple[str, tuple[str, bool], "asyncio.Future[repository.Claimed | None]"]
 _Outcome = tuple[repository.Outcome, "asyncio.Future[None]"]
 Transaction = Callable[[Callable[[AsyncConnection], Awaitable[None]]], Awaitable[None]]
 
@@ -38,9 +39,13 @@ class Writer:
         self._wake = asyncio.Event()
         self._closing = False
 
-    async def claim(self, task_id: str, worker_id: str, *, redelivered: bool) -> int | None:
-        """Count an attempt and mark `running`; → the attempt number, or None if not claimable."""
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    async def claim(
+        self, task_id: str, worker_id: str, *, redelivered: bool
+    ) -> repository.Claimed | None:
+        """Count an attempt and mark `running`; → the claim, or None if not claimable."""
+        future: asyncio.Future[repository.Claimed | None] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._claims.append((task_id, (worker_id, redelivered), future))
         self._wake.set()
         return await future
@@ -80,7 +85,7 @@ class Writer:
             await self._write(claims, outcomes)
 
     async def _write(self, claims: list[_Claim], outcomes: list[_Outcome]) -> None:
-        claimed: dict[str, int] = {}
+        claimed: dict[str, repository.Claimed] = {}
 
         async def write(conn: AsyncConnection) -> None:
             claimed.update(await _apply(conn, claims, outcomes))
@@ -115,22 +120,22 @@ class Writer:
 
 async def _apply(
     conn: AsyncConnection, claims: list[_Claim], outcomes: list[_Outcome]
-) -> dict[str, int]:
+) -> dict[str, repository.Claimed]:
     """One transaction's statements: outcomes in one executemany, claims in one UPDATE each."""
     if outcomes:
         await repository.record_outcomes(conn, [outcome for outcome, _ in outcomes])
     groups: dict[tuple[str, bool], list[str]] = {}
     for task_id, group, _ in claims:
         groups.setdefault(group, []).append(task_id)
-    claimed: dict[str, int] = {}
+    claimed: dict[str, repository.Claimed] = {}
     for (worker_id, redelivered), ids in groups.items():
         claimed.update(await repository.claim(conn, ids, worker_id, redelivered=redelivered))
     return claimed
 
 
 def _settle(
-    future: asyncio.Future[int | None] | asyncio.Future[None],
-    value: int | None = None,
+    future: asyncio.Future[repository.Claimed | None] | asyncio.Future[None],
+    value: repository.Claimed | None = None,
     exc: BaseException | None = None,
 ) -> None:
     with contextlib.suppress(asyncio.InvalidStateError):  # the waiter was cancelled

@@ -1,41 +1,34 @@
-"""One delivery, start to finish: decode → claim → run → store the outcome → ack.
+"""One delivery, start to finish: decode → claim → run → store the outcome → settle.
 
-The ack always comes after the outcome is durable, so a crash at any point leaves the
-message to be redelivered, and a redelivery of a finished task is acked without running.
+The message is settled only after the outcome is durable, so a crash at any point leaves
+it to be redelivered, and a redelivery of a finished task is acked without running. Final
+failures and poison are rejected into `<queue>.dlq`; everything else is acked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import logging
 import time
-import traceback
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskq import protocol
 from taskq.broker import Broker, Delivery, topology
-from taskq.context import TaskContext, _current
-from taskq.exceptions import (
-    PayloadTooLarge,
-    ProtocolError,
-    SerializationError,
-    StoreConnectionError,
-    StoreError,
-    TaskqError,
-)
+from taskq.context import TaskContext
+from taskq.exceptions import ProtocolError, StoreConnectionError, StoreError, TaskqError
 from taskq.status import TaskStatus
-from taskq.store import Outcome, Store, Writer
+from taskq.store import Claimed, Outcome, Store, Writer, lifecycle
 from taskq.submission import new_task_row
 from taskq.task import Task
+from taskq.worker import outcomes
+from taskq.worker.running import Finished, Run
 
 logger = logging.getLogger(__name__)
 
-MAX_TRACEBACK_CHARS = 32_768
 STORE_RETRY_DELAY = 1.0
 
 
@@ -52,6 +45,8 @@ class Executor:
         worker_id: str,
         max_payload_bytes: int,
         threads: ThreadPoolExecutor,
+        lease_after: float,
+        lease_duration: float,
     ) -> None:
         self._tasks = tasks
         self._broker = broker
@@ -60,6 +55,18 @@ class Executor:
         self._worker_id = worker_id
         self._max_bytes = max_payload_bytes
         self._threads = threads
+        self._lease_after = lease_after
+        self._lease_duration = lease_duration
+        self._runs: dict[str, Run] = {}
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel the task if it runs here (a control message asked); → whether it did."""
+        run = self._runs.get(task_id)
+        if run is None:
+            return False
+        logger.info("cancelling running task %s on request", task_id, extra={"task_id": task_id})
+        run.cancel()
+        return True
 
     async def execute(self, delivery: Delivery) -> None:
         try:
@@ -93,39 +100,118 @@ class Executor:
         if task is None:
             await self._reject_unknown(delivery, envelope)
             return
-        attempt = await self._claim(envelope, delivery.redelivered)
-        if attempt is None:
+        if envelope.expires_at is not None and time.time() >= envelope.expires_at:
+            await self._reject_expired(delivery, envelope)
+            return
+        claimed = await self._claim(envelope, delivery.redelivered)
+        if claimed is None:
             # Final, running elsewhere, or not yet due: a duplicate copy. Nothing to run.
             logger.info("task %s is not claimable; acking a duplicate delivery", envelope.id)
             await _settle(delivery.ack())
             await self._announce(envelope.id, None)
             return
-        await self._announce(envelope.id, TaskStatus.RUNNING)
-        ctx = TaskContext(id=envelope.id, name=task.name, queue=envelope.queue, attempt=attempt)
-        started = time.monotonic()
-        outcome = await self._run(task, envelope, ctx)
-        try:
-            await self._store_outcome(outcome)
-        finally:
-            log = logger.info if outcome.state is TaskStatus.SUCCEEDED else logger.warning
-            log(
-                "%6.3fs %s %s[%s] attempt %d → %s",
-                time.monotonic() - started,
-                envelope.queue,
-                task.name,
-                envelope.id,
-                attempt,
-                outcome.state,
-                extra={
-                    "action": "task_done",
-                    "task_id": envelope.id,
-                    "task_name": task.name,
-                    "attempt": attempt,
-                    "queue": envelope.queue,
-                },
+        base = {
+            "task_id": envelope.id,
+            "attempt": claimed.attempt,
+            "worker_id": self._worker_id,
+            "started_at": datetime.now(UTC),
+        }
+        outcome = await self._attempt(delivery, envelope, task, claimed, base)
+        await self._finish(delivery, envelope, task, outcome)
+
+    async def _attempt(
+        self,
+        delivery: Delivery,
+        envelope: protocol.Envelope,
+        task: Task[Any, Any],
+        claimed: Claimed,
+        base: dict[str, Any],
+    ) -> Outcome:
+        if claimed.cancel_requested:
+            finished = Finished("cancelled")
+            return outcomes.decide(task, claimed, finished, **self._decide_args(envelope, base))
+        limit = task.default_options.max_deliveries
+        if claimed.deliveries > limit:
+            message = (
+                f"delivered {claimed.deliveries} times without an outcome (max_deliveries="
+                f"{limit}): the task probably kills its worker (os._exit, out of memory, a "
+                "crash in native code), so it is dead-lettered rather than run again"
             )
-        await _settle(delivery.ack())
+            error = {"type": "MaxDeliveriesExceeded", "message": message, "traceback": ""}
+            return outcomes.failed(base, error, reason="max_deliveries")
+        await self._announce(envelope.id, TaskStatus.RUNNING)
+        ctx = TaskContext(
+            id=envelope.id, name=task.name, queue=envelope.queue, attempt=claimed.attempt
+        )
+        run = Run(task, envelope, ctx, self._threads)
+        self._runs[envelope.id] = run
+        try:
+            finished = await run.wait(
+                envelope.timeout,
+                hand_off_after=self._lease_after,
+                hand_off=lambda: self._hand_off(delivery, envelope.id, claimed.attempt),
+            )
+        finally:
+            self._runs.pop(envelope.id, None)
+        return outcomes.decide(task, claimed, finished, **self._decide_args(envelope, base))
+
+    def _decide_args(self, envelope: protocol.Envelope, base: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "task_id": envelope.id,
+            "timeout": envelope.timeout,
+            "max_bytes": self._max_bytes,
+            "base": base,
+        }
+
+    async def _finish(
+        self,
+        delivery: Delivery,
+        envelope: protocol.Envelope,
+        task: Task[Any, Any],
+        outcome: Outcome,
+    ) -> None:
+        await self._store_outcome(outcome)
+        started = outcome.started_at or datetime.now(UTC)
+        ran = (datetime.now(UTC) - started).total_seconds()
+        log = logger.info if outcome.state is TaskStatus.SUCCEEDED else logger.warning
+        log(
+            "%6.3fs %s %s[%s] attempt %d → %s",
+            ran,
+            envelope.queue,
+            task.name,
+            envelope.id,
+            outcome.attempt,
+            "retry" if outcome.state is TaskStatus.SCHEDULED else outcome.state,
+            extra={
+                "action": "task_done",
+                "task_id": envelope.id,
+                "task_name": task.name,
+                "attempt": outcome.attempt,
+                "queue": envelope.queue,
+            },
+        )
+        if outcome.dead_reason is None:
+            await _settle(delivery.ack())
+        else:
+            await self._dead_letter(delivery, envelope)
         await self._announce(envelope.id, outcome.state)
+
+    async def _dead_letter(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
+        if getattr(delivery, "handed_off", False):
+            # Acked early (a long task): put a copy in the dead-letter queue ourselves.
+            await self._broker.publish_dead(envelope.queue, delivery.body, message_id=envelope.id)
+        else:
+            await _settle(delivery.reject(requeue=False))
+
+    async def _hand_off(self, delivery: Delivery, task_id: str, attempt: int) -> None:
+        """A long task: keep it by a lease in the store, and ack its message now, before
+        RabbitMQ's consumer_timeout closes the channel and redelivers it to run twice."""
+        until = datetime.now(UTC) + timedelta(seconds=self._lease_duration)
+        held = await self._store.run(lambda conn: lifecycle.hand_off(conn, task_id, attempt, until))
+        if held:
+            await _settle(delivery.ack())
+            delivery.handed_off = True  # type: ignore[attr-defined]
+            logger.info("task %s runs long: acked early, now kept by a lease", task_id)
 
     async def _store_outcome(self, outcome: Outcome) -> None:
         """Write the outcome, even while being cancelled; a row that cannot hold it fails."""
@@ -135,65 +221,29 @@ class Executor:
             if isinstance(exc, StoreConnectionError) or outcome.state is TaskStatus.FAILED:
                 raise
             message = f"the task's result could not be stored: {exc}"
-            failed = _failure_of(outcome, "ResultNotStored", message)
-            await _shielded(self._writer.record(failed))
+            error = {"type": "ResultNotStored", "message": message, "traceback": ""}
+            base = {
+                "task_id": outcome.task_id,
+                "attempt": outcome.attempt,
+                "worker_id": outcome.worker_id,
+                "started_at": outcome.started_at,
+            }
+            await _shielded(self._writer.record(outcomes.failed(base, error)))
 
-    async def _claim(self, envelope: protocol.Envelope, redelivered: bool) -> int | None:
+    async def _claim(self, envelope: protocol.Envelope, redelivered: bool) -> Claimed | None:
         claim = self._writer.claim
-        attempt = await claim(envelope.id, self._worker_id, redelivered=redelivered)
-        if attempt is None and await self._store.get_task(envelope.id) is None:
+        claimed = await claim(envelope.id, self._worker_id, redelivered=redelivered)
+        if claimed is None and await self._store.get_task(envelope.id) is None:
             # A message with no row (published by other means): record it, then run it.
             await self._store.insert_task_if_missing(new_task_row(envelope))
-            attempt = await claim(envelope.id, self._worker_id, redelivered=redelivered)
-        return attempt
+            claimed = await claim(envelope.id, self._worker_id, redelivered=redelivered)
+        return claimed
 
-    async def _run(
-        self, task: Task[Any, Any], envelope: protocol.Envelope, ctx: TaskContext
-    ) -> Outcome:
-        token = _current.set(ctx)
-        try:
-            if task.is_async:
-                # The task runs as its own asyncio task: a timeout cancels it, not us.
-                call = asyncio.ensure_future(task.fn(*envelope.args, **envelope.kwargs))
-            else:
-                run = functools.partial(
-                    contextvars.copy_context().run,
-                    task.fn,
-                    *envelope.args,
-                    **envelope.kwargs,
-                )
-                call = asyncio.get_running_loop().run_in_executor(self._threads, run)
-        finally:
-            _current.reset(token)
-        try:
-            async with asyncio.timeout(envelope.timeout):
-                result = await call
-        except TimeoutError:
-            if not call.done() or call.cancelled():
-                return _failure(
-                    ctx,
-                    "TaskTimeout",
-                    f"task exceeded its timeout of {envelope.timeout} s",
-                )
-            return _error_outcome(ctx, call.exception())
-        except asyncio.CancelledError:
-            call.cancel()
-            raise
-        except Exception as exc:
-            return _error_outcome(ctx, exc)
-        try:
-            protocol.check_value(result, f"result of task {task.name!r}")
-            protocol.check_size(
-                result, max_bytes=self._max_bytes, what=f"result of task {task.name!r}"
-            )
-        except (SerializationError, PayloadTooLarge) as exc:
-            return _error_outcome(ctx, exc)
-        return Outcome(
-            task_id=ctx.id,
-            attempt=ctx.attempt,
-            state=TaskStatus.SUCCEEDED,
-            result=result,
-        )
+    async def _reject_expired(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
+        await self._store.run(lambda conn: lifecycle.expire_waiting(conn, envelope.id))
+        logger.warning("task %s expired before it started; dead-lettered", envelope.id)
+        await _settle(delivery.reject(requeue=False))
+        await self._announce(envelope.id, TaskStatus.EXPIRED)
 
     async def _reject_malformed(
         self, delivery: Delivery, exc: ProtocolError, task_id: str | None
@@ -207,7 +257,7 @@ class Executor:
         )
         if task_id is not None:
             error = {"type": "ProtocolError", "message": str(exc), "traceback": ""}
-            await _quietly(self._store.fail_unclaimed(task_id, error))
+            await _quietly(self._store.fail_unclaimed(task_id, error, dead_reason="malformed"))
         await _settle(delivery.reject(requeue=False))
         if task_id is not None:
             await self._announce(task_id, TaskStatus.FAILED)
@@ -222,15 +272,11 @@ class Executor:
             "task %s: %s",
             envelope.id,
             message,
-            extra={
-                "action": "reject_unknown",
-                "task_id": envelope.id,
-                "task_name": envelope.task,
-            },
+            extra={"action": "reject_unknown", "task_id": envelope.id, "task_name": envelope.task},
         )
         error = {"type": "UnknownTask", "message": message, "traceback": ""}
         await self._store.insert_task_if_missing(new_task_row(envelope))
-        await self._store.fail_unclaimed(envelope.id, error)
+        await self._store.fail_unclaimed(envelope.id, error, dead_reason="unknown_task")
         await _settle(delivery.reject(requeue=False))
         await self._announce(envelope.id, TaskStatus.FAILED)
 
@@ -247,38 +293,6 @@ async def _shielded(write: Any) -> None:
     except asyncio.CancelledError:
         await future
         raise
-
-
-def _failure_of(outcome: Outcome, error_type: str, message: str) -> Outcome:
-    return Outcome(
-        task_id=outcome.task_id,
-        attempt=outcome.attempt,
-        state=TaskStatus.FAILED,
-        error={"type": error_type, "message": message, "traceback": ""},
-    )
-
-
-def _failure(ctx: TaskContext, error_type: str, message: str, tb: str = "") -> Outcome:
-    return Outcome(
-        task_id=ctx.id,
-        attempt=ctx.attempt,
-        state=TaskStatus.FAILED,
-        error={
-            "type": error_type,
-            "message": message,
-            "traceback": tb[-MAX_TRACEBACK_CHARS:],
-        },
-    )
-
-
-def _error_outcome(ctx: TaskContext, exc: BaseException | None) -> Outcome:
-    if exc is None:
-        return _failure(ctx, "Unknown", "the task ended without a result or an error")
-    cls = type(exc)
-    name = (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-    return _failure(ctx, name, str(exc), "".join(traceback.format_exception(exc)))
 
 
 def _task_id_of(delivery: Delivery) -> str | None:

@@ -9,9 +9,12 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.exceptions import StoreError
-from taskq.store import Store, coordination
+from taskq.store import Store, coordination, lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +28,16 @@ def new_process_id() -> str:
 
 @contextlib.asynccontextmanager
 async def registered(
-    store: Store, process_id: str, *, role: str, queues: Sequence[str], concurrency: int
+    store: Store,
+    process_id: str,
+    *,
+    role: str,
+    queues: Sequence[str],
+    concurrency: int,
+    lease_duration: float = 60.0,
 ) -> AsyncIterator[None]:
-    """A `running` row for the block (beating every INTERVAL s), then `stopped`."""
+    """A `running` row for the block (beating every INTERVAL s, which also renews the
+    leases of this process's long tasks), then `stopped`."""
     await store.run(
         lambda conn: coordination.register_worker(
             conn,
@@ -39,7 +49,7 @@ async def registered(
             concurrency=concurrency,
         )
     )
-    beating = asyncio.create_task(_beat(store, process_id), name="taskq-heartbeat")
+    beating = asyncio.create_task(_beat(store, process_id, lease_duration), name="taskq-heartbeat")
     try:
         yield
     finally:
@@ -52,10 +62,15 @@ async def registered(
             logger.warning("could not mark %s stopped: %s", process_id, exc)
 
 
-async def _beat(store: Store, process_id: str) -> None:
+async def _beat(store: Store, process_id: str, lease_duration: float) -> None:
+    async def beat(conn: AsyncConnection) -> None:
+        await coordination.heartbeat(conn, process_id)
+        until = datetime.now(UTC) + timedelta(seconds=lease_duration)
+        await lifecycle.extend_leases(conn, process_id, until)
+
     while True:
         await asyncio.sleep(INTERVAL)
         try:
-            await store.run(lambda conn: coordination.heartbeat(conn, process_id))
+            await store.run(beat)
         except StoreError as exc:
             logger.warning("heartbeat of %s failed: %s", process_id, exc)

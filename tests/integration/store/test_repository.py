@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.status import TaskStatus
-from taskq.store import NewTask, Outcome, Store, Writer, repository
+from taskq.store import Claimed, NewTask, Outcome, Store, Writer, repository
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ERROR = {"type": "ValueError", "message": "boom", "traceback": "Traceback ..."}
@@ -64,9 +64,10 @@ async def insert(store: Store, *tasks: NewTask) -> list[str]:
 async def claim(
     store: Store, ids: Sequence[str], worker_id: str = "w1", *, redelivered: bool = False
 ) -> dict[str, int]:
-    return await store.run(
+    claimed = await store.run(
         lambda conn: repository.claim(conn, ids, worker_id, redelivered=redelivered)
     )
+    return {task_id: claim.attempt for task_id, claim in claimed.items()}
 
 
 async def record(store: Store, *outcomes: Outcome) -> None:
@@ -343,7 +344,7 @@ async def test_writer_batches_concurrent_claims(store: Store) -> None:
         # When 50 executors claim at once
         async with asyncio.timeout(30):
             attempts = await asyncio.gather(
-                *(writer.claim(task_id, "w1", redelivered=False) for task_id in ids)
+                *(_attempt_of(writer.claim(task_id, "w1", redelivered=False)) for task_id in ids)
             )
     finally:
         writer.close()
@@ -378,7 +379,8 @@ async def test_writer_close_flushes_pending_items_before_run_returns(store: Stor
     writer = Writer(transactions, flush_interval=0.005, max_batch=10)
     running = asyncio.create_task(writer.run(), name="writer")
     claims = [
-        asyncio.create_task(writer.claim(task_id, "w1", redelivered=False)) for task_id in ids
+        asyncio.create_task(_attempt_of(writer.claim(task_id, "w1", redelivered=False)))
+        for task_id in ids
     ]
     outcome = Outcome(task_id=done, attempt=1, state=TaskStatus.SUCCEEDED, result="flushed")
     recording = asyncio.create_task(writer.record(outcome))
@@ -393,3 +395,8 @@ async def test_writer_close_flushes_pending_items_before_run_returns(store: Stor
     assert [task.result() for task in claims] == [1] * 25
     assert {(await state_of(store, task_id)).state for task_id in ids} == {TaskStatus.RUNNING}
     assert (await state_of(store, done)).result == "flushed"
+
+
+async def _attempt_of(claiming: Awaitable[Claimed | None]) -> int | None:
+    claimed = await claiming
+    return None if claimed is None else claimed.attempt

@@ -1,0 +1,117 @@
+"""Dead letters: what is in `<queue>.dlq`, why, and sending it back for new attempts.
+
+dead = app.dlq("default")
+for letter in await dead.list():
+    print(letter.task_id, letter.task, letter.reason, letter.error_type)
+await dead.replay(ids=[...])   # or replay() for all
+await dead.purge()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskq import protocol
+from taskq.broker import Browsed, topology
+from taskq.exceptions import ProtocolError
+from taskq.store import lifecycle
+
+if TYPE_CHECKING:
+    from taskq.app import App
+
+DEFAULT_LIMIT = 1000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead-lettered message, with what its task's row says about it."""
+
+    task_id: str | None  # None for bytes that name no task
+    task: str | None
+    reason: str  # failed, max_deliveries, expired, unknown_task, malformed, ...
+    error_type: str | None
+    error_message: str | None
+    dead_at: datetime | None
+
+
+class DeadLetters:
+    """The dead-letter queue of one taskq queue."""
+
+    def __init__(self, app: App, queue: str) -> None:
+        topology.validate_queue_name(queue)
+        self._app = app
+        self.queue = queue
+        self.name = topology.dlq_name(queue)
+
+    async def list(self, limit: int = DEFAULT_LIMIT) -> list[DeadLetter]:
+        """The first `limit` dead letters, oldest first; the queue is left as it was."""
+        await self._app.declare(self.queue)
+        async with self._app.broker.browse(self.name, limit=limit) as found:
+            return [await self._describe(message) for message in found]
+
+    async def replay(self, ids: Iterable[str] | None = None, *, limit: int = 100_000) -> int:
+        """Send dead tasks back as new attempts (all of them if `ids` is None); → how many.
+
+        Each task's row becomes due again and the leader publishes it, in the transaction
+        that marks it queued; then its dead letter is removed.
+        """
+        wanted = None if ids is None else set(ids)
+        await self._app.declare(self.queue)
+        replayed = 0
+        async with self._app.broker.browse(self.name, limit=limit) as found:
+            for message in found:
+                task_id = _task_id(message)
+                if task_id is None or (wanted is not None and task_id not in wanted):
+                    continue
+                await self._app.store.run(_reset([task_id]))
+                await message.remove()
+                replayed += 1
+        return replayed
+
+    async def purge(self) -> int:
+        """Delete every dead letter of this queue (the rows keep their record); → how many."""
+        await self._app.declare(self.queue)
+        return await self._app.broker.purge(self.name)
+
+    async def _describe(self, message: Browsed) -> DeadLetter:
+        task_id = _task_id(message)
+        record = None if task_id is None else await self._app.store.get_task(task_id)
+        if record is None:
+            return DeadLetter(task_id, None, message.reason or "malformed", None, None, None)
+        error = record.error or {}
+        return DeadLetter(
+            task_id=task_id,
+            task=record.name,
+            reason=record.dead_reason or message.reason or "rejected",
+            error_type=error.get("type"),
+            error_message=error.get("message"),
+            dead_at=record.finished_at,
+        )
+
+
+def _reset(task_ids: list[str]) -> Callable[[AsyncConnection], Awaitable[list[str]]]:
+    return lambda conn: lifecycle.reset_for_replay(conn, task_ids)
+
+
+def _task_id(message: Browsed) -> str | None:
+    try:
+        return protocol.decode(message.body, max_bytes=len(message.body)).id
+    except ProtocolError as exc:
+        if exc.task_id is not None:
+            return exc.task_id
+    candidate = message.message_id.partition(":")[0]
+    return candidate if _is_uuid(candidate) else None
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,148 @@
+"""Writes that move a task outside the normal run: cancel, expire, lease, replay, recover."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import case, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskq.status import TaskStatus
+from taskq.store.engine import clock
+from taskq.store.repository import TaskRecord, _aware, _record, now
+from taskq.store.tables import attempts, tasks
+
+_c = tasks.c
+_WAITING = (TaskStatus.SCHEDULED.value, TaskStatus.QUEUED.value)
+_FINAL = tuple(state.value for state in TaskStatus if state.is_final)
+
+
+async def request_cancel(conn: AsyncConnection, task_id: str) -> TaskStatus | None:
+    """Cancel a waiting task at once; mark a running one for cancellation.
+
+    → the task's state afterwards (`cancelled`, or `running` if its worker must be told),
+    or None if it had already finished (nothing changed).
+    """
+    waiting = _c.state.in_(_WAITING)
+    statement = (
+        update(tasks)
+        .where(_c.id == task_id, _c.state.not_in(_FINAL))
+        .values(
+            cancel_requested_at=now(),
+            state=case((waiting, TaskStatus.CANCELLED.value), else_=_c.state),
+            finished_at=case((waiting, now()), else_=_c.finished_at),
+        )
+        .returning(_c.state)
+    )
+    state = (await conn.execute(statement)).scalar()
+    return None if state is None else TaskStatus(state)
+
+
+async def expire_waiting(conn: AsyncConnection, task_id: str) -> bool:
+    """A worker received a task past its expiry: it never runs. → whether it was waiting."""
+    statement = (
+        update(tasks)
+        .where(_c.id == task_id, _c.state.in_(_WAITING))
+        .values(state=TaskStatus.EXPIRED.value, dead_reason="expired", finished_at=now())
+        .returning(_c.id)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def expire_overdue(conn: AsyncConnection, limit: int) -> list[str]:
+    """The leader's sweep: waiting tasks past their expiry (RabbitMQ may have dropped their
+    message into the DLQ as expired, so no worker will ever see it) end `expired`."""
+    overdue = (
+        select(_c.id)
+        .where(_c.state.in_(_WAITING), _c.expires_at < clock(conn))
+        .limit(limit)
+        .scalar_subquery()
+    )
+    statement = (
+        update(tasks)
+        .where(_c.id.in_(overdue), _c.state.in_(_WAITING))
+        .values(state=TaskStatus.EXPIRED.value, dead_reason="expired", finished_at=now())
+        .returning(_c.id)
+    )
+    return [str(row.id) for row in await conn.execute(statement)]
+
+
+async def hand_off(conn: AsyncConnection, task_id: str, attempt: int, until: datetime) -> bool:
+    """A long task's message is about to be acked early: from now its lease keeps it."""
+    statement = (
+        update(tasks)
+        .where(_c.id == task_id, _c.attempts == attempt, _c.state == TaskStatus.RUNNING.value)
+        .values(lease_until=until)
+        .returning(_c.id)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def extend_leases(conn: AsyncConnection, worker_id: str, until: datetime) -> None:
+    await conn.execute(
+        update(tasks)
+        .where(
+            _c.worker_id == worker_id,
+            _c.state == TaskStatus.RUNNING.value,
+            _c.lease_until.is_not(None),
+        )
+        .values(lease_until=until)
+    )
+
+
+async def claim_lapsed(conn: AsyncConnection, limit: int) -> list[TaskRecord]:
+    """Lock running tasks whose lease lapsed (their worker died after acking early)."""
+    query = (
+        select(tasks)
+        .where(_c.state == TaskStatus.RUNNING.value, _c.lease_until < clock(conn))
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [_record(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def requeue(conn: AsyncConnection, task_ids: Sequence[str]) -> None:
+    """Rows whose message was just published again are `queued` (lapsed leases)."""
+    await conn.execute(
+        update(tasks)
+        .where(_c.id.in_(list(task_ids)))
+        .values(state=TaskStatus.QUEUED.value, lease_until=None)
+    )
+
+
+async def reset_for_replay(conn: AsyncConnection, task_ids: Sequence[str]) -> list[str]:
+    """Dead tasks back as due `scheduled` rows, for new attempts (numbers keep counting).
+
+    The leader publishes them as it does any due task: in the transaction that marks
+    them `queued`, so no crash can leave a replayed task without its message.
+    """
+    statement = (
+        update(tasks)
+        .where(_c.id.in_(list(task_ids)), _c.state.in_(_FINAL))
+        .values(
+            state=TaskStatus.SCHEDULED.value,
+            run_at=now(),
+            dead_reason=None,
+            error=None,
+            result=None,
+            finished_at=None,
+            expires_at=None,
+            cancel_requested_at=None,
+            retries=0,
+            deliveries=0,
+        )
+        .returning(_c.id)
+    )
+    return [str(row.id) for row in await conn.execute(statement)]
+
+
+async def list_attempts(conn: AsyncConnection, task_id: str) -> list[dict[str, object]]:
+    query = select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.attempt)
+    rows = [dict(row) for row in (await conn.execute(query)).mappings()]
+    for row in rows:
+        row["task_id"] = str(row["task_id"])
+        row["started_at"] = _aware(row["started_at"])
+        row["finished_at"] = _aware(row["finished_at"])
+    return rows

@@ -1,0 +1,78 @@
+"""From how a task's code ended to the outcome stored: succeeded, retry, or failed."""
+
+from __future__ import annotations
+
+import traceback
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from taskq import protocol
+from taskq.exceptions import PayloadTooLarge, SerializationError, TaskTimeout
+from taskq.retry import Retry
+from taskq.status import TaskStatus
+from taskq.store import Claimed, Outcome
+from taskq.task import Task
+from taskq.worker.running import Finished
+
+MAX_TRACEBACK_CHARS = 32_768
+
+
+def decide(
+    task: Task[Any, Any],
+    claimed: Claimed,
+    finished: Finished,
+    *,
+    task_id: str,
+    timeout: float | None,
+    max_bytes: int,
+    base: dict[str, Any],
+) -> Outcome:
+    """The outcome of one attempt. `base` holds the fields every outcome shares."""
+    if finished.kind == "value":
+        try:
+            protocol.check_value(finished.value, f"result of task {task.name!r}")
+            protocol.check_size(
+                finished.value, max_bytes=max_bytes, what=f"result of {task.name!r}"
+            )
+        except (SerializationError, PayloadTooLarge) as exc:
+            return failed(base, error_of(exc))
+        return Outcome(**base, state=TaskStatus.SUCCEEDED, result=finished.value)
+    if finished.kind == "cancelled":
+        error = {"type": "TaskCancelled", "message": "cancelled on request", "traceback": ""}
+        return Outcome(**base, state=TaskStatus.CANCELLED, error=error)
+    if finished.kind == "timeout":
+        cause: BaseException = TaskTimeout(f"task {task_id} ran past its timeout of {timeout} s")
+        error = {"type": "TaskTimeout", "message": str(cause), "traceback": ""}
+    else:
+        assert finished.error is not None
+        cause, error = finished.error, error_of(finished.error)
+    delay = retry_delay(task, claimed, cause)
+    if delay is None:
+        return failed(base, error)
+    retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+    return Outcome(**base, state=TaskStatus.SCHEDULED, error=error, retry_at=retry_at)
+
+
+def retry_delay(task: Task[Any, Any], claimed: Claimed, exc: BaseException) -> float | None:
+    """Seconds until the retry, or None if this failure is final."""
+    options = task.default_options
+    if claimed.retries >= claimed.max_retries:
+        return None
+    if isinstance(exc, Retry):
+        return exc.delay if exc.delay is not None else options.backoff.delay(claimed.retries + 1)
+    if isinstance(exc, options.retry_for):
+        return options.backoff.delay(claimed.retries + 1)
+    return None
+
+
+def failed(base: dict[str, Any], error: dict[str, str], reason: str = "failed") -> Outcome:
+    """A final failure; its message goes to the dead-letter queue with `reason`."""
+    return Outcome(**base, state=TaskStatus.FAILED, error=error, dead_reason=reason)
+
+
+def error_of(exc: BaseException) -> dict[str, str]:
+    cls = type(exc)
+    module = cls.__module__
+    name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    text = "".join(traceback.format_exception(exc))
+    return {"type": name, "message": str(exc), "traceback": text[-MAX_TRACEBACK_CHARS:]}
