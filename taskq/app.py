@@ -282,15 +282,24 @@ class App:
         concurrency: int = 10,
         queues: Sequence[str] | None = None,
         scheduler: bool = True,
+        shutdown_timeout: float | None = None,
     ) -> contextlib.AbstractAsyncContextManager[Worker]:
         """Run a worker inside this process for the duration of an `async with` block.
 
         With `scheduler=True` it also stands for leadership, and while it leads it publishes
-        delayed tasks and periodic ticks (on the embedded default, it always leads).
+        delayed tasks and periodic ticks (on the embedded default, it always leads). Leaving
+        the block waits for running tasks, at most `shutdown_timeout` s (None: no limit);
+        tasks still running then are cancelled and handed back.
         """
         from taskq.worker import running_worker
 
-        return running_worker(self, concurrency=concurrency, queues=queues, scheduler=scheduler)
+        return running_worker(
+            self,
+            concurrency=concurrency,
+            queues=queues,
+            scheduler=scheduler,
+            shutdown_timeout=shutdown_timeout,
+        )
 
     def dlq(self, queue: str = "default") -> DeadLetters:
         """The dead-letter queue of `queue`: list, replay and purge its dead tasks."""

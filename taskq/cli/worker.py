@@ -43,13 +43,22 @@ def worker(
             help="Stand for leadership (publish delayed and periodic tasks when leading).",
         ),
     ] = True,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="TASKQ_SHUTDOWN_TIMEOUT",
+            min=0,
+            help="On SIGTERM/SIGINT, seconds running tasks may take to finish before they "
+            "are cancelled and handed back (a second signal: at once).",
+        ),
+    ] = 30.0,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run a worker process for APP."""
     configure_logging(log_level)
     loaded = load_app(app)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    run(_serve_worker(loaded, concurrency, names, scheduler))
+    run(_serve_worker(loaded, concurrency, names, scheduler, shutdown_timeout))
 
 
 def scheduler(app: AppSpec, log_level: LogLevel = "INFO") -> None:
@@ -67,11 +76,21 @@ def configure_logging(level: str) -> None:
 
 
 async def _serve_worker(
-    app: App, concurrency: int, queues: list[str] | None, scheduler: bool
+    app: App,
+    concurrency: int,
+    queues: list[str] | None,
+    scheduler: bool,
+    shutdown_timeout: float,
 ) -> None:
     async with app:
-        worker = Worker(app, concurrency=concurrency, queues=queues, scheduler=scheduler)
-        _on_signals(worker.stop)
+        worker = Worker(
+            app,
+            concurrency=concurrency,
+            queues=queues,
+            scheduler=scheduler,
+            shutdown_timeout=shutdown_timeout,
+        )
+        _on_signals(worker.stop, lambda: worker.stop(force=True))
         await worker.run()
 
 
@@ -79,7 +98,7 @@ async def _serve_scheduler(app: App) -> None:
     async with app:
         process_id = heartbeat.new_process_id()
         stop = asyncio.Event()
-        _on_signals(stop.set)
+        _on_signals(stop.set, stop.set)
         async with (
             heartbeat.registered(app.store, process_id, role="scheduler", queues=[], concurrency=0),
             asyncio.TaskGroup() as running,
@@ -91,24 +110,28 @@ async def _serve_scheduler(app: App) -> None:
             candidate.cancel()
 
 
-def _on_signals(stop: Callable[[], None]) -> None:
-    """First signal: `stop()` gracefully. Second: cancel the main task at once."""
-    main = asyncio.current_task()
+def _on_signals(stop: Callable[[], None], force: Callable[[], None]) -> None:
+    """First SIGTERM/SIGINT: `stop()` gracefully. Second: `force()` (stop at once)."""
     received = 0
 
     def on_signal(signum: int) -> None:
         nonlocal received
         received += 1
+        name = signal.Signals(signum).name
         if received == 1:
             logger.info(
                 "%s: finishing running tasks (send it again to stop at once)",
-                signal.Signals(signum).name,
+                name,
                 extra={"action": "graceful_shutdown"},
             )
             stop()
-        elif main is not None:
-            logger.warning("second signal: stopping now", extra={"action": "force_exit"})
-            main.cancel()
+        else:
+            logger.warning(
+                "%s again: stopping now; running tasks are handed back",
+                name,
+                extra={"action": "force_exit"},
+            )
+            force()
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

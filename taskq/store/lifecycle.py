@@ -146,3 +146,19 @@ async def list_attempts(conn: AsyncConnection, task_id: str) -> list[dict[str, o
         row["started_at"] = _aware(row["started_at"])
         row["finished_at"] = _aware(row["finished_at"])
     return rows
+
+
+async def release(conn: AsyncConnection, task_id: str, attempt: int) -> None:
+    """A stopping worker hands a running task back: `queued` again, and this delivery does
+    not count towards max_deliveries (the task did nothing wrong). A task acked early (on a
+    lease) has its lease ended instead, so the leader publishes it again at once."""
+    fence = (_c.id == task_id, _c.attempts == attempt, _c.state == TaskStatus.RUNNING.value)
+    await conn.execute(
+        update(tasks)
+        .where(*fence)
+        .values(
+            state=case((_c.lease_until.is_(None), TaskStatus.QUEUED.value), else_=_c.state),
+            deliveries=case((_c.lease_until.is_(None), _c.deliveries - 1), else_=_c.deliveries),
+            lease_until=case((_c.lease_until.is_(None), None), else_=now()),
+        )
+    )

@@ -151,6 +151,10 @@ class Executor:
                 hand_off_after=self._lease_after,
                 hand_off=lambda: self._hand_off(delivery, envelope.id, claimed.attempt),
             )
+        except asyncio.CancelledError:
+            # The worker is stopping past its shutdown timeout: hand the task back.
+            await _shielded(self._release(delivery, envelope.id, claimed.attempt))
+            raise
         finally:
             self._runs.pop(envelope.id, None)
         return outcomes.decide(task, claimed, finished, **self._decide_args(envelope, base))
@@ -212,6 +216,19 @@ class Executor:
             await _settle(delivery.ack())
             delivery.handed_off = True  # type: ignore[attr-defined]
             logger.info("task %s runs long: acked early, now kept by a lease", task_id)
+
+    async def _release(self, delivery: Delivery, task_id: str, attempt: int) -> None:
+        logger.warning(
+            "task %s interrupted by shutdown: handed back for another worker",
+            task_id,
+            extra={"action": "release", "task_id": task_id},
+        )
+        try:
+            await self._store.run(lambda conn: lifecycle.release(conn, task_id, attempt))
+        except TaskqError as exc:
+            logger.error("could not hand task %s back in the store: %s", task_id, exc)
+        if not getattr(delivery, "handed_off", False):
+            await _settle(delivery.reject(requeue=True))
 
     async def _store_outcome(self, outcome: Outcome) -> None:
         """Write the outcome, even while being cancelled; a row that cannot hold it fails."""

@@ -37,6 +37,7 @@ class Worker:
         concurrency: int = 10,
         queues: Sequence[str] | None = None,
         scheduler: bool = True,
+        shutdown_timeout: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -44,16 +45,22 @@ class Worker:
         self.concurrency = concurrency
         self.queues = list(queues or _queues_of(app))
         self.scheduler = scheduler
+        self.shutdown_timeout = shutdown_timeout
         self.id = heartbeat.new_process_id()
+        self._force = asyncio.Event()
         self.started = asyncio.Event()
         self._deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue()
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
 
-    def stop(self) -> None:
-        """Stop taking messages; `run()` returns once running tasks are done."""
+    def stop(self, *, force: bool = False) -> None:
+        """Stop taking messages; `run()` returns once running tasks are done, or once
+        `shutdown_timeout` has passed (or at once with `force`): the tasks still running
+        then are cancelled and handed back for another worker."""
         self._deliveries.put_nowait(None)
+        if force:
+            self._force.set()
 
     async def run(self) -> None:
         app = self.app
@@ -119,15 +126,49 @@ class Worker:
             on_delivery=self._deliveries.put_nowait,
         )
         self.started.set()
-        async with asyncio.TaskGroup() as running:
+        running: set[asyncio.Task[None]] = set()
+        try:
             while (delivery := await self._deliveries.get()) is not None:
-                running.create_task(executor.execute(delivery), name="taskq-execute")
-            # Stop: no new deliveries; hand back the ones that arrived but never started.
+                started = asyncio.create_task(executor.execute(delivery), name="taskq-execute")
+                running.add(started)
+                started.add_done_callback(running.discard)
+            # The shutdown sequence. 1: no new deliveries; hand back those never started.
+            logger.info("worker %s: stopping; %d tasks running", self.id, len(running))
             await subscription.cancel()
             while not self._deliveries.empty():
                 if (leftover := self._deliveries.get_nowait()) is not None:
                     await leftover.reject(requeue=True)
-        # Leaving the TaskGroup waited for every running task to be stored and settled.
+            # 2: let running tasks finish, until the shutdown timeout or a forced stop.
+            await self._drain(running)
+        finally:
+            # 3: cancel what still runs; each executor hands its task back, then ends.
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _drain(self, running: set[asyncio.Task[None]]) -> None:
+        if not running:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = None if self.shutdown_timeout is None else loop.time() + self.shutdown_timeout
+        forced = asyncio.create_task(self._force.wait())
+        try:
+            while running and not forced.done():
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    break
+                await asyncio.wait(
+                    {*running, forced}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            forced.cancel()
+        if running:
+            logger.warning(
+                "worker %s: %d tasks still running at shutdown; handing them back",
+                self.id,
+                len(running),
+                extra={"action": "shutdown_timeout"},
+            )
 
 
 def _on_control(executor: Executor, body: bytes) -> None:
@@ -146,10 +187,21 @@ def _queues_of(app: App) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    app: App, *, concurrency: int, queues: Sequence[str] | None, scheduler: bool
+    app: App,
+    *,
+    concurrency: int,
+    queues: Sequence[str] | None,
+    scheduler: bool,
+    shutdown_timeout: float | None = None,
 ) -> AsyncIterator[Worker]:
     """`app.worker()`: a worker running in this process for the block's duration."""
-    worker = Worker(app, concurrency=concurrency, queues=queues, scheduler=scheduler)
+    worker = Worker(
+        app,
+        concurrency=concurrency,
+        queues=queues,
+        scheduler=scheduler,
+        shutdown_timeout=shutdown_timeout,
+    )
     running = asyncio.create_task(worker.run(), name=f"taskq-worker-{worker.id}")
     started = asyncio.create_task(worker.started.wait())
     await asyncio.wait({running, started}, return_when=asyncio.FIRST_COMPLETED)
