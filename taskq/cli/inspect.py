@@ -121,7 +121,8 @@ def workers(
             sys.stdout.write(json.dumps(_worker_json(row)) + "\n")
         return
     table = Table()
-    for column in ("id", "role", "state", "leader", "queues", "concurrency", "heartbeat"):
+    table.add_column("id", overflow="fold")
+    for column in ("role", "state", "leader", "queues", "concurrency", "heartbeat"):
         table.add_column(column)
     moment = datetime.now(UTC)
     for row in rows:

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from taskq.app import App
-from taskq.cli.common import AppSpec, load_app, run
+from taskq.cli.common import AppSpec, fail, load_app, run
 from taskq.scheduler import LeaderWork, campaign
 from taskq.worker import Worker, heartbeat
+from taskq.worker.supervisor import RECYCLE_EXIT, Supervisor, child_command, memory_limit
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +54,70 @@ def worker(
             "are cancelled and handed back (a second signal: at once).",
         ),
     ] = 30.0,
+    processes: Annotated[
+        int,
+        typer.Option(
+            envvar="TASKQ_PROCESSES",
+            min=1,
+            help="Worker processes, each running --concurrency tasks; dead ones are replaced.",
+        ),
+    ] = 1,
+    max_tasks_per_child: Annotated[
+        int | None,
+        typer.Option(
+            envvar="TASKQ_MAX_TASKS_PER_CHILD",
+            min=1,
+            help="Replace a process after it ran this many tasks.",
+        ),
+    ] = None,
+    max_memory_per_child: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TASKQ_MAX_MEMORY_PER_CHILD",
+            help="Replace a process once its resident memory passes this (e.g. 500MB, 1GiB), "
+            "after its running tasks finish.",
+        ),
+    ] = None,
+    child: Annotated[bool, typer.Option("--child", hidden=True)] = False,
     log_level: LogLevel = "INFO",
 ) -> None:
-    """Run a worker process for APP."""
+    """Run worker processes for APP."""
     configure_logging(log_level)
+    try:
+        memory = None if max_memory_per_child is None else memory_limit(max_memory_per_child)
+    except ValueError as exc:
+        fail(f"--max-memory-per-child: {exc}")
+    supervised = processes > 1 or max_tasks_per_child is not None or memory is not None
     loaded = load_app(app)
+    if supervised and not child:
+        argv = [*_without(sys.argv[1:], "--processes"), "--child"]
+        sup = Supervisor(child_command(argv), processes, loaded.settings.store_url)
+        raise typer.Exit(asyncio.run(sup.run()))
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    run(_serve_worker(loaded, concurrency, names, scheduler, shutdown_timeout))
+    limits = {"max_tasks": max_tasks_per_child, "max_memory": memory}
+    recycled = run(_serve_worker(loaded, concurrency, names, scheduler, shutdown_timeout, limits))
+    if recycled and child:
+        raise typer.Exit(RECYCLE_EXIT)
 
 
 def scheduler(app: AppSpec, log_level: LogLevel = "INFO") -> None:
     """Run only a scheduler for APP: a candidate leader that runs no tasks."""
     configure_logging(log_level)
     run(_serve_scheduler(load_app(app)))
+
+
+def _without(argv: list[str], option: str) -> list[str]:
+    """`argv` less `option VALUE` / `option=VALUE` (children run one process each)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            kept.append(arg)
+    return kept
 
 
 def configure_logging(level: str) -> None:
@@ -81,7 +134,9 @@ async def _serve_worker(
     queues: list[str] | None,
     scheduler: bool,
     shutdown_timeout: float,
-) -> None:
+    limits: dict[str, int | None],
+) -> bool:
+    """→ whether the worker stopped itself over a limit (to be replaced)."""
     async with app:
         worker = Worker(
             app,
@@ -89,9 +144,11 @@ async def _serve_worker(
             queues=queues,
             scheduler=scheduler,
             shutdown_timeout=shutdown_timeout,
+            **limits,
         )
         _on_signals(worker.stop, lambda: worker.stop(force=True))
         await worker.run()
+        return worker.recycled is not None
 
 
 async def _serve_scheduler(app: App) -> None:

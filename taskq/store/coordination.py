@@ -93,6 +93,15 @@ async def mark_dead(conn: AsyncConnection, silent_for: timedelta) -> list[str]:
     return [row.id for row in await conn.execute(statement)]
 
 
+async def mark_process_dead(conn: AsyncConnection, host: str, pid: int) -> None:
+    """A supervisor saw its child die: its rows are dead at once, not after 30 s."""
+    await conn.execute(
+        update(workers)
+        .where(_w.host == host, _w.pid == pid, _w.state == "running")
+        .values(state="dead", leader=False)
+    )
+
+
 async def list_workers(conn: AsyncConnection, *, include_stopped: bool) -> list[WorkerRecord]:
     query = select(workers).order_by(_w.started_at)
     if not include_stopped:

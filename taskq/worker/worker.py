@@ -18,7 +18,7 @@ from taskq import protocol
 from taskq.broker import Delivery
 from taskq.exceptions import ProtocolError
 from taskq.scheduler import LeaderWork, campaign
-from taskq.worker import heartbeat
+from taskq.worker import heartbeat, supervisor
 from taskq.worker.executor import Executor
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ class Worker:
         queues: Sequence[str] | None = None,
         scheduler: bool = True,
         shutdown_timeout: float | None = None,
+        max_tasks: int | None = None,
+        max_memory: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -46,6 +48,10 @@ class Worker:
         self.queues = list(queues or _queues_of(app))
         self.scheduler = scheduler
         self.shutdown_timeout = shutdown_timeout
+        self.max_tasks = max_tasks
+        self.max_memory = max_memory
+        self.recycled: str | None = None  # why the worker stopped itself, if it did
+        self._completed = 0
         self.id = heartbeat.new_process_id()
         self._force = asyncio.Event()
         self.started = asyncio.Event()
@@ -132,6 +138,7 @@ class Worker:
                 started = asyncio.create_task(executor.execute(delivery), name="taskq-execute")
                 running.add(started)
                 started.add_done_callback(running.discard)
+                started.add_done_callback(self._after_task)
             # The shutdown sequence. 1: no new deliveries; hand back those never started.
             logger.info("worker %s: stopping; %d tasks running", self.id, len(running))
             await subscription.cancel()
@@ -145,6 +152,28 @@ class Worker:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    def _after_task(self, _: asyncio.Task[None]) -> None:
+        """Over a limit, stop taking messages; the running tasks finish, then the process
+        exits and its supervisor replaces it."""
+        self._completed += 1
+        if self.recycled is not None:
+            return
+        if self.max_tasks is not None and self._completed >= self.max_tasks:
+            self.recycled = f"ran {self._completed} tasks (max_tasks_per_child={self.max_tasks})"
+        elif self.max_memory is not None and (rss := supervisor.rss_bytes()) > self.max_memory:
+            self.recycled = (
+                f"resident memory {rss / 2**20:.0f} MiB is over max_memory_per_child "
+                f"({self.max_memory / 2**20:.0f} MiB)"
+            )
+        if self.recycled is not None:
+            logger.warning(
+                "worker %s %s: finishing its tasks, then exiting to be replaced",
+                self.id,
+                self.recycled,
+                extra={"action": "recycle"},
+            )
+            self.stop()
 
     async def _drain(self, running: set[asyncio.Task[None]]) -> None:
         if not running:

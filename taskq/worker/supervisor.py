@@ -1,0 +1,160 @@
+"""`taskq worker --processes N`: N worker processes, kept alive and within their limits.
+
+A child that dies is replaced (after a backoff that grows while it keeps dying soon after
+starting; past a limit the supervisor gives up on it and says why). A child that exits
+with RECYCLE_EXIT reached its task or memory limit, finished its tasks, and is replaced
+at once. The first SIGTERM/SIGINT is passed on to every child (each drains gracefully);
+a second one kills them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+from taskq.exceptions import StoreError
+from taskq.store import Store, coordination
+
+logger = logging.getLogger(__name__)
+
+RECYCLE_EXIT = 3  # a child over its limit: replace it, it did nothing wrong
+FAST_CRASH = 10.0  # a child dying sooner than this after its start is crashing at start
+MAX_FAST_CRASHES = 5
+MAX_BACKOFF = 30.0
+
+
+class Supervisor:
+    def __init__(self, child_argv: Sequence[str], processes: int, store_url: str) -> None:
+        self._argv = list(child_argv)
+        self._processes = processes
+        self._store_url = store_url
+        self._stopping = False
+        self._children: dict[int, asyncio.subprocess.Process] = {}
+
+    async def run(self) -> int:
+        """→ the exit code: 0 after a requested stop, 1 if children kept crashing."""
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            self._stopping = True
+            forward = signal.SIGTERM if signals == 1 else signal.SIGKILL
+            logger.info(
+                "%s: passing %s to %d children",
+                signal.Signals(signum).name,
+                forward.name,
+                len(self._children),
+            )
+            for child in list(self._children.values()):
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(forward)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        slots = await asyncio.gather(*(self._keep(slot) for slot in range(self._processes)))
+        return 0 if all(slots) else 1
+
+    async def _keep(self, slot: int) -> bool:
+        """Keep one child running until a stop; → False if it kept crashing at start."""
+        fast_crashes = 0
+        while not self._stopping:
+            started = time.monotonic()
+            child = await asyncio.create_subprocess_exec(*self._argv)
+            self._children[slot] = child
+            logger.info(
+                "child %d started (pid %d)", slot, child.pid, extra={"action": "child_started"}
+            )
+            code = await child.wait()
+            del self._children[slot]
+            if self._stopping:
+                return True
+            if code == RECYCLE_EXIT:
+                logger.info("child %d (pid %d) reached its limit: replacing it", slot, child.pid)
+                fast_crashes = 0
+                continue
+            await self._mark_dead(child.pid)
+            lived = time.monotonic() - started
+            fast_crashes = fast_crashes + 1 if lived < FAST_CRASH else 0
+            if fast_crashes >= MAX_FAST_CRASHES:
+                logger.error(
+                    "child %d died %d times within %.0f s of starting (last exit code %s); "
+                    "not restarting it: read its output above, fix the cause, then restart",
+                    slot,
+                    fast_crashes,
+                    FAST_CRASH,
+                    code,
+                    extra={"action": "child_gave_up"},
+                )
+                return False
+            backoff = min(0.5 * 2 ** max(fast_crashes - 1, 0), MAX_BACKOFF) if fast_crashes else 0.2
+            logger.warning(
+                "child %d (pid %d) died (exit code %s) after %.1f s; restarting in %.1f s",
+                slot,
+                child.pid,
+                code,
+                lived,
+                backoff,
+                extra={"action": "child_died"},
+            )
+            await asyncio.sleep(backoff)
+        return True
+
+    async def _mark_dead(self, pid: int) -> None:
+        """The child cannot say goodbye itself; its row must not look alive for 30 s."""
+        store = Store(self._store_url)
+        try:
+            await store.open()
+            await store.run(
+                lambda conn: coordination.mark_process_dead(conn, socket.gethostname(), pid)
+            )
+        except StoreError as exc:
+            logger.warning("could not mark dead child %d in the workers table: %s", pid, exc)
+        finally:
+            await store.close()
+
+
+def child_command(argv: Sequence[str]) -> list[str]:
+    """The command line of a child: this worker's own, as a single supervised process."""
+    return [sys.executable, "-m", "taskq", *argv]
+
+
+def memory_limit(text: str) -> int:
+    """'150MB', '1.5GiB', '200m' or plain bytes → bytes."""
+    units = {
+        "": 1,
+        "b": 1,
+        "k": 10**3,
+        "kb": 10**3,
+        "kib": 2**10,
+        "m": 10**6,
+        "mb": 10**6,
+        "mib": 2**20,
+        "g": 10**9,
+        "gb": 10**9,
+        "gib": 2**30,
+    }
+    cleaned = text.strip().lower()
+    number = cleaned.rstrip("abgikm")
+    unit = cleaned[len(number) :]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in units or value <= 0:
+        raise ValueError(f"{text!r} is not a memory size; write e.g. 150MB or 1GiB")
+    return int(value * units[unit])
+
+
+def rss_bytes() -> int:
+    import psutil
+
+    return int(psutil.Process(os.getpid()).memory_info().rss)
