@@ -74,6 +74,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Whether the broker is reachable right now (False while reconnecting)."""
+
     @abc.abstractmethod
     async def declare(self, queue: str) -> None:
         """Create `queue` and its dead-letter queue if missing (idempotent)."""

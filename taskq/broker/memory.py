@@ -58,6 +58,10 @@ class MemoryBroker(Broker):
         for subscription in list(self._consumers):
             await subscription.cancel()
 
+    @property
+    def connected(self) -> bool:
+        return self._open
+
     async def declare(self, queue: str) -> None:
         topology.validate_queue_name(queue)
         self._queues.setdefault(queue, [])

@@ -89,6 +89,11 @@ class RabbitMQBroker(Broker):
             await self.close()
             raise
 
+    @property
+    def connected(self) -> bool:
+        connections = (self._publisher, self._consumer)
+        return all(c is not None and c.connected.is_set() for c in connections)
+
     async def _connect(self, role: str) -> AbstractRobustConnection:
         try:
             return await aio_pika.connect_robust(

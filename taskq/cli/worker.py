@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -78,6 +78,27 @@ def worker(
             "after its running tasks finish.",
         ),
     ] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="TASKQ_HEALTH_PORT",
+            min=0,
+            max=65535,
+            help="Serve HTTP /healthz (the event loop answers) and /readyz (broker and "
+            "store reachable) on this port, for orchestrators' probes.",
+        ),
+    ] = None,
+    health_host: Annotated[
+        str, typer.Option(envvar="TASKQ_HEALTH_HOST", help="Address the probes listen on.")
+    ] = "127.0.0.1",
+    blocked_threshold: Annotated[
+        float,
+        typer.Option(
+            envvar="TASKQ_BLOCKED_THRESHOLD",
+            min=0.05,
+            help="Log the task that blocks the event loop for longer than this (seconds).",
+        ),
+    ] = 1.0,
     child: Annotated[bool, typer.Option("--child", hidden=True)] = False,
     log_level: LogLevel = "INFO",
 ) -> None:
@@ -90,12 +111,27 @@ def worker(
     supervised = processes > 1 or max_tasks_per_child is not None or memory is not None
     loaded = load_app(app)
     if supervised and not child:
-        argv = [*_without(sys.argv[1:], "--processes"), "--child"]
-        sup = Supervisor(child_command(argv), processes, loaded.settings.store_url)
+        argv = _without(_without(sys.argv[1:], "--processes"), "--health-port")
+        sup = Supervisor(
+            child_command([*argv, "--child"]),
+            processes,
+            loaded.settings.store_url,
+            health=None if health_port is None else (health_host, health_port),
+        )
         raise typer.Exit(asyncio.run(sup.run()))
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    limits = {"max_tasks": max_tasks_per_child, "max_memory": memory}
-    recycled = run(_serve_worker(loaded, concurrency, names, scheduler, shutdown_timeout, limits))
+    options: dict[str, Any] = {
+        "concurrency": concurrency,
+        "queues": names,
+        "scheduler": scheduler,
+        "shutdown_timeout": shutdown_timeout,
+        "max_tasks": max_tasks_per_child,
+        "max_memory": memory,
+        "health_port": None if child else health_port,
+        "health_host": health_host,
+        "blocked_threshold": blocked_threshold,
+    }
+    recycled = run(_serve_worker(loaded, options))
     if recycled and child:
         raise typer.Exit(RECYCLE_EXIT)
 
@@ -128,24 +164,10 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-async def _serve_worker(
-    app: App,
-    concurrency: int,
-    queues: list[str] | None,
-    scheduler: bool,
-    shutdown_timeout: float,
-    limits: dict[str, int | None],
-) -> bool:
+async def _serve_worker(app: App, options: dict[str, Any]) -> bool:
     """→ whether the worker stopped itself over a limit (to be replaced)."""
     async with app:
-        worker = Worker(
-            app,
-            concurrency=concurrency,
-            queues=queues,
-            scheduler=scheduler,
-            shutdown_timeout=shutdown_timeout,
-            **limits,
-        )
+        worker = Worker(app, **options)
         _on_signals(worker.stop, lambda: worker.stop(force=True))
         await worker.run()
         return worker.recycled is not None

@@ -11,9 +11,10 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from taskq.exceptions import AppNotOpen, LockTimeout, SchemaOutOfDate
+from taskq.exceptions import AppNotOpen, LockTimeout, SchemaOutOfDate, StoreError
 from taskq.store import engine as engines
 from taskq.store import lifecycle, locks, migrations, repository
 from taskq.store.repository import Claimed, NewTask, Outcome, TaskRecord
@@ -75,6 +76,15 @@ class Store:
 
     async def transaction(self, operation: Callable[[AsyncConnection], Awaitable[None]]) -> None:
         await self.run(operation)
+
+    async def ping(self, within: float = 2.0) -> bool:
+        """Whether the database answers within `within` seconds."""
+        try:
+            async with asyncio.timeout(within):
+                await self.run(lambda conn: conn.execute(text("SELECT 1")))
+        except (TimeoutError, StoreError):
+            return False
+        return True
 
     def writer(self, *, flush_interval: float) -> Writer:
         return Writer(self.transaction, flush_interval=flush_interval)

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from types import FrameType
 from typing import Any
 
 from taskq import protocol
@@ -58,6 +59,19 @@ class Executor:
         self._lease_after = lease_after
         self._lease_duration = lease_duration
         self._runs: dict[str, Run] = {}
+
+    def blame(self, frame: FrameType) -> str | None:
+        """The running task whose code is on this stack (the watchdog asks), if any."""
+        codes = {run.code: task_id for task_id, run in self._runs.items()}
+        current: FrameType | None = frame
+        while current is not None:
+            if (task_id := codes.get(current.f_code)) is not None:
+                return f"{self._runs[task_id].name}[{task_id}]"
+            current = current.f_back
+        return None
+
+    def running(self) -> int:
+        return len(self._runs)
 
     def cancel(self, task_id: str) -> bool:
         """Cancel the task if it runs here (a control message asked); → whether it did."""

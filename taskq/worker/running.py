@@ -40,6 +40,8 @@ class Run:
         threads: ThreadPoolExecutor,
     ) -> None:
         self.cancel_requested = False
+        self.name = task.name
+        self.code = getattr(task.fn, "__code__", None)  # for the watchdog's blame
         self._is_thread = not task.is_async
         token = _current.set(ctx)
         try:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from taskq.exceptions import StoreError
 from taskq.store import Store, coordination
+from taskq.worker import health
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,16 @@ MAX_BACKOFF = 30.0
 
 
 class Supervisor:
-    def __init__(self, child_argv: Sequence[str], processes: int, store_url: str) -> None:
+    def __init__(
+        self,
+        child_argv: Sequence[str],
+        processes: int,
+        store_url: str,
+        *,
+        health: tuple[str, int] | None = None,
+    ) -> None:
         self._argv = list(child_argv)
+        self._health = health
         self._processes = processes
         self._store_url = store_url
         self._stopping = False
@@ -60,8 +69,15 @@ class Supervisor:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
-        slots = await asyncio.gather(*(self._keep(slot) for slot in range(self._processes)))
+        async with contextlib.AsyncExitStack() as probes:
+            if self._health is not None:
+                # One port for the whole worker: ready while every child process is up.
+                await probes.enter_async_context(health.http_probes(*self._health, self._ready))
+            slots = await asyncio.gather(*(self._keep(slot) for slot in range(self._processes)))
         return 0 if all(slots) else 1
+
+    async def _ready(self) -> dict[str, bool]:
+        return {"children": len(self._children) == self._processes}
 
     async def _keep(self, slot: int) -> bool:
         """Keep one child running until a stop; → False if it kept crashing at start."""

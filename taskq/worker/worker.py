@@ -18,7 +18,7 @@ from taskq import protocol
 from taskq.broker import Delivery
 from taskq.exceptions import ProtocolError
 from taskq.scheduler import LeaderWork, campaign
-from taskq.worker import heartbeat, supervisor
+from taskq.worker import health, heartbeat, supervisor
 from taskq.worker.executor import Executor
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ class Worker:
         shutdown_timeout: float | None = None,
         max_tasks: int | None = None,
         max_memory: int | None = None,
+        health_port: int | None = None,
+        health_host: str = "127.0.0.1",
+        blocked_threshold: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -51,6 +54,10 @@ class Worker:
         self.max_tasks = max_tasks
         self.max_memory = max_memory
         self.recycled: str | None = None  # why the worker stopped itself, if it did
+        self.health_port = health_port
+        self.health_host = health_host
+        self.blocked_threshold = blocked_threshold
+        self.bound_health_port: int | None = None
         self._completed = 0
         self.id = heartbeat.new_process_id()
         self._force = asyncio.Event()
@@ -105,6 +112,8 @@ class Worker:
                 asyncio.TaskGroup() as side,
             ):
                 side.create_task(writer.run(), name="taskq-writer")
+                watchdog = health.LoopWatchdog(self.blocked_threshold, executor.blame)
+                side.create_task(watchdog.run(), name="taskq-watchdog")
                 candidate = None
                 if self.scheduler:  # every worker stands for leadership unless told not to
                     lead = LeaderWork(app, self.id).run
@@ -115,7 +124,12 @@ class Worker:
                     lambda body: _on_control(executor, body)
                 )
                 try:
-                    await self._consume(executor)
+                    async with contextlib.AsyncExitStack() as probes:
+                        if self.health_port is not None:
+                            self.bound_health_port = await probes.enter_async_context(
+                                health.http_probes(self.health_host, self.health_port, self._ready)
+                            )
+                        await self._consume(executor)
                 finally:
                     await control.cancel()
                     if candidate is not None:
@@ -152,6 +166,9 @@ class Worker:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    async def _ready(self) -> dict[str, bool]:
+        return {"broker": self.app.broker.connected, "store": await self.app.store.ping()}
 
     def _after_task(self, _: asyncio.Task[None]) -> None:
         """Over a limit, stop taking messages; the running tasks finish, then the process
