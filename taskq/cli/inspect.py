@@ -122,7 +122,7 @@ def workers(
         return
     table = Table()
     table.add_column("id", overflow="fold")
-    for column in ("role", "state", "leader", "queues", "concurrency", "heartbeat"):
+    for column in ("role", "state", "leader", "queues", "running", "memory", "heartbeat"):
         table.add_column(column)
     moment = datetime.now(UTC)
     for row in rows:
@@ -134,7 +134,8 @@ def workers(
             f"[{style}]{row.state}[/{style}]",
             "[bold yellow]leader[/bold yellow]" if row.leader else "",
             ",".join(row.queues),
-            str(row.concurrency),
+            f"{row.running}/{row.concurrency}",
+            f"{row.memory / 2**20:.0f} MiB",
             f"{ago:.0f} s ago",
         )
     out.print(table)
@@ -161,6 +162,8 @@ def _worker_json(row: coordination.WorkerRecord) -> dict[str, object]:
         "leader": row.leader,
         "queues": row.queues,
         "concurrency": row.concurrency,
+        "running": row.running,
+        "memory": row.memory,
         "started_at": row.started_at.isoformat(),
         "heartbeat_at": row.heartbeat_at.isoformat(),
         "stopped_at": row.stopped_at.isoformat() if row.stopped_at else None,

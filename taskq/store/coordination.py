@@ -29,6 +29,8 @@ class WorkerRecord:
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None
+    running: int = 0
+    memory: int = 0
 
 
 async def register_worker(
@@ -58,12 +60,14 @@ async def register_worker(
     )
 
 
-async def heartbeat(conn: AsyncConnection, worker_id: str) -> None:
+async def heartbeat(
+    conn: AsyncConnection, worker_id: str, *, running: int = 0, memory: int = 0
+) -> None:
     """Refresh the row; a row already marked dead comes back to life (it was only slow)."""
     await conn.execute(
         update(workers)
         .where(_w.id == worker_id, _w.state != "stopped")
-        .values(heartbeat_at=now(), state="running")
+        .values(heartbeat_at=now(), state="running", running=running, memory=memory)
     )
 
 
@@ -120,6 +124,8 @@ async def list_workers(conn: AsyncConnection, *, include_stopped: bool) -> list[
             started_at=_aware(row["started_at"]) or now(),
             heartbeat_at=_aware(row["heartbeat_at"]) or now(),
             stopped_at=_aware(row["stopped_at"]),
+            running=row["running"],
+            memory=row["memory"],
         )
         for row in rows
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -145,6 +146,9 @@ workers = Table(
     Column("started_at", Timestamp, nullable=False),
     Column("heartbeat_at", Timestamp, nullable=False),
     Column("stopped_at", Timestamp, nullable=True),
+    # As of the last heartbeat: tasks running, and resident memory in bytes.
+    Column("running", Integer, nullable=False, server_default="0"),
+    Column("memory", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("state IN ('running', 'stopped', 'dead')", name="state"),
     CheckConstraint("role IN ('worker', 'scheduler')", name="role"),
     Index(None, "state", "heartbeat_at"),

@@ -8,9 +8,10 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import psutil
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.exceptions import StoreError
@@ -19,6 +20,11 @@ from taskq.store import Store, coordination, lifecycle
 logger = logging.getLogger(__name__)
 
 INTERVAL = 5.0
+
+
+def rss_bytes() -> int:
+    """This process's resident memory."""
+    return int(psutil.Process().memory_info().rss)
 
 
 def new_process_id() -> str:
@@ -35,6 +41,7 @@ async def registered(
     queues: Sequence[str],
     concurrency: int,
     lease_duration: float = 60.0,
+    running: Callable[[], int] = lambda: 0,
 ) -> AsyncIterator[None]:
     """A `running` row for the block (beating every INTERVAL s, which also renews the
     leases of this process's long tasks), then `stopped`."""
@@ -49,7 +56,9 @@ async def registered(
             concurrency=concurrency,
         )
     )
-    beating = asyncio.create_task(_beat(store, process_id, lease_duration), name="taskq-heartbeat")
+    beating = asyncio.create_task(
+        _beat(store, process_id, lease_duration, running), name="taskq-heartbeat"
+    )
     try:
         yield
     finally:
@@ -62,9 +71,11 @@ async def registered(
             logger.warning("could not mark %s stopped: %s", process_id, exc)
 
 
-async def _beat(store: Store, process_id: str, lease_duration: float) -> None:
+async def _beat(
+    store: Store, process_id: str, lease_duration: float, running: Callable[[], int]
+) -> None:
     async def beat(conn: AsyncConnection) -> None:
-        await coordination.heartbeat(conn, process_id)
+        await coordination.heartbeat(conn, process_id, running=running(), memory=rss_bytes())
         until = datetime.now(UTC) + timedelta(seconds=lease_duration)
         await lifecycle.extend_leases(conn, process_id, until)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import sys
@@ -168,9 +167,3 @@ def memory_limit(text: str) -> int:
     if unit not in units or value <= 0:
         raise ValueError(f"{text!r} is not a memory size; write e.g. 150MB or 1GiB")
     return int(value * units[unit])
-
-
-def rss_bytes() -> int:
-    import psutil
-
-    return int(psutil.Process(os.getpid()).memory_info().rss)

@@ -18,7 +18,7 @@ from taskq import protocol
 from taskq.broker import Delivery
 from taskq.exceptions import ProtocolError
 from taskq.scheduler import LeaderWork, campaign
-from taskq.worker import health, heartbeat, supervisor
+from taskq.worker import health, heartbeat
 from taskq.worker.executor import Executor
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ class Worker:
                     queues=self.queues,
                     concurrency=self.concurrency,
                     lease_duration=app.settings.lease_duration,
+                    running=executor.running,
                 ),
                 asyncio.TaskGroup() as side,
             ):
@@ -178,7 +179,7 @@ class Worker:
             return
         if self.max_tasks is not None and self._completed >= self.max_tasks:
             self.recycled = f"ran {self._completed} tasks (max_tasks_per_child={self.max_tasks})"
-        elif self.max_memory is not None and (rss := supervisor.rss_bytes()) > self.max_memory:
+        elif self.max_memory is not None and (rss := heartbeat.rss_bytes()) > self.max_memory:
             self.recycled = (
                 f"resident memory {rss / 2**20:.0f} MiB is over max_memory_per_child "
                 f"({self.max_memory / 2**20:.0f} MiB)"
