@@ -207,41 +207,39 @@ def _envelope_from(raw: dict[str, Any]) -> Envelope:
 
 def encode_event(task_id: str, state: str) -> bytes:
     """A state-change hint for waiting clients; the store stays the source of truth."""
-    data: bytes = msgpack.packb({"v": VERSION, "id": task_id, "state": state})
-    return data
+    return _pack_pair("id", task_id, "state", state)
 
 
 def decode_event(data: bytes) -> tuple[str, str]:
     """(task id, state) of an event, or `ProtocolError`."""
-    try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:
-        raise ProtocolError(f"event is not valid msgpack: {exc}") from None
-    if not (
-        isinstance(raw, dict)
-        and isinstance(raw.get("id"), str)
-        and isinstance(raw.get("state"), str)
-    ):
-        raise ProtocolError("event is not a map with 'id' and 'state'")
-    return raw["id"], raw["state"]
+    return _unpack_pair(data, "event", "id", "state")
 
 
 def encode_control(command: str, task_id: str) -> bytes:
     """A command to every worker (e.g. "cancel" a running task)."""
-    data: bytes = msgpack.packb({"v": VERSION, "command": command, "id": task_id})
-    return data
+    return _pack_pair("command", command, "id", task_id)
 
 
 def decode_control(data: bytes) -> tuple[str, str]:
     """(command, task id) of a control message, or `ProtocolError`."""
+    return _unpack_pair(data, "control message", "command", "id")
+
+
+def _pack_pair(first: str, first_value: str, second: str, second_value: str) -> bytes:
+    data: bytes = msgpack.packb({"v": VERSION, first: first_value, second: second_value})
+    return data
+
+
+def _unpack_pair(data: bytes, what: str, first: str, second: str) -> tuple[str, str]:
+    """The two string fields of a small message (events, control), or `ProtocolError`."""
     try:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:
-        raise ProtocolError(f"control message is not valid msgpack: {exc}") from None
+        raise ProtocolError(f"{what} is not valid msgpack: {exc}") from None
     if not (
         isinstance(raw, dict)
-        and isinstance(raw.get("command"), str)
-        and isinstance(raw.get("id"), str)
+        and isinstance(raw.get(first), str)
+        and isinstance(raw.get(second), str)
     ):
-        raise ProtocolError("control message is not a map with 'command' and 'id'")
-    return raw["command"], raw["id"]
+        raise ProtocolError(f"{what} is not a map with {first!r} and {second!r}")
+    return raw[first], raw[second]
