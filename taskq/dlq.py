@@ -69,10 +69,18 @@ class DeadLetters:
                 task_id = _task_id(message)
                 if task_id is None or (wanted is not None and task_id not in wanted):
                     continue
-                await self._app.store.run(_reset([task_id]))
+                if await self._app.store.run(_reset([task_id])):
+                    replayed += 1
+                elif not await self._replayed_before(task_id):
+                    continue  # no task row to run it from: leave it for a person to read
+                # (Reset first, then remove: a crash in between leaves a stale copy, which the
+                # next replay finds already replayed and removes.)
                 await message.remove()
-                replayed += 1
         return replayed
+
+    async def _replayed_before(self, task_id: str) -> bool:
+        record = await self._app.store.get_task(task_id)
+        return record is not None and not record.state.is_final
 
     async def purge(self) -> int:
         """Delete every dead letter of this queue (the rows keep their record); → how many."""
@@ -82,8 +90,8 @@ class DeadLetters:
     async def _describe(self, message: Browsed) -> DeadLetter:
         task_id = _task_id(message)
         record = None if task_id is None else await self._app.store.get_task(task_id)
-        if record is None:
-            return DeadLetter(task_id, None, message.reason or "malformed", None, None, None)
+        if record is None:  # bytes that never were a task of this store
+            return DeadLetter(task_id, None, "malformed", None, None, None)
         error = record.error or {}
         return DeadLetter(
             task_id=task_id,

@@ -183,6 +183,7 @@ async def claim(
             started_at=now(),
             finished_at=None,
             lease_until=None,
+            expires_at=None,  # expiry means "not started by then": it has started now
         )
         .returning(
             _c.id, _c.attempts, _c.deliveries, _c.retries, _c.max_retries, _c.cancel_requested_at

@@ -100,13 +100,15 @@ class Executor:
             )
             await asyncio.sleep(STORE_RETRY_DELAY)
             await _settle(delivery.reject(requeue=True))
-        except Exception:
+        except Exception as exc:
             # A bug of ours must cost one message (dead-lettered, logged), never the worker.
             logger.exception(
                 "task %s: internal error; dead-lettering its message",
                 envelope.id,
                 extra={"action": "internal_error", "task_id": envelope.id},
             )
+            error = {"type": "InternalError", "message": repr(exc), "traceback": ""}
+            await _quietly(self._store.fail_unclaimed(envelope.id, error, dead_reason="internal"))
             await _settle(delivery.reject(requeue=False))
 
     async def _execute(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
@@ -115,8 +117,8 @@ class Executor:
             await self._reject_unknown(delivery, envelope)
             return
         if envelope.expires_at is not None and time.time() >= envelope.expires_at:
-            await self._reject_expired(delivery, envelope)
-            return
+            if await self._expired(delivery, envelope):
+                return  # (else it had started before: a redelivery, which runs on)
         claimed = await self._claim(envelope, delivery.redelivered)
         if claimed is None:
             # Final, running elsewhere, or not yet due: a duplicate copy. Nothing to run.
@@ -208,10 +210,10 @@ class Executor:
                 "queue": envelope.queue,
             },
         )
-        if outcome.dead_reason is None:
-            await _settle(delivery.ack())
-        else:
+        if outcome.dead_reason is not None:
             await self._dead_letter(delivery, envelope)
+        elif not getattr(delivery, "handed_off", False):  # (a long task's was acked already)
+            await _settle(delivery.ack())
         await self._announce(envelope.id, outcome.state)
 
     async def _dead_letter(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
@@ -270,11 +272,15 @@ class Executor:
             claimed = await claim(envelope.id, self._worker_id, redelivered=redelivered)
         return claimed
 
-    async def _reject_expired(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
-        await self._store.run(lambda conn: lifecycle.expire_waiting(conn, envelope.id))
+    async def _expired(self, delivery: Delivery, envelope: protocol.Envelope) -> bool:
+        """Expire a task that never started; → False if it had started (a redelivery)."""
+        waiting = await self._store.run(lambda conn: lifecycle.expire_waiting(conn, envelope.id))
+        if not waiting:
+            return False
         logger.warning("task %s expired before it started; dead-lettered", envelope.id)
         await _settle(delivery.reject(requeue=False))
         await self._announce(envelope.id, TaskStatus.EXPIRED)
+        return True
 
     async def _reject_malformed(
         self, delivery: Delivery, exc: ProtocolError, task_id: str | None

@@ -80,7 +80,9 @@ class Worker:
         for queue in self.queues:
             await app.declare(queue)
         writer = app.store.writer(flush_interval=app.settings.flush_interval)
-        threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="taskq-task")
+        # Twice the slots: a plain def task that timed out or was cancelled keeps its thread
+        # until it returns (a thread cannot be stopped), and must not starve the next ones.
+        threads = ThreadPoolExecutor(2 * self.concurrency, thread_name_prefix="taskq-task")
         executor = Executor(
             tasks=app.tasks,
             broker=app.broker,
@@ -114,7 +116,7 @@ class Worker:
             ):
                 side.create_task(writer.run(), name="taskq-writer")
                 watchdog = health.LoopWatchdog(self.blocked_threshold, executor.blame)
-                side.create_task(watchdog.run(), name="taskq-watchdog")
+                watching = side.create_task(watchdog.run(), name="taskq-watchdog")
                 candidate = None
                 if self.scheduler:  # every worker stands for leadership unless told not to
                     lead = LeaderWork(app, self.id).run
@@ -133,6 +135,7 @@ class Worker:
                         await self._consume(executor)
                 finally:
                     await control.cancel()
+                    watching.cancel()
                     if candidate is not None:
                         candidate.cancel()
                     writer.close()  # flushes what is left, then its loop ends
@@ -148,11 +151,16 @@ class Worker:
         )
         self.started.set()
         running: set[asyncio.Task[None]] = set()
+        # The broker's prefetch bounds unsettled messages; this bounds running tasks, which
+        # differ once a long task's message was acked early (it then holds no prefetch slot).
+        slots = asyncio.Semaphore(self.concurrency)
         try:
             while (delivery := await self._deliveries.get()) is not None:
+                await slots.acquire()
                 started = asyncio.create_task(executor.execute(delivery), name="taskq-execute")
                 running.add(started)
                 started.add_done_callback(running.discard)
+                started.add_done_callback(lambda _: slots.release())
                 started.add_done_callback(self._after_task)
             # The shutdown sequence. 1: no new deliveries; hand back those never started.
             logger.info("worker %s: stopping; %d tasks running", self.id, len(running))
