@@ -43,7 +43,9 @@ async def expire_waiting(conn: AsyncConnection, task_id: str) -> bool:
     """A worker received a task past its expiry: it never runs. → whether it was waiting."""
     statement = (
         update(tasks)
-        .where(_c.id == task_id, _c.state.in_(_WAITING))
+        # expires_at is cleared when a task first starts, so a task handed back after
+        # starting is not "expired before it ran".
+        .where(_c.id == task_id, _c.state.in_(_WAITING), _c.expires_at.is_not(None))
         .values(state=TaskStatus.EXPIRED.value, dead_reason="expired", finished_at=now())
         .returning(_c.id)
     )

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import asyncpg
+import psutil
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_APP = "tests.e2e.worker_app:app"
@@ -127,6 +129,13 @@ async def consumer_count(vhost: str, queue: str) -> int:
     return sum(1 for line in output.splitlines() if line.strip() == queue)
 
 
+async def queue_messages(vhost: str, queue: str) -> int:
+    """Messages in `queue` (ready + unacknowledged), as `rabbitmqctl list_queues` counts them."""
+    output = await rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers", "name", "messages")
+    counts = dict(line.split() for line in output.splitlines() if line.strip())
+    return int(counts[queue])
+
+
 async def wait_until(
     condition: Callable[[], Awaitable[bool]], *, within: float, what: str, interval: float = 0.2
 ) -> None:
@@ -166,12 +175,27 @@ async def state_counts(store_url: str) -> dict[str, int]:
 
 
 class WorkerProcess:
-    """One `taskq worker` (or `taskq scheduler`) subprocess; its stderr goes to a file."""
+    """One `taskq worker` (or `taskq scheduler`) subprocess; its stderr goes to a file.
 
-    def __init__(self, process: subprocess.Popen[bytes], log: Path, role: str = "worker") -> None:
+    It leads a process group of its own, so that a supervisor's children die with it when
+    it does not stop in time. `consumers` is how many consumers it keeps on queue `default`
+    once up: one per process (`--processes N` has N).
+    """
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        log: Path,
+        role: str = "worker",
+        *,
+        consumers: int = 1,
+        grace: float = STOP_GRACE,
+    ) -> None:
         self.process = process
         self.log = log
         self.role = role
+        self.consumers = consumers
+        self.grace = grace
 
     @property
     def pid(self) -> int:
@@ -180,15 +204,30 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def children(self) -> list[int]:
+        """Pids of the live worker processes a supervisor (`--processes`) runs, oldest first."""
+        try:
+            found = psutil.Process(self.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        alive = []
+        for child in found:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    alive.append((child.create_time(), child.pid))
+        return [pid for _, pid in sorted(alive)]
+
     def stop(self) -> None:
-        """SIGTERM, up to STOP_GRACE seconds to drain, then SIGKILL."""
+        """SIGTERM, up to `grace` seconds to drain, then SIGKILL (with its children)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(STOP_GRACE)
+                self.process.wait(self.grace)
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)  # children left behind by a killed supervisor
 
 
 class Workers:
@@ -212,18 +251,27 @@ class Workers:
             E2E_TICKS_FILE=str(self.ticks_file),
         )
 
-    def _spawn(self, argv: Sequence[str], role: str) -> WorkerProcess:
+    def _spawn(
+        self,
+        argv: Sequence[str],
+        role: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        consumers: int = 1,
+        grace: float = STOP_GRACE,
+    ) -> WorkerProcess:
         log = self.workdir / f"{role}-{len(self.started)}.log"
         with log.open("wb") as stderr:
             process = subprocess.Popen(
                 argv,
                 cwd=REPO_ROOT,
-                env=self.env(),
+                env={**self.env(), **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
+                start_new_session=True,
             )
-        worker = WorkerProcess(process, log, role)
+        worker = WorkerProcess(process, log, role, consumers=consumers, grace=grace)
         self.started.append(worker)
         return worker
 
@@ -234,16 +282,60 @@ class Workers:
         """Live `taskq worker` processes (a `taskq scheduler` consumes nothing)."""
         return [w for w in self.alive() if w.role == "worker"]
 
+    def expected_consumers(self) -> int:
+        """Consumers on `default` once every live worker has all its processes up."""
+        return sum(w.consumers for w in self.consuming())
+
     async def start(
-        self, *, concurrency: int, app: str = WORKER_APP, scheduler: bool = True
+        self,
+        *,
+        concurrency: int,
+        app: str = WORKER_APP,
+        scheduler: bool = True,
+        env: Mapping[str, str] | None = None,
+        processes: int = 1,
+        options: Sequence[str] = (),
+        grace: float = STOP_GRACE,
     ) -> WorkerProcess:
-        """Start a worker and return once RabbitMQ shows it consuming queue `default`."""
+        """Start a worker and return once RabbitMQ shows it consuming queue `default` (with
+        `processes` > 1: every one of its processes).
+
+        `env` adds variables to the worker's environment (e.g. TASKQ_LEASE_AFTER); `options`
+        are further `taskq worker` flags; `grace` is how long teardown waits after SIGTERM."""
+        worker = await self.spawn(
+            concurrency=concurrency,
+            app=app,
+            scheduler=scheduler,
+            env=env,
+            processes=processes,
+            options=options,
+            grace=grace,
+        )
+        await self.wait_consumers(self.expected_consumers(), also=worker)
+        return worker
+
+    async def spawn(
+        self,
+        *,
+        concurrency: int,
+        app: str = WORKER_APP,
+        scheduler: bool = True,
+        env: Mapping[str, str] | None = None,
+        processes: int = 1,
+        options: Sequence[str] = (),
+        grace: float = STOP_GRACE,
+    ) -> WorkerProcess:
+        """Start a worker and return at once (for a worker that may die before it is seen
+        consuming, e.g. one that picks up a task that kills its process)."""
         argv = [*TASKQ, "worker", app, "--concurrency", str(concurrency)]
         if not scheduler:
             argv.append("--no-scheduler")
-        worker = await asyncio.to_thread(self._spawn, argv, "worker")
-        await self.wait_consumers(len(self.consuming()), also=worker)
-        return worker
+        if processes != 1:
+            argv += ["--processes", str(processes)]
+        argv += options
+        return await asyncio.to_thread(
+            self._spawn, argv, "worker", env, consumers=processes, grace=grace
+        )
 
     async def start_scheduler(self, *, app: str = WORKER_APP) -> WorkerProcess:
         """Start `taskq scheduler APP`; return once its row in the workers table is running."""
@@ -284,7 +376,7 @@ class Workers:
         os.kill(worker.pid, signal.SIGKILL)
         code = await asyncio.to_thread(worker.process.wait, 10)
         assert code == -signal.SIGKILL, f"worker exited with {code}, not by SIGKILL"
-        await self.wait_consumers(len(self.consuming()))
+        await self.wait_consumers(self.expected_consumers())
 
     def stop_all(self) -> None:
         for worker in self.started:
