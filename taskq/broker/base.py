@@ -33,6 +33,11 @@ class Subscription(abc.ABC):
     async def cancel(self) -> None:
         """Stop new deliveries; those already handed over must still be settled."""
 
+    async def set_prefetch(self, prefetch: int) -> None:
+        """Change how many unsettled deliveries the consumer may hold (control channels
+        have no limit to change, so the default does nothing)."""
+        return None
+
 
 class EventSubscription(abc.ABC):
     """A stream of task events filtered by routing key (a task id)."""

@@ -209,6 +209,10 @@ class _MemorySubscription(Subscription):
     def free_slots(self) -> int:
         return self._prefetch - len(self.unsettled) if self.active else 0
 
+    async def set_prefetch(self, prefetch: int) -> None:
+        self._prefetch = prefetch
+        self._broker._dispatch()
+
     def deliver(self, delivery: _MemoryDelivery) -> None:
         self.unsettled.add(delivery)
         self._on_delivery(delivery)

@@ -347,6 +347,12 @@ class _RabbitSubscription(Subscription):
         self._unsettled = 0
         self._cancelled = False
 
+    async def set_prefetch(self, prefetch: int) -> None:
+        if self._cancelled or self._channel.is_closed:
+            return  # nothing more will be delivered on this channel anyway
+        with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+            await self._channel.set_qos(prefetch_count=prefetch, global_=True, timeout=5)
+
     async def start(self, queue: AbstractQueue) -> None:
         async def deliver(message: AbstractIncomingMessage) -> None:
             self._unsettled += 1

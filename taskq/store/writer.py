@@ -113,7 +113,8 @@ class Writer:
                 _settle(outcome_future, exc=exc)
             return
         for task_id, _, claim_future in claims:
-            _settle(claim_future, claimed.get(task_id))
+            # Two copies of one message in one batch: only the first runs the attempt.
+            _settle(claim_future, claimed.pop(task_id, None))
         for _, outcome_future in outcomes:
             _settle(outcome_future, None)
 

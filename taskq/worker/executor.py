@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -31,6 +31,7 @@ from taskq.worker.running import Finished, Run
 logger = logging.getLogger(__name__)
 
 STORE_RETRY_DELAY = 1.0
+EARLY_CANCEL_TTL = 60.0
 
 
 class Executor:
@@ -59,6 +60,10 @@ class Executor:
         self._lease_after = lease_after
         self._lease_duration = lease_duration
         self._runs: dict[str, Run] = {}
+        # Cancel requests that came before their task was registered here (monotonic time).
+        self._early_cancels: dict[str, float] = {}
+        # Set by the worker: lowers and restores the prefetch around early-acked long tasks.
+        self.on_lease: Callable[[int], Awaitable[None]] | None = None
 
     def blame(self, frame: FrameType) -> str | None:
         """The running task whose code is on this stack (the watchdog asks), if any."""
@@ -74,9 +79,18 @@ class Executor:
         return len(self._runs)
 
     def cancel(self, task_id: str) -> bool:
-        """Cancel the task if it runs here (a control message asked); → whether it did."""
+        """Cancel the task if it runs here (a control message asked); → whether it did.
+
+        A request for a task not (yet) registered is kept for a minute: it may be one this
+        worker has just claimed and is about to start.
+        """
         run = self._runs.get(task_id)
         if run is None:
+            now = time.monotonic()
+            self._early_cancels = {
+                i: t for i, t in self._early_cancels.items() if now - t < EARLY_CANCEL_TTL
+            }
+            self._early_cancels[task_id] = now
             return False
         logger.info("cancelling running task %s on request", task_id, extra={"task_id": task_id})
         run.cancel()
@@ -155,12 +169,14 @@ class Executor:
             )
             error = {"type": "MaxDeliveriesExceeded", "message": message, "traceback": ""}
             return outcomes.failed(base, error, reason="max_deliveries")
-        await self._announce(envelope.id, TaskStatus.RUNNING)
         ctx = TaskContext(
             id=envelope.id, name=task.name, queue=envelope.queue, attempt=claimed.attempt
         )
         run = Run(task, envelope, ctx, self._threads)
         self._runs[envelope.id] = run
+        if self._early_cancels.pop(envelope.id, None) is not None:
+            run.cancel()  # the request came between the claim and now
+        await self._announce(envelope.id, TaskStatus.RUNNING)
         try:
             finished = await run.wait(
                 envelope.timeout,
@@ -173,6 +189,8 @@ class Executor:
             raise
         finally:
             self._runs.pop(envelope.id, None)
+            if getattr(delivery, "handed_off", False) and self.on_lease is not None:
+                await self.on_lease(+1)  # its prefetch slot comes back
         return outcomes.decide(task, claimed, finished, **self._decide_args(envelope, base))
 
     def _decide_args(self, envelope: protocol.Envelope, base: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +247,10 @@ class Executor:
         until = datetime.now(UTC) + timedelta(seconds=self._lease_duration)
         held = await self._store.run(lambda conn: lifecycle.hand_off(conn, task_id, attempt, until))
         if held:
+            # The ack frees a prefetch slot while the task still runs: take the slot out of
+            # the prefetch first, so the worker never holds more messages than free slots.
+            if self.on_lease is not None:
+                await self.on_lease(-1)
             await _settle(delivery.ack())
             delivery.handed_off = True  # type: ignore[attr-defined]
             logger.info("task %s runs long: acked early, now kept by a lease", task_id)

@@ -149,14 +149,23 @@ class Worker:
             prefetch=self.concurrency,
             on_delivery=self._deliveries.put_nowait,
         )
+        prefetch = self.concurrency
+
+        async def on_lease(change: int) -> None:
+            nonlocal prefetch
+            prefetch += change
+            await subscription.set_prefetch(max(prefetch, 1))
+
+        executor.on_lease = on_lease
         self.started.set()
         running: set[asyncio.Task[None]] = set()
-        # The broker's prefetch bounds unsettled messages; this bounds running tasks, which
-        # differ once a long task's message was acked early (it then holds no prefetch slot).
+        # The broker's prefetch bounds unsettled messages (lowered while long tasks run on
+        # leases); this semaphore is the last guard that concurrency is a hard bound.
         slots = asyncio.Semaphore(self.concurrency)
         try:
             while (delivery := await self._deliveries.get()) is not None:
-                await slots.acquire()
+                if not await self._slot(slots, delivery):
+                    continue
                 started = asyncio.create_task(executor.execute(delivery), name="taskq-execute")
                 running.add(started)
                 started.add_done_callback(running.discard)
@@ -175,6 +184,18 @@ class Worker:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    async def _slot(self, slots: asyncio.Semaphore, delivery: Delivery) -> bool:
+        """Wait for a free slot; a delivery kept waiting (every slot held by long tasks on
+        leases) is handed back before RabbitMQ's consumer_timeout could close the channel
+        and redeliver it while its first copy is still here. → whether a slot was taken."""
+        try:
+            async with asyncio.timeout(self.app.settings.lease_after):
+                await slots.acquire()
+        except TimeoutError:
+            await delivery.reject(requeue=True)
+            return False
+        return True
 
     async def _ready(self) -> dict[str, bool]:
         return {"broker": self.app.broker.connected, "store": await self.app.store.ping()}

@@ -224,6 +224,9 @@ class WorkerProcess:
             try:
                 self.process.wait(self.grace)
             except subprocess.TimeoutExpired:
+                for child in self.children():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)
                 self.process.kill()
         self.process.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
