@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -132,8 +133,11 @@ def worker(
         "blocked_threshold": blocked_threshold,
     }
     recycled = run(_serve_worker(loaded, options))
-    if recycled and child:
-        raise typer.Exit(RECYCLE_EXIT)
+    # Every outcome is stored and every message settled or handed back by now. Exit without
+    # waiting for pool threads: a plain def task handed back at the shutdown timeout may
+    # still be running in one, and Python would otherwise wait for it to return.
+    logging.shutdown()
+    os._exit(RECYCLE_EXIT if recycled and child else 0)
 
 
 def scheduler(app: AppSpec, log_level: LogLevel = "INFO") -> None:

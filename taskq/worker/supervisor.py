@@ -55,7 +55,9 @@ class Supervisor:
             nonlocal signals
             signals += 1
             self._stopping = True
-            forward = signal.SIGTERM if signals == 1 else signal.SIGKILL
+            # The second signal is passed on too: a child's own second signal makes it hand
+            # its running tasks back at once. Only a third one kills.
+            forward = signal.SIGTERM if signals <= 2 else signal.SIGKILL
             logger.info(
                 "%s: passing %s to %d children",
                 signal.Signals(signum).name,
@@ -83,7 +85,9 @@ class Supervisor:
         fast_crashes = 0
         while not self._stopping:
             started = time.monotonic()
-            child = await asyncio.create_subprocess_exec(*self._argv)
+            # A session of its own: a Ctrl-C to the terminal's process group reaches only the
+            # supervisor, which passes it on once (a child must not count it twice).
+            child = await asyncio.create_subprocess_exec(*self._argv, start_new_session=True)
             self._children[slot] = child
             logger.info(
                 "child %d started (pid %d)", slot, child.pid, extra={"action": "child_started"}
