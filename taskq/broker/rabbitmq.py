@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 RECONNECT_INTERVAL = 1.0
+SHUTDOWN_CALL_TIMEOUT = 5.0  # the longest one broker call may hold up stopping
 _CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError)
 
 
@@ -117,7 +118,8 @@ class RabbitMQBroker(Broker):
         for connection in (self._consumer, self._publisher):
             if connection is not None:
                 with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
-                    await connection.close()
+                    async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
+                        await connection.close()
         self._consumer = self._publisher = None
 
     @contextlib.asynccontextmanager
@@ -364,8 +366,11 @@ class _RabbitSubscription(Subscription):
     async def cancel(self) -> None:
         self._cancelled = True
         for queue, tag in self._consumers:
+            # Bounded: while the broker is unreachable a robust channel would wait for ever,
+            # and a stopping worker must not.
             with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
-                await queue.cancel(tag)
+                async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
+                    await queue.cancel(tag)
         await self._close_if_done()
 
     async def settled(self) -> None:
@@ -376,7 +381,8 @@ class _RabbitSubscription(Subscription):
         # Closing the channel earlier would requeue deliveries still running.
         if self._cancelled and self._unsettled <= 0 and not self._channel.is_closed:
             with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
-                await self._channel.close()
+                async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
+                    await self._channel.close()
 
 
 class _RabbitDelivery(Delivery):
@@ -432,7 +438,8 @@ class _RabbitControl(Subscription):
     async def cancel(self) -> None:
         if not self._channel.is_closed:
             with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
-                await self._channel.close()
+                async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
+                    await self._channel.close()
 
 
 class _RabbitEvents(EventSubscription):
@@ -457,7 +464,8 @@ class _RabbitEvents(EventSubscription):
     async def close(self) -> None:
         if not self._channel.is_closed:
             with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
-                await self._channel.close()
+                async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
+                    await self._channel.close()
 
 
 def _conflict(exc: aiormq.exceptions.ChannelPreconditionFailed) -> TopologyConflict:

@@ -146,6 +146,15 @@ def scheduler(app: AppSpec, log_level: LogLevel = "INFO") -> None:
     run(_serve_scheduler(load_app(app)))
 
 
+FORCE_EXIT_AFTER = 10.0
+
+
+def _exit_now() -> None:
+    logger.error("could not stop cleanly in %.0f s; exiting", FORCE_EXIT_AFTER)
+    logging.shutdown()
+    os._exit(1)
+
+
 def _without(argv: list[str], option: str) -> list[str]:
     """`argv` less `option VALUE` / `option=VALUE` (children run one process each)."""
     kept: list[str] = []
@@ -215,6 +224,9 @@ def _on_signals(stop: Callable[[], None], force: Callable[[], None]) -> None:
                 extra={"action": "force_exit"},
             )
             force()
+            # If handing back hangs (a broker gone for good), leave anyway: the broker requeues
+            # what this process held once its connections drop.
+            loop.call_later(FORCE_EXIT_AFTER, _exit_now)
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
