@@ -120,7 +120,6 @@ async def test_concurrency_is_a_hard_bound(backend: Backend) -> None:
         if most == n:
             gate.set()
         await asyncio.wait_for(gate.wait(), 10)
-        await asyncio.sleep(0.05)
         running -= 1
 
     async with app:

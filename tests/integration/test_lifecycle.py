@@ -39,6 +39,19 @@ async def letters_of(dead: DeadLetters, count: int) -> list[DeadLetter]:
     return found
 
 
+async def until_cancelled() -> None:
+    """A task's work that never ends by itself: only a timeout or a cancel stops it."""
+    await asyncio.Event().wait()
+
+
+async def clock_passes(moment: float) -> None:
+    """Poll the wall clock until `moment` (epoch seconds) is past, with a deadline."""
+    deadline = time.monotonic() + DEADLINE
+    while time.time() <= moment:
+        assert time.monotonic() < deadline, "the clock did not reach the moment"
+        await asyncio.sleep(0.05)
+
+
 async def final_state(handle: taskq.TaskHandle[Any]) -> taskq.TaskStatus:
     """Wait until the task has ended, however it ended; → its state."""
     try:
@@ -69,7 +82,7 @@ async def test_timeout_fails_with_task_timeout_promptly_and_frees_the_slot(
     async def sleepy() -> None:
         started["sleepy"] = time.monotonic()
         try:
-            await asyncio.sleep(10)
+            await until_cancelled()
         finally:
             cleaned_up.set()
 
@@ -112,7 +125,7 @@ async def test_timeout_from_options_is_retried_when_retry_for_names_task_timeout
     async def slow_once() -> int:
         attempt = taskq.context().attempt
         if attempt == 1:
-            await asyncio.sleep(10)
+            await until_cancelled()
         return attempt
 
     async with app, app.worker():
@@ -201,7 +214,7 @@ async def test_cancel_running_task_runs_its_finally_and_ends_cancelled(backend: 
     async def hold() -> None:
         started.set()
         try:
-            await asyncio.sleep(30)
+            await until_cancelled()
         finally:
             cleanups.append("finally ran")
 
@@ -244,7 +257,7 @@ async def test_cancel_just_after_the_claim_is_not_lost(
     @app.task(name="hold")
     async def hold() -> str:
         ran.append("started")
-        await asyncio.sleep(0.5)
+        await until_cancelled()  # had the cancel been lost, the task would stay running
         ran.append("finished")
         return "finished"
 
@@ -506,9 +519,8 @@ async def test_task_expiring_before_any_worker_starts_never_runs(backend: Backen
         assert all(info.state is taskq.TaskStatus.QUEUED for info in infos)
         expiry = max(info.expires_at for info in infos if info.expires_at is not None)
 
-        # When a worker starts 1 s later (the premise of the test, not a hope: it waits
-        # for a moment on the clock)
-        await asyncio.sleep(max(expiry.timestamp() + 0.5 - time.time(), 0))
+        # When a worker starts only once the clock is past their expiry
+        await clock_passes(expiry.timestamp() + 0.5)
         async with app.worker():
             # Then each ends `expired`, and result() says so
             for handle in handles:
