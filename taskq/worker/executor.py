@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,8 @@ class Executor:
         self._lease_after = lease_after
         self._lease_duration = lease_duration
         self._runs: dict[str, Run] = {}
+        # Deliveries of long tasks whose message was acked early (kept by a lease instead).
+        self._handed_off: weakref.WeakSet[Delivery] = weakref.WeakSet()
         # Cancel requests that came before their task was registered here (monotonic time).
         self._early_cancels: dict[str, float] = {}
         # Set by the worker: lowers and restores the prefetch around early-acked long tasks.
@@ -189,7 +192,7 @@ class Executor:
             raise
         finally:
             self._runs.pop(envelope.id, None)
-            if getattr(delivery, "handed_off", False) and self.on_lease is not None:
+            if delivery in self._handed_off and self.on_lease is not None:
                 await self.on_lease(+1)  # its prefetch slot comes back
         return outcomes.decide(task, claimed, finished, **self._decide_args(envelope, base))
 
@@ -230,12 +233,12 @@ class Executor:
         )
         if outcome.dead_reason is not None:
             await self._dead_letter(delivery, envelope)
-        elif not getattr(delivery, "handed_off", False):  # (a long task's was acked already)
+        elif delivery not in self._handed_off:  # (a long task's was acked already)
             await _settle(delivery.ack())
         await self._announce(envelope.id, outcome.state)
 
     async def _dead_letter(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
-        if getattr(delivery, "handed_off", False):
+        if delivery in self._handed_off:
             # Acked early (a long task): put a copy in the dead-letter queue ourselves.
             await self._broker.publish_dead(envelope.queue, delivery.body, message_id=envelope.id)
         else:
@@ -252,7 +255,7 @@ class Executor:
             if self.on_lease is not None:
                 await self.on_lease(-1)
             await _settle(delivery.ack())
-            delivery.handed_off = True  # type: ignore[attr-defined]
+            self._handed_off.add(delivery)
             logger.info("task %s runs long: acked early, now kept by a lease", task_id)
 
     async def _release(self, delivery: Delivery, task_id: str, attempt: int) -> None:
@@ -265,7 +268,7 @@ class Executor:
             await self._store.run(lambda conn: lifecycle.release(conn, task_id, attempt))
         except TaskqError as exc:
             logger.error("could not hand task %s back in the store: %s", task_id, exc)
-        if not getattr(delivery, "handed_off", False):
+        if delivery not in self._handed_off:
             await _settle(delivery.reject(requeue=True))
 
     async def _store_outcome(self, outcome: Outcome) -> None:
