@@ -42,7 +42,7 @@ def status(
     if record.error:
         if record.error.get("traceback"):
             out.print("\n[bold]traceback[/bold] (from the worker)")
-            out.print(record.error["traceback"].rstrip(), markup=False)
+            out.print(record.error["traceback"].rstrip(), markup=False, soft_wrap=True)
 
 
 async def _read(url: str, task_id: str) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
