@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from taskq.app import App
+from taskq.batch import Batch
 from taskq.context import TaskContext, context
+from taskq.events import TaskEvent
 from taskq.exceptions import (
     AppNotOpen,
     BrokerConnectionError,
@@ -31,12 +33,14 @@ from taskq.exceptions import (
 from taskq.handle import TaskHandle
 from taskq.retry import Backoff, Retry
 from taskq.status import TaskStatus
+from taskq.store import TaskRecord
 from taskq.task import BoundTask, Task, TaskOptions
 
 __all__ = [
     "App",
     "AppNotOpen",
     "Backoff",
+    "Batch",
     "BoundTask",
     "BrokerConnectionError",
     "BrokerError",
@@ -55,11 +59,13 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "TaskContext",
+    "TaskEvent",
     "TaskExpired",
     "TaskFailed",
     "TaskHandle",
     "TaskNotFound",
     "TaskOptions",
+    "TaskRecord",
     "TaskStatus",
     "TaskTimeout",
     "TaskqError",

@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import (
+    AsyncIterator,
     Callable,
     Coroutine,
+    Iterable,
     Mapping,
     Sequence,
 )
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from taskq import batch as batches
 from taskq import broker as brokers
 from taskq import protocol, submission
 from taskq.config import Settings, redact_url
 from taskq.dlq import DeadLetters
+from taskq.events import TaskEvent, tail_events
 from taskq.exceptions import (
     AppNotOpen,
+    ConfigurationError,
     DuplicateTaskName,
     TaskNotFound,
 )
 from taskq.handle import TaskHandle
 from taskq.retry import DEFAULT_BACKOFF, Backoff
 from taskq.scheduler.cron import Missed, Periodic
-from taskq.store import Store
+from taskq.status import TaskStatus
+from taskq.store import Store, TaskRecord, repository
 from taskq.task import Task, TaskOptions
 from taskq.waiter import Waiter
 
@@ -268,10 +276,7 @@ class App:
 
     async def get(self, task_id: str) -> TaskHandle[Any]:
         """A handle on an existing task; raises `TaskNotFound` if there is none."""
-        try:
-            uuid.UUID(task_id)
-        except ValueError:
-            raise TaskNotFound(f"{task_id!r} is not a task id (task ids are UUIDs)") from None
+        task_id = _checked_id(task_id)
         if await self.store.get_task(task_id) is None:
             raise TaskNotFound(f"no task with id {task_id}")
         return TaskHandle(self, task_id)
@@ -322,6 +327,82 @@ class App:
             await self.broker.declare(queue)
             self._declared.add(queue)
 
+    async def gather(
+        self,
+        handles: Iterable[TaskHandle[Any]],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API, like handle.result)
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Wait for all the tasks; → their results in the order of `handles`.
+
+        If one failed (or was cancelled, or expired) its exception is raised once all have
+        finished, unless `return_exceptions=True` puts it in the list instead. `timeout`
+        (seconds for the whole wait) raises the built-in `TimeoutError`.
+        """
+        return await batches.gather(
+            self, handles, timeout=timeout, return_exceptions=return_exceptions
+        )
+
+    def as_completed(
+        self, handles: Iterable[TaskHandle[Any]], *, timeout: float | None = None
+    ) -> AsyncIterator[TaskHandle[Any]]:
+        """`async for handle in app.as_completed(handles):` each as its task finishes."""
+        return batches.as_completed(self, handles, timeout)
+
+    async def cancel_many(self, task_ids: Iterable[str]) -> dict[str, bool]:
+        """Cancel many tasks in one statement (see `TaskHandle.cancel`); → for each id,
+        whether it was cancelled (False: already finished, or no such task)."""
+        ids = [_checked_id(task_id) for task_id in task_ids]
+        return await batches.cancel_many(self, ids)
+
+    def events(
+        self, *, queue: str | None = None, task: str | None = None
+    ) -> AsyncIterator[TaskEvent]:
+        """Every task's events, live, across the cluster (optionally one queue's or one
+        task name's), until the loop stops. Events sent before the call are not replayed."""
+        return tail_events(self.broker, queue=queue, task=task)
+
+    async def list_tasks(
+        self,
+        *,
+        state: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        batch: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int = 100,
+    ) -> list[TaskRecord]:
+        """Tasks matching every filter given, newest first: what `taskq tasks` shows.
+
+        `since` is an aware datetime, or a timedelta back from now.
+        """
+        if isinstance(state, str):
+            state = [state]
+        states = [TaskStatus(s) for s in state or ()]
+        if isinstance(since, timedelta):
+            since = datetime.now(UTC) - since
+        elif since is not None and since.tzinfo is None:
+            raise ConfigurationError("since must be timezone-aware, or a timedelta")
+        if batch is not None:
+            batch = _checked_id(batch, what="batch id")
+        query = functools.partial(
+            repository.find_tasks,
+            states=states,
+            name=name,
+            queue=queue,
+            batch_id=batch,
+            since=since,
+            limit=limit,
+        )
+        return await self.store.run(query)
+
+    async def _submit_many(
+        self, task: Task[Any, Any], options: TaskOptions, items: Iterable[Any]
+    ) -> batches.Batch[Any]:
+        batch_id, ids = await submission.submit_many(self, task, options, items)
+        return batches.Batch(batch_id, [TaskHandle(self, task_id) for task_id in ids])
+
     async def _submit(
         self,
         task: Task[Any, Any],
@@ -330,6 +411,13 @@ class App:
         kwargs: dict[str, Any],
     ) -> TaskHandle[Any]:
         return TaskHandle(self, await submission.submit(self, task, options, args, kwargs))
+
+
+def _checked_id(value: str, *, what: str = "task id") -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        raise TaskNotFound(f"{value!r} is not a {what} (they are UUIDs)") from None
 
 
 class _TaskDecorator:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import math
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from typing import Any
 
 from taskq.exceptions import TaskqError
 
 _current: ContextVar[TaskContext] = ContextVar("taskq_task_context")
+
+# (fraction, message, data) → published and stored by the worker running the task.
+ProgressReporter = Callable[[float, str | None, dict[str, Any]], Awaitable[None]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -18,6 +25,34 @@ class TaskContext:
     name: str
     queue: str
     attempt: int
+    _reporter: ProgressReporter | None = dataclasses.field(default=None, repr=False, compare=False)
+    _loop: asyncio.AbstractEventLoop | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+
+    async def progress(self, fraction: float, message: str | None = None, **data: Any) -> None:
+        """Report how far the task is (0.0 to 1.0), with an optional message and data.
+
+        Watchers (`handle.events()`, `taskq events`) see every report at once; the task's
+        row keeps the latest, written at most every half second, so calling this in a
+        tight loop is cheap. `data` must be msgpack-serialisable (like task arguments).
+        """
+        if self._reporter is None:
+            raise TaskqError("progress can only be reported by a task that a worker runs")
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise TypeError(f"progress fraction must be a number, not {type(fraction).__name__}")
+        if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
+            raise ValueError(f"progress fraction must be between 0.0 and 1.0, not {fraction}")
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"progress message must be a str, not {type(message).__name__}")
+        await self._reporter(float(fraction), message, data)
+
+    def progress_threadsafe(self, fraction: float, message: str | None = None, **data: Any) -> None:
+        """`progress()` for plain `def` tasks, which run in a thread: waits until sent."""
+        if self._loop is None:
+            raise TaskqError("progress can only be reported by a task that a worker runs")
+        report = self.progress(fraction, message, **data)
+        asyncio.run_coroutine_threadsafe(report, self._loop).result()
 
 
 def context() -> TaskContext:

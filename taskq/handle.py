@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from taskq import protocol
-from taskq.broker import topology
+from taskq.events import TaskEvent
 from taskq.exceptions import TaskCancelled, TaskExpired, TaskFailed, TaskNotFound
 from taskq.status import TaskStatus
 from taskq.store import lifecycle
@@ -15,6 +16,7 @@ from taskq.store import lifecycle
 if TYPE_CHECKING:
     from taskq.app import App
     from taskq.store import TaskRecord
+    from taskq.waiter import Waiter, Watch
 
 R = TypeVar("R")
 
@@ -58,17 +60,10 @@ class TaskHandle(Generic[R]):
         blocks run). Either way it ends `cancelled`, is never retried, and `result()`
         raises `TaskCancelled`.
         """
-        app = self._app
-        state = await app.store.run(lambda conn: lifecycle.request_cancel(conn, self.id))
-        if state is None:
-            await self.info()  # raises TaskNotFound if there is no such task
-            return False
-        if state is TaskStatus.CANCELLED:
-            event = protocol.encode_event(self.id, state.value)
-            await app.broker.publish_event(topology.event_key(self.id), event)
-        else:
-            await app.broker.publish_control(protocol.encode_control("cancel", self.id))
-        return True
+        if (await self._app.cancel_many([self.id]))[self.id]:
+            return True
+        await self.info()  # raises TaskNotFound if there is no such task
+        return False
 
     async def attempts(self) -> list[dict[str, Any]]:
         """Every attempt so far: number, worker, state, start, end, error."""
@@ -82,28 +77,83 @@ class TaskHandle(Generic[R]):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = self._app.waiter
-        async with waiter.watch(self.id) as changed:
+        async with waiter.watch([self.id]) as watch:
             while True:
-                changed.clear()  # before the read, so a change after it is not missed
+                watch.changed.clear()  # before the read, so a change after it is not missed
                 record = await self.info()
                 if record.state.is_final:
-                    return _outcome(record)  # type: ignore[no-any-return]
-                wait = _SAFETY_RECHECK if waiter.trusts_events(self.id) else _UNBOUND_RECHECK
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"task {self.id} is still {record.state} after {timeout} s"
-                        )
-                    wait = min(wait, remaining)
-                try:
-                    async with asyncio.timeout(wait):
-                        await changed.wait()
-                except TimeoutError:
-                    pass  # re-read the store; the deadline check above decides
+                    return outcome_of(record)  # type: ignore[no-any-return]
+                if deadline is not None and deadline <= time.monotonic():
+                    raise TimeoutError(f"task {self.id} is still {record.state} after {timeout} s")
+                await wait_for_change(waiter, watch, deadline)
+
+    async def events(self) -> AsyncIterator[TaskEvent]:
+        """Each state change and progress update as it happens, ending at a final state.
+
+        Starts with the task's current state (and latest progress) from the store, so a
+        late subscriber misses nothing that matters; if events are lost (a reconnect), the
+        states in between are filled in from the store, though progress may skip ahead.
+        """
+        waiter = self._app.waiter
+        async with waiter.watch([self.id], with_events=True) as watch:
+            assert watch.events is not None
+            seen = _Seen()
+            arrived: list[TaskEvent | None] = []
+            reread = True
+            while True:
+                pending: list[TaskEvent | None] = []
+                if reread:
+                    record = await self.info()
+                    pending += [TaskEvent.state_of(record), TaskEvent.progress_of(record)]
+                for event in pending + arrived:
+                    if event is not None and seen.is_new(event):
+                        yield event
+                        if event.is_final:
+                            return
+                watch.changed.clear()
+                if watch.events.empty():  # (events that came while the caller had one wait)
+                    await wait_for_change(waiter, watch, None)
+                arrived = []
+                while not watch.events.empty():
+                    arrived.append(TaskEvent.from_wire(watch.events.get_nowait()))
+                # Silence until the re-check time, or a bare hint: look at the store.
+                reread = not arrived or None in arrived
 
 
-def _outcome(record: TaskRecord) -> Any:
+class _Seen:
+    """What `events()` has yielded, to drop repeats and events older than the store."""
+
+    def __init__(self) -> None:
+        self.state: TaskStatus | None = None
+        self.attempt = 0
+        self.progress = (0, 0)  # (attempt, seq) of the newest progress yielded
+
+    def is_new(self, event: TaskEvent) -> bool:
+        if event.attempt and event.attempt < self.attempt:
+            return False  # from an earlier attempt, overtaken by what the store said
+        if event.kind == "progress":
+            if self.state is not TaskStatus.RUNNING or (event.attempt, event.seq) <= self.progress:
+                return False
+            self.progress = (event.attempt, event.seq)
+        elif event.state is self.state:
+            return False
+        self.state = event.state
+        self.attempt = max(self.attempt, event.attempt)
+        return True
+
+
+async def wait_for_change(waiter: Waiter, watch: Watch, deadline: float | None) -> None:
+    """Until an event arrives, the deadline passes, or it is time to re-read the store."""
+    wait = _SAFETY_RECHECK if waiter.trusts_events(watch) else _UNBOUND_RECHECK
+    if deadline is not None:
+        wait = max(min(wait, deadline - time.monotonic()), 0.0)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            await watch.changed.wait()
+
+
+def outcome_of(record: TaskRecord) -> Any:
+    """The task's value, or the exception that stands for how it ended."""
     if record.state is TaskStatus.SUCCEEDED:
         return record.result
     error = record.error or {}

@@ -205,14 +205,71 @@ def _envelope_from(raw: dict[str, Any]) -> Envelope:
     )
 
 
-def encode_event(task_id: str, state: str) -> bytes:
-    """A state-change hint for waiting clients; the store stays the source of truth."""
-    return _pack_pair("id", task_id, "state", state)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """A task's state change or progress update, for clients watching it.
+
+    A hint, not a record: the store stays the source of truth. `state` is "" when the
+    sender does not know it (watchers re-read the store). `progress` is set only on
+    progress updates; `seq` numbers them within the attempt.
+    """
+
+    task_id: str
+    state: str
+    name: str = ""
+    queue: str = ""
+    attempt: int = 0
+    at: float = 0.0
+    progress: float | None = None
+    message: str | None = None
+    data: dict[str, Any] | None = None
+    seq: int = 0
 
 
-def decode_event(data: bytes) -> tuple[str, str]:
-    """(task id, state) of an event, or `ProtocolError`."""
-    return _unpack_pair(data, "event", "id", "state")
+_EVENT_FIELDS: Mapping[str, tuple[str, type | tuple[type, ...]]] = {
+    # wire key: (attribute, accepted types)
+    "id": ("task_id", str),
+    "state": ("state", str),
+    "task": ("name", str),
+    "queue": ("queue", str),
+    "attempt": ("attempt", int),
+    "at": ("at", (int, float)),
+    "progress": ("progress", (int, float, type(None))),
+    "message": ("message", (str, type(None))),
+    "data": ("data", (dict, type(None))),
+    "seq": ("seq", int),
+}
+
+
+def encode_event(event: Event) -> bytes:
+    body: dict[str, Any] = {"v": VERSION}
+    for key, (attribute, _) in _EVENT_FIELDS.items():
+        value = getattr(event, attribute)
+        if value is not None:
+            body[key] = value
+    data: bytes = msgpack.packb(body, use_bin_type=True)
+    return data
+
+
+def decode_event(data: bytes) -> Event:
+    """An event's fields, checked; or `ProtocolError`."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    except Exception as exc:
+        raise ProtocolError(f"event is not valid msgpack: {exc}") from None
+    if not (isinstance(raw, dict) and isinstance(raw.get("id"), str) and "state" in raw):
+        raise ProtocolError("event is not a map with 'id' and 'state'")
+    fields: dict[str, Any] = {}
+    for key, (attribute, types) in _EVENT_FIELDS.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise ProtocolError(f"event field {key!r} has type {type(value).__name__}")
+        fields[attribute] = value
+    if fields.get("data") is not None and _find_unsupported(fields["data"], "") is not None:
+        raise ProtocolError("event field 'data' holds an unsupported value")
+    return Event(**fields)
 
 
 def encode_control(command: str, task_id: str) -> bytes:

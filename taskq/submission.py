@@ -1,24 +1,41 @@
-"""Submitting a task: validate, store the row, then publish (or leave it `scheduled`)."""
+"""Submitting tasks: validate, store the rows, then publish (or leave them `scheduled`).
+
+Three ways in: one task (`submit`), a batch (`submit_many`: one insert, pipelined
+publishes), and a task written inside the caller's own transaction, which the leader
+publishes once that transaction has committed (the outbox pattern).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
 from taskq import protocol
 from taskq.broker import Broker, topology
-from taskq.exceptions import ConfigurationError, PublishError
+from taskq.events import announce
+from taskq.exceptions import ConfigurationError, PublishError, TaskqError
 from taskq.status import TaskStatus
-from taskq.store import NewTask, Store, TaskRecord
+from taskq.store import NewTask, Store, TaskRecord, repository
 
 if TYPE_CHECKING:
     from taskq.app import App
     from taskq.task import Task, TaskOptions
 
 logger = logging.getLogger(__name__)
+
+# Rows published per transaction by `publish_scheduled` (workers claiming them wait for it).
+PUBLISH_CHUNK = 500
+# The channel the leader listens on, so a committed transactional task is published at once.
+DUE_CHANNEL = "taskq_due"
 
 
 async def submit(
@@ -32,13 +49,145 @@ async def submit(
     store, broker = app.store, app.broker
     check_options(options, app.settings.max_priority)
     run_at = due_time(options)
+    envelope = _envelope(app, task, options, args, kwargs, where=f"task {task.name!r}")
+    body = protocol.encode(envelope, max_bytes=app.settings.max_payload_bytes)
+    if options.transaction is not None:
+        return await _submit_in_transaction(options.transaction, envelope, run_at, options)
+    await app.declare(options.queue)
+    row = new_task_row(envelope, run_at=run_at, idempotency_key=options.idempotency_key)
+    # The row first, then the message: a worker never sees a task the store lacks.
+    task_id = await store.insert_task(row)
+    if task_id != envelope.id:
+        await _republish_if_queued(app, task_id)  # an earlier submit with this key
+    elif row.state is TaskStatus.QUEUED:
+        await publish(store, broker, options.queue, body, envelope)
+        await announce(broker, _event(envelope, TaskStatus.QUEUED))
+    # (A `scheduled` row is published by the leader when it is due.)
+    return task_id
+
+
+async def submit_many(
+    app: App, task: Task[Any, Any], options: TaskOptions, items: Iterable[Any]
+) -> tuple[str, list[str]]:
+    """→ (batch id, task ids). Every item is checked before anything is stored or sent."""
+    check_options(options, app.settings.max_priority)
+    if options.idempotency_key is not None or options.transaction is not None:
+        raise ConfigurationError(
+            "submit_many takes neither idempotency_key nor transaction; submit those one by one"
+        )
+    run_at = due_time(options)
+    envelopes = []
+    for index, item in enumerate(items):
+        args, kwargs = _call_of(item, index)
+        where = f"item {index}: task {task.name!r}"
+        envelope = _envelope(app, task, options, args, kwargs, where=where)
+        try:
+            protocol.encode(envelope, max_bytes=app.settings.max_payload_bytes)
+        except TaskqError as exc:
+            raise type(exc)(f"item {index}: {exc}") from None
+        envelopes.append(envelope)
+    batch_id = str(uuid.uuid4())
+    # Stored `scheduled` and due, then published: rows whose publishing a crash cut
+    # short are the leader's to publish, like any due task.
+    due = run_at or datetime.now(UTC)
+    rows = [new_task_row(e, run_at=due, batch_id=batch_id, scheduled=True) for e in envelopes]
+    await app.store.run(functools.partial(repository.insert_tasks, new_tasks=rows))
+    ids = [envelope.id for envelope in envelopes]
+    if run_at is None:
+        await publish_scheduled(app, ids)
+    return batch_id, ids
+
+
+async def publish_scheduled(app: App, task_ids: Sequence[str]) -> None:
+    """Publish these `scheduled` rows now and mark them `queued`, a chunk per transaction.
+
+    Each chunk's rows stay locked until its messages are confirmed, so a worker that gets
+    one waits to see it `queued`; rows the leader is publishing meanwhile are left to it.
+    """
+    for start in range(0, len(task_ids), PUBLISH_CHUNK):
+        chunk = task_ids[start : start + PUBLISH_CHUNK]
+
+        async def publish_chunk(
+            conn: AsyncConnection, chunk: Sequence[str] = chunk
+        ) -> list[TaskRecord]:
+            records = await repository.lock_scheduled(conn, chunk)
+            await publish_many(app, [envelope_of(record) for record in records])
+            await repository.mark_queued(conn, [record.id for record in records])
+            return records
+
+        published = await app.store.run(publish_chunk)
+        for record in published:
+            await announce(app.broker, _event(envelope_of(record), TaskStatus.QUEUED))
+
+
+async def publish_many(app: App, envelopes: Sequence[protocol.Envelope]) -> None:
+    """Publish with confirms, pipelined: all sent, then all confirmations awaited."""
+    max_bytes = app.settings.max_payload_bytes
+    for queue in {envelope.queue for envelope in envelopes}:
+        await app.declare(queue)
+    await asyncio.gather(
+        *(
+            app.broker.publish(
+                envelope.queue,
+                protocol.encode(envelope, max_bytes=max_bytes),
+                priority=envelope.priority,
+                message_id=envelope.id,
+                expiration=time_left(envelope),
+            )
+            for envelope in envelopes
+        )
+    )
+
+
+async def _submit_in_transaction(
+    transaction: AsyncConnection | AsyncSession,
+    envelope: protocol.Envelope,
+    run_at: datetime | None,
+    options: TaskOptions,
+) -> str:
+    """Write the row in the caller's transaction, `scheduled` and due at once (or at its
+    countdown/eta). Nothing is published here: once the transaction commits, the leader
+    publishes it like any due task (woken at once on PostgreSQL); a rollback leaves nothing."""
+    if isinstance(transaction, AsyncSession):
+        conn = await transaction.connection()
+    elif isinstance(transaction, AsyncConnection):
+        conn = transaction
+    else:
+        raise ConfigurationError(
+            "transaction must be a SQLAlchemy AsyncConnection or AsyncSession, not "
+            f"{type(transaction).__name__}"
+        )
+    if not conn.in_transaction():
+        raise ConfigurationError(
+            "transaction=... must be in a transaction (use `async with engine.begin() as conn:`)"
+        )
+    row = new_task_row(
+        envelope, run_at=run_at, idempotency_key=options.idempotency_key, scheduled=True
+    )
+    task_id = await repository.insert_task(conn, row, due_now=run_at is None)
+    if conn.dialect.name == "postgresql" and run_at is None:
+        # Delivered only if the transaction commits: the leader wakes and publishes it.
+        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL})
+    return task_id
+
+
+def _envelope(
+    app: App,
+    task: Task[Any, Any],
+    options: TaskOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    where: str,
+) -> protocol.Envelope:
+    """The message for one call, its arguments checked against the function and msgpack."""
     expires_at = expiry_time(options)
-    task.check_arguments(args, kwargs)
+    task.check_arguments(args, kwargs, where=where)
     for index, value in enumerate(args):
-        protocol.check_value(value, f"task {task.name!r}: argument {index}")
+        protocol.check_value(value, f"{where}: argument {index}")
     for key, value in kwargs.items():
-        protocol.check_value(value, f"task {task.name!r}: argument {key!r}")
-    envelope = protocol.Envelope(
+        protocol.check_value(value, f"{where}: argument {key!r}")
+    return protocol.Envelope(
         id=str(uuid.uuid4()),
         task=task.name,
         queue=options.queue,
@@ -50,17 +199,24 @@ async def submit(
         max_retries=options.max_retries,
         expires_at=None if expires_at is None else expires_at.timestamp(),
     )
-    body = protocol.encode(envelope, max_bytes=app.settings.max_payload_bytes)
-    await app.declare(options.queue)
-    row = new_task_row(envelope, run_at=run_at, idempotency_key=options.idempotency_key)
-    # The row first, then the message: a worker never sees a task the store lacks.
-    task_id = await store.insert_task(row)
-    if task_id != envelope.id:
-        await _republish_if_queued(app, task_id)  # an earlier submit with this key
-    elif row.state is TaskStatus.QUEUED:
-        await publish(store, broker, options.queue, body, envelope)
-    # (A `scheduled` row is published by the leader when it is due.)
-    return task_id
+
+
+def _call_of(item: Any, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A batch item: a tuple (or list) of positional arguments, or a dict of keyword ones."""
+    if isinstance(item, tuple | list):
+        return tuple(item), {}
+    if isinstance(item, dict):
+        return (), dict(item)
+    raise TypeError(
+        f"item {index}: each item of submit_many is a tuple of positional arguments or a "
+        f"dict of keyword arguments, not {type(item).__name__} (wrap one argument as (x,))"
+    )
+
+
+def _event(envelope: protocol.Envelope, state: TaskStatus) -> protocol.Event:
+    return protocol.Event(
+        task_id=envelope.id, state=state.value, name=envelope.task, queue=envelope.queue
+    )
 
 
 async def _republish_if_queued(app: App, task_id: str) -> None:
@@ -150,8 +306,11 @@ def new_task_row(
     *,
     run_at: datetime | None = None,
     idempotency_key: str | None = None,
+    batch_id: str | None = None,
+    scheduled: bool = False,
 ) -> NewTask:
-    """The row a message stands for; `scheduled` if it has a due time."""
+    """The row a message stands for; `scheduled` if it has a due time (or is to be
+    published by whoever finds it due)."""
     return NewTask(
         id=envelope.id,
         name=envelope.task,
@@ -161,7 +320,7 @@ def new_task_row(
         kwargs=envelope.kwargs,
         timeout=envelope.timeout,
         created_at=datetime.fromtimestamp(envelope.created_at or time.time(), UTC),
-        state=TaskStatus.QUEUED if run_at is None else TaskStatus.SCHEDULED,
+        state=TaskStatus.SCHEDULED if scheduled or run_at is not None else TaskStatus.QUEUED,
         run_at=run_at,
         idempotency_key=idempotency_key,
         max_retries=envelope.max_retries,
@@ -170,6 +329,7 @@ def new_task_row(
             if envelope.expires_at is None
             else datetime.fromtimestamp(envelope.expires_at, UTC)
         ),
+        batch_id=batch_id,
     )
 
 

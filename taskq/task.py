@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -12,7 +12,10 @@ from taskq.exceptions import InvalidArguments
 from taskq.retry import DEFAULT_BACKOFF, Backoff
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
     from taskq.app import App
+    from taskq.batch import Batch
     from taskq.handle import TaskHandle
 
 P = ParamSpec("P")
@@ -36,6 +39,8 @@ class TaskOptions:
     retry_for: tuple[type[BaseException], ...] = (Exception,)
     backoff: Backoff = DEFAULT_BACKOFF
     max_deliveries: int = 5
+    # A caller's AsyncConnection or AsyncSession: the task is written in its transaction.
+    transaction: Any = None
 
     def merged(self, **changes: Any) -> TaskOptions:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not _UNSET})
@@ -59,6 +64,12 @@ class Task(Generic[P, R]):
         """Store the task as `queued` and publish it; returns once the broker confirmed it."""
         return await self.app._submit(self, self.default_options, args, kwargs)
 
+    async def submit_many(self, items: Iterable[tuple[Any, ...] | dict[str, Any]]) -> Batch[R]:
+        """Submit one task per item: a tuple of positional arguments or a dict of keyword
+        arguments. Every item is checked first (an error names its index and nothing is
+        sent); then one insert and pipelined, confirmed publishes. → a `Batch` of handles."""
+        return await self.app._submit_many(self, self.default_options, items)
+
     def options(
         self,
         *,
@@ -70,6 +81,7 @@ class Task(Generic[P, R]):
         idempotency_key: str | None = _UNSET,
         expires: float | datetime | None = _UNSET,
         max_retries: int = _UNSET,
+        transaction: AsyncConnection | AsyncSession | None = _UNSET,
     ) -> BoundTask[P, R]:
         """A copy with other options: `await task.options(priority=9).submit(...)`.
 
@@ -77,6 +89,8 @@ class Task(Generic[P, R]):
         `scheduled` row in the store, not in any worker. `idempotency_key` makes a repeated
         submit return the first task instead of creating another. `expires` (seconds from
         now, or an aware datetime): a task not started by then never runs; it ends `expired`.
+        `transaction` (a SQLAlchemy AsyncConnection or AsyncSession on the store's
+        database): the task is written in that transaction and runs only if it commits.
         """
         return BoundTask(self, self.default_options).options(
             queue=queue,
@@ -87,14 +101,18 @@ class Task(Generic[P, R]):
             idempotency_key=idempotency_key,
             expires=expires,
             max_retries=max_retries,
+            transaction=transaction,
         )
 
-    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def check_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str | None = None
+    ) -> None:
         """Refuse arguments that the function could not be called with."""
         try:
             self._signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise InvalidArguments(f"task {self.name!r} takes {self._signature}: {exc}") from None
+            where = where or f"task {self.name!r}"
+            raise InvalidArguments(f"{where} takes {self._signature}: {exc}") from None
 
 
 class BoundTask(Generic[P, R]):
@@ -110,6 +128,9 @@ class BoundTask(Generic[P, R]):
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         return await self.task.app._submit(self.task, self.bound_options, args, kwargs)
 
+    async def submit_many(self, items: Iterable[tuple[Any, ...] | dict[str, Any]]) -> Batch[R]:
+        return await self.task.app._submit_many(self.task, self.bound_options, items)
+
     def options(
         self,
         *,
@@ -121,6 +142,7 @@ class BoundTask(Generic[P, R]):
         idempotency_key: str | None = _UNSET,
         expires: float | datetime | None = _UNSET,
         max_retries: int = _UNSET,
+        transaction: AsyncConnection | AsyncSession | None = _UNSET,
     ) -> BoundTask[P, R]:
         merged = self.bound_options.merged(
             queue=queue,
@@ -131,5 +153,6 @@ class BoundTask(Generic[P, R]):
             idempotency_key=idempotency_key,
             expires=expires,
             max_retries=max_retries,
+            transaction=transaction,
         )
         return BoundTask(self.task, merged)

@@ -1,9 +1,12 @@
-"""Wake-ups for handles waiting on tasks, driven by broker events.
+"""Wake-ups for clients waiting on tasks, driven by broker events.
 
 Events are hints: a waiter always re-reads the store, which is the source of truth. After
 a reconnect, events may have been lost on either side (this client's subscription, or a
 worker's publisher), so every waiter re-reads at once and keeps re-reading often for a
 while; the same happens for a task whose event binding could not be made.
+
+A few tasks are watched through one binding each; many at once (`app.gather` of a batch)
+through one wildcard binding, filtered here.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 from taskq import protocol
 from taskq.broker import Broker, EventSubscription, topology
@@ -23,14 +26,28 @@ logger = logging.getLogger(__name__)
 
 # How long after a reconnect waiters distrust events and re-read the store often.
 DEGRADED_AFTER_RECONNECT = 15.0
+# Watching more tasks than this at once binds every task's events instead of each one's.
+WILDCARD_ABOVE = 16
+WILDCARD_KEY = topology.event_key("*")
 
 
 @dataclasses.dataclass(eq=False)
-class _Watched:
-    """One task's watchers and its binding; the lock orders its bind and unbind."""
+class Watch:
+    """One watcher: `changed` is set whenever a watched task may have changed, and
+    `events` (if asked for) receives each event as it arrives."""
+
+    task_ids: frozenset[str]
+    changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    events: asyncio.Queue[protocol.Event] | None = None
+    bound: bool = False
+
+
+@dataclasses.dataclass(eq=False)
+class _Binding:
+    """One routing key's users; the lock orders its bind and unbind."""
 
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    watchers: set[asyncio.Event] = dataclasses.field(default_factory=set)
+    users: int = 0
     bound: bool = False
 
 
@@ -38,7 +55,8 @@ class Waiter:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._subscription: EventSubscription | None = None
-        self._watched: dict[str, _Watched] = {}
+        self._watches: dict[str, set[Watch]] = {}
+        self._bindings: dict[str, _Binding] = {}
         self._subscribing = asyncio.Lock()
         self._degraded_until = 0.0
 
@@ -48,39 +66,60 @@ class Waiter:
             await subscription.close()
 
     @contextlib.asynccontextmanager
-    async def watch(self, task_id: str) -> AsyncIterator[asyncio.Event]:
-        """An event set whenever `task_id` may have changed; bound before it is yielded."""
-        changed = asyncio.Event()
+    async def watch(
+        self, task_ids: Collection[str], *, with_events: bool = False
+    ) -> AsyncIterator[Watch]:
+        """Watch `task_ids`; bound before it is yielded, so no later event is missed."""
+        watch = Watch(frozenset(task_ids), events=asyncio.Queue() if with_events else None)
         subscription = await self._ensure_subscription()
-        watched = self._watched.setdefault(task_id, _Watched())
-        watched.watchers.add(changed)
-        key = topology.event_key(task_id)
+        for task_id in watch.task_ids:
+            self._watches.setdefault(task_id, set()).add(watch)
+        keys = (
+            [WILDCARD_KEY]
+            if len(watch.task_ids) > WILDCARD_ABOVE
+            else [topology.event_key(task_id) for task_id in watch.task_ids]
+        )
         try:
-            async with watched.lock:
-                if not watched.bound:
-                    try:
-                        await subscription.bind(key)
-                        watched.bound = True
-                    except BrokerError as exc:
-                        logger.warning("waiting on task %s without events: %s", task_id, exc)
-            yield changed
+            watch.bound = all([await self._bind(subscription, key) for key in keys])
+            yield watch
         finally:
-            watched.watchers.discard(changed)
-            async with watched.lock:
-                # Re-checked under the lock: a newer watcher may have joined meanwhile.
-                if not watched.watchers:
-                    if watched.bound and self._subscription is not None:
-                        with contextlib.suppress(BrokerError):
-                            await self._subscription.unbind(key)
-                    watched.bound = False
-                    if not watched.watchers and self._watched.get(task_id) is watched:
-                        del self._watched[task_id]
+            for task_id in watch.task_ids:
+                watchers = self._watches.get(task_id)
+                if watchers is not None:
+                    watchers.discard(watch)
+                    if not watchers:
+                        del self._watches[task_id]
+            for key in keys:
+                await self._unbind(key)
 
-    def trusts_events(self, task_id: str) -> bool:
-        """Whether an event for `task_id` can be relied on to arrive (else re-read often)."""
-        watched = self._watched.get(task_id)
-        bound = watched is not None and watched.bound
-        return bound and time.monotonic() >= self._degraded_until
+    def trusts_events(self, watch: Watch) -> bool:
+        """Whether events for `watch` can be relied on to arrive (else re-read often)."""
+        return watch.bound and time.monotonic() >= self._degraded_until
+
+    async def _bind(self, subscription: EventSubscription, key: str) -> bool:
+        binding = self._bindings.setdefault(key, _Binding())
+        binding.users += 1
+        async with binding.lock:
+            if not binding.bound:
+                try:
+                    await subscription.bind(key)
+                    binding.bound = True
+                except BrokerError as exc:
+                    logger.warning("watching %s without events: %s", key, exc)
+            return binding.bound
+
+    async def _unbind(self, key: str) -> None:
+        binding = self._bindings[key]
+        binding.users -= 1
+        async with binding.lock:
+            # Re-checked under the lock: a newer watcher may have joined meanwhile.
+            if binding.users == 0:
+                if binding.bound and self._subscription is not None:
+                    with contextlib.suppress(BrokerError):
+                        await self._subscription.unbind(key)
+                binding.bound = False
+                if binding.users == 0 and self._bindings.get(key) is binding:
+                    del self._bindings[key]
 
     async def _ensure_subscription(self) -> EventSubscription:
         async with self._subscribing:
@@ -92,16 +131,17 @@ class Waiter:
 
     def _on_event(self, body: bytes) -> None:
         try:
-            task_id, _state = protocol.decode_event(body)
+            event = protocol.decode_event(body)
         except ProtocolError as exc:
             logger.warning("ignored a malformed task event: %s", exc)
             return
-        if (watched := self._watched.get(task_id)) is not None:
-            for changed in watched.watchers:
-                changed.set()
+        for watch in self._watches.get(event.task_id, ()):
+            watch.changed.set()
+            if watch.events is not None:
+                watch.events.put_nowait(event)
 
     def _on_reconnect(self) -> None:
         self._degraded_until = time.monotonic() + DEGRADED_AFTER_RECONNECT
-        for watched in self._watched.values():
-            for changed in watched.watchers:
-                changed.set()
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.changed.set()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq import protocol, submission
-from taskq.broker import topology
+from taskq.events import announce
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
 from taskq.scheduler.cron import Periodic, tick_key
 from taskq.status import TaskStatus
@@ -85,36 +85,24 @@ class LeaderWork:
         due = await repository.claim_due(conn, BATCH)
         if due:
             envelopes = [submission.envelope_of(record) for record in due]
-            await self._publish(envelopes)
+            await submission.publish_many(self._app, envelopes)
             await repository.mark_queued(conn, [record.id for record in due])
             logger.debug("published %d due tasks", len(due))
+            for envelope in envelopes:
+                await announce(self._app.broker, _event(envelope.id, TaskStatus.QUEUED, envelope))
         return len(due), await repository.next_due(conn)
-
-    async def _publish(self, envelopes: list[protocol.Envelope]) -> None:
-        max_bytes = self._app.settings.max_payload_bytes
-        for queue in {envelope.queue for envelope in envelopes}:
-            await self._app.declare(queue)
-        await asyncio.gather(
-            *(
-                self._app.broker.publish(
-                    envelope.queue,
-                    protocol.encode(envelope, max_bytes=max_bytes),
-                    priority=envelope.priority,
-                    message_id=envelope.id,
-                    expiration=submission.time_left(envelope),
-                )
-                for envelope in envelopes
-            )
-        )
 
     async def sweep(self) -> float:
         """Waiting tasks past their expiry end `expired`; long tasks whose worker died (their
         lease lapsed) are published again."""
         store = self._app.store
         expired = await store.run(lambda conn: lifecycle.expire_overdue(conn, BATCH))
-        for task_id in expired:
+        for task_id, name, queue in expired:
             logger.info("task %s expired before it started", task_id, extra={"task_id": task_id})
-            await self._announce(task_id, TaskStatus.EXPIRED)
+            event = protocol.Event(
+                task_id=task_id, state=TaskStatus.EXPIRED.value, name=name, queue=queue
+            )
+            await announce(self._app.broker, event)
         requeued = await store.run(self._requeue_lapsed)
         for task_id in requeued:
             logger.warning("task %s lost its worker (lease lapsed): requeued", task_id)
@@ -123,14 +111,11 @@ class LeaderWork:
     async def _requeue_lapsed(self, conn: AsyncConnection) -> list[str]:
         lapsed = await lifecycle.claim_lapsed(conn, BATCH)
         if lapsed:
-            await self._publish([submission.envelope_of(record) for record in lapsed])
+            await submission.publish_many(
+                self._app, [submission.envelope_of(record) for record in lapsed]
+            )
             await lifecycle.requeue(conn, [record.id for record in lapsed])
         return [record.id for record in lapsed]
-
-    async def _announce(self, task_id: str, state: TaskStatus) -> None:
-        body = protocol.encode_event(task_id, state.value)
-        with contextlib.suppress(BrokerError):
-            await self._app.broker.publish_event(topology.event_key(task_id), body)
 
     async def submit_ticks(self) -> float:
         """Submit every due tick of every periodic schedule; → seconds to the next tick."""
@@ -179,6 +164,12 @@ class LeaderWork:
         for worker_id in dead:
             logger.warning("worker %s stopped beating: marked dead", worker_id)
         return REAP_INTERVAL
+
+
+def _event(task_id: str, state: TaskStatus, envelope: protocol.Envelope) -> protocol.Event:
+    return protocol.Event(
+        task_id=task_id, state=state.value, name=envelope.task, queue=envelope.queue
+    )
 
 
 def _record_tick(name: str, tick: datetime) -> Callable[[AsyncConnection], Awaitable[None]]:

@@ -20,7 +20,16 @@ from taskq.store import lifecycle, locks, migrations, repository
 from taskq.store.repository import Claimed, NewTask, Outcome, TaskRecord
 from taskq.store.writer import Writer
 
-__all__ = ["Claimed", "NewTask", "Outcome", "Store", "TaskRecord", "Writer", "lifecycle"]
+__all__ = [
+    "Claimed",
+    "NewTask",
+    "Outcome",
+    "Store",
+    "TaskRecord",
+    "Writer",
+    "lifecycle",
+    "repository",
+]
 
 T = TypeVar("T")
 

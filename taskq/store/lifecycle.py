@@ -18,25 +18,29 @@ _WAITING = (TaskStatus.SCHEDULED.value, TaskStatus.QUEUED.value)
 _FINAL = tuple(state.value for state in TaskStatus if state.is_final)
 
 
-async def request_cancel(conn: AsyncConnection, task_id: str) -> TaskStatus | None:
-    """Cancel a waiting task at once; mark a running one for cancellation.
+async def request_cancel_many(
+    conn: AsyncConnection, task_ids: Sequence[str]
+) -> dict[str, tuple[TaskStatus, str, str]]:
+    """Cancel waiting tasks at once; mark running ones for cancellation.
 
-    → the task's state afterwards (`cancelled`, or `running` if its worker must be told),
-    or None if it had already finished (nothing changed).
+    → for each task changed: its state afterwards (`cancelled`, or `running` if its
+    worker must be told), name and queue. Tasks already finished are left out.
     """
     waiting = _c.state.in_(_WAITING)
     statement = (
         update(tasks)
-        .where(_c.id == task_id, _c.state.not_in(_FINAL))
+        .where(_c.id.in_(list(task_ids)), _c.state.not_in(_FINAL))
         .values(
             cancel_requested_at=now(),
             state=case((waiting, TaskStatus.CANCELLED.value), else_=_c.state),
             finished_at=case((waiting, now()), else_=_c.finished_at),
         )
-        .returning(_c.state)
+        .returning(_c.id, _c.state, _c.name, _c.queue)
     )
-    state = (await conn.execute(statement)).scalar()
-    return None if state is None else TaskStatus(state)
+    return {
+        str(row.id): (TaskStatus(row.state), row.name, row.queue)
+        for row in await conn.execute(statement)
+    }
 
 
 async def expire_waiting(conn: AsyncConnection, task_id: str) -> bool:
@@ -52,7 +56,7 @@ async def expire_waiting(conn: AsyncConnection, task_id: str) -> bool:
     return (await conn.execute(statement)).first() is not None
 
 
-async def expire_overdue(conn: AsyncConnection, limit: int) -> list[str]:
+async def expire_overdue(conn: AsyncConnection, limit: int) -> list[tuple[str, str, str]]:
     """The leader's sweep: waiting tasks past their expiry (RabbitMQ may have dropped their
     message into the DLQ as expired, so no worker will ever see it) end `expired`."""
     overdue = (
@@ -65,9 +69,10 @@ async def expire_overdue(conn: AsyncConnection, limit: int) -> list[str]:
         update(tasks)
         .where(_c.id.in_(overdue), _c.state.in_(_WAITING))
         .values(state=TaskStatus.EXPIRED.value, dead_reason="expired", finished_at=now())
-        .returning(_c.id)
+        .returning(_c.id, _c.name, _c.queue)
     )
-    return [str(row.id) for row in await conn.execute(statement)]
+    # → (id, name, queue) of each task expired
+    return [(str(row.id), row.name, row.queue) for row in await conn.execute(statement)]
 
 
 async def hand_off(conn: AsyncConnection, task_id: str, attempt: int, until: datetime) -> bool:

@@ -36,6 +36,7 @@ class NewTask:
     idempotency_key: str | None = None
     expires_at: datetime | None = None
     max_retries: int = 0
+    batch_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +67,9 @@ class TaskRecord:
     cancel_requested_at: datetime | None = None
     dead_reason: str | None = None
     lease_until: datetime | None = None
+    # {"fraction", "message", "data", "n", "at"} of the running attempt's latest report.
+    progress: dict[str, Any] | None = None
+    batch_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,22 +122,35 @@ def _values(task: NewTask) -> dict[str, Any]:
         "idempotency_key": task.idempotency_key,
         "expires_at": task.expires_at,
         "max_retries": task.max_retries,
+        "batch_id": task.batch_id,
     }
 
 
-async def insert_task(conn: AsyncConnection, task: NewTask) -> str:
-    """Insert the row; → the id of the task that holds `task.idempotency_key` if one did."""
+async def insert_task(conn: AsyncConnection, task: NewTask, *, due_now: bool = False) -> str:
+    """Insert the row; → the id of the task that holds `task.idempotency_key` if one did.
+
+    `due_now`: due by the database's clock (as of this transaction), not the caller's.
+    """
+    values = _values(task)
+    if due_now:
+        values["run_at"] = clock(conn)
     if task.idempotency_key is None:
-        await conn.execute(tasks.insert(), [_values(task)])
+        await conn.execute(tasks.insert().values(values))
         return task.id
     # ON CONFLICT waits for a concurrent insert of the same key to commit, then yields to it.
     inserted = await conn.execute(
-        insert_ignoring_duplicates(conn, tasks).values(_values(task)).returning(_c.id)
+        insert_ignoring_duplicates(conn, tasks).values(values).returning(_c.id)
     )
     if inserted.first() is not None:
         return task.id
     existing = await conn.execute(select(_c.id).where(_c.idempotency_key == task.idempotency_key))
     return str(existing.scalar_one())
+
+
+async def insert_tasks(conn: AsyncConnection, new_tasks: Sequence[NewTask]) -> None:
+    """Insert many rows in one statement (a batch; no idempotency keys)."""
+    if new_tasks:
+        await conn.execute(tasks.insert(), [_values(task) for task in new_tasks])
 
 
 async def insert_task_if_missing(conn: AsyncConnection, task: NewTask) -> None:
@@ -143,6 +160,11 @@ async def insert_task_if_missing(conn: AsyncConnection, task: NewTask) -> None:
 async def get_task(conn: AsyncConnection, task_id: str) -> TaskRecord | None:
     row = (await conn.execute(select(tasks).where(_c.id == task_id))).mappings().first()
     return None if row is None else _record(row)
+
+
+async def get_tasks(conn: AsyncConnection, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
+    rows = (await conn.execute(select(tasks).where(_c.id.in_(list(task_ids))))).mappings()
+    return {str(row["id"]): _record(row) for row in rows}
 
 
 async def get_states(conn: AsyncConnection, task_ids: Iterable[str]) -> dict[str, TaskStatus]:
@@ -183,6 +205,7 @@ async def claim(
             started_at=now(),
             finished_at=None,
             lease_until=None,
+            progress=None,
             expires_at=None,  # expiry means "not started by then": it has started now
         )
         .returning(
@@ -328,6 +351,59 @@ async def mark_queued(conn: AsyncConnection, task_ids: Sequence[str]) -> None:
     )
 
 
+async def lock_scheduled(conn: AsyncConnection, task_ids: Sequence[str]) -> list[TaskRecord]:
+    """Lock these rows if still `scheduled`, waiting for a leader that is publishing them
+    (after which they are `queued` and left out)."""
+    query = select(tasks).where(_c.id.in_(list(task_ids)), _c.state == TaskStatus.SCHEDULED.value)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return [_record(row) for row in (await conn.execute(query)).mappings()]
+
+
+_record_progress = (
+    update(tasks).where(*_FENCE).values(progress=bindparam("b_progress", type_=_c.progress.type))
+)
+
+
+async def record_progress(
+    conn: AsyncConnection, reports: Sequence[tuple[str, int, Mapping[str, Any]]]
+) -> None:
+    """Store the latest progress of running attempts: (task id, attempt, progress)."""
+    if reports:
+        await conn.execute(
+            _record_progress,
+            [
+                {"b_id": task_id, "b_attempt": attempt, "b_progress": codec.to_json(dict(value))}
+                for task_id, attempt, value in reports
+            ],
+        )
+
+
+async def find_tasks(
+    conn: AsyncConnection,
+    *,
+    states: Sequence[TaskStatus] = (),
+    name: str | None = None,
+    queue: str | None = None,
+    batch_id: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[TaskRecord]:
+    """Tasks matching every filter given, newest first (the indexes cover each filter)."""
+    query = select(tasks).order_by(_c.created_at.desc(), _c.id).limit(limit)
+    if states:
+        query = query.where(_c.state.in_([state.value for state in states]))
+    if name is not None:
+        query = query.where(_c.name == name)
+    if queue is not None:
+        query = query.where(_c.queue == queue)
+    if batch_id is not None:
+        query = query.where(_c.batch_id == batch_id)
+    if since is not None:
+        query = query.where(_c.created_at >= since)
+    return [_record(row) for row in (await conn.execute(query)).mappings()]
+
+
 async def next_due(conn: AsyncConnection) -> datetime | None:
     """When the earliest `scheduled` task is due, if any."""
     query = select(func.min(_c.run_at)).where(_c.state == TaskStatus.SCHEDULED.value)
@@ -369,4 +445,6 @@ def _record(row: RowMapping) -> TaskRecord:
         cancel_requested_at=_aware(row["cancel_requested_at"]),
         dead_reason=row["dead_reason"],
         lease_until=_aware(row["lease_until"]),
+        progress=row["progress"],
+        batch_id=None if row["batch_id"] is None else str(row["batch_id"]),
     )

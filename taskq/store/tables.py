@@ -81,12 +81,18 @@ tasks = Table(
     # Set once a long task's message was acked early: the worker keeps extending it, and
     # the leader requeues the task if it lapses (the worker died).
     Column("lease_until", Timestamp, nullable=True),
+    # The latest `context().progress(...)` of the running attempt: fraction, message, data,
+    # and `n`, its number within the attempt (coalesced: not every update is written).
+    Column("progress", JsonOrNull, nullable=True),
+    # Every task of one `submit_many` shares its batch id.
+    Column("batch_id", Uuid(as_uuid=False), nullable=True),
     CheckConstraint(f"state IN ({STATES})", name="state"),
     Index(None, "state", "created_at"),
     Index(None, "name", "created_at"),
     Index(None, "queue", "created_at"),
     Index(None, "created_at"),
     Index(None, "idempotency_key", unique=True),
+    Index(None, "batch_id"),
     # The leader's claim of due tasks reads only this small partial index.
     Index(
         "ix_taskq_tasks_due",

@@ -2,7 +2,9 @@
 
 Each call queues an item and returns once the batch holding it is committed, so a caller
 that awaits it (the executor, before acking) knows its write is durable. A flush runs at
-most every `flush_interval` seconds, or at once when a batch is full.
+most every `flush_interval` seconds, or at once when a batch is full. Progress reports
+are coalesced instead: only each task's latest is written, at most every
+`progress_interval` seconds, and nobody waits for it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,6 +26,7 @@ logger = logging.getLogger(__name__)
 _Claim = tuple[str, tuple[str, bool], "asyncio.Future[repository.Claimed | None]"]
 _Outcome = tuple[repository.Outcome, "asyncio.Future[None]"]
 Transaction = Callable[[Callable[[AsyncConnection], Awaitable[None]]], Awaitable[None]]
+PROGRESS_INTERVAL = 0.5
 
 
 class Writer:
@@ -36,6 +40,9 @@ class Writer:
         self._max_batch = max_batch
         self._claims: list[_Claim] = []
         self._outcomes: list[_Outcome] = []
+        # task id → (attempt, progress): the latest report of each, not yet written.
+        self._progress: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._progress_timer: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._closing = False
 
@@ -57,6 +64,14 @@ class Writer:
         self._wake.set()
         await future
 
+    def progress(self, task_id: str, attempt: int, value: dict[str, Any]) -> None:
+        """Keep `value` as the task's latest progress; written with a later flush."""
+        self._progress[task_id] = (attempt, value)
+        if self._progress_timer is None:
+            self._progress_timer = asyncio.get_running_loop().call_later(
+                PROGRESS_INTERVAL, self._wake.set
+            )
+
     async def run(self) -> None:
         """Flush until `close()`; meant to run as a named child task of the worker."""
         while not (self._closing and not self._pending()):
@@ -73,16 +88,34 @@ class Writer:
         self._wake.set()
 
     def _pending(self) -> int:
-        return len(self._claims) + len(self._outcomes)
+        return len(self._claims) + len(self._outcomes) + len(self._progress)
 
     async def flush(self) -> None:
         claims, self._claims = self._claims[: self._max_batch], self._claims[self._max_batch :]
         outcomes = self._outcomes[: self._max_batch]
         self._outcomes = self._outcomes[self._max_batch :]
-        if self._pending():
+        if self._progress_timer is not None and (
+            self._progress_timer.when() <= _now() or self._closing
+        ):
+            progress = [(task_id, *report) for task_id, report in self._progress.items()]
+            self._progress.clear()
+            self._progress_timer.cancel()
+            self._progress_timer = None
+        else:
+            progress = []
+        if len(self._claims) + len(self._outcomes):
             self._wake.set()
+        if progress:
+            await self._write_progress(progress)
         if claims or outcomes:
             await self._write(claims, outcomes)
+
+    async def _write_progress(self, reports: list[tuple[str, int, dict[str, Any]]]) -> None:
+        """Best effort: a lost progress write is superseded by the next one or the outcome."""
+        try:
+            await self._transaction(lambda conn: repository.record_progress(conn, reports))
+        except StoreError as exc:
+            logger.warning("progress of %d tasks not stored: %s", len(reports), exc)
 
     async def _write(self, claims: list[_Claim], outcomes: list[_Outcome]) -> None:
         claimed: dict[str, repository.Claimed] = {}
@@ -132,6 +165,10 @@ async def _apply(
     for (worker_id, redelivered), ids in groups.items():
         claimed.update(await repository.claim(conn, ids, worker_id, redelivered=redelivered))
     return claimed
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _settle(

@@ -8,6 +8,7 @@ failures and poison are rejected into `<queue>.dlq`; everything else is acked.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -20,7 +21,8 @@ from typing import Any
 
 from taskq import protocol
 from taskq.broker import Broker, Delivery, topology
-from taskq.context import TaskContext
+from taskq.context import ProgressReporter, TaskContext
+from taskq.events import announce
 from taskq.exceptions import ProtocolError, StoreConnectionError, StoreError, TaskqError
 from taskq.status import TaskStatus
 from taskq.store import Claimed, Outcome, Store, Writer, lifecycle
@@ -141,7 +143,7 @@ class Executor:
             # Final, running elsewhere, or not yet due: a duplicate copy. Nothing to run.
             logger.info("task %s is not claimable; acking a duplicate delivery", envelope.id)
             await _settle(delivery.ack())
-            await self._announce(envelope.id, None)
+            await self._announce(envelope.id, None, envelope)
             return
         base = {
             "task_id": envelope.id,
@@ -173,13 +175,19 @@ class Executor:
             error = {"type": "MaxDeliveriesExceeded", "message": message, "traceback": ""}
             return outcomes.failed(base, error, reason="max_deliveries")
         ctx = TaskContext(
-            id=envelope.id, name=task.name, queue=envelope.queue, attempt=claimed.attempt
+            envelope.id,
+            task.name,
+            envelope.queue,
+            claimed.attempt,
+            self._progress_reporter(envelope, claimed.attempt),
+            asyncio.get_running_loop(),
         )
+        # Announced before the code starts, so its progress events come after this one.
+        await self._announce(envelope.id, TaskStatus.RUNNING, envelope, claimed.attempt)
         run = Run(task, envelope, ctx, self._threads)
         self._runs[envelope.id] = run
         if self._early_cancels.pop(envelope.id, None) is not None:
             run.cancel()  # the request came between the claim and now
-        await self._announce(envelope.id, TaskStatus.RUNNING)
         try:
             finished = await run.wait(
                 envelope.timeout,
@@ -235,7 +243,7 @@ class Executor:
             await self._dead_letter(delivery, envelope)
         elif delivery not in self._handed_off:  # (a long task's was acked already)
             await _settle(delivery.ack())
-        await self._announce(envelope.id, outcome.state)
+        await self._announce(envelope.id, outcome.state, envelope, outcome.attempt)
 
     async def _dead_letter(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
         if delivery in self._handed_off:
@@ -304,7 +312,7 @@ class Executor:
             return False
         logger.warning("task %s expired before it started; dead-lettered", envelope.id)
         await _settle(delivery.reject(requeue=False))
-        await self._announce(envelope.id, TaskStatus.EXPIRED)
+        await self._announce(envelope.id, TaskStatus.EXPIRED, envelope)
         return True
 
     async def _reject_malformed(
@@ -340,11 +348,50 @@ class Executor:
         await self._store.insert_task_if_missing(new_task_row(envelope))
         await self._store.fail_unclaimed(envelope.id, error, dead_reason="unknown_task")
         await _settle(delivery.reject(requeue=False))
-        await self._announce(envelope.id, TaskStatus.FAILED)
+        await self._announce(envelope.id, TaskStatus.FAILED, envelope)
 
-    async def _announce(self, task_id: str, state: TaskStatus | None) -> None:
-        body = protocol.encode_event(task_id, state.value if state else "")
-        await _quietly(self._broker.publish_event(topology.event_key(task_id), body))
+    async def _announce(
+        self,
+        task_id: str,
+        state: TaskStatus | None,
+        envelope: protocol.Envelope | None = None,
+        attempt: int = 0,
+    ) -> None:
+        await announce(
+            self._broker,
+            protocol.Event(
+                task_id=task_id,
+                state=state.value if state else "",
+                name=envelope.task if envelope else "",
+                queue=envelope.queue if envelope else "",
+                attempt=attempt,
+            ),
+        )
+
+    def _progress_reporter(self, envelope: protocol.Envelope, attempt: int) -> ProgressReporter:
+        numbers = itertools.count(1)
+
+        async def report(fraction: float, message: str | None, data: dict[str, Any]) -> None:
+            protocol.check_value(data, "progress data")
+            protocol.check_size(data, max_bytes=self._max_bytes, what="progress data")
+            n, at = next(numbers), time.time()
+            stored = {"fraction": fraction, "message": message, "data": data, "n": n, "at": at}
+            self._writer.progress(envelope.id, attempt, stored)
+            event = protocol.Event(
+                task_id=envelope.id,
+                state=TaskStatus.RUNNING.value,
+                name=envelope.task,
+                queue=envelope.queue,
+                attempt=attempt,
+                at=at,
+                progress=fraction,
+                message=message,
+                data=data or None,
+                seq=n,
+            )
+            await announce(self._broker, event)
+
+        return report
 
 
 async def _shielded(write: Any) -> None:

@@ -268,7 +268,7 @@ async def test_cancel_just_after_the_claim_is_not_lost(
         publish_event = app.broker.publish_event
 
         async def slow_publish_event(key: str, body: bytes) -> None:
-            if protocol.decode_event(body)[1] == taskq.TaskStatus.RUNNING.value:
+            if protocol.decode_event(body).state == taskq.TaskStatus.RUNNING.value:
                 claimed.set()
                 await announce.wait()
             await publish_event(key, body)

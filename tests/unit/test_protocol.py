@@ -323,14 +323,29 @@ def test_check_size_refuses_a_value_over_the_limit() -> None:
 
 
 def test_event_round_trip() -> None:
-    data = protocol.encode_event("0b4e2a7c", "succeeded")
-    assert protocol.decode_event(data) == ("0b4e2a7c", "succeeded")
+    event = protocol.Event(task_id="0b4e2a7c", state="succeeded", name="n", queue="q", at=1.5)
+    data = protocol.encode_event(event)
+    assert protocol.decode_event(data) == event
     assert msgpack.unpackb(data)["v"] == protocol.VERSION
+
+
+def test_progress_event_round_trips_with_its_data() -> None:
+    event = protocol.Event(
+        task_id="x",
+        state="running",
+        attempt=2,
+        progress=0.25,
+        message="a quarter",
+        data={"rows": 10, "blob": b"\x00"},
+        seq=3,
+    )
+    assert protocol.decode_event(protocol.encode_event(event)) == event
 
 
 def test_event_with_empty_state_round_trips() -> None:
     # The executor announces a duplicate delivery with an empty state.
-    assert protocol.decode_event(protocol.encode_event("x", "")) == ("x", "")
+    event = protocol.Event(task_id="x", state="")
+    assert protocol.decode_event(protocol.encode_event(event)) == event
 
 
 @pytest.mark.parametrize(
@@ -342,8 +357,10 @@ def test_event_with_empty_state_round_trips() -> None:
         pack({"id": 1, "state": "succeeded"}),
         pack({"id": "x", "state": None}),
         pack({1: "x"}),
+        pack({"id": "x", "state": "running", "progress": "half"}),
+        pack({"id": "x", "state": "running", "attempt": True}),
     ],
-    ids=["garbage", "list", "no state", "int id", "null state", "int key"],
+    ids=["garbage", "list", "no state", "int id", "null state", "int key", "str progress", "bool"],
 )
 def test_malformed_event_is_a_protocol_error(data: bytes) -> None:
     with pytest.raises(taskq.ProtocolError):

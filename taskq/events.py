@@ -1,0 +1,151 @@
+"""Task events: what `handle.events()`, `app.events()` and `taskq events` yield.
+
+Events travel on the broker's events exchange as hints; every state they report is
+already durable in the store when they are sent (progress is written behind, coalesced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from taskq import protocol
+from taskq.broker import topology
+from taskq.exceptions import ProtocolError, TaskqError
+from taskq.status import TaskStatus
+
+if TYPE_CHECKING:
+    from taskq.broker import Broker
+    from taskq.store import TaskRecord
+
+logger = logging.getLogger(__name__)
+
+TAIL_BUFFER = 10_000  # events held for a slow reader of `app.events()`
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TaskEvent:
+    """One state change (`kind="state"`) or progress update (`kind="progress"`) of a task."""
+
+    kind: Literal["state", "progress"]
+    task_id: str
+    state: TaskStatus
+    name: str
+    queue: str
+    attempt: int
+    at: datetime
+    progress: float | None = None
+    message: str | None = None
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # The progress update's number within its attempt (1, 2, ...); 0 for state changes.
+    seq: int = 0
+
+    @property
+    def is_final(self) -> bool:
+        return self.kind == "state" and self.state.is_final
+
+    @classmethod
+    def from_wire(cls, event: protocol.Event) -> TaskEvent | None:
+        """The public event, or None for a bare "re-read the store" hint."""
+        try:
+            state = TaskStatus(event.state)
+        except ValueError:
+            return None
+        return cls(
+            kind="state" if event.progress is None else "progress",
+            task_id=event.task_id,
+            state=state,
+            name=event.name,
+            queue=event.queue,
+            attempt=event.attempt,
+            at=datetime.fromtimestamp(event.at or time.time(), UTC),
+            progress=event.progress,
+            message=event.message,
+            data=event.data or {},
+            seq=event.seq,
+        )
+
+    @classmethod
+    def state_of(cls, record: TaskRecord) -> TaskEvent:
+        """The current state as the store has it (filling in events a watcher missed)."""
+        changed = record.finished_at or record.started_at or record.created_at
+        return cls(
+            kind="state",
+            task_id=record.id,
+            state=record.state,
+            name=record.name,
+            queue=record.queue,
+            attempt=record.attempts,
+            at=changed,
+        )
+
+    @classmethod
+    def progress_of(cls, record: TaskRecord) -> TaskEvent | None:
+        """The latest stored progress of a running task, if it reported any."""
+        stored = record.progress
+        if record.state is not TaskStatus.RUNNING or not stored:
+            return None
+        at = stored.get("at")
+        return cls(
+            kind="progress",
+            task_id=record.id,
+            state=record.state,
+            name=record.name,
+            queue=record.queue,
+            attempt=record.attempts,
+            at=datetime.fromtimestamp(at, UTC)
+            if isinstance(at, int | float)
+            else record.created_at,
+            progress=stored.get("fraction"),
+            message=stored.get("message"),
+            data=stored.get("data") or {},
+            seq=stored.get("n", 0),
+        )
+
+
+async def announce(broker: Broker, event: protocol.Event) -> None:
+    """Publish an event; never raises (events are hints, the store has the facts)."""
+    if not event.at:
+        event = dataclasses.replace(event, at=time.time())
+    try:
+        await broker.publish_event(topology.event_key(event.task_id), protocol.encode_event(event))
+    except TaskqError as exc:
+        logger.warning("task %s: event not sent: %s", event.task_id, exc)
+
+
+async def tail_events(
+    broker: Broker, *, queue: str | None = None, task: str | None = None
+) -> AsyncIterator[TaskEvent]:
+    """Every task's events from now on (those of `queue` / task name `task` if given)."""
+    arrived: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def on_event(body: bytes) -> None:
+        if arrived.qsize() >= TAIL_BUFFER:
+            logger.warning("events are arriving faster than they are read: one dropped")
+            return
+        arrived.put_nowait(body)
+
+    def on_reconnect() -> None:
+        logger.warning("reconnected to the broker: events sent meanwhile were missed")
+
+    subscription = await broker.subscribe_events(on_event, on_reconnect)
+    try:
+        await subscription.bind(topology.event_key("*"))
+        while True:
+            try:
+                wire = protocol.decode_event(await arrived.get())
+            except ProtocolError as exc:
+                logger.warning("ignored a malformed task event: %s", exc)
+                continue
+            event = TaskEvent.from_wire(wire)
+            if event is None:
+                continue
+            if (queue is None or event.queue == queue) and (task is None or event.name == task):
+                yield event
+    finally:
+        await subscription.close()
