@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from taskq.cli import db, demo, dlq, inspect, submit, worker
+from taskq.cli import db, demo, dlq, inspect, submit, tasks, worker
 
 app = typer.Typer(
     name="taskq",
@@ -20,6 +20,8 @@ app.command()(submit.submit)
 app.command()(submit.cancel)
 app.command()(inspect.status)
 app.command()(inspect.workers)
+app.command()(tasks.tasks)
+app.command()(tasks.events)
 app.command()(demo.demo)
 app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")

@@ -39,6 +39,26 @@ StoreUrl = Annotated[
 ]
 
 
+BrokerUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--broker-url",
+        envvar="TASKQ_BROKER_URL",
+        help="Broker URL; prefer the environment (TASKQ_BROKER_URL or TASKQ_BROKER_URL_FILE) "
+        "so the password stays out of `ps`.",
+        show_default=False,
+    ),
+]
+
+
+def settings_from(*, broker_url: str | None = None, store_url: str | None = None) -> Settings:
+    """The options given, else the environment, else the embedded defaults."""
+    try:
+        return Settings.load(broker_url=broker_url, store_url=store_url)
+    except TaskqError as exc:
+        fail(str(exc))
+
+
 def store_url_from(option: str | None) -> str:
     """--store-url, else TASKQ_STORE_URL or TASKQ_STORE_URL_FILE, else the embedded default."""
     try:

@@ -85,6 +85,10 @@ def describe(record: TaskRecord) -> Table:
     grid.add_row("queue", f"{record.queue} (priority {record.priority})")
     grid.add_row("state", f"[{style}]{record.state}[/{style}]")
     grid.add_row("attempts", f"{record.attempts} (retries {record.retries}/{record.max_retries})")
+    if record.batch_id:
+        grid.add_row("batch", record.batch_id)
+    if record.progress and record.state is TaskStatus.RUNNING:
+        grid.add_row("progress", describe_progress(record.progress))
     if record.dead_reason:
         grid.add_row("dead letter", f"[red]{record.dead_reason}[/red] (in {record.queue}.dlq)")
     if record.worker_id:
@@ -103,6 +107,13 @@ def describe(record: TaskRecord) -> Table:
             "error", f"[red]{record.error.get('type')}: {record.error.get('message')}[/red]"
         )
     return grid
+
+
+def describe_progress(progress: dict[str, Any]) -> str:
+    shown = f"{progress.get('fraction', 0.0):.0%}"
+    if progress.get("message"):
+        shown += f" {progress['message']}"
+    return shown
 
 
 def _when(moment: datetime) -> str:

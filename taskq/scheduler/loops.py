@@ -42,13 +42,20 @@ class LeaderWork:
     def __init__(self, app: App, process_id: str) -> None:
         self._app = app
         self._process_id = process_id
+        # Set when a transaction that wrote a due task commits (PostgreSQL NOTIFY).
+        self._due_soon = asyncio.Event()
 
     async def run(self) -> None:
         store = self._app.store
         await store.run(lambda conn: coordination.set_leader(conn, self._process_id, True))
         try:
-            async with asyncio.TaskGroup() as loops:
-                loops.create_task(self._forever(self.publish_due), name="taskq-publish-due")
+            async with (
+                store.notifications(submission.DUE_CHANNEL) as self._due_soon,
+                asyncio.TaskGroup() as loops,
+            ):
+                loops.create_task(
+                    self._forever(self.publish_due, self._due_soon), name="taskq-publish-due"
+                )
                 loops.create_task(self._forever(self.submit_ticks), name="taskq-cron")
                 loops.create_task(self._forever(self.reap_workers), name="taskq-reap-workers")
                 loops.create_task(self._forever(self.sweep), name="taskq-sweep")
@@ -57,7 +64,9 @@ class LeaderWork:
             with contextlib.suppress(StoreError):
                 await store.run(lambda conn: coordination.set_leader(conn, self._process_id, False))
 
-    async def _forever(self, step: Callable[[], Awaitable[float]]) -> None:
+    async def _forever(
+        self, step: Callable[[], Awaitable[float]], wake: asyncio.Event | None = None
+    ) -> None:
         while True:
             try:
                 wait = await step()
@@ -66,7 +75,13 @@ class LeaderWork:
             except (StoreError, BrokerError) as exc:
                 logger.warning("%s failed, retrying: %s", step.__name__, exc)
                 wait = RETRY_AFTER_ERROR
-            await asyncio.sleep(wait)
+            if wake is None:
+                await asyncio.sleep(wait)
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await wake.wait()
+            wake.clear()
 
     async def publish_due(self) -> float:
         """Publish one batch of due tasks; → seconds until the next may be due."""

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from taskq.exceptions import AppNotOpen, LockTimeout, SchemaOutOfDate, StoreError
 from taskq.store import engine as engines
@@ -32,6 +34,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 class Store:
@@ -107,6 +111,39 @@ class Store:
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         return await self.run(lambda conn: repository.get_task(conn, task_id))
+
+    @contextlib.asynccontextmanager
+    async def notifications(self, channel: str) -> AsyncIterator[asyncio.Event]:
+        """An event set on each PostgreSQL NOTIFY on `channel` (never set on SQLite), heard
+        on a connection of its own. If it cannot listen, the event is simply never set:
+        callers poll anyway and only use it to wake early."""
+        wake = asyncio.Event()
+        if self.dialect == "sqlite":
+            yield wake
+            return
+        engine = create_async_engine(
+            self._url.render_as_string(hide_password=False),
+            poolclass=NullPool,
+            connect_args={"timeout": 5, "server_settings": {"application_name": "taskq listener"}},
+        )
+        try:
+            try:
+                async with engines.translated_errors(self._url):
+                    conn = await engine.connect()
+                    raw = (await conn.get_raw_connection()).driver_connection
+                    assert raw is not None
+                    await raw.add_listener(channel, lambda *_: wake.set())
+            except StoreError as exc:
+                logger.warning("not listening for %s notifications: %s", channel, exc)
+                conn = None
+            try:
+                yield wake
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+        finally:
+            await engine.dispose()
 
     def session_lock(self, name: str, *, application_name: str) -> locks.LeaderLock:
         """A lock for leadership, held on a connection of its own (see `locks.SessionLock`)."""

@@ -1,0 +1,201 @@
+"""`taskq tasks`: find tasks by state, name, queue, batch and age; `taskq events`: tail."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from taskq import broker as brokers
+from taskq.cli.common import BrokerUrl, StoreUrl, fail, run, settings_from, store_url_from
+from taskq.cli.inspect import STATE_STYLE, describe_progress
+from taskq.events import TaskEvent, tail_events
+from taskq.status import TaskStatus
+from taskq.store import Store, TaskRecord, repository
+
+# Piped output is not cut to 80 columns: ids and names stay whole for grep and awk.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def tasks(
+    state: Annotated[
+        list[TaskStatus] | None,
+        typer.Option("--state", help="Only tasks in this state (repeat for several)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Only tasks of this registered name.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only tasks of this queue.")] = None,
+    batch: Annotated[str | None, typer.Option(help="Only tasks of this submit_many batch.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only tasks created since: a duration back (30s, 10m, 2h, 7d) or ISO time."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    store_url: StoreUrl = None,
+) -> None:
+    """List tasks, newest first, filtered by every option given."""
+    query: dict[str, Any] = {
+        "states": state or [],
+        "name": name,
+        "queue": queue,
+        "batch_id": _uuid(batch, "--batch") if batch else None,
+        "since": parse_since(since) if since else None,
+        "limit": limit,
+    }
+    records = run(_find(store_url_from(store_url), query))
+    if as_json:
+        for record in records:
+            sys.stdout.write(json.dumps(task_json(record)) + "\n")
+        return
+    table = Table()
+    table.add_column("id", no_wrap=True)
+    for column in ("name", "queue", "state", "attempts", "created", "took"):
+        table.add_column(column)
+    for record in records:
+        style = STATE_STYLE[record.state]
+        state_text = f"[{style}]{record.state}[/{style}]"
+        if record.state is TaskStatus.RUNNING and record.progress:
+            state_text += f" {escape(describe_progress(record.progress))}"
+        took = ""
+        if record.started_at and record.finished_at:
+            took = f"{(record.finished_at - record.started_at).total_seconds():.3f} s"
+        table.add_row(
+            record.id,
+            escape(record.name),
+            record.queue,
+            state_text,
+            str(record.attempts),
+            record.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            took,
+        )
+    out.print(table)
+    if len(records) == limit:
+        out.print(f"[dim](the newest {limit}; --limit shows more)[/dim]")
+
+
+def events(
+    queue: Annotated[str | None, typer.Option(help="Only this queue's tasks.")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Only tasks of this name.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    broker_url: BrokerUrl = None,
+) -> None:
+    """Tail every task's state changes and progress live, across the cluster (Ctrl-C stops)."""
+    settings = settings_from(broker_url=broker_url)
+    try:
+        run(_tail(settings.broker_url, settings.max_priority, queue, task, as_json))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _tail(
+    url: str, max_priority: int, queue: str | None, task: str | None, as_json: bool
+) -> None:
+    broker = brokers.from_url(url, max_priority=max_priority, publish_timeout=5.0)
+    await broker.connect()
+    try:
+        async for event in tail_events(broker, queue=queue, task=task):
+            if as_json:
+                sys.stdout.write(json.dumps(event_json(event)) + "\n")
+                sys.stdout.flush()
+            else:
+                out.print(_event_line(event))
+    finally:
+        await broker.close()
+
+
+def _event_line(event: TaskEvent) -> str:
+    when = event.at.astimezone().strftime("%H:%M:%S.%f")[:-3]
+    style = STATE_STYLE[event.state]
+    what = f"[{style}]{event.state}[/{style}]"
+    if event.kind == "progress":
+        fraction = event.progress or 0.0
+        what = f"progress {fraction:.0%}" + (f" {escape(event.message)}" if event.message else "")
+    return f"{when} {event.task_id} {escape(event.name)} ({event.queue}) {what}"
+
+
+def event_json(event: TaskEvent) -> dict[str, Any]:
+    return {
+        "kind": event.kind,
+        "task_id": event.task_id,
+        "state": event.state.value,
+        "name": event.name,
+        "queue": event.queue,
+        "attempt": event.attempt,
+        "at": event.at.isoformat(),
+        "progress": event.progress,
+        "message": event.message,
+        "data": _plain(dict(event.data)),
+    }
+
+
+def task_json(record: TaskRecord) -> dict[str, Any]:
+    def when(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {
+        "id": record.id,
+        "name": record.name,
+        "queue": record.queue,
+        "priority": record.priority,
+        "state": record.state.value,
+        "attempts": record.attempts,
+        "batch_id": record.batch_id,
+        "worker_id": record.worker_id,
+        "created_at": when(record.created_at),
+        "started_at": when(record.started_at),
+        "finished_at": when(record.finished_at),
+        "progress": record.progress,
+        "error": record.error,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: bytes (which msgpack carries) become hex."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def parse_since(text: str) -> datetime:
+    """'10m' → ten minutes ago; an ISO 8601 time (UTC if it has no offset) → that time."""
+    if match := _DURATION.match(text.strip()):
+        amount, unit = match.groups()
+        return datetime.now(UTC) - timedelta(**{_UNITS[unit]: float(amount)})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--since {text!r} is neither a duration (30s, 10m, 2h, 7d) nor an ISO 8601 time")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _uuid(text: str, option: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        fail(f"{option} {text!r} is not a batch id (they are UUIDs)")
+
+
+async def _find(url: str, query: dict[str, Any]) -> list[TaskRecord]:
+    store = Store(url)
+    await store.open()
+    try:
+        return await store.run(lambda conn: repository.find_tasks(conn, **query))
+    finally:
+        await store.close()
