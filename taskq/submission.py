@@ -25,6 +25,7 @@ from taskq.events import announce
 from taskq.exceptions import ConfigurationError, PublishError, TaskqError
 from taskq.status import TaskStatus
 from taskq.store import NewTask, Store, TaskRecord, repository
+from taskq.telemetry import metrics, tracing
 
 if TYPE_CHECKING:
     from taskq.app import App
@@ -46,13 +47,27 @@ async def submit(
     kwargs: dict[str, Any],
 ) -> str:
     """→ the task id (an earlier task's, if `options.idempotency_key` was used before)."""
-    store, broker = app.store, app.broker
     check_options(options, app.settings.max_priority)
     run_at = due_time(options)
     envelope = _envelope(app, task, options, args, kwargs, where=f"task {task.name!r}")
-    body = protocol.encode(envelope, max_bytes=app.settings.max_payload_bytes)
-    if options.transaction is not None:
-        return await _submit_in_transaction(options.transaction, envelope, run_at, options)
+    with tracing.sending(envelope) as traced:
+        body = protocol.encode(traced, max_bytes=app.settings.max_payload_bytes)
+        if options.transaction is not None:
+            task_id = await _submit_in_transaction(options.transaction, traced, run_at, options)
+        else:
+            task_id = await _store_and_publish(app, traced, body, run_at, options)
+    metrics.submitted.add(1, metrics.task_attributes(task.name, options.queue))
+    return task_id
+
+
+async def _store_and_publish(
+    app: App,
+    envelope: protocol.Envelope,
+    body: bytes,
+    run_at: datetime | None,
+    options: TaskOptions,
+) -> str:
+    store, broker = app.store, app.broker
     await app.declare(options.queue)
     row = new_task_row(envelope, run_at=run_at, idempotency_key=options.idempotency_key)
     # The row first, then the message: a worker never sees a task the store lacks.
@@ -87,14 +102,26 @@ async def submit_many(
             raise type(exc)(f"item {index}: {exc}") from None
         envelopes.append(envelope)
     batch_id = str(uuid.uuid4())
-    # Stored `scheduled` and due, then published: rows whose publishing a crash cut
-    # short are the leader's to publish, like any due task.
-    due = run_at or datetime.now(UTC)
-    rows = [new_task_row(e, run_at=due, batch_id=batch_id, scheduled=True) for e in envelopes]
-    await app.store.run(functools.partial(repository.insert_tasks, new_tasks=rows))
-    ids = [envelope.id for envelope in envelopes]
-    if run_at is None:
-        await publish_scheduled(app, ids)
+    sends = [tracing.start_send(envelope) for envelope in envelopes]
+    try:
+        # Stored `scheduled` and due, then published: rows whose publishing a crash cut
+        # short are the leader's to publish, like any due task.
+        due = run_at or datetime.now(UTC)
+        rows = [
+            new_task_row(traced, run_at=due, batch_id=batch_id, scheduled=True)
+            for _, traced in sends
+        ]
+        await app.store.run(functools.partial(repository.insert_tasks, new_tasks=rows))
+        ids = [envelope.id for envelope in envelopes]
+        if run_at is None:
+            await publish_scheduled(app, ids)
+    except BaseException as exc:
+        for span, _ in sends:
+            tracing.end(span, exc)
+        raise
+    for span, _ in sends:
+        tracing.end(span)
+    metrics.submitted.add(len(ids), metrics.task_attributes(task.name, options.queue))
     return batch_id, ids
 
 
@@ -330,6 +357,7 @@ def new_task_row(
             else datetime.fromtimestamp(envelope.expires_at, UTC)
         ),
         batch_id=batch_id,
+        trace_context=envelope.headers or None,
     )
 
 
@@ -346,6 +374,7 @@ def envelope_of(record: TaskRecord) -> protocol.Envelope:
         created_at=record.created_at.timestamp(),
         max_retries=record.max_retries,
         expires_at=None if record.expires_at is None else record.expires_at.timestamp(),
+        headers=dict(record.trace_context or {}),
     )
 
 

@@ -1,4 +1,4 @@
-"""progress and batches
+"""progress, batches and trace context
 
 Revision ID: 0005
 Revises: 0004
@@ -23,10 +23,12 @@ def upgrade() -> None:
     )
     op.add_column("taskq_tasks", sa.Column("progress", json_or_null, nullable=True))
     op.add_column("taskq_tasks", sa.Column("batch_id", sa.Uuid(as_uuid=False), nullable=True))
+    op.add_column("taskq_tasks", sa.Column("trace_context", json_or_null, nullable=True))
     op.create_index("ix_taskq_tasks_batch_id", "taskq_tasks", ["batch_id"], unique=False)
 
 
 def downgrade() -> None:
     op.drop_index("ix_taskq_tasks_batch_id", table_name="taskq_tasks")
+    op.drop_column("taskq_tasks", "trace_context")
     op.drop_column("taskq_tasks", "batch_id")
     op.drop_column("taskq_tasks", "progress")

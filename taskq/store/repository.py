@@ -37,6 +37,7 @@ class NewTask:
     expires_at: datetime | None = None
     max_retries: int = 0
     batch_id: str | None = None
+    trace_context: Mapping[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +71,7 @@ class TaskRecord:
     # {"fraction", "message", "data", "n", "at"} of the running attempt's latest report.
     progress: dict[str, Any] | None = None
     batch_id: str | None = None
+    trace_context: dict[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +125,7 @@ def _values(task: NewTask) -> dict[str, Any]:
         "expires_at": task.expires_at,
         "max_retries": task.max_retries,
         "batch_id": task.batch_id,
+        "trace_context": dict(task.trace_context) if task.trace_context else None,
     }
 
 
@@ -447,4 +450,5 @@ def _record(row: RowMapping) -> TaskRecord:
         lease_until=_aware(row["lease_until"]),
         progress=row["progress"],
         batch_id=None if row["batch_id"] is None else str(row["batch_id"]),
+        trace_context=row["trace_context"],
     )

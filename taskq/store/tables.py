@@ -86,6 +86,9 @@ tasks = Table(
     Column("progress", JsonOrNull, nullable=True),
     # Every task of one `submit_many` shares its batch id.
     Column("batch_id", Uuid(as_uuid=False), nullable=True),
+    # The W3C trace context of the submit (traceparent, tracestate): every publish of the
+    # task, retries and replays included, carries it, so one trace shows every attempt.
+    Column("trace_context", JsonOrNull, nullable=True),
     CheckConstraint(f"state IN ({STATES})", name="state"),
     Index(None, "state", "created_at"),
     Index(None, "name", "created_at"),

@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from taskq import protocol
 from taskq.broker import Broker, Delivery, topology
 from taskq.context import ProgressReporter, TaskContext
@@ -28,6 +30,7 @@ from taskq.status import TaskStatus
 from taskq.store import Claimed, Outcome, Store, Writer, lifecycle
 from taskq.submission import new_task_row
 from taskq.task import Task
+from taskq.telemetry import metrics, semconv, tracing
 from taskq.worker import outcomes
 from taskq.worker.running import Finished, Run
 
@@ -174,22 +177,46 @@ class Executor:
             )
             error = {"type": "MaxDeliveriesExceeded", "message": message, "traceback": ""}
             return outcomes.failed(base, error, reason="max_deliveries")
+        with tracing.processing(envelope, claimed.attempt) as span:
+            attributes = metrics.task_attributes(task.name, envelope.queue)
+            metrics.active.add(1, attributes)
+            try:
+                finished = await self._run(delivery, envelope, task, claimed, span)
+            finally:
+                metrics.active.add(-1, attributes)
+            outcome = outcomes.decide(task, claimed, finished, **self._decide_args(envelope, base))
+            retrying = outcome.state is TaskStatus.SCHEDULED
+            tracing.outcome(span, "retried" if retrying else outcome.state.value, outcome.error)
+        return outcome
+
+    async def _run(
+        self,
+        delivery: Delivery,
+        envelope: protocol.Envelope,
+        task: Task[Any, Any],
+        claimed: Claimed,
+        span: Span,
+    ) -> Finished:
+        """Run the task's own code (in the current span) and wait for how it ends."""
         ctx = TaskContext(
             envelope.id,
             task.name,
             envelope.queue,
             claimed.attempt,
-            self._progress_reporter(envelope, claimed.attempt),
+            self._progress_reporter(envelope, claimed.attempt, span),
             asyncio.get_running_loop(),
         )
         # Announced before the code starts, so its progress events come after this one.
         await self._announce(envelope.id, TaskStatus.RUNNING, envelope, claimed.attempt)
+        if claimed.attempt == 1 and envelope.created_at:
+            waited = max(time.time() - envelope.created_at, 0.0)
+            metrics.queue_time.record(waited, metrics.task_attributes(task.name, envelope.queue))
         run = Run(task, envelope, ctx, self._threads)
         self._runs[envelope.id] = run
         if self._early_cancels.pop(envelope.id, None) is not None:
             run.cancel()  # the request came between the claim and now
         try:
-            finished = await run.wait(
+            return await run.wait(
                 envelope.timeout,
                 hand_off_after=self._lease_after,
                 hand_off=lambda: self._hand_off(delivery, envelope.id, claimed.attempt),
@@ -202,7 +229,6 @@ class Executor:
             self._runs.pop(envelope.id, None)
             if delivery in self._handed_off and self.on_lease is not None:
                 await self.on_lease(+1)  # its prefetch slot comes back
-        return outcomes.decide(task, claimed, finished, **self._decide_args(envelope, base))
 
     def _decide_args(self, envelope: protocol.Envelope, base: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -222,6 +248,7 @@ class Executor:
         await self._store_outcome(outcome)
         started = outcome.started_at or datetime.now(UTC)
         ran = (datetime.now(UTC) - started).total_seconds()
+        _count(envelope, task.name, outcome, ran)
         log = logger.info if outcome.state is TaskStatus.SUCCEEDED else logger.warning
         log(
             "%6.3fs %s %s[%s] attempt %d → %s",
@@ -311,6 +338,7 @@ class Executor:
         if not waiting:
             return False
         logger.warning("task %s expired before it started; dead-lettered", envelope.id)
+        _count_dead(envelope.queue, "expired", envelope.task)
         await _settle(delivery.reject(requeue=False))
         await self._announce(envelope.id, TaskStatus.EXPIRED, envelope)
         return True
@@ -328,6 +356,7 @@ class Executor:
         if task_id is not None:
             error = {"type": "ProtocolError", "message": str(exc), "traceback": ""}
             await _quietly(self._store.fail_unclaimed(task_id, error, dead_reason="malformed"))
+        _count_dead(delivery.queue, "malformed")
         await _settle(delivery.reject(requeue=False))
         if task_id is not None:
             await self._announce(task_id, TaskStatus.FAILED)
@@ -347,6 +376,7 @@ class Executor:
         error = {"type": "UnknownTask", "message": message, "traceback": ""}
         await self._store.insert_task_if_missing(new_task_row(envelope))
         await self._store.fail_unclaimed(envelope.id, error, dead_reason="unknown_task")
+        _count_dead(envelope.queue, "unknown_task")
         await _settle(delivery.reject(requeue=False))
         await self._announce(envelope.id, TaskStatus.FAILED, envelope)
 
@@ -368,7 +398,9 @@ class Executor:
             ),
         )
 
-    def _progress_reporter(self, envelope: protocol.Envelope, attempt: int) -> ProgressReporter:
+    def _progress_reporter(
+        self, envelope: protocol.Envelope, attempt: int, span: Span
+    ) -> ProgressReporter:
         numbers = itertools.count(1)
 
         async def report(fraction: float, message: str | None, data: dict[str, Any]) -> None:
@@ -377,6 +409,7 @@ class Executor:
             n, at = next(numbers), time.time()
             stored = {"fraction": fraction, "message": message, "data": data, "n": n, "at": at}
             self._writer.progress(envelope.id, attempt, stored)
+            tracing.progress(span, fraction, message)
             event = protocol.Event(
                 task_id=envelope.id,
                 state=TaskStatus.RUNNING.value,
@@ -392,6 +425,26 @@ class Executor:
             await announce(self._broker, event)
 
         return report
+
+
+def _count(envelope: protocol.Envelope, name: str, outcome: Outcome, ran: float) -> None:
+    attributes = metrics.task_attributes(name, envelope.queue)
+    retrying = outcome.state is TaskStatus.SCHEDULED
+    state = "retried" if retrying else outcome.state.value
+    metrics.duration.record(ran, {**attributes, semconv.TASK_OUTCOME: state})
+    if retrying:
+        metrics.retried.add(1, attributes)
+    if outcome.dead_reason is not None:
+        metrics.dead_lettered.add(
+            1, {**attributes, semconv.DEAD_LETTER_REASON: outcome.dead_reason}
+        )
+
+
+def _count_dead(queue: str, reason: str, name: str | None = None) -> None:
+    attributes = {semconv.MESSAGING_DESTINATION_NAME: queue, semconv.DEAD_LETTER_REASON: reason}
+    if name is not None:
+        attributes[semconv.TASK_NAME] = name
+    metrics.dead_lettered.add(1, attributes)
 
 
 async def _shielded(write: Any) -> None:

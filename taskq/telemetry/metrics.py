@@ -1,0 +1,72 @@
+"""taskq's metric instruments (OpenTelemetry API; no-ops until an SDK is configured).
+
+Attributes are low-cardinality only: task name, queue, outcome, dead-letter reason;
+never a task id. The worker feeds the observable gauges (queue depths, loop lag) through
+`Gauges`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from importlib.metadata import version
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from taskq.telemetry import semconv as sc
+
+_meter = metrics.get_meter("taskq", version("taskq"), schema_url=sc.SCHEMA_URL)
+
+
+def _instrument(spec: tuple[str, str, str]) -> dict[str, str]:
+    name, unit, description = spec
+    return {"name": name, "unit": unit, "description": description}
+
+
+submitted = _meter.create_counter(**_instrument(sc.TASKS_SUBMITTED))
+duration = _meter.create_histogram(
+    **_instrument(sc.TASK_DURATION), explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS
+)
+queue_time = _meter.create_histogram(
+    **_instrument(sc.TASK_QUEUE_TIME), explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS
+)
+retried = _meter.create_counter(**_instrument(sc.TASKS_RETRIED))
+dead_lettered = _meter.create_counter(**_instrument(sc.TASKS_DEAD_LETTERED))
+active = _meter.create_up_down_counter(**_instrument(sc.TASKS_ACTIVE))
+
+
+def task_attributes(name: str, queue: str) -> dict[str, str]:
+    return {sc.TASK_NAME: name, sc.MESSAGING_DESTINATION_NAME: queue}
+
+
+@dataclasses.dataclass
+class Gauges:
+    """Latest values for the observable gauges, refreshed by the worker's loops."""
+
+    queue_depth: dict[str, int] = dataclasses.field(default_factory=dict)
+    dlq_depth: dict[str, int] = dataclasses.field(default_factory=dict)
+    loop_lag: float | None = None
+
+
+gauges = Gauges()
+
+
+def _queue_depths(_options: CallbackOptions) -> Iterable[Observation]:
+    for queue, depth in list(gauges.queue_depth.items()):
+        yield Observation(depth, {sc.MESSAGING_DESTINATION_NAME: queue})
+
+
+def _dlq_depths(_options: CallbackOptions) -> Iterable[Observation]:
+    for queue, depth in list(gauges.dlq_depth.items()):
+        yield Observation(depth, {sc.MESSAGING_DESTINATION_NAME: queue})
+
+
+def _loop_lag(_options: CallbackOptions) -> Iterable[Observation]:
+    if gauges.loop_lag is not None:
+        yield Observation(gauges.loop_lag)
+
+
+_meter.create_observable_gauge(**_instrument(sc.QUEUE_DEPTH), callbacks=[_queue_depths])
+_meter.create_observable_gauge(**_instrument(sc.DLQ_DEPTH), callbacks=[_dlq_depths])
+_meter.create_observable_gauge(**_instrument(sc.LOOP_LAG), callbacks=[_loop_lag])

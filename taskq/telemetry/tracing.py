@@ -1,0 +1,122 @@
+"""Spans: `send <queue>` when a task is submitted, `process <queue>` for each attempt.
+
+The W3C trace context of the send span travels in the message's headers and is stored
+with the task's row, so retries, delayed runs and dead-letter replays (published again
+from the row) all join the trace that `submit()` started. Without an SDK configured the
+OpenTelemetry API makes all of this a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Mapping
+from importlib.metadata import version
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from taskq import protocol
+from taskq.telemetry import semconv as sc
+
+_tracer = trace.get_tracer("taskq", version("taskq"), schema_url=sc.SCHEMA_URL)
+
+
+def start_send(envelope: protocol.Envelope) -> tuple[Span, protocol.Envelope]:
+    """Start the producer span of one message; → it, and the envelope carrying its context.
+
+    The caller ends it (`end`) once the message is confirmed (or stored, if delayed).
+    """
+    span = _tracer.start_span(
+        f"{sc.SEND} {envelope.queue}",
+        kind=SpanKind.PRODUCER,
+        attributes={**_message_attributes(envelope), sc.MESSAGING_OPERATION_NAME: sc.SEND,
+                    sc.MESSAGING_OPERATION_TYPE: sc.SEND},
+    )  # fmt: skip
+    if not span.is_recording():
+        return span, envelope
+    headers: dict[str, str] = {}
+    propagate.inject(headers, context=trace.set_span_in_context(span))
+    return span, dataclasses.replace(envelope, headers={**envelope.headers, **headers})
+
+
+def end(span: Span, error: BaseException | None = None) -> None:
+    if error is not None and span.is_recording():
+        span.set_status(Status(StatusCode.ERROR, str(error)))
+        span.set_attribute(sc.ERROR_TYPE, type(error).__qualname__)
+        span.record_exception(error)
+    span.end()
+
+
+@contextlib.contextmanager
+def sending(envelope: protocol.Envelope) -> Iterator[protocol.Envelope]:
+    """`start_send` and `end` around a block; yields the envelope to send."""
+    span, traced = start_send(envelope)
+    try:
+        yield traced
+    except BaseException as exc:
+        end(span, exc)
+        raise
+    end(span)
+
+
+@contextlib.contextmanager
+def processing(envelope: protocol.Envelope, attempt: int) -> Iterator[Span]:
+    """The consumer span of one attempt, current for the block (the task's own spans nest
+    under it), a child of the context the message carries."""
+    parent = propagate.extract(envelope.headers) if envelope.headers else None
+    attributes = {
+        **_message_attributes(envelope),
+        sc.MESSAGING_OPERATION_NAME: sc.PROCESS,
+        sc.MESSAGING_OPERATION_TYPE: sc.PROCESS,
+        sc.TASK_ATTEMPT: attempt,
+    }
+    with _tracer.start_as_current_span(
+        f"{sc.PROCESS} {envelope.queue}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+def outcome(span: Span, state: str, error: Mapping[str, Any] | None) -> None:
+    """Record how the attempt ended; a failure (or a retry) marks the span as an error."""
+    if not span.is_recording():
+        return
+    span.set_attribute(sc.TASK_STATE, state)
+    if error:
+        error_type = str(error.get("type", "Exception"))
+        span.set_status(Status(StatusCode.ERROR, str(error.get("message", ""))))
+        span.set_attribute(sc.ERROR_TYPE, error_type)
+        span.add_event(
+            "exception",
+            {
+                "exception.type": error_type,
+                "exception.message": str(error.get("message", "")),
+                "exception.stacktrace": str(error.get("traceback", "")),
+            },
+        )
+
+
+def progress(span: Span, fraction: float, message: str | None) -> None:
+    if span.is_recording():
+        attributes: dict[str, Any] = {sc.PROGRESS_FRACTION: fraction}
+        if message is not None:
+            attributes[sc.PROGRESS_MESSAGE] = message
+        span.add_event(sc.PROGRESS_EVENT, attributes)
+
+
+def _message_attributes(envelope: protocol.Envelope) -> dict[str, Any]:
+    return {
+        sc.MESSAGING_SYSTEM: sc.MESSAGING_SYSTEM_RABBITMQ,
+        sc.MESSAGING_DESTINATION_NAME: envelope.queue,
+        sc.MESSAGING_RABBITMQ_ROUTING_KEY: envelope.queue,
+        sc.MESSAGING_MESSAGE_ID: envelope.id,
+        sc.TASK_NAME: envelope.task,
+        sc.TASK_ID: envelope.id,
+        sc.TASK_PRIORITY: envelope.priority,
+    }
