@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from taskq.broker.base import Broker, Browsed, Delivery, EventSubscription, Subscription
+from taskq.broker.base import (
+    Broker,
+    Browsed,
+    Delivery,
+    EventSubscription,
+    QueueStats,
+    Subscription,
+)
 from taskq.exceptions import ConfigurationError
 
-__all__ = ["Broker", "Browsed", "Delivery", "EventSubscription", "Subscription", "from_url"]
+__all__ = [
+    "Broker",
+    "Browsed",
+    "Delivery",
+    "EventSubscription",
+    "QueueStats",
+    "Subscription",
+    "from_url",
+]
 
 
 def from_url(url: str, *, max_priority: int, publish_timeout: float) -> Broker:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 
 
@@ -70,6 +71,16 @@ EventCallback = Callable[[bytes], None]
 ControlCallback = Callable[[bytes], None]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A queue as the broker sees it. `unacked` is None where the protocol does not tell
+    (AMQP reports only ready messages and consumers)."""
+
+    ready: int
+    consumers: int
+    unacked: int | None = None
+
+
 class Broker(abc.ABC):
     """Durable priority queues with confirms, acks and dead letters, plus task events."""
 
@@ -113,6 +124,10 @@ class Broker(abc.ABC):
         self, queue: str, *, limit: int
     ) -> contextlib.AbstractAsyncContextManager[list[Browsed]]:
         """Up to `limit` messages of `queue`, in order; those not removed stay, in order."""
+
+    @abc.abstractmethod
+    async def stats(self, queue: str) -> QueueStats | None:
+        """How many messages wait in `queue` and who consumes it; None if it does not exist."""
 
     @abc.abstractmethod
     async def purge(self, queue: str) -> int:

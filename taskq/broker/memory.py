@@ -20,6 +20,7 @@ from taskq.broker.base import (
     DeliveryCallback,
     EventCallback,
     EventSubscription,
+    QueueStats,
     Subscription,
 )
 from taskq.exceptions import BrokerError, PublishError
@@ -92,6 +93,13 @@ class MemoryBroker(Broker):
         self._expire(queue)
         entries = sorted(self._queues.get(queue, []), key=lambda entry: entry[0])[:limit]
         yield [_MemoryBrowsed(self, queue, message) for _, message in entries]
+
+    async def stats(self, queue: str) -> QueueStats | None:
+        if queue not in self._queues:
+            return None
+        consumers = [s for s in self._consumers if s.active and queue in s.queues]
+        unacked = sum(1 for s in consumers for d in s.unsettled if d.queue == queue)
+        return QueueStats(ready=len(self._queues[queue]), consumers=len(consumers), unacked=unacked)
 
     async def purge(self, queue: str) -> int:
         count = len(self._queues.get(queue, []))

@@ -35,6 +35,7 @@ from taskq.broker.base import (
     DeliveryCallback,
     EventCallback,
     EventSubscription,
+    QueueStats,
     Subscription,
 )
 from taskq.config import redact_url, url_host
@@ -250,6 +251,24 @@ class RabbitMQBroker(Broker):
             # Closing the channel puts every message not removed back, in its place.
             with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
                 await channel.close()
+
+    async def stats(self, queue: str) -> QueueStats | None:
+        if self._publisher is None:
+            raise BrokerError("the broker is not connected")
+        async with self._errors(f"inspect queue {queue!r}"):
+            channel = await self._publisher.channel()
+            try:
+                found = await channel.declare_queue(queue, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return None
+            finally:
+                with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+                    await channel.close()
+            declared = found.declaration_result
+            return QueueStats(
+                ready=int(declared.message_count or 0),
+                consumers=int(declared.consumer_count or 0),
+            )
 
     async def purge(self, queue: str) -> int:
         if self._publisher is None:

@@ -7,24 +7,49 @@ stops at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from taskq.app import App
 from taskq.cli.common import AppSpec, fail, load_app, run
+from taskq.exceptions import TaskqError
 from taskq.scheduler import LeaderWork, campaign
-from taskq.worker import Worker, heartbeat
-from taskq.worker.supervisor import RECYCLE_EXIT, Supervisor, child_command, memory_limit
+from taskq.telemetry import logs, prometheus, setup
+from taskq.worker import Worker, heartbeat, http
+from taskq.worker.supervisor import (
+    RECYCLE_EXIT,
+    SNAPSHOT_DIR_ENV,
+    Supervisor,
+    child_command,
+    memory_limit,
+)
 
 logger = logging.getLogger(__name__)
 
 LogLevel = Annotated[str, typer.Option(envvar="TASKQ_LOG_LEVEL", help="DEBUG, INFO, WARNING…")]
+
+
+class LogFormatChoice(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+LogFormat = Annotated[
+    LogFormatChoice,
+    typer.Option(
+        envvar="TASKQ_LOG_FORMAT",
+        help="text, or json (one object per line, with task and trace ids).",
+    ),
+]
 
 
 def worker(
@@ -100,11 +125,25 @@ def worker(
             help="Log the task that blocks the event loop for longer than this (seconds).",
         ),
     ] = 1.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="TASKQ_METRICS_PORT",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on http://HOST:PORT/metrics (the whole worker, "
+            "summed over its --processes). Needs taskq[otel].",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(envvar="TASKQ_METRICS_HOST", help="Address /metrics listens on.")
+    ] = "127.0.0.1",
     child: Annotated[bool, typer.Option("--child", hidden=True)] = False,
     log_level: LogLevel = "INFO",
+    log_format: LogFormat = LogFormatChoice.text,
 ) -> None:
     """Run worker processes for APP."""
-    configure_logging(log_level)
+    logs.configure(log_level, log_format.value)
     try:
         memory = None if max_memory_per_child is None else memory_limit(max_memory_per_child)
     except ValueError as exc:
@@ -112,14 +151,22 @@ def worker(
     supervised = processes > 1 or max_tasks_per_child is not None or memory is not None
     loaded = load_app(app)
     if supervised and not child:
-        argv = _without(_without(sys.argv[1:], "--processes"), "--health-port")
+        argv = sys.argv[1:]
+        for parent_only in ("--processes", "--health-port", "--metrics-port"):
+            argv = _without(argv, parent_only)
         sup = Supervisor(
             child_command([*argv, "--child"]),
             processes,
             loaded.settings.store_url,
             health=None if health_port is None else (health_host, health_port),
+            metrics=None if metrics_port is None else (metrics_host, metrics_port),
         )
         raise typer.Exit(asyncio.run(sup.run()))
+    snapshots_to = os.environ.get(SNAPSHOT_DIR_ENV) if child else None
+    try:
+        telemetry = setup.configure(prometheus=metrics_port is not None or bool(snapshots_to))
+    except TaskqError as exc:
+        fail(str(exc))
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     options: dict[str, Any] = {
         "concurrency": concurrency,
@@ -131,8 +178,13 @@ def worker(
         "health_port": None if child else health_port,
         "health_host": health_host,
         "blocked_threshold": blocked_threshold,
+        "observe_queues": telemetry.reader is not None or bool(telemetry.providers),
     }
-    recycled = run(_serve_worker(loaded, options))
+    exposed = _metrics_exposure(telemetry, metrics_host, metrics_port, snapshots_to)
+    try:
+        recycled = run(_serve_worker(loaded, options, exposed))
+    finally:
+        telemetry.shutdown()
     # Every outcome is stored and every message settled or handed back by now. Exit without
     # waiting for pool threads: a plain def task handed back at the shutdown timeout may
     # still be running in one, and Python would otherwise wait for it to return.
@@ -140,9 +192,11 @@ def worker(
     os._exit(RECYCLE_EXIT if recycled and child else 0)
 
 
-def scheduler(app: AppSpec, log_level: LogLevel = "INFO") -> None:
+def scheduler(
+    app: AppSpec, log_level: LogLevel = "INFO", log_format: LogFormat = LogFormatChoice.text
+) -> None:
     """Run only a scheduler for APP: a candidate leader that runs no tasks."""
-    configure_logging(log_level)
+    logs.configure(log_level, log_format.value)
     run(_serve_scheduler(load_app(app)))
 
 
@@ -169,17 +223,37 @@ def _without(argv: list[str], option: str) -> list[str]:
     return kept
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
-    for noisy in ("aio_pika", "aiormq"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+def _metrics_exposure(
+    telemetry: setup.Telemetry, host: str, port: int | None, snapshots_to: str | None
+) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Where this process shows its metrics: a child hands them to its supervisor, a lone
+    worker serves /metrics itself."""
+    reader = telemetry.reader
+    if reader is None:
+        return contextlib.nullcontext()
+    if snapshots_to:
+        return prometheus.serve_snapshots(Path(snapshots_to) / f"{os.getpid()}.sock", reader)
+
+    assert port is not None
+    return _serving_metrics(host, port, reader)
 
 
-async def _serve_worker(app: App, options: dict[str, Any]) -> bool:
+@contextlib.asynccontextmanager
+async def _serving_metrics(host: str, port: int, reader: Any) -> AsyncIterator[int]:
+    async def metrics() -> tuple[str, str, bytes]:
+        body = prometheus.render(prometheus.snapshot(reader)).encode()
+        return "200 OK", prometheus.CONTENT_TYPE, body
+
+    async with http.serving(host, port, {"/metrics": metrics}) as bound:
+        logger.info("metrics on http://%s:%d/metrics", host, bound)
+        yield bound
+
+
+async def _serve_worker(
+    app: App, options: dict[str, Any], exposed: contextlib.AbstractAsyncContextManager[Any]
+) -> bool:
     """→ whether the worker stopped itself over a limit (to be replaced)."""
-    async with app:
+    async with app, exposed:
         worker = Worker(app, **options)
         _on_signals(worker.stop, lambda: worker.stop(force=True))
         await worker.run()

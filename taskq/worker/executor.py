@@ -245,9 +245,9 @@ class Executor:
         task: Task[Any, Any],
         outcome: Outcome,
     ) -> None:
-        await self._store_outcome(outcome)
         started = outcome.started_at or datetime.now(UTC)
-        ran = (datetime.now(UTC) - started).total_seconds()
+        ran = (datetime.now(UTC) - started).total_seconds()  # the run, not the store write
+        await self._store_outcome(outcome)
         _count(envelope, task.name, outcome, ran)
         log = logger.info if outcome.state is TaskStatus.SUCCEEDED else logger.warning
         log(

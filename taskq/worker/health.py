@@ -18,6 +18,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import FrameType
 
+from taskq.telemetry import metrics
+from taskq.worker import http
+
 logger = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[dict[str, bool]]]
@@ -27,43 +30,19 @@ Check = Callable[[], Awaitable[dict[str, bool]]]
 async def http_probes(host: str, port: int, ready: Check) -> AsyncIterator[int]:
     """Serve /healthz and /readyz on host:port for the block; yields the bound port."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass  # headers: nothing in them matters here
-            path = request.split(b" ")[1].decode() if request.count(b" ") >= 2 else ""
-            status, body = await _answer(path, ready)
-            payload = json.dumps(body).encode()
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-                + payload
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def healthz() -> tuple[str, str, bytes]:
+        return "200 OK", "application/json", json.dumps({"status": "ok"}).encode()
 
-    server = await asyncio.start_server(handle, host, port)
-    bound = server.sockets[0].getsockname()[1]
-    logger.info("health probes on http://%s:%d/healthz and /readyz", host, bound)
-    try:
-        yield bound
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-async def _answer(path: str, ready: Check) -> tuple[str, dict[str, object]]:
-    if path == "/healthz":
-        return "200 OK", {"status": "ok"}
-    if path == "/readyz":
+    async def readyz() -> tuple[str, str, bytes]:
         checks = await ready()
         ok = all(checks.values())
-        return ("200 OK" if ok else "503 Service Unavailable"), {"ready": ok, **checks}
-    return "404 Not Found", {"error": "try /healthz or /readyz"}
+        status = "200 OK" if ok else "503 Service Unavailable"
+        return status, "application/json", json.dumps({"ready": ok, **checks}).encode()
+
+    routes = {"/healthz": healthz, "/readyz": readyz}
+    async with http.serving(host, port, routes) as bound:
+        logger.info("health probes on http://%s:%d/healthz and /readyz", host, bound)
+        yield bound
 
 
 class LoopWatchdog:
@@ -96,6 +75,8 @@ class LoopWatchdog:
             while True:
                 self._touched = time.monotonic()
                 await asyncio.sleep(self._interval)
+                # How late the loop ran this timer: its lag, for the metrics.
+                metrics.gauges.loop_lag = max(time.monotonic() - self._touched - self._interval, 0)
         finally:
             self._stop.set()
 

@@ -12,18 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from taskq.exceptions import StoreError
 from taskq.store import Store, coordination
-from taskq.worker import health
+from taskq.telemetry import prometheus
+from taskq.worker import health, http
 
 logger = logging.getLogger(__name__)
 
+# Set for children when the supervisor serves /metrics: where each child's socket goes.
+SNAPSHOT_DIR_ENV = "TASKQ_METRICS_SNAPSHOT_DIR"
 RECYCLE_EXIT = 3  # a child over its limit: replace it, it did nothing wrong
 FAST_CRASH = 10.0  # a child dying sooner than this after its start is crashing at start
 MAX_FAST_CRASHES = 5
@@ -38,9 +44,16 @@ class Supervisor:
         store_url: str,
         *,
         health: tuple[str, int] | None = None,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self._argv = list(child_argv)
         self._health = health
+        self._metrics = metrics
+        self._snapshot_dir: Path | None = None
+        # The latest snapshot of each live child, and the sum of those of children gone,
+        # so that the counters a scrape shows never go back when a child is replaced.
+        self._snapshots: dict[int, prometheus.Snapshot] = {}
+        self._retired: prometheus.Snapshot = {}
         self._processes = processes
         self._store_url = store_url
         self._stopping = False
@@ -74,8 +87,37 @@ class Supervisor:
             if self._health is not None:
                 # One port for the whole worker: ready while every child process is up.
                 await probes.enter_async_context(health.http_probes(*self._health, self._ready))
+            if self._metrics is not None:
+                self._snapshot_dir = Path(probes.enter_context(tempfile.TemporaryDirectory()))
+                host, port = self._metrics
+                bound = await probes.enter_async_context(
+                    http.serving(host, port, {"/metrics": self._scrape})
+                )
+                logger.info("metrics of all children on http://%s:%d/metrics", host, bound)
             slots = await asyncio.gather(*(self._keep(slot) for slot in range(self._processes)))
         return 0 if all(slots) else 1
+
+    async def _scrape(self) -> tuple[str, str, bytes]:
+        """Every child's metrics, merged into one worker's."""
+        assert self._snapshot_dir is not None
+        pids = [child.pid for child in self._children.values()]
+        taken = await asyncio.gather(
+            *(prometheus.read_snapshot(self._snapshot_dir / f"{pid}.sock") for pid in pids)
+        )
+        for pid, snapshot in zip(pids, taken, strict=True):
+            if snapshot is not None:
+                self._snapshots[pid] = snapshot
+        merged = prometheus.merge([self._retired, *self._snapshots.values()])
+        return "200 OK", prometheus.CONTENT_TYPE, prometheus.render(merged).encode()
+
+    def _retire(self, pid: int) -> None:
+        """A child is gone: keep its last counts in the totals."""
+        last = self._snapshots.pop(pid, None)
+        if self._snapshot_dir is not None:
+            last = prometheus.read_final_snapshot(self._snapshot_dir / f"{pid}.sock") or last
+        if last is not None:
+            gone = {name: m for name, m in last.items() if m["kind"] in ("counter", "histogram")}
+            self._retired = prometheus.merge([self._retired, gone])
 
     async def _ready(self) -> dict[str, bool]:
         return {"children": len(self._children) == self._processes}
@@ -87,13 +129,19 @@ class Supervisor:
             started = time.monotonic()
             # A session of its own: a Ctrl-C to the terminal's process group reaches only the
             # supervisor, which passes it on once (a child must not count it twice).
-            child = await asyncio.create_subprocess_exec(*self._argv, start_new_session=True)
+            env = None
+            if self._snapshot_dir is not None:
+                env = {**os.environ, SNAPSHOT_DIR_ENV: str(self._snapshot_dir)}
+            child = await asyncio.create_subprocess_exec(
+                *self._argv, start_new_session=True, env=env
+            )
             self._children[slot] = child
             logger.info(
                 "child %d started (pid %d)", slot, child.pid, extra={"action": "child_started"}
             )
             code = await child.wait()
             del self._children[slot]
+            self._retire(child.pid)
             if self._stopping:
                 return True
             if code == RECYCLE_EXIT:

@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from taskq import protocol
-from taskq.broker import Delivery
-from taskq.exceptions import ProtocolError
+from taskq.broker import Delivery, topology
+from taskq.exceptions import BrokerError, ProtocolError
 from taskq.scheduler import LeaderWork, campaign
+from taskq.telemetry import metrics
 from taskq.worker import health, heartbeat
 from taskq.worker.executor import Executor
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from taskq.app import App
 
 logger = logging.getLogger(__name__)
+
+OBSERVE_INTERVAL = 5.0  # seconds between queue-depth readings, when metrics are on
 
 
 class Worker:
@@ -43,6 +46,7 @@ class Worker:
         health_port: int | None = None,
         health_host: str = "127.0.0.1",
         blocked_threshold: float = 1.0,
+        observe_queues: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -57,6 +61,7 @@ class Worker:
         self.health_port = health_port
         self.health_host = health_host
         self.blocked_threshold = blocked_threshold
+        self.observe_queues = observe_queues  # keep the queue-depth gauges up to date
         self.bound_health_port: int | None = None
         self._completed = 0
         self.id = heartbeat.new_process_id()
@@ -117,6 +122,9 @@ class Worker:
                 side.create_task(writer.run(), name="taskq-writer")
                 watchdog = health.LoopWatchdog(self.blocked_threshold, executor.blame)
                 watching = side.create_task(watchdog.run(), name="taskq-watchdog")
+                observing = None
+                if self.observe_queues:
+                    observing = side.create_task(self._observe_queues(), name="taskq-observe")
                 candidate = None
                 if self.scheduler:  # every worker stands for leadership unless told not to
                     lead = LeaderWork(app, self.id).run
@@ -136,12 +144,31 @@ class Worker:
                 finally:
                     await control.cancel()
                     watching.cancel()
+                    if observing is not None:
+                        observing.cancel()
                     if candidate is not None:
                         candidate.cancel()
                     writer.close()  # flushes what is left, then its loop ends
         finally:
             threads.shutdown(wait=False, cancel_futures=True)
             logger.info("worker %s stopped", self.id, extra={"action": "stop_worker"})
+
+    async def _observe_queues(self) -> None:
+        """Refresh the queue and dead-letter queue depths that the metrics report."""
+        while True:
+            for queue in self.queues:
+                for name, into in (
+                    (queue, metrics.gauges.queue_depth),
+                    (topology.dlq_name(queue), metrics.gauges.dlq_depth),
+                ):
+                    try:
+                        stats = await self.app.broker.stats(name)
+                    except BrokerError as exc:
+                        logger.debug("queue depth of %s unknown: %s", name, exc)
+                        continue
+                    if stats is not None:
+                        into[queue] = stats.ready
+            await asyncio.sleep(OBSERVE_INTERVAL)
 
     async def _consume(self, executor: Executor) -> None:
         subscription = await self.app.broker.consume(

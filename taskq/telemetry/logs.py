@@ -1,0 +1,90 @@
+"""Log lines that say which task they are about: `--log-format text|json` for workers.
+
+Inside a task (its own code and taskq's lines about it) every record carries the task's
+id, name, attempt and queue, and the trace and span ids when a span is current. Task
+arguments never appear, and URLs are redacted where taskq logs them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+
+from taskq.context import _current
+
+TASK_FIELDS = ("task_id", "task_name", "attempt", "queue")
+# Extra fields taskq's own records carry, passed through to JSON lines.
+_EXTRA_FIELDS = (*TASK_FIELDS, "trace_id", "span_id", "action", "worker_id", "blocked_by")
+
+
+class TaskFields(logging.Filter):
+    """Adds the current task's fields and trace ids to every record (a handler filter)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        task = _current.get(None)
+        if task is not None and getattr(record, "task_id", None) in (None, task.id):
+            record.task_id = task.id
+            record.task_name = task.name
+            record.attempt = task.attempt
+            record.queue = task.queue
+            record.task_context = True  # (the text format adds these; taskq's own lines say them)
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = format(span.trace_id, "032x")
+            record.span_id = format(span.span_id, "016x")
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the fields above."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in _EXTRA_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                line[field] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """The usual line, plus `[task name id attempt N queue Q]` for lines inside a task."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if getattr(record, "task_context", False):
+            text += (
+                f" [task {record.task_name} {record.task_id} attempt "  # type: ignore[attr-defined]
+                f"{getattr(record, 'attempt', '?')} queue {getattr(record, 'queue', '?')}]"
+            )
+        return text
+
+
+def configure(level: str, log_format: str = "text") -> None:
+    """Root logging for taskq's processes: one stderr handler with the task fields."""
+    if log_format not in ("text", "json"):
+        raise ValueError(f"log format must be text or json, not {log_format!r}")
+    handler = logging.StreamHandler()
+    handler.addFilter(TaskFields())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in ("aio_pika", "aiormq"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
