@@ -111,7 +111,8 @@ async def submit_many(
             new_task_row(traced, run_at=due, batch_id=batch_id, scheduled=True)
             for _, traced in sends
         ]
-        await app.store.run(functools.partial(repository.insert_tasks, new_tasks=rows))
+        insert = functools.partial(repository.insert_tasks, new_tasks=rows, due_now=run_at is None)
+        await app.store.run(insert)
         ids = [envelope.id for envelope in envelopes]
         if run_at is None:
             await publish_scheduled(app, ids)

@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 # soft_wrap: an error stays one greppable line in logs, whatever the terminal width.
 err = Console(stderr=True, soft_wrap=True)
+# Piped output is not cut to 80 columns: ids and names stay whole for grep and awk.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 AppSpec = Annotated[
     str,

@@ -8,14 +8,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from taskq.cli.common import StoreUrl, fail, run, store_url_from
+from taskq.cli.common import StoreUrl, fail, out, run, store_url_from
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord, coordination, lifecycle
-
-out = Console(highlight=False)
 
 STATE_STYLE = {
     TaskStatus.SCHEDULED: "cyan",

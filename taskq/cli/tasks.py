@@ -1,4 +1,4 @@
-"""`taskq tasks`: find tasks by state, name, queue, batch and age; `taskq events`: tail."""
+"""Fleet views: `taskq tasks` (find tasks), `taskq events` (tail them), `taskq queues`."""
 
 from __future__ import annotations
 
@@ -10,19 +10,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from taskq import broker as brokers
-from taskq.cli.common import BrokerUrl, StoreUrl, fail, run, settings_from, store_url_from
+from taskq.broker import topology
+from taskq.cli.common import BrokerUrl, StoreUrl, fail, out, run, settings_from, store_url_from
 from taskq.cli.inspect import STATE_STYLE, describe_progress
 from taskq.events import TaskEvent, tail_events
 from taskq.status import TaskStatus
-from taskq.store import Store, TaskRecord, repository
-
-# Piped output is not cut to 80 columns: ids and names stay whole for grep and awk.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+from taskq.store import Store, TaskRecord, coordination, repository
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -199,3 +196,75 @@ async def _find(url: str, query: dict[str, Any]) -> list[TaskRecord]:
         return await store.run(lambda conn: repository.find_tasks(conn, **query))
     finally:
         await store.close()
+
+
+def queues(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="A queue to show (repeat; default: every worker's)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    broker_url: BrokerUrl = None,
+    store_url: StoreUrl = None,
+) -> None:
+    """Per queue: messages ready, unacked, consumers, dead letters; tasks running, scheduled."""
+    settings = settings_from(broker_url=broker_url, store_url=store_url)
+    rows = run(_queues(settings.broker_url, settings.store_url, settings.max_priority, queue))
+    if not rows:
+        fail("no queues known yet (no worker has registered): name them with --queue")
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    table = Table()
+    for column in ("queue", "ready", "unacked", "consumers", "dlq", "running", "scheduled"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for row in rows:
+        table.add_row(
+            row["queue"],
+            *(
+                "?" if row[key] is None else str(row[key])
+                for key in ("ready", "unacked", "consumers", "dlq", "running", "scheduled")
+            ),
+        )
+    out.print(table)
+
+
+async def _queues(
+    broker_url: str, store_url: str, max_priority: int, named: list[str] | None
+) -> list[dict[str, Any]]:
+    store = Store(store_url)
+    await store.open()
+    try:
+        names = list(named or [])
+        if not names:
+            known = await store.run(
+                lambda conn: coordination.list_workers(conn, include_stopped=True)
+            )
+            names = sorted({queue for row in known for queue in row.queues})
+        counts = await store.run(lambda conn: repository.count_waiting(conn, names))
+    finally:
+        await store.close()
+    broker = brokers.from_url(broker_url, max_priority=max_priority, publish_timeout=5.0)
+    await broker.connect()
+    try:
+        rows = []
+        for name in names:
+            stats = await broker.stats(name)
+            dead = await broker.stats(topology.dlq_name(name))
+            running = counts[name].get(TaskStatus.RUNNING.value, 0)
+            rows.append(
+                {
+                    "queue": name,
+                    "ready": None if stats is None else stats.ready,
+                    # AMQP does not report unacked messages: a task running holds one.
+                    "unacked": running if stats is None or stats.unacked is None else stats.unacked,
+                    "consumers": None if stats is None else stats.consumers,
+                    "dlq": None if dead is None else dead.ready,
+                    "running": running,
+                    "scheduled": counts[name].get(TaskStatus.SCHEDULED.value, 0),
+                }
+            )
+        return rows
+    finally:
+        await broker.close()

@@ -109,7 +109,7 @@ class LeaderWork:
 
     async def sweep(self) -> float:
         """Waiting tasks past their expiry end `expired`; long tasks whose worker died (their
-        lease lapsed) are published again."""
+        lease lapsed) become due again, for `publish_due`."""
         store = self._app.store
         expired = await store.run(lambda conn: lifecycle.expire_overdue(conn, BATCH))
         for task_id, name, queue in expired:
@@ -118,19 +118,10 @@ class LeaderWork:
                 task_id=task_id, state=TaskStatus.EXPIRED.value, name=name, queue=queue
             )
             await announce(self._app.broker, event)
-        requeued = await store.run(self._requeue_lapsed)
+        requeued = await store.run(lambda conn: lifecycle.requeue_lapsed(conn, BATCH))
         for task_id in requeued:
             logger.warning("task %s lost its worker (lease lapsed): requeued", task_id)
         return SWEEP_INTERVAL
-
-    async def _requeue_lapsed(self, conn: AsyncConnection) -> list[str]:
-        lapsed = await lifecycle.claim_lapsed(conn, BATCH)
-        if lapsed:
-            await submission.publish_many(
-                self._app, [submission.envelope_of(record) for record in lapsed]
-            )
-            await lifecycle.requeue(conn, [record.id for record in lapsed])
-        return [record.id for record in lapsed]
 
     async def submit_ticks(self) -> float:
         """Submit every due tick of every periodic schedule; → seconds to the next tick."""

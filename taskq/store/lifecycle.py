@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.status import TaskStatus
 from taskq.store.engine import clock
-from taskq.store.repository import TaskRecord, _aware, _record, now
+from taskq.store.repository import _aware, now
 from taskq.store.tables import attempts, tasks
 
 _c = tasks.c
@@ -98,25 +98,23 @@ async def extend_leases(conn: AsyncConnection, worker_id: str, until: datetime) 
     )
 
 
-async def claim_lapsed(conn: AsyncConnection, limit: int) -> list[TaskRecord]:
-    """Lock running tasks whose lease lapsed (their worker died after acking early)."""
-    query = (
-        select(tasks)
+async def requeue_lapsed(conn: AsyncConnection, limit: int) -> list[str]:
+    """Running tasks whose lease lapsed (their worker died after acking early) become due
+    `scheduled` rows; the leader publishes them as it does any due task (never while they
+    still say `running`, which a worker's claim would skip)."""
+    lapsed = (
+        select(_c.id)
         .where(_c.state == TaskStatus.RUNNING.value, _c.lease_until < clock(conn))
         .limit(limit)
+        .scalar_subquery()
     )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return [_record(row) for row in (await conn.execute(query)).mappings()]
-
-
-async def requeue(conn: AsyncConnection, task_ids: Sequence[str]) -> None:
-    """Rows whose message was just published again are `queued` (lapsed leases)."""
-    await conn.execute(
+    statement = (
         update(tasks)
-        .where(_c.id.in_(list(task_ids)))
-        .values(state=TaskStatus.QUEUED.value, lease_until=None)
+        .where(_c.id.in_(lapsed), _c.state == TaskStatus.RUNNING.value)
+        .values(state=TaskStatus.SCHEDULED.value, run_at=clock(conn), lease_until=None)
+        .returning(_c.id)
     )
+    return [str(row.id) for row in await conn.execute(statement)]
 
 
 async def reset_for_replay(conn: AsyncConnection, task_ids: Sequence[str]) -> list[str]:

@@ -150,10 +150,23 @@ async def insert_task(conn: AsyncConnection, task: NewTask, *, due_now: bool = F
     return str(existing.scalar_one())
 
 
-async def insert_tasks(conn: AsyncConnection, new_tasks: Sequence[NewTask]) -> None:
-    """Insert many rows in one statement (a batch; no idempotency keys)."""
-    if new_tasks:
-        await conn.execute(tasks.insert(), [_values(task) for task in new_tasks])
+async def insert_tasks(
+    conn: AsyncConnection, new_tasks: Sequence[NewTask], *, due_now: bool = False
+) -> None:
+    """Insert many rows in one statement (a batch; no idempotency keys).
+
+    `due_now`: due by the database's clock, so that a worker's claim (which compares with
+    that clock) can never find one of them not yet due because this host's clock runs ahead.
+    """
+    if not new_tasks:
+        return
+    statement = tasks.insert()
+    rows = [_values(task) for task in new_tasks]
+    if due_now:
+        statement = statement.values(run_at=clock(conn))
+        for row in rows:
+            del row["run_at"]
+    await conn.execute(statement, rows)
 
 
 async def insert_task_if_missing(conn: AsyncConnection, task: NewTask) -> None:
@@ -405,6 +418,19 @@ async def find_tasks(
     if since is not None:
         query = query.where(_c.created_at >= since)
     return [_record(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def count_waiting(conn: AsyncConnection, queues: Sequence[str]) -> dict[str, dict[str, int]]:
+    """queue → {state: count} of the not-yet-final tasks of `queues`."""
+    query = (
+        select(_c.queue, _c.state, func.count())
+        .where(_c.queue.in_(list(queues)), _c.state.in_(_NOT_FINAL))
+        .group_by(_c.queue, _c.state)
+    )
+    counts: dict[str, dict[str, int]] = {queue: {} for queue in queues}
+    for queue, state, count in await conn.execute(query):
+        counts[queue][state] = count
+    return counts
 
 
 async def next_due(conn: AsyncConnection) -> datetime | None:
