@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,9 @@ from opentelemetry import trace
 from taskq.context import _current
 
 TASK_FIELDS = ("task_id", "task_name", "attempt", "queue")
+# Set by the executor for the asyncio task that handles one delivery: its own lines about
+# the task carry the same fields as the task's code.
+handling: ContextVar[dict[str, Any] | None] = ContextVar("taskq_handling", default=None)
 # Extra fields taskq's own records carry, passed through to JSON lines.
 _EXTRA_FIELDS = (*TASK_FIELDS, "trace_id", "span_id", "action", "worker_id", "blocked_by")
 
@@ -32,6 +36,10 @@ class TaskFields(logging.Filter):
             record.attempt = task.attempt
             record.queue = task.queue
             record.task_context = True  # (the text format adds these; taskq's own lines say them)
+        elif (fields := handling.get()) is not None:
+            for name, value in fields.items():
+                if getattr(record, name, None) is None:
+                    setattr(record, name, value)
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
             record.trace_id = format(span.trace_id, "032x")

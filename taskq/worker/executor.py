@@ -30,7 +30,7 @@ from taskq.status import TaskStatus
 from taskq.store import Claimed, Outcome, Store, Writer, lifecycle
 from taskq.submission import new_task_row
 from taskq.task import Task
-from taskq.telemetry import metrics, semconv, tracing
+from taskq.telemetry import logs, metrics, semconv, tracing
 from taskq.worker import outcomes
 from taskq.worker.running import Finished, Run
 
@@ -110,6 +110,9 @@ class Executor:
         except ProtocolError as exc:
             await self._reject_malformed(delivery, exc, exc.task_id or _task_id_of(delivery))
             return
+        logs.handling.set(
+            {"task_id": envelope.id, "task_name": envelope.task, "queue": envelope.queue}
+        )
         try:
             await self._execute(delivery, envelope)
         except TaskqError as exc:
@@ -148,6 +151,14 @@ class Executor:
             await _settle(delivery.ack())
             await self._announce(envelope.id, None, envelope)
             return
+        logs.handling.set(
+            {
+                "task_id": envelope.id,
+                "task_name": envelope.task,
+                "queue": envelope.queue,
+                "attempt": claimed.attempt,
+            }
+        )
         base = {
             "task_id": envelope.id,
             "attempt": claimed.attempt,
