@@ -108,6 +108,22 @@ class TaskEvent:
         )
 
 
+def queued(record: TaskRecord) -> protocol.Event:
+    """The event of a stored task just published (its attempts so far say which run next)."""
+    return protocol.Event(
+        task_id=record.id,
+        state=TaskStatus.QUEUED.value,
+        name=record.name,
+        queue=record.queue,
+        attempt=record.attempts,
+    )
+
+
+async def announce_many(broker: Broker, events: list[protocol.Event]) -> None:
+    """Publish many events at once (pipelined), never raising."""
+    await asyncio.gather(*(announce(broker, event) for event in events))
+
+
 async def announce(broker: Broker, event: protocol.Event) -> None:
     """Publish an event; never raises (events are hints, the store has the facts)."""
     if not event.at:

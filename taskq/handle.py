@@ -129,8 +129,10 @@ class _Seen:
         self.progress = (0, 0)  # (attempt, seq) of the newest progress yielded
 
     def is_new(self, event: TaskEvent) -> bool:
-        if event.attempt and event.attempt < self.attempt:
-            return False  # from an earlier attempt, overtaken by what the store said
+        if event.attempt < self.attempt:
+            # From before the latest attempt seen: events of different processes (the
+            # submitter's `queued`, the worker's `running`) may arrive out of order.
+            return False
         if event.kind == "progress":
             if self.state is not TaskStatus.RUNNING or (event.attempt, event.seq) <= self.progress:
                 return False

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from taskq import protocol
 from taskq.broker import Broker, topology
-from taskq.events import announce
+from taskq.events import announce, announce_many, queued
 from taskq.exceptions import ConfigurationError, PublishError, TaskqError
 from taskq.status import TaskStatus
 from taskq.store import NewTask, Store, TaskRecord, repository
@@ -144,8 +144,7 @@ async def publish_scheduled(app: App, task_ids: Sequence[str]) -> None:
             return records
 
         published = await app.store.run(publish_chunk)
-        for record in published:
-            await announce(app.broker, _event(envelope_of(record), TaskStatus.QUEUED))
+        await announce_many(app.broker, [queued(record) for record in published])
 
 
 async def publish_many(app: App, envelopes: Sequence[protocol.Envelope]) -> None:

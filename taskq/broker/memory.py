@@ -119,7 +119,7 @@ class MemoryBroker(Broker):
 
     async def publish_event(self, key: str, body: bytes) -> None:
         for subscription in list(self._event_subscriptions):
-            if key in subscription.keys:
+            if any(topology.topic_matches(pattern, key) for pattern in subscription.keys):
                 subscription.on_event(body)
 
     async def subscribe_events(

@@ -32,6 +32,20 @@ def event_key(task_id: str) -> str:
     return f"task.{task_id}"
 
 
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: `*` is one dot-separated word, `#` zero or more."""
+
+    def match(words: list[str], parts: list[str]) -> bool:
+        if not words:
+            return not parts
+        head, rest = words[0], words[1:]
+        if head == "#":
+            return any(match(rest, parts[i:]) for i in range(len(parts) + 1))
+        return bool(parts) and head in ("*", parts[0]) and match(rest, parts[1:])
+
+    return match(pattern.split("."), key.split("."))
+
+
 def arguments_for(queue: str, max_priority: int = DEFAULT_MAX_PRIORITY) -> dict[str, object]:
     """The arguments `queue` was declared with: a task queue's, or a dead-letter queue's."""
     return dlq_arguments() if queue.endswith(".dlq") else queue_arguments(queue, max_priority)

@@ -59,7 +59,7 @@ async def _campaign(
                 logger.warning(
                     "%s steps down: %s",
                     process_id,
-                    "; ".join(str(e) for e in failures.exceptions),
+                    "; ".join(_reasons(failures)),
                     extra={"action": "leader_stepped_down"},
                 )
             finally:
@@ -84,3 +84,14 @@ async def _watch(lock: LeaderLock, check_interval: float) -> None:
             await lock.check(within=max(check_interval, 1.0) * 2)
         except StoreError as exc:
             raise StoreConnectionError(f"lost the leadership connection: {exc}") from None
+
+
+def _reasons(group: BaseExceptionGroup[BaseException]) -> list[str]:
+    """The messages of every exception in a (nested) group, not the group's own text."""
+    reasons: list[str] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            reasons += _reasons(exc)
+        else:
+            reasons.append(f"{type(exc).__name__}: {exc}")
+    return reasons

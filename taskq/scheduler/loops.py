@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq import protocol, submission
-from taskq.events import announce
+from taskq.events import announce, announce_many, queued
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
 from taskq.scheduler.cron import Periodic, tick_key
 from taskq.status import TaskStatus
@@ -103,8 +103,7 @@ class LeaderWork:
             await submission.publish_many(self._app, envelopes)
             await repository.mark_queued(conn, [record.id for record in due])
             logger.debug("published %d due tasks", len(due))
-            for envelope in envelopes:
-                await announce(self._app.broker, _event(envelope.id, TaskStatus.QUEUED, envelope))
+            await announce_many(self._app.broker, [queued(record) for record in due])
         return len(due), await repository.next_due(conn)
 
     async def sweep(self) -> float:
@@ -170,12 +169,6 @@ class LeaderWork:
         for worker_id in dead:
             logger.warning("worker %s stopped beating: marked dead", worker_id)
         return REAP_INTERVAL
-
-
-def _event(task_id: str, state: TaskStatus, envelope: protocol.Envelope) -> protocol.Event:
-    return protocol.Event(
-        task_id=task_id, state=state.value, name=envelope.task, queue=envelope.queue
-    )
 
 
 def _record_tick(name: str, tick: datetime) -> Callable[[AsyncConnection], Awaitable[None]]:

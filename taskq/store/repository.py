@@ -474,7 +474,7 @@ def _record(row: RowMapping) -> TaskRecord:
         cancel_requested_at=_aware(row["cancel_requested_at"]),
         dead_reason=row["dead_reason"],
         lease_until=_aware(row["lease_until"]),
-        progress=row["progress"],
+        progress=codec.from_json(row["progress"]),
         batch_id=None if row["batch_id"] is None else str(row["batch_id"]),
         trace_context=row["trace_context"],
     )

@@ -102,7 +102,9 @@ class Writer:
             self._progress_timer.cancel()
             self._progress_timer = None
         else:
-            progress = []
+            # A task that ends keeps its last report: written before its outcome fences it out.
+            ending = [o.task_id for o, _ in outcomes if o.task_id in self._progress]
+            progress = [(task_id, *self._progress.pop(task_id)) for task_id in ending]
         if len(self._claims) + len(self._outcomes):
             self._wake.set()
         if progress:
