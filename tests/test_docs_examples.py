@@ -1,4 +1,5 @@
-"""Every program in docs/examples runs (the README's quickstart among them)."""
+"""Every program in docs/examples runs (the README's quickstart among them) on the embedded
+default, and the transactional-submit example on PostgreSQL and RabbitMQ as well."""
 
 from __future__ import annotations
 
@@ -9,24 +10,43 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Backend
+
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 EXPECTED_OUTPUT = {"quickstart.py": "5\n"}
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_example_runs(name: str, tmp_path: Path) -> None:
+    done = _run(name, tmp_path)  # the embedded default: no TASKQ_* from the environment
+    assert done.returncode == 0, done.stderr
+    if name in EXPECTED_OUTPUT:
+        assert done.stdout == EXPECTED_OUTPUT[name]
+
+
+def test_transactions_example_on_postgres_and_rabbitmq(production: Backend, tmp_path: Path) -> None:
+    """Transactional submit matters most on PostgreSQL, where the leader is woken by NOTIFY."""
+    urls = {"TASKQ_BROKER_URL": production.broker_url, "TASKQ_STORE_URL": production.store_url}
+    done = _run("client_transactions.py", tmp_path, urls)
+    assert done.returncode == 0, done.stderr
+    assert "its task is scheduled" in done.stdout
+    assert "receipt for order 2 sent" in done.stdout
+    assert "never existed" in done.stdout
+    assert "orders stored: 2; tasks stored: 2" in done.stdout
+
+
+def _run(
+    name: str, cwd: Path, urls: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
-        cwd=tmp_path,
-        env=env,
+        cwd=cwd,
+        env=env | (urls or {}),
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert done.returncode == 0, done.stderr
-    if name in EXPECTED_OUTPUT:
-        assert done.stdout == EXPECTED_OUTPUT[name]
 
 
 def test_readme_quickstart_is_the_example() -> None:
