@@ -1,4 +1,4 @@
-"""The benchmark scripts still run: `benchmarks/delay_lateness.py --smoke` end to end."""
+"""The benchmark scripts still run end to end, each with a small N: `benchmarks/*.py`."""
 
 from __future__ import annotations
 
@@ -32,3 +32,39 @@ async def test_delay_lateness_smoke_prints_its_table_and_no_early_task(
     row = lines[lines.index(HEADER) + 1]
     assert row[:2] == ["20", "0"], output
     assert len(row) == 6 and all(float(figure) >= 0 for figure in row[2:]), output
+
+
+SUBMIT_MANY_HEADER = ["way", "tasks", "seconds", "tasks/s"]
+
+
+async def test_submit_many_benchmark_prints_both_rates_and_completes_every_task(
+    production: Backend,
+) -> None:
+    # When the benchmark runs with a small N against this test's vhost and database
+    code, output = await run_command(
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "submit_many.py"),
+        "--tasks",
+        "200",
+        cwd=REPO_ROOT,
+        env=cli_env(
+            TASKQ_BENCH_AMQP_URL=production.broker_url,
+            TASKQ_BENCH_POSTGRES_URL=production.store_url,
+        ),
+        limit=90,
+    )
+    # Then it succeeds, prints a rate for each way and the ratio (figures not asserted),
+    # and all 400 tasks succeeded
+    assert code == 0, output
+    lines = [line.split() for line in output.splitlines()]
+    assert SUBMIT_MANY_HEADER in lines, output
+    start = lines.index(SUBMIT_MANY_HEADER) + 1
+    rows = {row[0]: row[1:] for row in lines[start : start + 2]}
+    assert set(rows) == {"sequential", "submit_many"}, output
+    for row in rows.values():
+        assert row[0] == "200" and len(row) == 3, output
+        assert all(float(figure) > 0 for figure in row[1:]), output
+    ratio = next(line for line in lines if line and line[0] == "ratio:")
+    assert ratio[-1] in ("PASS", "MISS"), output
+    completion = next(line for line in lines if line and line[0] == "completion:")
+    assert completion[1:4] == ["400", "of", "400"], output

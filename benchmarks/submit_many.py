@@ -1,0 +1,250 @@
+"""How much faster is `submit_many` than one `submit()` per task? On RabbitMQ + PostgreSQL.
+
+    .venv/bin/python benchmarks/submit_many.py                # 10,000 tasks each way
+    .venv/bin/python benchmarks/submit_many.py --tasks 200    # the CI smoke run
+
+Times (a) N sequential `await task.submit(i)` and (b) one `await task.submit_many(...)` of
+N items, with no worker running: each timing ends when the await returns, that is once
+every row is committed and every message confirmed by RabbitMQ. Prints tasks/s for each
+and the ratio against the 5x target (PASS/MISS: a figure, not an error). Then one
+in-process worker runs all 2N tasks; exit code 0 only if every one of them succeeded.
+
+The services come from --amqp-url / --postgres-url (a migrated database), defaulting to
+TASKQ_BENCH_AMQP_URL / TASKQ_BENCH_POSTGRES_URL. Without them, a throwaway vhost
+(`rabbitmqctl`, local RabbitMQ as guest) and a throwaway database (local PostgreSQL as
+postgres, `taskq db upgrade`) are made, and removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+
+import taskq
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TASK_NAME = "bench.noop"
+QUEUE = "default"
+LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+TARGET_RATIO = 5.0
+DEFAULT_TASKS = 10_000
+DEFAULT_CONCURRENCY = 50
+
+
+async def noop(i: int) -> int:
+    """The benchmarked task: as little as a task can do."""
+    return i
+
+
+def build(broker_url: str | None = None, store_url: str | None = None) -> taskq.App:
+    app = taskq.App(broker_url, store_url)
+    app.task(name=TASK_NAME, queue=QUEUE)(noop)
+    return app
+
+
+# -- services ---------------------------------------------------------------------------------
+
+
+def asyncpg_url(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme.split('+')[0]}://{rest}"
+
+
+def store_url_of(url: str) -> str:
+    return "postgresql+asyncpg://" + url.split("://", 1)[1]
+
+
+def with_path(url: str, path: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + path))
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def throwaway_vhost() -> Iterator[str]:
+    vhost = f"taskq_bench_{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield with_path(LOCAL_AMQP, quote(vhost, safe=""))
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@contextlib.asynccontextmanager
+async def throwaway_database() -> AsyncIterator[str]:
+    name = f"taskq_bench_{uuid.uuid4().hex[:8]}"
+    await admin(f'CREATE DATABASE "{name}"')
+    try:
+        url = store_url_of(with_path(LOCAL_POSTGRES, name))
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "taskq", "db", "upgrade"],
+            cwd=REPO_ROOT,
+            env={**clean_env(), "TASKQ_STORE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"taskq db upgrade failed:\n{done.stdout}{done.stderr}")
+        yield url
+    finally:
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def admin(statement: str) -> None:
+    connection = await asyncpg.connect(LOCAL_POSTGRES, timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_") and k != "PYTHONPATH"}
+
+
+@contextlib.asynccontextmanager
+async def services(amqp: str | None, postgres: str | None) -> AsyncIterator[tuple[str, str]]:
+    """(broker URL, store URL): the given ones, or throwaway ones removed afterwards."""
+    async with contextlib.AsyncExitStack() as stack:
+        if amqp is None:
+            amqp = stack.enter_context(throwaway_vhost())
+        if postgres is None:
+            postgres = await stack.enter_async_context(throwaway_database())
+        yield amqp, store_url_of(postgres)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+async def states(store_url: str, ids: list[str]) -> dict[str, int]:
+    """How many of these tasks are in each state."""
+    connection = await asyncpg.connect(asyncpg_url(store_url), timeout=10)
+    try:
+        rows = await connection.fetch(
+            "SELECT state, count(*) AS n FROM taskq_tasks "
+            "WHERE id = ANY($1::uuid[]) GROUP BY state",
+            ids,
+        )
+    finally:
+        await connection.close()
+    return {row["state"]: row["n"] for row in rows}
+
+
+async def time_submits(bench: taskq.App, count: int) -> tuple[float, float, list[str]]:
+    """→ (seconds for N sequential submits, seconds for one submit_many of N, all ids)."""
+    task = bench.tasks[TASK_NAME]
+    # Outside the timings: the queue's declaration and the first store connection.
+    await bench.declare(QUEUE)
+    await bench.list_tasks(limit=1)
+
+    started = time.perf_counter()
+    handles = [await task.submit(i) for i in range(count)]
+    sequential = time.perf_counter() - started
+
+    started = time.perf_counter()
+    batch = await task.submit_many([(i,) for i in range(count)])
+    batched = time.perf_counter() - started
+
+    return sequential, batched, [h.id for h in handles] + [h.id for h in batch]
+
+
+async def run_all(
+    bench: taskq.App, store_url: str, ids: list[str], concurrency: int
+) -> tuple[float, dict[str, int]]:
+    """Start a worker and wait for every task to finish; → (seconds, count by state)."""
+    within = 60 + len(ids) / 50  # generous: a stuck run fails rather than hangs
+    started = time.perf_counter()
+    async with bench.worker(concurrency=concurrency):
+        while True:
+            counts = await states(store_url, ids)
+            unfinished = len(ids) - sum(
+                n for state, n in counts.items() if taskq.TaskStatus(state).is_final
+            )
+            if unfinished == 0:
+                break
+            if time.perf_counter() - started > within:
+                print(f"FAIL: {unfinished} tasks unfinished after {within:.0f} s", file=sys.stderr)
+                break
+            await asyncio.sleep(0.1)
+        elapsed = time.perf_counter() - started
+    return elapsed, counts
+
+
+async def measure(broker_url: str, store_url: str, count: int, concurrency: int) -> int:
+    bench = build(broker_url, store_url)
+    async with bench:
+        sequential, batched, ids = await time_submits(bench, count)
+        stored = await states(store_url, ids)
+        completion, finished = await run_all(bench, store_url, ids, concurrency)
+
+    print(f"submit_many vs sequential submit: {count} tasks each way, RabbitMQ + PostgreSQL")
+    print(f"{'way':>12}  {'tasks':>8}  {'seconds':>9}  {'tasks/s':>9}")
+    for way, seconds in (("sequential", sequential), ("submit_many", batched)):
+        print(f"{way:>12}  {count:>8}  {seconds:>9.3f}  {count / seconds:>9.1f}")
+    ratio = sequential / batched
+    verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
+    print(f"ratio: {ratio:.1f}x (target >= {TARGET_RATIO:g}x): {verdict}")
+    succeeded = finished.get(taskq.TaskStatus.SUCCEEDED.value, 0)
+    print(
+        f"completion: {succeeded} of {len(ids)} tasks succeeded in {completion:.2f} s "
+        f"({len(ids) / completion:.1f} tasks/s), 1 in-process worker (concurrency {concurrency})"
+    )
+
+    problems = []
+    if stored != {taskq.TaskStatus.QUEUED.value: len(ids)}:
+        problems.append(f"after submitting, expected {len(ids)} rows queued, found {stored}")
+    if succeeded != len(ids):
+        problems.append(f"{len(ids) - succeeded} of {len(ids)} tasks did not succeed: {finished}")
+    for problem in problems:
+        print(f"FAIL: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--tasks", type=int, default=DEFAULT_TASKS, help=f"N, each way (default {DEFAULT_TASKS})"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"of the worker that runs them all afterwards (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("TASKQ_BENCH_AMQP_URL"),
+        help="RabbitMQ to use (default: TASKQ_BENCH_AMQP_URL, else a throwaway local vhost)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("TASKQ_BENCH_POSTGRES_URL"),
+        help="a migrated PostgreSQL database (default: TASKQ_BENCH_POSTGRES_URL, else a "
+        "throwaway local one)",
+    )
+    options = parser.parse_args()
+    if options.tasks < 1 or options.concurrency < 1:
+        parser.error("--tasks and --concurrency must be at least 1")
+    async with services(options.amqp_url, options.postgres_url) as (broker_url, store_url):
+        return await measure(broker_url, store_url, options.tasks, options.concurrency)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
