@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from taskq import protocol
 from taskq.broker import Broker, topology
-from taskq.events import announce, announce_many, queued
+from taskq.events import announce
 from taskq.exceptions import ConfigurationError, PublishError, TaskqError
 from taskq.status import TaskStatus
 from taskq.store import NewTask, Store, TaskRecord, repository
@@ -91,79 +91,95 @@ async def submit_many(
             "submit_many takes neither idempotency_key nor transaction; submit those one by one"
         )
     run_at = due_time(options)
-    envelopes = []
+    max_bytes = app.settings.max_payload_bytes
+    checked: list[tuple[protocol.Envelope, bytes]] = []
     for index, item in enumerate(items):
         args, kwargs = _call_of(item, index)
         where = f"item {index}: task {task.name!r}"
         envelope = _envelope(app, task, options, args, kwargs, where=where)
         try:
-            protocol.encode(envelope, max_bytes=app.settings.max_payload_bytes)
+            checked.append((envelope, protocol.encode(envelope, max_bytes=max_bytes)))
         except TaskqError as exc:
             raise type(exc)(f"item {index}: {exc}") from None
-        envelopes.append(envelope)
     batch_id = str(uuid.uuid4())
-    sends = [tracing.start_send(envelope) for envelope in envelopes]
+    sends = []
+    messages: list[tuple[protocol.Envelope, bytes]] = []
+    for envelope, body in checked:
+        span, traced = tracing.start_send(envelope)
+        sends.append(span)
+        # (With tracing on, the message carries the span's context: encode it again.)
+        messages.append(
+            (traced, body if traced is envelope else protocol.encode(traced, max_bytes=max_bytes))
+        )
     try:
         # Stored `scheduled` and due, then published: rows whose publishing a crash cut
         # short are the leader's to publish, like any due task.
         due = run_at or datetime.now(UTC)
         rows = [
             new_task_row(traced, run_at=due, batch_id=batch_id, scheduled=True)
-            for _, traced in sends
+            for traced, _ in messages
         ]
         insert = functools.partial(repository.insert_tasks, new_tasks=rows, due_now=run_at is None)
         await app.store.run(insert)
-        ids = [envelope.id for envelope in envelopes]
         if run_at is None:
-            await publish_scheduled(app, ids)
+            await publish_scheduled(app, messages)
     except BaseException as exc:
-        for span, _ in sends:
+        for span in sends:
             tracing.end(span, exc)
         raise
-    for span, _ in sends:
+    for span in sends:
         tracing.end(span)
-    metrics.submitted.add(len(ids), metrics.task_attributes(task.name, options.queue))
-    return batch_id, ids
+    metrics.submitted.add(len(rows), metrics.task_attributes(task.name, options.queue))
+    return batch_id, [envelope.id for envelope, _ in messages]
 
 
-async def publish_scheduled(app: App, task_ids: Sequence[str]) -> None:
-    """Publish these `scheduled` rows now and mark them `queued`, a chunk per transaction.
+async def publish_scheduled(app: App, messages: Sequence[tuple[protocol.Envelope, bytes]]) -> None:
+    """Publish the messages of these `scheduled` rows and mark them `queued`, a chunk per
+    transaction.
 
     Each chunk's rows stay locked until its messages are confirmed, so a worker that gets
     one waits to see it `queued`; rows the leader is publishing meanwhile are left to it.
     """
-    for start in range(0, len(task_ids), PUBLISH_CHUNK):
-        chunk = task_ids[start : start + PUBLISH_CHUNK]
+    for start in range(0, len(messages), PUBLISH_CHUNK):
+        chunk = messages[start : start + PUBLISH_CHUNK]
 
         async def publish_chunk(
-            conn: AsyncConnection, chunk: Sequence[str] = chunk
-        ) -> list[TaskRecord]:
-            records = await repository.lock_scheduled(conn, chunk)
-            await publish_many(app, [envelope_of(record) for record in records])
-            await repository.mark_queued(conn, [record.id for record in records])
-            return records
+            conn: AsyncConnection, chunk: Sequence[tuple[protocol.Envelope, bytes]] = chunk
+        ) -> None:
+            locked = set(await repository.lock_scheduled(conn, [e.id for e, _ in chunk]))
+            mine = [(envelope, body) for envelope, body in chunk if envelope.id in locked]
+            await publish_many(app, mine)
+            await repository.mark_queued(conn, [envelope.id for envelope, _ in mine])
 
-        published = await app.store.run(publish_chunk)
-        await announce_many(app.broker, [queued(record) for record in published])
+        # (No `queued` events: for a batch they would double the broker's work; watchers
+        # read the state from the store, and see events from `running` on.)
+        await app.store.run(publish_chunk)
 
 
-async def publish_many(app: App, envelopes: Sequence[protocol.Envelope]) -> None:
+async def publish_many(app: App, messages: Sequence[tuple[protocol.Envelope, bytes]]) -> None:
     """Publish with confirms, pipelined: all sent, then all confirmations awaited."""
-    max_bytes = app.settings.max_payload_bytes
-    for queue in {envelope.queue for envelope in envelopes}:
+    for queue in {envelope.queue for envelope, _ in messages}:
         await app.declare(queue)
     await asyncio.gather(
         *(
             app.broker.publish(
                 envelope.queue,
-                protocol.encode(envelope, max_bytes=max_bytes),
+                body,
                 priority=envelope.priority,
                 message_id=envelope.id,
                 expiration=time_left(envelope),
             )
-            for envelope in envelopes
+            for envelope, body in messages
         )
     )
+
+
+def encoded(
+    app: App, envelopes: Sequence[protocol.Envelope]
+) -> list[tuple[protocol.Envelope, bytes]]:
+    """Envelopes with their bytes, for `publish_many`."""
+    max_bytes = app.settings.max_payload_bytes
+    return [(envelope, protocol.encode(envelope, max_bytes=max_bytes)) for envelope in envelopes]
 
 
 async def _submit_in_transaction(

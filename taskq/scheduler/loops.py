@@ -100,7 +100,7 @@ class LeaderWork:
         due = await repository.claim_due(conn, BATCH)
         if due:
             envelopes = [submission.envelope_of(record) for record in due]
-            await submission.publish_many(self._app, envelopes)
+            await submission.publish_many(self._app, submission.encoded(self._app, envelopes))
             await repository.mark_queued(conn, [record.id for record in due])
             logger.debug("published %d due tasks", len(due))
             await announce_many(self._app.broker, [queued(record) for record in due])

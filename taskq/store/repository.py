@@ -367,13 +367,13 @@ async def mark_queued(conn: AsyncConnection, task_ids: Sequence[str]) -> None:
     )
 
 
-async def lock_scheduled(conn: AsyncConnection, task_ids: Sequence[str]) -> list[TaskRecord]:
-    """Lock these rows if still `scheduled`, waiting for a leader that is publishing them
-    (after which they are `queued` and left out)."""
-    query = select(tasks).where(_c.id.in_(list(task_ids)), _c.state == TaskStatus.SCHEDULED.value)
+async def lock_scheduled(conn: AsyncConnection, task_ids: Sequence[str]) -> list[str]:
+    """Lock these rows if still `scheduled` (→ their ids), waiting for a leader that is
+    publishing them (after which they are `queued` and left out)."""
+    query = select(_c.id).where(_c.id.in_(list(task_ids)), _c.state == TaskStatus.SCHEDULED.value)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    return [_record(row) for row in (await conn.execute(query)).mappings()]
+    return [str(task_id) for task_id in (await conn.execute(query)).scalars()]
 
 
 _record_progress = (
