@@ -353,8 +353,9 @@ class App:
     async def cancel_many(self, task_ids: Iterable[str]) -> dict[str, bool]:
         """Cancel many tasks in one statement (see `TaskHandle.cancel`); → for each id,
         whether it was cancelled (False: already finished, or no such task)."""
-        ids = [_checked_id(task_id) for task_id in task_ids]
-        return await batches.cancel_many(self, ids)
+        given = {task_id: _checked_id(task_id) for task_id in task_ids}
+        cancelled = await batches.cancel_many(self, list(given.values()))
+        return {task_id: cancelled[checked] for task_id, checked in given.items()}
 
     def events(
         self, *, queue: str | None = None, task: str | None = None
@@ -379,11 +380,17 @@ class App:
         """
         if isinstance(state, str):
             state = [state]
-        states = [TaskStatus(s) for s in state or ()]
+        try:
+            states = [TaskStatus(s) for s in state or ()]
+        except ValueError as exc:
+            known = ", ".join(s.value for s in TaskStatus)
+            raise ConfigurationError(f"{exc}; task states are {known}") from None
         if isinstance(since, timedelta):
             since = datetime.now(UTC) - since
         elif since is not None and since.tzinfo is None:
             raise ConfigurationError("since must be timezone-aware, or a timedelta")
+        elif since is not None:
+            since = since.astimezone(UTC)  # (SQLite compares times as UTC text)
         if batch is not None:
             batch = _checked_id(batch, what="batch id")
         query = functools.partial(

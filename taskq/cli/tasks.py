@@ -179,7 +179,7 @@ def parse_since(text: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         fail(f"--since {text!r} is neither a duration (30s, 10m, 2h, 7d) nor an ISO 8601 time")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _uuid(text: str, option: str) -> str:

@@ -4,7 +4,7 @@ transactional submit (PostgreSQL only).
 
 Tasks run on an in-process `app.worker()`. Waits are on results, on asyncio events set by
 the tasks, or on polls with a deadline (progress reaches the store written behind, at most
-every half second). Known taskq bugs are `xfail(strict=True)` tests that name them.
+every half second).
 """
 
 from __future__ import annotations
@@ -33,46 +33,10 @@ from taskq.submission import new_task_row
 from tests.conftest import Backend
 
 DEADLINE = 10.0
-# How long a test waits for an event that, on the embedded broker, never comes (xfail).
+# How long a tail waits for an event it must see.
 TAIL_DEADLINE = 5.0
 Status = taskq.TaskStatus
 T = TypeVar("T")
-
-# Bugs found in taskq/ (see the final report); each xfail test below shows one.
-MEMORY_WILDCARD_BUG = (
-    "MemoryBroker.publish_event (taskq/broker/memory.py) matches binding keys exactly, so the "
-    "'task.*' wildcard that app.events() and waits on more than 16 tasks bind never matches: "
-    "app.events() yields nothing and gather/as_completed re-read only every 30 s"
-)
-LAST_PROGRESS_BUG = (
-    "Writer.progress (taskq/store/writer.py) writes the latest report up to 0.5 s later, fenced "
-    "by state='running' (repository._record_progress): if the task ends first, the outcome is "
-    "written and the last report is silently dropped"
-)
-PROGRESS_CODEC_BUG = (
-    "progress is stored with codec.to_json (repository.record_progress) but read back raw "
-    "(repository._record: progress=row['progress']), so bytes in progress data come back as "
-    "{'$bytes': ...} from info() and from handle.events() of a late subscriber"
-)
-SQLITE_OFFSET_BUG = (
-    "App.list_tasks (taskq/app.py) and `taskq tasks --since` (cli/tasks.py parse_since) pass an "
-    "aware `since` on without converting it to UTC; SQLite stores UTC text and compares it "
-    "with the wall time of the offset, so a +05:00 `since` one hour ago excludes a task "
-    "created now"
-)
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def xfail_on_embedded(
-    request: pytest.FixtureRequest,
-    backend: Backend,
-    reason: str,
-    raises: type[BaseException] = AssertionError,
-) -> None:
-    if backend.name == "embedded":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason, raises=raises))
 
 
 async def eventually(read: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str) -> T:
@@ -190,7 +154,6 @@ async def test_progress_is_visible_while_running_and_kept_after_success(backend:
     assert finished.progress == progress
 
 
-@pytest.mark.xfail(strict=True, reason=LAST_PROGRESS_BUG, raises=AssertionError)
 async def test_last_progress_is_kept_when_the_task_ends_right_after_reporting(
     backend: Backend,
 ) -> None:
@@ -241,7 +204,7 @@ async def test_progress_in_a_tight_loop_is_coalesced_and_ends_at_the_last_report
         for i in range(1, count + 1):
             await ctx.progress(i / count, n=i)
         loop_done.set()
-        # Held until the row shows the last report (see the xfail test above for why).
+        # Held until the row shows the last report, to see it while still running.
         await asyncio.wait_for(release.wait(), DEADLINE)
         return count
 
@@ -321,7 +284,6 @@ async def test_progress_threadsafe_from_a_plain_def_task(backend: Backend) -> No
     assert running.progress["data"] == {"rows": 20}
 
 
-@pytest.mark.xfail(strict=True, reason=PROGRESS_CODEC_BUG, raises=AssertionError)
 async def test_progress_data_with_bytes_reads_back_as_bytes(backend: Backend) -> None:
     # Given a task whose progress data holds bytes (which msgpack, and task arguments, carry)
     app = backend.app()
@@ -344,7 +306,6 @@ async def test_progress_data_with_bytes_reads_back_as_bytes(backend: Backend) ->
     assert running.progress["data"] == {"checksum": b"\x00\xff"}
 
 
-@pytest.mark.xfail(strict=True, reason=PROGRESS_CODEC_BUG, raises=AssertionError)
 async def test_a_progress_of_zero_written_as_minus_zero_is_shown_by_the_cli(
     backend: Backend,
 ) -> None:
@@ -535,7 +496,6 @@ async def events_until_final(
 async def test_app_events_filter_by_queue_and_by_task_name(
     backend: Backend, request: pytest.FixtureRequest
 ) -> None:
-    xfail_on_embedded(request, backend, MEMORY_WILDCARD_BUG)
     app = backend.app()
 
     @app.task(name="wanted_task")
@@ -609,14 +569,6 @@ async def test_submit_many_runs_every_item_and_gathers_the_results_in_order(
     async with app, app.worker(concurrency=50):
         batch = await square.submit_many([(i,) for i in range(500)])
         assert isinstance(batch, taskq.Batch) and len(batch) == 500
-        if backend.name == "embedded":
-            # Many-task waits do not hear events on the embedded broker (see the xfail
-            # test_gather_of_many_tasks_wakes_on_their_events): wait via the store.
-            await eventually(
-                lambda: app.list_tasks(batch=batch.id, state="succeeded", limit=1000),
-                lambda rows: len(rows) == 500,
-                "the batch's succeeded rows",
-            )
         results = await app.gather(batch, timeout=DEADLINE)
         rows = await app.list_tasks(batch=batch.id, limit=1000)
 
@@ -633,7 +585,6 @@ async def test_gather_of_many_tasks_wakes_on_their_events(
     backend: Backend, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Above 16 tasks a wait binds one wildcard instead of a key per task.
-    xfail_on_embedded(request, backend, MEMORY_WILDCARD_BUG, raises=TimeoutError)
     app = backend.app()
     release = asyncio.Event()
     first_read = asyncio.Event()
@@ -979,7 +930,6 @@ async def test_list_tasks_since_limit_and_newest_first(backend: Backend) -> None
 async def test_list_tasks_since_with_an_offset_other_than_utc(
     backend: Backend, request: pytest.FixtureRequest
 ) -> None:
-    xfail_on_embedded(request, backend, SQLITE_OFFSET_BUG)
     app = backend.app()
 
     @app.task(name="now")
@@ -1090,7 +1040,6 @@ async def test_cli_tasks_refuses_an_invalid_batch_or_since_clearly(backend: Back
 async def test_cli_tasks_since_an_iso_time_with_an_offset_other_than_utc(
     backend: Backend, request: pytest.FixtureRequest
 ) -> None:
-    xfail_on_embedded(request, backend, SQLITE_OFFSET_BUG)
     app = backend.app()
 
     @app.task(name="now")
