@@ -50,13 +50,21 @@ async def submit(
     check_options(options, app.settings.max_priority)
     run_at = due_time(options)
     envelope = _envelope(app, task, options, args, kwargs, where=f"task {task.name!r}")
-    with tracing.sending(envelope) as traced:
+    span, traced = tracing.start_send(envelope)
+    try:
         body = protocol.encode(traced, max_bytes=app.settings.max_payload_bytes)
         if options.transaction is not None:
             task_id = await _submit_in_transaction(options.transaction, traced, run_at, options)
         else:
             task_id = await _store_and_publish(app, traced, body, run_at, options)
-    metrics.submitted.add(1, metrics.task_attributes(task.name, options.queue))
+    except BaseException as exc:
+        tracing.end(span, exc)
+        raise
+    if task_id == envelope.id:
+        metrics.submitted.add(1, metrics.task_attributes(task.name, options.queue))
+    else:  # an earlier task holds the idempotency key: this submit is that task's
+        tracing.name_task(span, task_id)
+    tracing.end(span)
     return task_id
 
 

@@ -49,16 +49,10 @@ def end(span: Span, error: BaseException | None = None) -> None:
     span.end()
 
 
-@contextlib.contextmanager
-def sending(envelope: protocol.Envelope) -> Iterator[protocol.Envelope]:
-    """`start_send` and `end` around a block; yields the envelope to send."""
-    span, traced = start_send(envelope)
-    try:
-        yield traced
-    except BaseException as exc:
-        end(span, exc)
-        raise
-    end(span)
+def name_task(span: Span, task_id: str) -> None:
+    """The submit turned out to be an earlier task's (its idempotency key): say which."""
+    span.set_attribute(sc.TASK_ID, task_id)
+    span.set_attribute(sc.MESSAGING_MESSAGE_ID, task_id)
 
 
 @contextlib.contextmanager

@@ -104,8 +104,10 @@ class Supervisor:
         taken = await asyncio.gather(
             *(prometheus.read_snapshot(self._snapshot_dir / f"{pid}.sock") for pid in pids)
         )
+        alive = {child.pid for child in self._children.values()}
         for pid, snapshot in zip(pids, taken, strict=True):
-            if snapshot is not None:
+            # (A child that exited meanwhile is counted in the retired totals already.)
+            if snapshot is not None and pid in alive:
                 self._snapshots[pid] = snapshot
         merged = prometheus.merge([self._retired, *self._snapshots.values()])
         return "200 OK", prometheus.CONTENT_TYPE, prometheus.render(merged).encode()

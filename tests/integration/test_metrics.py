@@ -63,11 +63,6 @@ async def test_each_new_task_is_counted_once(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="taskq/submission.py submit(): metrics.submitted.add(1) runs even when "
-    "idempotency_key returned an earlier task (nothing new was stored or sent)",
-)
 async def test_repeated_idempotent_submit_is_not_counted_again(
     embedded: Backend, reader: InMemoryMetricReader
 ) -> None:

@@ -416,11 +416,6 @@ async def test_log_records_inside_a_task_carry_its_process_spans_ids(
     assert (vars(record)["task_id"], vars(record)["task_name"]) == (handle.id, "traced.logging")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="taskq/submission.py submit(): the send span is made for the new envelope's id "
-    "even when idempotency_key returns an earlier task's id (no task has the span's id)",
-)
 async def test_repeated_idempotent_submit_traces_no_task_that_does_not_exist(
     production: Backend, traces: Traces
 ) -> None:

@@ -98,12 +98,6 @@ async def test_live_child_counts_then_its_final_snapshot_are_shown_once(
     assert await scraped_total(supervisor) == 7
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="taskq/worker/supervisor.py _scrape(): a snapshot read while its child is retired "
-    "is stored in _snapshots after _retire() popped it, so that child is counted twice, "
-    "for good (nothing removes the dead pid's entry again)",
-)
 async def test_child_retired_during_a_scrape_is_not_counted_twice(snapshot_dir: Path) -> None:
     # Given a supervisor with one child that has counted 5 submits
     supervisor = supervisor_of(snapshot_dir)
