@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TAIL_BUFFER = 10_000  # events held for a slow reader of `app.events()`
+TAIL_BUFFER = 10_000  # messages held for a slow reader of `app.events()`
+MAX_BATCH = 1_000  # events per message
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,19 +120,53 @@ def queued(record: TaskRecord) -> protocol.Event:
     )
 
 
-async def announce_many(broker: Broker, events: list[protocol.Event]) -> None:
-    """Publish many events at once (pipelined), never raising."""
-    await asyncio.gather(*(announce(broker, event) for event in events))
+async def announce_many(broker: Broker, events: Sequence[protocol.Event]) -> None:
+    """Publish events in one message; never raises (events are hints, the store has the
+    facts)."""
+    if not events:
+        return
+    now = time.time()
+    stamped = [event if event.at else dataclasses.replace(event, at=now) for event in events]
+    try:
+        await broker.publish_event(topology.EVENTS_KEY, protocol.encode_events(stamped))
+    except TaskqError as exc:
+        logger.warning("%d task events not sent: %s", len(events), exc)
 
 
 async def announce(broker: Broker, event: protocol.Event) -> None:
-    """Publish an event; never raises (events are hints, the store has the facts)."""
-    if not event.at:
-        event = dataclasses.replace(event, at=time.time())
-    try:
-        await broker.publish_event(topology.event_key(event.task_id), protocol.encode_event(event))
-    except TaskqError as exc:
-        logger.warning("task %s: event not sent: %s", event.task_id, exc)
+    await announce_many(broker, [event])
+
+
+class EventBatcher:
+    """A worker's events, sent in order and in batches: those added in one turn of the
+    event loop (a store flush resolves many tasks at once) go out as one message, at once."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._pending: list[protocol.Event] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+
+    def add(self, event: protocol.Event) -> None:
+        if not event.at:
+            event = dataclasses.replace(event, at=time.time())
+        self._pending.append(event)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send until `close()` and nothing is left; meant to run as a worker's child task."""
+        while not (self._closing and not self._pending):
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(0)  # let the rest of this turn's events join the batch
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            if self._pending:
+                self._wake.set()
+            await announce_many(self._broker, batch)
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
 
 
 async def tail_events(
@@ -151,17 +186,18 @@ async def tail_events(
 
     subscription = await broker.subscribe_events(on_event, on_reconnect)
     try:
-        await subscription.bind(topology.event_key("*"))
+        await subscription.bind(topology.EVENTS_KEY)
         while True:
             try:
-                wire = protocol.decode_event(await arrived.get())
+                wires = protocol.decode_events(await arrived.get())
             except ProtocolError as exc:
                 logger.warning("ignored a malformed task event: %s", exc)
                 continue
-            event = TaskEvent.from_wire(wire)
-            if event is None:
-                continue
-            if (queue is None or event.queue == queue) and (task is None or event.name == task):
-                yield event
+            for wire in wires:
+                event = TaskEvent.from_wire(wire)
+                if event is None:
+                    continue
+                if (queue is None or event.queue == queue) and (task is None or event.name == task):
+                    yield event
     finally:
         await subscription.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -242,21 +242,52 @@ _EVENT_FIELDS: Mapping[str, tuple[str, type | tuple[type, ...]]] = {
 
 
 def encode_event(event: Event) -> bytes:
-    body: dict[str, Any] = {"v": VERSION}
-    for key, (attribute, _) in _EVENT_FIELDS.items():
-        value = getattr(event, attribute)
-        if value is not None:
-            body[key] = value
+    data: bytes = msgpack.packb({"v": VERSION, **_event_fields(event)}, use_bin_type=True)
+    return data
+
+
+def encode_events(events: Sequence[Event]) -> bytes:
+    """Many events in one message: a worker sends those of one moment together."""
+    body = {"v": VERSION, "events": [_event_fields(event) for event in events]}
     data: bytes = msgpack.packb(body, use_bin_type=True)
     return data
 
 
+def decode_events(data: bytes) -> list[Event]:
+    """The events of a message (one, or a batch), checked; or `ProtocolError`."""
+    raw = _unpack_event(data)
+    if "events" not in raw:
+        return [_event_from(raw)]
+    if not isinstance(raw["events"], list):
+        raise ProtocolError("event batch is not a list")
+    return [_event_from(item) for item in raw["events"]]
+
+
 def decode_event(data: bytes) -> Event:
     """An event's fields, checked; or `ProtocolError`."""
+    return _event_from(_unpack_event(data))
+
+
+def _unpack_event(data: bytes) -> Any:
     try:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
     except Exception as exc:
         raise ProtocolError(f"event is not valid msgpack: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("event is not a map")
+    return raw
+
+
+def _event_fields(event: Event) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for key, (attribute, _) in _EVENT_FIELDS.items():
+        value = getattr(event, attribute)
+        if value is not None:
+            body[key] = value
+    return body
+
+
+def _event_from(raw: Any) -> Event:
     if not (isinstance(raw, dict) and isinstance(raw.get("id"), str) and "state" in raw):
         raise ProtocolError("event is not a map with 'id' and 'state'")
     fields: dict[str, Any] = {}

@@ -5,8 +5,8 @@ a reconnect, events may have been lost on either side (this client's subscriptio
 worker's publisher), so every waiter re-reads at once and keeps re-reading often for a
 while; the same happens for a task whose event binding could not be made.
 
-A few tasks are watched through one binding each; many at once (`app.gather` of a batch)
-through one wildcard binding, filtered here.
+Workers send every task's events under one routing key, in batches; this client binds
+that key while anything is watched, and picks out the watched tasks' events here.
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ logger = logging.getLogger(__name__)
 
 # How long after a reconnect waiters distrust events and re-read the store often.
 DEGRADED_AFTER_RECONNECT = 15.0
-# Watching more tasks than this at once binds every task's events instead of each one's.
-WILDCARD_ABOVE = 16
-WILDCARD_KEY = topology.event_key("*")
 
 
 @dataclasses.dataclass(eq=False)
@@ -74,11 +71,7 @@ class Waiter:
         subscription = await self._ensure_subscription()
         for task_id in watch.task_ids:
             self._watches.setdefault(task_id, set()).add(watch)
-        keys = (
-            [WILDCARD_KEY]
-            if len(watch.task_ids) > WILDCARD_ABOVE
-            else [topology.event_key(task_id) for task_id in watch.task_ids]
-        )
+        keys = [topology.EVENTS_KEY]
         try:
             watch.bound = all([await self._bind(subscription, key) for key in keys])
             yield watch
@@ -131,14 +124,15 @@ class Waiter:
 
     def _on_event(self, body: bytes) -> None:
         try:
-            event = protocol.decode_event(body)
+            events = protocol.decode_events(body)
         except ProtocolError as exc:
             logger.warning("ignored a malformed task event: %s", exc)
             return
-        for watch in self._watches.get(event.task_id, ()):
-            watch.changed.set()
-            if watch.events is not None:
-                watch.events.put_nowait(event)
+        for event in events:
+            for watch in self._watches.get(event.task_id, ()):
+                watch.changed.set()
+                if watch.events is not None:
+                    watch.events.put_nowait(event)
 
     def _on_reconnect(self) -> None:
         self._degraded_until = time.monotonic() + DEGRADED_AFTER_RECONNECT

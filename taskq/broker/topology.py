@@ -28,8 +28,9 @@ def dlq_arguments() -> dict[str, object]:
     return {}
 
 
-def event_key(task_id: str) -> str:
-    return f"task.{task_id}"
+# Every task event is published with this routing key, in batches: a worker sends the
+# events of one moment in one message, and watchers filter by task id.
+EVENTS_KEY = "tasks"
 
 
 def topic_matches(pattern: str, key: str) -> bool:

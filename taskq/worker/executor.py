@@ -24,7 +24,7 @@ from opentelemetry.trace import Span
 from taskq import protocol
 from taskq.broker import Broker, Delivery, topology
 from taskq.context import ProgressReporter, TaskContext
-from taskq.events import announce
+from taskq.events import EventBatcher
 from taskq.exceptions import ProtocolError, StoreConnectionError, StoreError, TaskqError
 from taskq.status import TaskStatus
 from taskq.store import Claimed, Outcome, Store, Writer, lifecycle
@@ -55,8 +55,10 @@ class Executor:
         threads: ThreadPoolExecutor,
         lease_after: float,
         lease_duration: float,
+        events: EventBatcher,
     ) -> None:
         self._tasks = tasks
+        self._events = events
         self._broker = broker
         self._store = store
         self._writer = writer
@@ -149,7 +151,7 @@ class Executor:
             # Final, running elsewhere, or not yet due: a duplicate copy. Nothing to run.
             logger.info("task %s is not claimable; acking a duplicate delivery", envelope.id)
             await _settle(delivery.ack())
-            await self._announce(envelope.id, None, envelope)
+            self._announce(envelope.id, None, envelope)
             return
         logs.handling.set(
             {
@@ -218,7 +220,7 @@ class Executor:
             asyncio.get_running_loop(),
         )
         # Announced before the code starts, so its progress events come after this one.
-        await self._announce(envelope.id, TaskStatus.RUNNING, envelope, claimed.attempt)
+        self._announce(envelope.id, TaskStatus.RUNNING, envelope, claimed.attempt)
         if claimed.attempt == 1 and envelope.created_at:
             waited = max(time.time() - envelope.created_at, 0.0)
             metrics.queue_time.record(waited, metrics.task_attributes(task.name, envelope.queue))
@@ -281,7 +283,7 @@ class Executor:
             await self._dead_letter(delivery, envelope)
         elif delivery not in self._handed_off:  # (a long task's was acked already)
             await _settle(delivery.ack())
-        await self._announce(envelope.id, outcome.state, envelope, outcome.attempt)
+        self._announce(envelope.id, outcome.state, envelope, outcome.attempt)
 
     async def _dead_letter(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
         if delivery in self._handed_off:
@@ -351,7 +353,7 @@ class Executor:
         logger.warning("task %s expired before it started; dead-lettered", envelope.id)
         _count_dead(envelope.queue, "expired", envelope.task)
         await _settle(delivery.reject(requeue=False))
-        await self._announce(envelope.id, TaskStatus.EXPIRED, envelope)
+        self._announce(envelope.id, TaskStatus.EXPIRED, envelope)
         return True
 
     async def _reject_malformed(
@@ -370,7 +372,7 @@ class Executor:
         _count_dead(delivery.queue, "malformed")
         await _settle(delivery.reject(requeue=False))
         if task_id is not None:
-            await self._announce(task_id, TaskStatus.FAILED)
+            self._announce(task_id, TaskStatus.FAILED)
 
     async def _reject_unknown(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
         message = (
@@ -389,17 +391,16 @@ class Executor:
         await self._store.fail_unclaimed(envelope.id, error, dead_reason="unknown_task")
         _count_dead(envelope.queue, "unknown_task")
         await _settle(delivery.reject(requeue=False))
-        await self._announce(envelope.id, TaskStatus.FAILED, envelope)
+        self._announce(envelope.id, TaskStatus.FAILED, envelope)
 
-    async def _announce(
+    def _announce(
         self,
         task_id: str,
         state: TaskStatus | None,
         envelope: protocol.Envelope | None = None,
         attempt: int = 0,
     ) -> None:
-        await announce(
-            self._broker,
+        self._events.add(
             protocol.Event(
                 task_id=task_id,
                 state=state.value if state else "",
@@ -433,7 +434,7 @@ class Executor:
                 data=data or None,
                 seq=n,
             )
-            await announce(self._broker, event)
+            self._events.add(event)
 
         return report
 

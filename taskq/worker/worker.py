@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from taskq import protocol
 from taskq.broker import Delivery, topology
+from taskq.events import EventBatcher
 from taskq.exceptions import BrokerError, ProtocolError
 from taskq.scheduler import LeaderWork, campaign
 from taskq.telemetry import metrics
@@ -85,6 +86,7 @@ class Worker:
         for queue in self.queues:
             await app.declare(queue)
         writer = app.store.writer(flush_interval=app.settings.flush_interval)
+        events = EventBatcher(app.broker)
         # Twice the slots: a plain def task that timed out or was cancelled keeps its thread
         # until it returns (a thread cannot be stopped), and must not starve the next ones.
         threads = ThreadPoolExecutor(2 * self.concurrency, thread_name_prefix="taskq-task")
@@ -98,6 +100,7 @@ class Worker:
             threads=threads,
             lease_after=app.settings.lease_after,
             lease_duration=app.settings.lease_duration,
+            events=events,
         )
         logger.info(
             "worker %s consuming %s with concurrency %d",
@@ -120,6 +123,7 @@ class Worker:
                 asyncio.TaskGroup() as side,
             ):
                 side.create_task(writer.run(), name="taskq-writer")
+                side.create_task(events.run(), name="taskq-events")
                 watchdog = health.LoopWatchdog(self.blocked_threshold, executor.blame)
                 watching = side.create_task(watchdog.run(), name="taskq-watchdog")
                 observing = None
@@ -149,6 +153,7 @@ class Worker:
                     if candidate is not None:
                         candidate.cancel()
                     writer.close()  # flushes what is left, then its loop ends
+                    events.close()  # sends what is left, then its loop ends
         finally:
             threads.shutdown(wait=False, cancel_futures=True)
             logger.info("worker %s stopped", self.id, extra={"action": "stop_worker"})

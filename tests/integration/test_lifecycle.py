@@ -268,7 +268,8 @@ async def test_cancel_just_after_the_claim_is_not_lost(
         publish_event = app.broker.publish_event
 
         async def slow_publish_event(key: str, body: bytes) -> None:
-            if protocol.decode_event(body).state == taskq.TaskStatus.RUNNING.value:
+            states = {event.state for event in protocol.decode_events(body)}
+            if taskq.TaskStatus.RUNNING.value in states:
                 claimed.set()
                 await announce.wait()
             await publish_event(key, body)

@@ -342,6 +342,23 @@ def test_progress_event_round_trips_with_its_data() -> None:
     assert protocol.decode_event(protocol.encode_event(event)) == event
 
 
+def test_a_batch_of_events_round_trips_in_order() -> None:
+    events = [
+        protocol.Event(task_id=f"t{i}", state="running", attempt=1, progress=i / 10, seq=i)
+        for i in range(3)
+    ]
+    assert protocol.decode_events(protocol.encode_events(events)) == events
+    # A single-event message decodes as a batch of one
+    assert protocol.decode_events(protocol.encode_event(events[0])) == events[:1]
+
+
+def test_a_malformed_event_in_a_batch_is_a_protocol_error() -> None:
+    with pytest.raises(taskq.ProtocolError):
+        protocol.decode_events(pack({"v": 1, "events": [{"id": "x"}]}))
+    with pytest.raises(taskq.ProtocolError):
+        protocol.decode_events(pack({"v": 1, "events": "x"}))
+
+
 def test_event_with_empty_state_round_trips() -> None:
     # The executor announces a duplicate delivery with an empty state.
     event = protocol.Event(task_id="x", state="")

@@ -44,8 +44,14 @@ def test_exchange_names_are_distinct_and_namespaced() -> None:
     assert all(name.startswith("taskq.") for name in names)
 
 
-def test_event_key() -> None:
-    assert topology.event_key("0b4e2a7c") == "task.0b4e2a7c"
+def test_topic_matching_follows_amqp() -> None:
+    # The memory broker routes events as RabbitMQ's topic exchange does
+    assert topology.topic_matches(topology.EVENTS_KEY, topology.EVENTS_KEY)
+    assert topology.topic_matches("task.*", "task.0b4e2a7c")
+    assert not topology.topic_matches("task.*", "task.a.b")
+    assert topology.topic_matches("task.#", "task.a.b")
+    assert topology.topic_matches("#", "anything.at.all")
+    assert not topology.topic_matches("task.a", "task.b")
 
 
 @pytest.mark.parametrize(
