@@ -367,6 +367,10 @@ class _RabbitSubscription(Subscription):
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._unsettled = 0
         self._cancelled = False
+        # Acks wait here for the end of the loop's turn, then go out together (see `_acks`).
+        self._open: dict[Any, dict[int, AbstractIncomingMessage]] = {}  # channel → tag → msg
+        self._acking: list[tuple[AbstractIncomingMessage, asyncio.Future[None]]] = []
+        self._ack_flush: asyncio.Task[None] | None = None
 
     async def set_prefetch(self, prefetch: int) -> None:
         if self._cancelled or self._channel.is_closed:
@@ -377,6 +381,8 @@ class _RabbitSubscription(Subscription):
     async def start(self, queue: AbstractQueue) -> None:
         async def deliver(message: AbstractIncomingMessage) -> None:
             self._unsettled += 1
+            if message.delivery_tag is not None:
+                self._open.setdefault(message.channel, {})[message.delivery_tag] = message
             self._on_delivery(_RabbitDelivery(message, queue.name, self))
 
         tag = await queue.consume(deliver, no_ack=False)
@@ -391,6 +397,47 @@ class _RabbitSubscription(Subscription):
                 async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
                     await queue.cancel(tag)
         await self._close_if_done()
+
+    async def ack(self, message: AbstractIncomingMessage) -> None:
+        """Ack with the others of this turn of the loop: one `multiple` ack for the run of
+        tags that nothing older is still open below, single acks for the rest."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acking.append((message, done))
+        if self._ack_flush is None or self._ack_flush.done():
+            self._ack_flush = asyncio.create_task(self._acks(), name="taskq-acks")
+        await done
+
+    def forget(self, message: AbstractIncomingMessage) -> None:
+        """A delivery settled otherwise (rejected): no longer open."""
+        self._open.get(message.channel, {}).pop(message.delivery_tag or 0, None)
+
+    async def _acks(self) -> None:
+        await asyncio.sleep(0)  # the rest of this turn's acks join
+        while self._acking:
+            batch, self._acking = self._acking, []
+            by_channel: dict[Any, list[tuple[AbstractIncomingMessage, asyncio.Future[None]]]] = {}
+            for message, done in batch:
+                by_channel.setdefault(message.channel, []).append((message, done))
+                self.forget(message)
+            for channel, acks in by_channel.items():
+                still_open = self._open.get(channel, {})
+                oldest_open = min(still_open, default=None)
+                below = [
+                    m for m, _ in acks if oldest_open is None or (m.delivery_tag or 0) < oldest_open
+                ]
+                error = await _ack_run(below)
+                for message, _ in acks:
+                    if message not in below and error is None:
+                        error = await _ack_one(message)
+                for _, done in acks:
+                    if done.done():
+                        continue  # its waiter was cancelled
+                    if error is not None:
+                        done.set_exception(error)
+                    else:
+                        done.set_result(None)
+                if not still_open:
+                    self._open.pop(channel, None)
 
     async def settled(self) -> None:
         self._unsettled -= 1
@@ -416,9 +463,10 @@ class _RabbitDelivery(Delivery):
         self._subscription = subscription
 
     async def ack(self) -> None:
-        await self._settle(self._message.ack())
+        await self._settle(self._subscription.ack(self._message))
 
     async def reject(self, *, requeue: bool) -> None:
+        self._subscription.forget(self._message)
         await self._settle(self._message.reject(requeue=requeue))
 
     async def _settle(self, settling: Any) -> None:
@@ -429,6 +477,26 @@ class _RabbitDelivery(Delivery):
             raise BrokerError(f"could not settle a delivery: {type(exc).__name__}") from None
         finally:
             await self._subscription.settled()
+
+
+async def _ack_run(messages: list[AbstractIncomingMessage]) -> BaseException | None:
+    """One ack, `multiple`, for all of `messages` (nothing older is open on their channel)."""
+    if not messages:
+        return None
+    newest = max(messages, key=lambda message: message.delivery_tag or 0)
+    try:
+        await newest.ack(multiple=True)
+    except (*_CONNECTION_ERRORS, RuntimeError) as exc:
+        return exc
+    return None
+
+
+async def _ack_one(message: AbstractIncomingMessage) -> BaseException | None:
+    try:
+        await message.ack()
+    except (*_CONNECTION_ERRORS, RuntimeError) as exc:
+        return exc
+    return None
 
 
 class _RabbitBrowsed(Browsed):
