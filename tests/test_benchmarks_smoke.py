@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 from tests.conftest import Backend
@@ -68,3 +69,59 @@ async def test_submit_many_benchmark_prints_both_rates_and_completes_every_task(
     assert ratio[-1] in ("PASS", "MISS"), output
     completion = next(line for line in lines if line and line[0] == "completion:")
     assert completion[1:4] == ["400", "of", "400"], output
+
+
+DRAIN_HEADER = [
+    "run",
+    "mode",
+    "tasks",
+    "tasks/s",
+    "drain",
+    "s",
+    "wall",
+    "s",
+    "cpu",
+    "s",
+    "prefill",
+    "s",
+]
+
+
+async def test_drain_benchmark_prints_both_modes_and_the_sink_got_spans(
+    production: Backend,
+) -> None:
+    # When the drain benchmark runs each tracing mode once with a small N against this
+    # test's vhost and database
+    code, output = await run_command(
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "drain.py"),
+        "--tasks",
+        "200",
+        "--repeat",
+        "1",
+        cwd=REPO_ROOT,
+        env=cli_env(
+            TASKQ_BENCH_AMQP_URL=production.broker_url,
+            TASKQ_BENCH_POSTGRES_URL=production.store_url,
+        ),
+        limit=110,
+    )
+    # Then it succeeds (every task succeeded) and prints a row per run and a median per
+    # mode (figures not asserted)
+    assert code == 0, output
+    lines = [line.split() for line in output.splitlines()]
+    assert DRAIN_HEADER in lines, output
+    start = lines.index(DRAIN_HEADER) + 1
+    rows = {(row[0], row[1]): row[2:] for row in lines[start : start + 4]}
+    assert set(rows) == {("1", "off"), ("1", "on"), ("median", "off"), ("median", "on")}, output
+    for row in rows.values():
+        assert row[0] == "200" and len(row) == 6, output
+        assert all(float(figure) > 0 for figure in row[1:]), output
+    # And the "on" run's worker and producer both exported spans to the benchmark's sink
+    sink = next(line for line in output.splitlines() if line.startswith("sink, run 1 on:"))
+    spans = dict(re.findall(r"(taskq-bench-drain-\w+) (\d+)", sink))
+    assert spans == {"taskq-bench-drain-producer": "200", "taskq-bench-drain-worker": "200"}, sink
+    exports = re.search(r"(\d+) trace export requests, (\d+) bytes", sink)
+    assert exports is not None and int(exports[1]) > 0 and int(exports[2]) > 0, sink
+    overhead = next(line for line in lines if line[:2] == ["tracing", "overhead:"])
+    assert overhead[-1] in ("PASS", "MISS"), output
