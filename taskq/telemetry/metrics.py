@@ -33,7 +33,6 @@ queue_time = _meter.create_histogram(
 )
 retried = _meter.create_counter(**_instrument(sc.TASKS_RETRIED))
 dead_lettered = _meter.create_counter(**_instrument(sc.TASKS_DEAD_LETTERED))
-active = _meter.create_up_down_counter(**_instrument(sc.TASKS_ACTIVE))
 
 
 def task_attributes(name: str, queue: str) -> dict[str, str]:
@@ -44,12 +43,20 @@ def task_attributes(name: str, queue: str) -> dict[str, str]:
 class Gauges:
     """Latest values for the observable gauges, refreshed by the worker's loops."""
 
+    # (task name, queue) → tasks running now: a plain count the executor keeps, read only
+    # when metrics are collected (cheaper per task than an up-down counter's two adds).
+    active: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     queue_depth: dict[str, int] = dataclasses.field(default_factory=dict)
     dlq_depth: dict[str, int] = dataclasses.field(default_factory=dict)
     loop_lag: float | None = None
 
 
 gauges = Gauges()
+
+
+def _active(_options: CallbackOptions) -> Iterable[Observation]:
+    for (name, queue), running in list(gauges.active.items()):
+        yield Observation(running, task_attributes(name, queue))
 
 
 def _queue_depths(_options: CallbackOptions) -> Iterable[Observation]:
@@ -67,6 +74,7 @@ def _loop_lag(_options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(gauges.loop_lag)
 
 
+_meter.create_observable_up_down_counter(**_instrument(sc.TASKS_ACTIVE), callbacks=[_active])
 _meter.create_observable_gauge(**_instrument(sc.QUEUE_DEPTH), callbacks=[_queue_depths])
 _meter.create_observable_gauge(**_instrument(sc.DLQ_DEPTH), callbacks=[_dlq_depths])
 _meter.create_observable_gauge(**_instrument(sc.LOOP_LAG), callbacks=[_loop_lag])

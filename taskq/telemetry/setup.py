@@ -92,7 +92,7 @@ def _tracing(resource: Any, exporter_name: str) -> Any:
 
 def _metering(resource: Any, exporter_name: str, prometheus: bool) -> tuple[Any, Any]:
     from opentelemetry import metrics
-    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import (
         ConsoleMetricExporter,
         InMemoryMetricReader,
@@ -110,6 +110,8 @@ def _metering(resource: Any, exporter_name: str, prometheus: bool) -> tuple[Any,
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     elif exporter_name == "console":
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
-    provider = MeterProvider(resource=resource, metric_readers=readers)
+    # Exemplars cost a sampling decision per measurement; on only if asked for.
+    exemplars = None if "OTEL_METRICS_EXEMPLAR_FILTER" in os.environ else AlwaysOffExemplarFilter()
+    provider = MeterProvider(resource=resource, metric_readers=readers, exemplar_filter=exemplars)
     metrics.set_meter_provider(provider)
     return provider, memory

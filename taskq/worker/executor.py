@@ -191,12 +191,12 @@ class Executor:
             error = {"type": "MaxDeliveriesExceeded", "message": message, "traceback": ""}
             return outcomes.failed(base, error, reason="max_deliveries")
         with tracing.processing(envelope, claimed.attempt) as span:
-            attributes = metrics.task_attributes(task.name, envelope.queue)
-            metrics.active.add(1, attributes)
+            active, key = metrics.gauges.active, (task.name, envelope.queue)
+            active[key] = active.get(key, 0) + 1
             try:
                 finished = await self._run(delivery, envelope, task, claimed, span)
             finally:
-                metrics.active.add(-1, attributes)
+                active[key] -= 1
             outcome = outcomes.decide(task, claimed, finished, **self._decide_args(envelope, base))
             retrying = outcome.state is TaskStatus.SCHEDULED
             tracing.outcome(span, "retried" if retrying else outcome.state.value, outcome.error)
