@@ -276,6 +276,14 @@ async def queue_depth(vhost_url: str, queue: str) -> int:
         return int(count) if count is not None else 0
 
 
+def where(url: str | None) -> str:
+    """host:port of a URL, without its credentials."""
+    if not url:
+        return "(none given)"
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
 def redis_answers(url: str) -> bool:
     """Does a Redis server answer PING at url? (A plain socket: no client library needed.)"""
     parts = urlsplit(url)
@@ -506,7 +514,7 @@ async def run_peer(
         results = redis_url if redis_url and redis_answers(redis_url) else None
         if results is None:
             notes.append(
-                f"round trip n/a: no Redis answers at {redis_url or '(none given)'}, and "
+                f"round trip n/a: no Redis answers at {where(redis_url)}, and "
                 "Dramatiq has no PostgreSQL or RabbitMQ result backend"
             )
         elif importlib.util.find_spec("redis") is None:
