@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import sys
 
+import pytest
+
 from tests.conftest import Backend
 from tests.e2e.processes import REPO_ROOT, cli_env, run_command
 
@@ -125,3 +127,56 @@ async def test_drain_benchmark_prints_both_modes_and_the_sink_got_spans(
     assert exports is not None and int(exports[1]) > 0 and int(exports[2]) > 0, sink
     overhead = next(line for line in lines if line[:2] == ["tracing", "overhead:"])
     assert overhead[-1] in ("PASS", "MISS"), output
+
+
+PEERS_HEADER = "peer tasks drain/s pairs rtt p50 ms rtt p99 ms enqueue/s".split()
+PEERS_INSTALL_HINT = "install the bench extra: pip install -e '.[bench]'"
+PEER_MODULES = ("celery", "dramatiq", "pika", "taskiq", "taskiq_aio_pika", "taskiq_pg")
+
+
+@pytest.mark.timeout(300)
+async def test_peers_smoke_prints_its_table_or_how_to_install_the_peers(
+    production: Backend,
+) -> None:
+    # When the peers benchmark's smoke variant runs (CI installs only .[dev]: no peers there)
+    code, output = await run_command(
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "peers.py"),
+        "--smoke",
+        cwd=REPO_ROOT,
+        env=cli_env(
+            TASKQ_BENCH_AMQP_URL=production.broker_url,
+            TASKQ_BENCH_POSTGRES_URL=production.store_url,
+        ),
+        limit=280,
+    )
+    # Then it succeeds, and prints either a row per peer (figures not asserted) or the hint
+    assert code == 0, output
+    if PEERS_INSTALL_HINT in output and "nothing measured" in output:
+        return
+    lines = [line.split() for line in output.splitlines()]
+    assert PEERS_HEADER in lines, output
+    start = lines.index(PEERS_HEADER) + 1
+    assert [row[0] for row in lines[start : start + 3]] == ["celery", "dramatiq", "taskiq"], output
+
+
+async def test_peers_without_the_bench_extra_says_how_to_install_it_and_exits_0() -> None:
+    # Given a Python in which none of the peers' packages can be imported
+    hide = "; ".join(f"sys.modules[{name!r}] = None" for name in PEER_MODULES)
+    script = REPO_ROOT / "benchmarks" / "peers.py"
+    # When the peers benchmark runs there
+    code, output = await run_command(
+        sys.executable,
+        "-c",
+        f"import runpy, sys; {hide}; sys.argv = [{str(script)!r}, '--smoke']; "
+        f"runpy.run_path({str(script)!r}, run_name='__main__')",
+        cwd=REPO_ROOT,
+        env=cli_env(),
+        limit=60,
+    )
+    # Then it names each missing peer, says how to install them, measures nothing and exits 0
+    assert code == 0, output
+    for peer in ("celery", "dramatiq", "taskiq"):
+        assert f"{peer}: not installed" in output, output
+    assert f"peers not installed, nothing measured: {PEERS_INSTALL_HINT}" in output, output
+    assert "drain/s" not in output, output
