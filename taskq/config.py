@@ -29,7 +29,7 @@ class Settings:
     max_payload_bytes: int = 1024 * 1024
     max_priority: int = 10
     publish_timeout: float = 10.0
-    flush_interval: float = 0.005
+    flush_interval: float = 0.0
     # A task still running after lease_after s has its message acked and is kept by a
     # lease of lease_duration s, renewed by its worker: RabbitMQ's consumer_timeout
     # (30 min by default) would otherwise close the channel and run the task twice.

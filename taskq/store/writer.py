@@ -2,7 +2,8 @@
 
 Each call queues an item and returns once the batch holding it is committed, so a caller
 that awaits it (the executor, before acking) knows its write is durable. A flush runs at
-most every `flush_interval` seconds, or at once when a batch is full. Progress reports
+most every `flush_interval` seconds while writes keep coming, at once when the writer was idle
+or a batch is full. Progress reports
 are coalesced instead: only each task's latest is written, at most every
 `progress_interval` seconds, and nobody waits for it.
 """
@@ -77,7 +78,8 @@ class Writer:
         while not (self._closing and not self._pending()):
             await self._wake.wait()
             if self._pending() < self._max_batch and not self._closing:
-                # Let concurrent executors join this batch.
+                # Group commit: what comes while a flush runs waits for the next one, so
+                # batches grow with the load; `flush_interval` can add a wait for more.
                 await asyncio.sleep(self._flush_interval)
             self._wake.clear()
             await self.flush()
