@@ -415,29 +415,44 @@ class _RabbitSubscription(Subscription):
         await asyncio.sleep(0)  # the rest of this turn's acks join
         while self._acking:
             batch, self._acking = self._acking, []
-            by_channel: dict[Any, list[tuple[AbstractIncomingMessage, asyncio.Future[None]]]] = {}
-            for message, done in batch:
-                by_channel.setdefault(message.channel, []).append((message, done))
-                self.forget(message)
-            for channel, acks in by_channel.items():
-                still_open = self._open.get(channel, {})
-                oldest_open = min(still_open, default=None)
-                below = [
-                    m for m, _ in acks if oldest_open is None or (m.delivery_tag or 0) < oldest_open
-                ]
-                error = await _ack_run(below)
-                for message, _ in acks:
-                    if message not in below and error is None:
-                        error = await _ack_one(message)
-                for _, done in acks:
-                    if done.done():
-                        continue  # its waiter was cancelled
-                    if error is not None:
-                        done.set_exception(error)
-                    else:
-                        done.set_result(None)
-                if not still_open:
-                    self._open.pop(channel, None)
+            try:
+                await self._send_acks(batch)
+            except BaseException as exc:
+                # Never leave an executor waiting: whatever went wrong, its ack failed (the
+                # broker redelivers the message, which a duplicate check makes harmless).
+                failed = RuntimeError(f"ack failed: {type(exc).__name__}")
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(failed)
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _send_acks(
+        self, batch: list[tuple[AbstractIncomingMessage, asyncio.Future[None]]]
+    ) -> None:
+        by_channel: dict[Any, list[tuple[AbstractIncomingMessage, asyncio.Future[None]]]] = {}
+        for message, done in batch:
+            by_channel.setdefault(message.channel, []).append((message, done))
+            self.forget(message)
+        for channel, acks in by_channel.items():
+            still_open = self._open.get(channel, {})
+            oldest_open = min(still_open, default=None)
+            below = [
+                m for m, _ in acks if oldest_open is None or (m.delivery_tag or 0) < oldest_open
+            ]
+            error = await _ack_run(below)
+            for message, _ in acks:
+                if message not in below and error is None:
+                    error = await _ack_one(message)
+            for _, done in acks:
+                if done.done():
+                    continue  # its waiter was cancelled
+                if error is not None:
+                    done.set_exception(error)
+                else:
+                    done.set_result(None)
+            if not still_open:
+                self._open.pop(channel, None)
 
     async def settled(self) -> None:
         self._unsettled -= 1
@@ -484,18 +499,18 @@ async def _ack_run(messages: list[AbstractIncomingMessage]) -> BaseException | N
     if not messages:
         return None
     newest = max(messages, key=lambda message: message.delivery_tag or 0)
-    try:
-        await newest.ack(multiple=True)
-    except (*_CONNECTION_ERRORS, RuntimeError) as exc:
-        return exc
-    return None
+    return await _ack_one(newest, multiple=True)
 
 
-async def _ack_one(message: AbstractIncomingMessage) -> BaseException | None:
+async def _ack_one(message: AbstractIncomingMessage, *, multiple: bool = False) -> Exception | None:
+    """→ None, or why the ack failed (bounded: a channel in limbo must not hold a worker)."""
     try:
-        await message.ack()
+        async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
+            await message.ack(multiple=multiple)
     except (*_CONNECTION_ERRORS, RuntimeError) as exc:
         return exc
+    except Exception as exc:  # e.g. aio-pika's "message already processed"
+        return RuntimeError(f"ack failed: {exc}")
     return None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -119,7 +120,7 @@ async def test_broker_restart_under_load_loses_nothing(
     # Given a running worker and a producer with a generous publish timeout that waits on
     # each task's result as soon as it has a handle
     e2e = worker_app.build(production.broker_url, production.store_url, publish_timeout=30)
-    await workers.start(concurrency=10)
+    worker = await workers.start(concurrency=10)
     stopped = asyncio.Event()
     submitted: dict[int, asyncio.Task[int]] = {}
     refused: dict[int, taskq.PublishError] = {}
@@ -178,6 +179,10 @@ async def test_broker_restart_under_load_loses_nothing(
     counts = await state_counts(production.store_url)
     assert counts.get("queued", 0) == counts.get("running", 0) == 0, counts
     print(f"{len(submitted)} submits returned a handle, {len(refused)} raised PublishError")
+
+    # And the worker still stops gracefully: nothing hangs on a channel the restart closed
+    worker.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.process.wait, 15) == 0, worker.output()
 
 
 async def test_wrong_broker_password_fails_fast_naming_host_not_password(
