@@ -180,3 +180,47 @@ async def test_peers_without_the_bench_extra_says_how_to_install_it_and_exits_0(
         assert f"{peer}: not installed" in output, output
     assert f"peers not installed, nothing measured: {PEERS_INSTALL_HINT}" in output, output
     assert "drain/s" not in output, output
+
+
+RUN_HEADER = ["measurement", "figure", "unit", "target", "verdict"]
+RUN_ROWS = (
+    "drain (200 tasks, 1 worker)",
+    "drain vs fastest peer",
+    "submit sequential (200)",
+    "submit 100 concurrent (200)",
+    "submit_many (200)",
+    "round trip p50 (20 pairs)",
+    "round trip p99 (20 pairs)",
+    "worker RSS idle",
+    "worker RSS after drain of 200",
+    "worker RSS after drain of 100,000",
+)
+
+
+@pytest.mark.timeout(200)
+async def test_run_smoke_prints_every_row_of_the_table(production: Backend) -> None:
+    # When the one-command runner's smoke variant runs (small N, no peers) against this
+    # test's vhost and database
+    code, output = await run_command(
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "run.py"),
+        "--smoke",
+        "--no-peers",
+        cwd=REPO_ROOT,
+        env=cli_env(
+            TASKQ_BENCH_AMQP_URL=production.broker_url,
+            TASKQ_BENCH_POSTGRES_URL=production.store_url,
+        ),
+        limit=180,
+    )
+    # Then it succeeds and prints the table: every row, in order, each with a verdict
+    # (figures and verdicts not asserted: a MISS is not a failure)
+    assert code == 0, output
+    lines = output.splitlines()
+    assert RUN_HEADER in [line.split() for line in lines], output
+    start = next(i for i, line in enumerate(lines) if line.split() == RUN_HEADER) + 1
+    rows = lines[start : start + len(RUN_ROWS)]
+    for row, label in zip(rows, RUN_ROWS, strict=True):
+        assert row.startswith(label), output
+        assert row.split()[-1] in ("PASS", "MISS", "n/a", "-"), output
+    assert "peers: not run (--no-peers)" in output, output
