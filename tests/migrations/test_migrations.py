@@ -158,3 +158,8 @@ def test_cli_upgrade_then_current(empty_url: str) -> None:
     head = migrations.head()
     assert f"database: {head}" in current.stdout
     assert f"newest:   {head}" in current.stdout
+
+
+def test_the_revision_the_code_needs_is_the_newest_migration() -> None:
+    # The schema check at open compares with migrations.HEAD (no alembic at runtime)
+    assert migrations.head() == migrations.alembic_head()
