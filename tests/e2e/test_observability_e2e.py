@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import socket
 import uuid
 from typing import Any
@@ -29,6 +30,8 @@ from tests.e2e.processes import (
     wait_until,
 )
 from tests.prometheus_text import Exposition, parse
+
+logger = logging.getLogger(__name__)  # figures the issues ask to see: pytest -o log_cli=true
 
 OBS_APP = "tests.e2e.obs_app:app"
 GRACE = 10.0  # teardown's wait after SIGTERM: the tasks here are short
@@ -120,7 +123,7 @@ async def test_metrics_port_of_a_two_process_worker_counts_the_tasks_of_both(
         f"WHERE t.batch_id = '{batch_id}' AND t.state = 'succeeded' GROUP BY t.worker_id, w.pid",
     )
     ran = {row["pid"]: row["n"] for row in rows}
-    print(f"tasks per child process: {ran}")
+    logger.info(f"tasks per child process: {ran}")
     assert sorted(ran) == sorted(children), (ran, children)
     assert sum(ran.values()) == TASKS
 

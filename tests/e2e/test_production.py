@@ -7,6 +7,7 @@ waits are on results, on RabbitMQ's consumer list or on the database, each with 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import signal
 import subprocess
@@ -32,6 +33,8 @@ from tests.e2e.processes import (
     wait_for_amqp,
     wait_until,
 )
+
+logger = logging.getLogger(__name__)  # figures the issues ask to see: pytest -o log_cli=true
 
 # `taskq worker` log lines start with a timestamp; anything else on stderr is for humans.
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
@@ -178,7 +181,7 @@ async def test_broker_restart_under_load_loses_nothing(
             assert '"PublishError"' in row["error"], (i, row)
     counts = await state_counts(production.store_url)
     assert counts.get("queued", 0) == counts.get("running", 0) == 0, counts
-    print(f"{len(submitted)} submits returned a handle, {len(refused)} raised PublishError")
+    logger.info(f"{len(submitted)} submits returned a handle, {len(refused)} raised PublishError")
 
     # And the worker still stops gracefully: nothing hangs on a channel the restart closed
     worker.process.send_signal(signal.SIGTERM)

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import itertools
 import json
+import logging
 import signal
 import sys
 import time
@@ -38,6 +39,8 @@ from tests.e2e.processes import (
     wait_for_amqp,
     wait_until,
 )
+
+logger = logging.getLogger(__name__)  # figures the issues ask to see: pytest -o log_cli=true
 
 PERIODIC_APP = "tests.e2e.periodic_app:app"
 CLIENT = (sys.executable, "-m", "tests.e2e.client_process")
@@ -192,8 +195,8 @@ async def test_kill_9_of_the_leader_hands_over_without_losing_or_doubling_ticks(
 
         await wait_until(published, within=20, what="a new leader to publish the due task")
         takeover = time.monotonic() - killed
-        print(
-            f"\nfailover: a task due 1 s after the kill -9 was published {takeover:.2f} s after it"
+        logger.info(
+            f"failover: a task due 1 s after the kill -9 was published {takeover:.2f} s after it"
         )
         assert takeover < 10
         await probe.result(timeout=30)
@@ -351,7 +354,7 @@ async def test_lock_held_by_a_killed_process_is_released(
             # Then another process gets the lock within a few seconds
             async with app.lock("crash", timeout=10):
                 waited = time.monotonic() - begun
-        print(f"\nlock of a kill -9'd holder acquired {waited:.3f} s after the kill")
+        logger.info(f"lock of a kill -9'd holder acquired {waited:.3f} s after the kill")
         assert waited < 5
     finally:
         if holder.returncode is None:

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import http.client
 import json
+import logging
 import os
 import re
 import signal
@@ -38,6 +39,8 @@ from tests.e2e.processes import (
     wait_for_amqp,
     wait_until,
 )
+
+logger = logging.getLogger(__name__)  # figures the issues ask to see: pytest -o log_cli=true
 
 POOL_APP = "tests.e2e.pool_app:app"
 GRACE = 10.0  # teardown's wait after SIGTERM: every test here uses short tasks
@@ -141,7 +144,7 @@ async def test_kill_9_of_one_child_is_replaced_and_its_task_redelivered(
 
         await wait_until(replaced, within=10, what="a new child consuming", interval=0.05)
         restart = time.monotonic() - killed_at
-        print(f"kill -9 to a new child consuming: {restart:.2f} s")
+        logger.info(f"kill -9 to a new child consuming: {restart:.2f} s")
         assert restart < 3.0, f"the new child took {restart:.2f} s"
         after = supervisor.children()
         assert supervisor.process.poll() is None
@@ -208,7 +211,7 @@ async def test_child_over_memory_limit_is_recycled_after_its_task(
     over = re.search(r"resident memory (\d+) MiB is over max_memory_per_child", output)
     assert over, output
     assert f"(pid {hog_pid}) reached its limit: replacing it" in output
-    print(f"recycled at {over[1]} MiB resident (limit 150 MB); other child pid {other} kept")
+    logger.info(f"recycled at {over[1]} MiB resident (limit 150 MB); other child pid {other} kept")
 
 
 async def test_child_is_replaced_after_max_tasks(production: Backend, workers: Workers) -> None:
@@ -225,7 +228,7 @@ async def test_child_is_replaced_after_max_tasks(production: Backend, workers: W
     # Then all succeed, on at least three processes one after another (replaced twice)
     assert await state_counts(production.store_url) == {"succeeded": 12}
     per_pid = collections.Counter(pids)
-    print(f"tasks per child: {dict(per_pid)}")
+    logger.info(f"tasks per child: {dict(per_pid)}")
     assert len(per_pid) >= 3, per_pid
     assert supervisor.output().count("reached its limit: replacing it") >= 2
     # And no child ran more than its limit
@@ -259,7 +262,7 @@ async def test_sigterm_drains_then_hands_running_tasks_back(
 
         # Then it exits 0 after about the shutdown timeout
         assert code == 0, worker.output()
-        print(f"SIGTERM to exit: {took:.2f} s (--shutdown-timeout 2)")
+        logger.info(f"SIGTERM to exit: {took:.2f} s (--shutdown-timeout 2)")
         assert "10 tasks still running at shutdown; handing them back" in worker.output()
         # And the short tasks are recorded, the long ones are queued again (none running)
         ids = [h.id for h in handles]
@@ -299,7 +302,9 @@ async def test_sigterm_exits_at_the_timeout_with_a_plain_def_task_running(
 
         # Then it hands the task back and exits 0 soon after the timeout, not when the thread ends
         assert await exit_code(worker, within=8) == 0, worker.output()
-        print(f"SIGTERM to exit with a plain def running: {time.monotonic() - signalled:.2f} s")
+        logger.info(
+            f"SIGTERM to exit with a plain def running: {time.monotonic() - signalled:.2f} s"
+        )
         assert (await handle.info()).state is taskq.TaskStatus.QUEUED
         assert await queue_messages(workers.vhost, "default") == 1
 
@@ -339,7 +344,9 @@ async def test_second_sigterm_hands_running_tasks_back_at_once(
 
     # Then it exits 0 at once
     assert await exit_code(worker, within=10) == 0, worker.output()
-    print(f"second SIGTERM to exit ({processes} processes): {time.monotonic() - signalled:.2f} s")
+    logger.info(
+        f"second SIGTERM to exit ({processes} processes): {time.monotonic() - signalled:.2f} s"
+    )
     # And the running tasks are handed back: rows queued, none running, messages requeued
     assert await state_counts(production.store_url) == {"queued": len(handles)}
     assert await queue_messages(workers.vhost, "default") == len(handles)
@@ -391,7 +398,7 @@ async def test_two_workers_share_tasks_by_their_concurrency(
     # Then they run about 1:4, as their free slots are
     assert set(pids) == {small.pid, large.pid}, pids
     ratio = pids[large.pid] / pids[small.pid]
-    print(
+    logger.info(
         f"concurrency 2 ran {pids[small.pid]}, concurrency 8 ran {pids[large.pid]}: 1:{ratio:.2f}"
     )
     assert 2.5 <= ratio <= 6, pids
@@ -429,7 +436,7 @@ async def test_health_probes_follow_the_broker(production: Backend, workers: Wor
             )
 
         await wait_until(unready, within=10, what="/readyz to report the broker down")
-        print(f"/readyz 503 {time.monotonic() - stopping:.2f} s after stop_app began")
+        logger.info(f"/readyz 503 {time.monotonic() - stopping:.2f} s after stop_app began")
         assert await probe(port, "/healthz") == (200, {"status": "ok"})
     finally:
         await rabbitmqctl("start_app")
@@ -441,7 +448,7 @@ async def test_health_probes_follow_the_broker(production: Backend, workers: Wor
         return (await probe(port, "/readyz"))[0] == 200
 
     await wait_until(ready, within=30, what="/readyz to recover")
-    print(f"/readyz 200 again {time.monotonic() - started:.2f} s after RabbitMQ answered")
+    logger.info(f"/readyz 200 again {time.monotonic() - started:.2f} s after RabbitMQ answered")
     assert await probe(port, "/readyz") == (200, {"ready": True, "broker": True, "store": True})
 
 
@@ -477,7 +484,7 @@ async def test_child_crashing_at_start_makes_the_supervisor_give_up(postgres_url
     took = time.monotonic() - began
 
     # Then it exits 1 within a minute, saying each child keeps crashing, after backing off
-    print(f"gave up after {took:.1f} s")
+    logger.info(f"gave up after {took:.1f} s")
     assert code == 1, err
     for slot in (0, 1):
         assert err.count(f"child {slot} started") == 5, err
