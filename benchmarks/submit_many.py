@@ -19,25 +19,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
 import taskq
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, only benchmarks/ is on sys.path: add the repository root, so that
+# `benchmarks.*` names these modules here and in the worker subprocesses alike.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from benchmarks.services import (  # noqa: E402
+    asyncpg_url,
+    services,
+)
+
 TASK_NAME = "bench.noop"
 QUEUE = "default"
-LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
-LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGET_RATIO = 5.0
 DEFAULT_TASKS = 10_000
 DEFAULT_CONCURRENCY = 50
@@ -52,82 +55,6 @@ def build(broker_url: str | None = None, store_url: str | None = None) -> taskq.
     app = taskq.App(broker_url, store_url)
     app.task(name=TASK_NAME, queue=QUEUE)(noop)
     return app
-
-
-# -- services ---------------------------------------------------------------------------------
-
-
-def asyncpg_url(url: str) -> str:
-    scheme, rest = url.split("://", 1)
-    return f"{scheme.split('+')[0]}://{rest}"
-
-
-def store_url_of(url: str) -> str:
-    return "postgresql+asyncpg://" + url.split("://", 1)[1]
-
-
-def with_path(url: str, path: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + path))
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-@contextlib.contextmanager
-def throwaway_vhost() -> Iterator[str]:
-    vhost = f"taskq_bench_{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield with_path(LOCAL_AMQP, quote(vhost, safe=""))
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
-
-
-@contextlib.asynccontextmanager
-async def throwaway_database() -> AsyncIterator[str]:
-    name = f"taskq_bench_{uuid.uuid4().hex[:8]}"
-    await admin(f'CREATE DATABASE "{name}"')
-    try:
-        url = store_url_of(with_path(LOCAL_POSTGRES, name))
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "taskq", "db", "upgrade"],
-            cwd=REPO_ROOT,
-            env={**clean_env(), "TASKQ_STORE_URL": url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"taskq db upgrade failed:\n{done.stdout}{done.stderr}")
-        yield url
-    finally:
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def admin(statement: str) -> None:
-    connection = await asyncpg.connect(LOCAL_POSTGRES, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_") and k != "PYTHONPATH"}
-
-
-@contextlib.asynccontextmanager
-async def services(amqp: str | None, postgres: str | None) -> AsyncIterator[tuple[str, str]]:
-    """(broker URL, store URL): the given ones, or throwaway ones removed afterwards."""
-    async with contextlib.AsyncExitStack() as stack:
-        if amqp is None:
-            amqp = stack.enter_context(throwaway_vhost())
-        if postgres is None:
-            postgres = await stack.enter_async_context(throwaway_database())
-        yield amqp, store_url_of(postgres)
 
 
 # -- the run ----------------------------------------------------------------------------------
