@@ -39,21 +39,15 @@ class Watch:
     bound: bool = False
 
 
-@dataclasses.dataclass(eq=False)
-class _Binding:
-    """One routing key's users; the lock orders its bind and unbind."""
-
-    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    users: int = 0
-    bound: bool = False
-
-
 class Waiter:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._subscription: EventSubscription | None = None
         self._watches: dict[str, set[Watch]] = {}
-        self._bindings: dict[str, _Binding] = {}
+        # The events key is bound while anything is watched; the lock orders bind and unbind.
+        self._binding = asyncio.Lock()
+        self._watching = 0
+        self._bound = False
         self._subscribing = asyncio.Lock()
         self._degraded_until = 0.0
 
@@ -71,9 +65,8 @@ class Waiter:
         subscription = await self._ensure_subscription()
         for task_id in watch.task_ids:
             self._watches.setdefault(task_id, set()).add(watch)
-        keys = [topology.EVENTS_KEY]
         try:
-            watch.bound = all([await self._bind(subscription, key) for key in keys])
+            watch.bound = await self._bind(subscription)
             yield watch
         finally:
             for task_id in watch.task_ids:
@@ -82,37 +75,32 @@ class Waiter:
                     watchers.discard(watch)
                     if not watchers:
                         del self._watches[task_id]
-            for key in keys:
-                await self._unbind(key)
+            await self._unbind()
 
     def trusts_events(self, watch: Watch) -> bool:
         """Whether events for `watch` can be relied on to arrive (else re-read often)."""
         return watch.bound and time.monotonic() >= self._degraded_until
 
-    async def _bind(self, subscription: EventSubscription, key: str) -> bool:
-        binding = self._bindings.setdefault(key, _Binding())
-        binding.users += 1
-        async with binding.lock:
-            if not binding.bound:
+    async def _bind(self, subscription: EventSubscription) -> bool:
+        self._watching += 1
+        async with self._binding:
+            if not self._bound:
                 try:
-                    await subscription.bind(key)
-                    binding.bound = True
+                    await subscription.bind(topology.EVENTS_KEY)
+                    self._bound = True
                 except BrokerError as exc:
-                    logger.warning("watching %s without events: %s", key, exc)
-            return binding.bound
+                    logger.warning("watching tasks without events: %s", exc)
+            return self._bound
 
-    async def _unbind(self, key: str) -> None:
-        binding = self._bindings[key]
-        binding.users -= 1
-        async with binding.lock:
+    async def _unbind(self) -> None:
+        self._watching -= 1
+        async with self._binding:
             # Re-checked under the lock: a newer watcher may have joined meanwhile.
-            if binding.users == 0:
-                if binding.bound and self._subscription is not None:
+            if self._watching == 0 and self._bound:
+                self._bound = False
+                if self._subscription is not None:
                     with contextlib.suppress(BrokerError):
-                        await self._subscription.unbind(key)
-                binding.bound = False
-                if binding.users == 0 and self._bindings.get(key) is binding:
-                    del self._bindings[key]
+                        await self._subscription.unbind(topology.EVENTS_KEY)
 
     async def _ensure_subscription(self) -> EventSubscription:
         async with self._subscribing:
