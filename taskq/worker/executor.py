@@ -153,14 +153,8 @@ class Executor:
             await _settle(delivery.ack())
             self._announce(envelope.id, None, envelope)
             return
-        logs.handling.set(
-            {
-                "task_id": envelope.id,
-                "task_name": envelope.task,
-                "queue": envelope.queue,
-                "attempt": claimed.attempt,
-            }
-        )
+        if (fields := logs.handling.get()) is not None:
+            fields["attempt"] = claimed.attempt  # (this delivery's own dict, set in `execute`)
         base = {
             "task_id": envelope.id,
             "attempt": claimed.attempt,
