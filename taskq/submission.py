@@ -83,8 +83,14 @@ async def _store_and_publish(
     if task_id != envelope.id:
         await _republish_if_queued(app, task_id)  # an earlier submit with this key
     elif row.state is TaskStatus.QUEUED:
-        await publish(store, broker, options.queue, body, envelope)
+        # The event leaves first: a worker can take the message and announce `running`
+        # before RabbitMQ confirms it, and watchers must see `queued` before that.
         await announce(broker, _event(envelope, TaskStatus.QUEUED))
+        try:
+            await publish(store, broker, options.queue, body, envelope)
+        except PublishError:
+            await announce(broker, _event(envelope, TaskStatus.FAILED))
+            raise
     # (A `scheduled` row is published by the leader when it is due.)
     return task_id
 

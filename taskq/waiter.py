@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 # How long after a reconnect waiters distrust events and re-read the store often.
 DEGRADED_AFTER_RECONNECT = 15.0
+# How long the events key stays bound once nothing is watched: a client awaiting results
+# one after another binds once, not twice (bind, unbind) per task.
+UNBIND_AFTER = 5.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -50,8 +53,14 @@ class Waiter:
         self._bound = False
         self._subscribing = asyncio.Lock()
         self._degraded_until = 0.0
+        self._unbind_later: asyncio.TimerHandle | None = None
+        self._unbinding: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
+        if self._unbind_later is not None:
+            self._unbind_later.cancel()
+        if self._unbinding is not None:
+            self._unbinding.cancel()
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
             await subscription.close()
@@ -75,7 +84,7 @@ class Waiter:
                     watchers.discard(watch)
                     if not watchers:
                         del self._watches[task_id]
-            await self._unbind()
+            self._unwatched()
 
     def trusts_events(self, watch: Watch) -> bool:
         """Whether events for `watch` can be relied on to arrive (else re-read often)."""
@@ -92,8 +101,20 @@ class Waiter:
                     logger.warning("watching tasks without events: %s", exc)
             return self._bound
 
-    async def _unbind(self) -> None:
+    def _unwatched(self) -> None:
         self._watching -= 1
+        if self._watching == 0:
+            if self._unbind_later is not None:
+                self._unbind_later.cancel()
+            self._unbind_later = asyncio.get_running_loop().call_later(
+                UNBIND_AFTER, self._start_unbinding
+            )
+
+    def _start_unbinding(self) -> None:
+        self._unbind_later = None
+        self._unbinding = asyncio.create_task(self._unbind_if_unwatched(), name="taskq-unbind")
+
+    async def _unbind_if_unwatched(self) -> None:
         async with self._binding:
             # Re-checked under the lock: a newer watcher may have joined meanwhile.
             if self._watching == 0 and self._bound:

@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from taskq.exceptions import AppNotOpen, LockTimeout, SchemaOutOfDate, StoreError
+from taskq.store import asyncpg_direct, lifecycle, locks, migrations, repository
 from taskq.store import engine as engines
-from taskq.store import lifecycle, locks, migrations, repository
+from taskq.store.asyncpg_direct import GroupedInserts, HeldConnection, PgBatches
 from taskq.store.repository import Claimed, NewTask, Outcome, TaskRecord
-from taskq.store.writer import Writer
+from taskq.store.writer import Batches, SqlBatches, Writer
 
 __all__ = [
     "Claimed",
@@ -49,6 +50,8 @@ class Store:
         self._turns = asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         self._local_locks: dict[str, asyncio.Lock] = {}
         self._leader_turn = asyncio.Lock()
+        # PostgreSQL: submits' rows, grouped into one INSERT (`asyncpg_direct`).
+        self._inserts: GroupedInserts | None = None
 
     def __repr__(self) -> str:
         return f"Store({engines.shown(self._url)!r})"
@@ -70,8 +73,13 @@ class Store:
             await engine.dispose()
             raise
         self._engine = engine
+        if self.dialect == "postgresql":
+            self._inserts = GroupedInserts(self._held_connection())
 
     async def close(self) -> None:
+        if self._inserts is not None:
+            inserts, self._inserts = self._inserts, None
+            await inserts.close()
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
@@ -100,16 +108,33 @@ class Store:
         return True
 
     def writer(self, *, flush_interval: float) -> Writer:
-        return Writer(self.transaction, flush_interval=flush_interval)
+        """The worker's write-behind: on PostgreSQL, one statement per flush (`asyncpg_direct`)."""
+        if self._engine is None:
+            raise AppNotOpen("the store is not open: use `async with app:` first")
+        if self.dialect == "postgresql":
+            batches: Batches = PgBatches(self._held_connection(), self.run)
+        else:
+            batches = SqlBatches(self.run)
+        return Writer(batches, flush_interval=flush_interval)
 
     async def insert_task(self, task: NewTask) -> str:
         """→ the task's id, or the earlier task's if its idempotency key was taken."""
+        if self._inserts is not None and task.idempotency_key is None:
+            await self._inserts.insert(task)
+            return task.id
         return await self.run(lambda conn: repository.insert_task(conn, task))
+
+    def _held_connection(self) -> HeldConnection:
+        assert self._engine is not None
+        return HeldConnection(self._engine.connect, lambda: engines.translated_errors(self._url))
 
     async def insert_task_if_missing(self, task: NewTask) -> None:
         await self.run(lambda conn: repository.insert_task_if_missing(conn, task))
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
+        if self._engine is not None and self.dialect == "postgresql":
+            async with engines.translated_errors(self._url):
+                return await asyncpg_direct.get_task(self._engine, task_id)
         return await self.run(lambda conn: repository.get_task(conn, task_id))
 
     @contextlib.asynccontextmanager

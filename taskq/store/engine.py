@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Table, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from taskq.exceptions import ConfigurationError, StoreConnectionError, StoreError, TaskqError
+
+# Seconds a pooled PostgreSQL connection may sit unused before it is pinged on checkout.
+PING_AFTER_IDLE = 1.0
+_LAST_USED = "taskq_last_used"
 
 
 def parse_url(url: str) -> URL:
@@ -34,14 +46,36 @@ def create_engine(url: str) -> AsyncEngine:
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return create_async_engine(
+    engine = create_async_engine(
         parsed,
         hide_parameters=True,
-        pool_pre_ping=True,
         pool_size=10,
         max_overflow=10,
         connect_args={"timeout": 10, "server_settings": {"application_name": "taskq"}},
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """A pooled connection idle for a while is pinged before use, and replaced if the ping
+    fails (the server restarted, a proxy dropped it). SQLAlchemy's `pool_pre_ping` pings at
+    every checkout, which on asyncpg costs three round trips (BEGIN, ping, ROLLBACK): more
+    than most statements of a busy worker or client."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _stamp(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_LAST_USED, 0.0) < PING_AFTER_IDLE:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception:
+            raise DisconnectionError("stale pooled connection") from None  # the pool retries
 
 
 def _sqlite_engine(url: URL) -> AsyncEngine:
@@ -107,12 +141,20 @@ async def translated_errors(url: URL) -> AsyncIterator[None]:
         yield
     except TaskqError:
         raise  # already ours (LockTimeout is also an OSError, through TimeoutError)
-    except (OperationalError, InterfaceError, OSError) as exc:
+    except asyncpg.DataError as exc:  # (asyncpg used directly: a value it cannot send)
+        raise StoreError(f"database error on {shown(url)}: {_reason(exc)}") from exc
+    except (
+        OperationalError,
+        InterfaceError,
+        OSError,
+        asyncpg.InterfaceError,
+        asyncpg.PostgresConnectionError,
+    ) as exc:
         raise StoreConnectionError(
             f"cannot use the database at {shown(url)}: {_reason(exc)}. "
             "Check that it runs and that TASKQ_STORE_URL is right."
         ) from None
-    except DBAPIError as exc:
+    except (DBAPIError, asyncpg.PostgresError) as exc:
         raise StoreError(f"database error on {shown(url)}: {_reason(exc)}") from exc
 
 

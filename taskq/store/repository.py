@@ -175,12 +175,12 @@ async def insert_task_if_missing(conn: AsyncConnection, task: NewTask) -> None:
 
 async def get_task(conn: AsyncConnection, task_id: str) -> TaskRecord | None:
     row = (await conn.execute(select(tasks).where(_c.id == task_id))).mappings().first()
-    return None if row is None else _record(row)
+    return None if row is None else record_of(row)
 
 
 async def get_tasks(conn: AsyncConnection, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
     rows = (await conn.execute(select(tasks).where(_c.id.in_(list(task_ids))))).mappings()
-    return {str(row["id"]): _record(row) for row in rows}
+    return {str(row["id"]): record_of(row) for row in rows}
 
 
 async def get_states(conn: AsyncConnection, task_ids: Iterable[str]) -> dict[str, TaskStatus]:
@@ -355,7 +355,7 @@ async def claim_due(conn: AsyncConnection, limit: int) -> list[TaskRecord]:
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return [_record(row) for row in (await conn.execute(query)).mappings()]
+    return [record_of(row) for row in (await conn.execute(query)).mappings()]
 
 
 async def mark_queued(conn: AsyncConnection, task_ids: Sequence[str]) -> None:
@@ -417,7 +417,7 @@ async def find_tasks(
         query = query.where(_c.batch_id == batch_id)
     if since is not None:
         query = query.where(_c.created_at >= since)
-    return [_record(row) for row in (await conn.execute(query)).mappings()]
+    return [record_of(row) for row in (await conn.execute(query)).mappings()]
 
 
 async def count_waiting(conn: AsyncConnection, queues: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -446,7 +446,8 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _record(row: RowMapping) -> TaskRecord:
+def record_of(row: Mapping[str, Any] | RowMapping) -> TaskRecord:
+    """A row (JSON columns already parsed) as a TaskRecord, JSON values decoded."""
     created_at = _aware(row["created_at"])
     assert created_at is not None
     return TaskRecord(

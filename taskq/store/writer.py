@@ -6,6 +6,9 @@ most every `flush_interval` seconds while writes keep coming, at once when the w
 or a batch is full. Progress reports
 are coalesced instead: only each task's latest is written, at most every
 `progress_interval` seconds, and nobody waits for it.
+
+Where a batch goes is a `Batches`: one set-based statement on PostgreSQL
+(`store.asyncpg_direct`), SQLAlchemy Core statements in one transaction elsewhere (`SqlBatches`).
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,20 +26,63 @@ from taskq.store import repository
 
 logger = logging.getLogger(__name__)
 
-# (task id, (worker id, redelivered), future) and (outcome, future)
-_Claim = tuple[str, tuple[str, bool], "asyncio.Future[repository.Claimed | None]"]
-_Outcome = tuple[repository.Outcome, "asyncio.Future[None]"]
-Transaction = Callable[[Callable[[AsyncConnection], Awaitable[None]]], Awaitable[None]]
 PROGRESS_INTERVAL = 0.5
+# (task id, attempt, latest report)
+ProgressReport = tuple[str, int, dict[str, Any]]
+
+
+class ClaimRequest(NamedTuple):
+    task_id: str
+    worker_id: str
+    redelivered: bool
+
+
+class Batches(Protocol):
+    """Writes one flush's items, durably, before returning."""
+
+    async def write(
+        self, claims: Sequence[ClaimRequest], outcomes: Sequence[repository.Outcome]
+    ) -> dict[str, repository.Claimed]:
+        """Store outcomes, then claims (see `repository.claim`); → the claims that took."""
+        ...
+
+    async def write_progress(self, reports: Sequence[ProgressReport]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class SqlBatches:
+    """Batches as SQLAlchemy Core statements in one transaction (any dialect)."""
+
+    def __init__(
+        self, run: Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
+    ) -> None:
+        self._run = run
+
+    async def write(
+        self, claims: Sequence[ClaimRequest], outcomes: Sequence[repository.Outcome]
+    ) -> dict[str, repository.Claimed]:
+        result: dict[str, repository.Claimed] = await self._run(
+            lambda conn: _apply(conn, claims, outcomes)
+        )
+        return result
+
+    async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
+        await self._run(lambda conn: repository.record_progress(conn, reports))
+
+    async def close(self) -> None:
+        return None
+
+
+_Claim = tuple[ClaimRequest, "asyncio.Future[repository.Claimed | None]"]
+_Outcome = tuple[repository.Outcome, "asyncio.Future[None]"]
 
 
 class Writer:
     """Batches attempt claims and outcomes; one background flush loop per worker."""
 
-    def __init__(
-        self, transaction: Transaction, *, flush_interval: float, max_batch: int = 500
-    ) -> None:
-        self._transaction = transaction
+    def __init__(self, batches: Batches, *, flush_interval: float, max_batch: int = 500) -> None:
+        self._batches = batches
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._claims: list[_Claim] = []
@@ -54,7 +100,7 @@ class Writer:
         future: asyncio.Future[repository.Claimed | None] = (
             asyncio.get_running_loop().create_future()
         )
-        self._claims.append((task_id, (worker_id, redelivered), future))
+        self._claims.append((ClaimRequest(task_id, worker_id, redelivered), future))
         self._wake.set()
         return await future
 
@@ -83,6 +129,7 @@ class Writer:
                 await asyncio.sleep(self._flush_interval)
             self._wake.clear()
             await self.flush()
+        await self._batches.close()
 
     def close(self) -> None:
         """Ask `run()` to flush what is left and return."""
@@ -114,21 +161,18 @@ class Writer:
         if claims or outcomes:
             await self._write(claims, outcomes)
 
-    async def _write_progress(self, reports: list[tuple[str, int, dict[str, Any]]]) -> None:
+    async def _write_progress(self, reports: list[ProgressReport]) -> None:
         """Best effort: a lost progress write is superseded by the next one or the outcome."""
         try:
-            await self._transaction(lambda conn: repository.record_progress(conn, reports))
+            await self._batches.write_progress(reports)
         except StoreError as exc:
             logger.warning("progress of %d tasks not stored: %s", len(reports), exc)
 
     async def _write(self, claims: list[_Claim], outcomes: list[_Outcome]) -> None:
-        claimed: dict[str, repository.Claimed] = {}
-
-        async def write(conn: AsyncConnection) -> None:
-            claimed.update(await _apply(conn, claims, outcomes))
-
         try:
-            await self._transaction(write)
+            claimed = await self._batches.write(
+                [claim for claim, _ in claims], [outcome for outcome, _ in outcomes]
+            )
         except StoreError as exc:
             if len(claims) + len(outcomes) > 1 and not isinstance(exc, StoreConnectionError):
                 # One bad row must not fail (and re-run) the tasks batched with it.
@@ -144,27 +188,29 @@ class Writer:
                 exc,
                 extra={"action": "flush_failed"},
             )
-            for _, _, claim_future in claims:
+            for _, claim_future in claims:
                 _settle(claim_future, exc=exc)
             for _, outcome_future in outcomes:
                 _settle(outcome_future, exc=exc)
             return
-        for task_id, _, claim_future in claims:
+        for request, claim_future in claims:
             # Two copies of one message in one batch: only the first runs the attempt.
-            _settle(claim_future, claimed.pop(task_id, None))
+            _settle(claim_future, claimed.pop(request.task_id, None))
         for _, outcome_future in outcomes:
             _settle(outcome_future, None)
 
 
 async def _apply(
-    conn: AsyncConnection, claims: list[_Claim], outcomes: list[_Outcome]
+    conn: AsyncConnection,
+    claims: Sequence[ClaimRequest],
+    outcomes: Sequence[repository.Outcome],
 ) -> dict[str, repository.Claimed]:
     """One transaction's statements: outcomes in one executemany, claims in one UPDATE each."""
     if outcomes:
-        await repository.record_outcomes(conn, [outcome for outcome, _ in outcomes])
+        await repository.record_outcomes(conn, outcomes)
     groups: dict[tuple[str, bool], list[str]] = {}
-    for task_id, group, _ in claims:
-        groups.setdefault(group, []).append(task_id)
+    for task_id, worker_id, redelivered in claims:
+        groups.setdefault((worker_id, redelivered), []).append(task_id)
     claimed: dict[str, repository.Claimed] = {}
     for (worker_id, redelivered), ids in groups.items():
         claimed.update(await repository.claim(conn, ids, worker_id, redelivered=redelivered))

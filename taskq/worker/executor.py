@@ -255,6 +255,8 @@ class Executor:
         started = outcome.started_at or datetime.now(UTC)
         ran = (datetime.now(UTC) - started).total_seconds()  # the run, not the store write
         await self._store_outcome(outcome)
+        # Durable now: watchers may hear of it before the message is settled.
+        self._announce(envelope.id, outcome.state, envelope, outcome.attempt)
         _count(envelope, task.name, outcome, ran)
         log = logger.info if outcome.state is TaskStatus.SUCCEEDED else logger.warning
         log(
@@ -277,7 +279,6 @@ class Executor:
             await self._dead_letter(delivery, envelope)
         elif delivery not in self._handed_off:  # (a long task's was acked already)
             await _settle(delivery.ack())
-        self._announce(envelope.id, outcome.state, envelope, outcome.attempt)
 
     async def _dead_letter(self, delivery: Delivery, envelope: protocol.Envelope) -> None:
         if delivery in self._handed_off:

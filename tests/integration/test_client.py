@@ -27,6 +27,7 @@ from typer.testing import CliRunner, Result
 import taskq
 from taskq import batch as batch_module
 from taskq import protocol
+from taskq import waiter as waiter_module
 from taskq.cli import app as cli
 from taskq.store import repository
 from taskq.submission import new_task_row
@@ -610,6 +611,48 @@ async def test_gather_of_many_tasks_wakes_on_their_events(
         # When they finish, the events they send wake it: long before the 30 s re-read
         release.set()
         assert await asyncio.wait_for(gathering, TAIL_DEADLINE) == list(range(20))
+
+
+async def test_results_awaited_one_after_another_bind_the_events_key_once(
+    production: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client whose event subscription counts its binds and unbinds
+    app = production.app()
+    calls: list[str] = []
+
+    @app.task(name="quick")
+    async def quick(i: int) -> int:
+        return i
+
+    async with app, app.worker():
+        assert await (await quick.submit(0)).result(timeout=DEADLINE) == 0
+        subscription = app.waiter._subscription
+        assert subscription is not None
+        bind, unbind = subscription.bind, subscription.unbind
+
+        async def counted_bind(key: str) -> None:
+            calls.append("bind")
+            await bind(key)
+
+        async def counted_unbind(key: str) -> None:
+            calls.append("unbind")
+            await unbind(key)
+
+        monkeypatch.setattr(subscription, "bind", counted_bind)
+        monkeypatch.setattr(subscription, "unbind", counted_unbind)
+        # When ten results are awaited one after another
+        for i in range(1, 11):
+            assert await (await quick.submit(i)).result(timeout=DEADLINE) == i
+        # Then the binding made for the first was kept for them all
+        assert calls == []
+        # And it is dropped once nothing has been watched for a while
+        monkeypatch.setattr(waiter_module, "UNBIND_AFTER", 0.01)
+        assert await (await quick.submit(11)).result(timeout=DEADLINE) == 11
+
+        async def seen() -> list[str]:
+            return list(calls)
+
+        await eventually(seen, lambda found: found == ["unbind"], "the unbind after idling")
 
 
 async def test_submit_many_refuses_an_unserialisable_item_and_stores_and_sends_nothing(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.status import TaskStatus
 from taskq.store import Claimed, NewTask, Outcome, Store, Writer, repository
+from taskq.store.writer import ClaimRequest, ProgressReport
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ERROR = {"type": "ValueError", "message": "boom", "traceback": "Traceback ..."}
@@ -319,25 +320,31 @@ async def test_fail_unclaimed_never_touches_a_final_task(store: Store) -> None:
 
 # -- writer --------------------------------------------------------------------------------
 
-Operation = Callable[[AsyncConnection], Awaitable[None]]
 
-
-class CountingTransactions:
-    """The `transaction` callable for a Writer, counting how many it opens."""
+class CountingBatches:
+    """The store's own `Batches` for a Writer, counting how many flushes it writes."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
+        self.batches = store.writer(flush_interval=0)._batches
         self.calls = 0
 
-    async def __call__(self, operation: Operation) -> None:
+    async def write(
+        self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
+    ) -> dict[str, Claimed]:
         self.calls += 1
-        await self.store.transaction(operation)
+        return await self.batches.write(claims, outcomes)
+
+    async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
+        await self.batches.write_progress(reports)
+
+    async def close(self) -> None:
+        await self.batches.close()
 
 
 async def test_writer_batches_concurrent_claims(store: Store) -> None:
     # Given 50 queued tasks and a running writer
     ids = await insert(store, *(new_task() for _ in range(50)))
-    transactions = CountingTransactions(store)
+    transactions = CountingBatches(store)
     writer = Writer(transactions, flush_interval=0.005)
     running = asyncio.create_task(writer.run(), name="writer")
     try:
@@ -375,7 +382,7 @@ async def test_writer_close_flushes_pending_items_before_run_returns(store: Stor
     # (more than one batch of them, so close() must flush several times)
     done, *ids = await insert(store, *(new_task() for _ in range(26)))
     await claim(store, [done])
-    transactions = CountingTransactions(store)
+    transactions = CountingBatches(store)
     writer = Writer(transactions, flush_interval=0.005, max_batch=10)
     running = asyncio.create_task(writer.run(), name="writer")
     claims = [

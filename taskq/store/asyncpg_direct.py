@@ -1,0 +1,268 @@
+"""The hot path on PostgreSQL: each step ONE statement, sent through asyncpg directly.
+
+The writer's batches: a whole flush in one statement. Submits: the rows of every `submit()`
+waiting at once in one INSERT. Reads of one task: a single SELECT. Each statement is its own
+transaction (no BEGIN and COMMIT round trips) and skips SQLAlchemy's per-statement work.
+
+A flush holds claims, outcomes (finals and retries) and their attempt-log rows. Through
+SQLAlchemy they cost BEGIN, one statement each (an executemany is a statement per row) and
+COMMIT: six round trips, and more CPU in the worker than the task itself. Here they are one
+statement of data-modifying CTEs over arrays (`unnest`), prepared once per connection, which
+is its own transaction: one round trip and one commit per flush. The SQL says the same as
+`repository.claim` and `repository.record_outcomes` (SQLite still runs those).
+
+A claim and an outcome of the same row never meet in one flush (an outcome needs its claim
+committed first); if they did, PostgreSQL would apply one of the two, and either is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from taskq.exceptions import StoreConnectionError, StoreError
+from taskq.status import TaskStatus
+from taskq.store import codec, repository
+from taskq.store.repository import Claimed, NewTask, Outcome, TaskRecord, now, record_of
+from taskq.store.writer import ClaimRequest, ProgressReport
+
+logger = logging.getLogger(__name__)
+
+_FLUSH = """
+WITH claimed AS (
+    UPDATE taskq_tasks AS t SET
+        state = 'running', attempts = t.attempts + 1, deliveries = t.deliveries + 1,
+        worker_id = c.worker_id, started_at = $4, finished_at = NULL, lease_until = NULL,
+        progress = NULL, expires_at = NULL
+    FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS c (id, worker_id, redelivered)
+    WHERE t.id = c.id AND (
+        t.state = 'queued'
+        OR (c.redelivered AND t.state = 'running')
+        OR (t.state = 'scheduled' AND t.run_at <= now()))
+    RETURNING t.id::text AS id, t.attempts, t.deliveries, t.retries, t.max_retries,
+        t.cancel_requested_at IS NOT NULL AS cancel_requested
+), finished AS (
+    UPDATE taskq_tasks AS t SET
+        state = o.state, result = o.result, error = o.error, dead_reason = o.dead_reason,
+        finished_at = $4, lease_until = NULL
+    FROM unnest($5::uuid[], $6::int[], $7::text[], $8::jsonb[], $9::jsonb[], $10::text[])
+        AS o (id, attempt, state, result, error, dead_reason)
+    WHERE t.id = o.id AND t.attempts = o.attempt AND t.state = 'running'
+), retried AS (
+    UPDATE taskq_tasks AS t SET
+        state = 'scheduled', error = r.error, run_at = r.run_at, retries = t.retries + 1,
+        deliveries = 0, lease_until = NULL
+    FROM unnest($11::uuid[], $12::int[], $13::jsonb[], $14::timestamptz[])
+        AS r (id, attempt, error, run_at)
+    WHERE t.id = r.id AND t.attempts = r.attempt AND t.state = 'running'
+), logged AS (
+    INSERT INTO taskq_attempts (task_id, attempt, worker_id, state, started_at, finished_at, error)
+    SELECT a.task_id, a.attempt, a.worker_id, a.state, a.started_at, $4, a.error
+    FROM unnest($15::uuid[], $16::int[], $17::text[], $18::text[], $19::timestamptz[],
+        $20::jsonb[]) AS a (task_id, attempt, worker_id, state, started_at, error)
+    ON CONFLICT DO NOTHING
+)
+SELECT * FROM claimed
+"""
+
+
+_INSERT = """
+INSERT INTO taskq_tasks (id, name, queue, priority, state, args, kwargs, attempts, timeout,
+    created_at, run_at, expires_at, max_retries, batch_id, trace_context)
+SELECT id, name, queue, priority, state, args, kwargs, 0, timeout,
+    created_at, run_at, expires_at, max_retries, batch_id, trace_context
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::jsonb[],
+    $7::jsonb[], $8::float8[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
+    $12::int[], $13::uuid[], $14::jsonb[])
+    AS n (id, name, queue, priority, state, args, kwargs, timeout, created_at, run_at,
+    expires_at, max_retries, batch_id, trace_context)
+"""
+
+
+class HeldConnection:
+    """One pooled connection kept for statements sent one at a time, each its own
+    transaction; errors come out as taskq's."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[AsyncConnection]],
+        translated: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+    ) -> None:
+        self._connect = connect
+        self._translated = translated
+        self._conn: AsyncConnection | None = None
+
+    async def fetch(self, statement: str, *arguments: Any) -> list[Any]:
+        async with self._translated():
+            try:
+                if self._conn is None:
+                    self._conn = await self._connect()
+                raw = (await self._conn.get_raw_connection()).driver_connection
+                assert raw is not None
+                rows: list[Any] = await raw.fetch(statement, *arguments)
+            except BaseException:
+                await self.close()  # it may be broken: the next statement takes a fresh one
+                raise
+        return rows
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.invalidate()
+            finally:
+                await conn.close()
+
+
+class PgBatches:
+    """The writer's flushes, one at a time, on a connection of their own."""
+
+    def __init__(
+        self,
+        connection: HeldConnection,
+        run: Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]],
+    ) -> None:
+        self._connection = connection
+        self._run = run
+
+    async def write(
+        self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
+    ) -> dict[str, Claimed]:
+        rows = await self._connection.fetch(_FLUSH, *_arguments(claims, outcomes))
+        return {
+            row["id"]: Claimed(
+                attempt=row["attempts"],
+                deliveries=row["deliveries"],
+                retries=row["retries"],
+                max_retries=row["max_retries"],
+                cancel_requested=row["cancel_requested"],
+            )
+            for row in rows
+        }
+
+    async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
+        await self._run(lambda conn: repository.record_progress(conn, reports))
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+
+def _arguments(claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]) -> list[Any]:
+    finals = [o for o in outcomes if o.state is not TaskStatus.SCHEDULED]
+    retries = [o for o in outcomes if o.state is TaskStatus.SCHEDULED]
+    return [
+        [c.task_id for c in claims],
+        [c.worker_id for c in claims],
+        [c.redelivered for c in claims],
+        now(),
+        [o.task_id for o in finals],
+        [o.attempt for o in finals],
+        [o.state.value for o in finals],
+        [_json(codec.to_json(o.result)) for o in finals],
+        [_json(o.error) for o in finals],
+        [o.dead_reason for o in finals],
+        [o.task_id for o in retries],
+        [o.attempt for o in retries],
+        [_json(o.error) for o in retries],
+        [o.retry_at for o in retries],
+        [o.task_id for o in outcomes],
+        [o.attempt for o in outcomes],
+        [o.worker_id for o in outcomes],
+        ["retrying" if o.state is TaskStatus.SCHEDULED else o.state.value for o in outcomes],
+        [o.started_at for o in outcomes],
+        [_json(o.error) for o in outcomes],
+    ]
+
+
+def _json(value: Any) -> str | None:
+    """jsonb text; None is SQL NULL (as `JsonOrNull` stores it)."""
+    return None if value is None else json.dumps(value)
+
+
+class GroupedInserts:
+    """Rows of concurrent submits (without idempotency keys) go in one INSERT: those that
+    come while one is in flight wait for it to end and then go together. Each `insert`
+    returns once its row is committed."""
+
+    def __init__(self, connection: HeldConnection, *, max_batch: int = 500) -> None:
+        self._connection = connection
+        self._max_batch = max_batch
+        self._pending: list[tuple[NewTask, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def insert(self, task: NewTask) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((task, future))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush(), name="taskq-insert")
+        await future
+
+    async def close(self) -> None:
+        if self._flushing is not None:
+            await asyncio.wait({self._flushing})
+        await self._connection.close()
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                self._pending = self._pending[self._max_batch :]
+                await self._write(batch)
+        finally:
+            self._flushing = None
+
+    async def _write(self, batch: list[tuple[NewTask, asyncio.Future[None]]]) -> None:
+        try:
+            await self._connection.fetch(_INSERT, *_columns([task for task, _ in batch]))
+        except StoreError as exc:
+            if len(batch) > 1 and not isinstance(exc, StoreConnectionError):
+                for one in batch:  # one bad row must not fail the submits batched with it
+                    await self._write([one])
+                return
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreError(f"the insert was interrupted: {exc!r}"))
+            raise
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+
+async def get_task(engine: AsyncEngine, task_id: str) -> TaskRecord | None:
+    """The task's row, read in one round trip on a pooled connection (errors untranslated).
+    (SQLAlchemy's connections decode jsonb themselves: they register a codec on connect.)"""
+    async with engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        row = await raw.fetchrow("SELECT * FROM taskq_tasks WHERE id = $1", task_id)
+    return None if row is None else record_of(row)
+
+
+def _columns(rows: Sequence[NewTask]) -> list[list[Any]]:
+    return [
+        [r.id for r in rows],
+        [r.name for r in rows],
+        [r.queue for r in rows],
+        [r.priority for r in rows],
+        [r.state.value for r in rows],
+        [_json(codec.to_json(list(r.args))) for r in rows],
+        [_json(codec.to_json(dict(r.kwargs))) for r in rows],
+        [r.timeout for r in rows],
+        [r.created_at for r in rows],
+        [r.run_at for r in rows],
+        [r.expires_at for r in rows],
+        [r.max_retries for r in rows],
+        [r.batch_id for r in rows],
+        [_json(dict(r.trace_context)) if r.trace_context else None for r in rows],
+    ]

@@ -1,0 +1,167 @@
+"""PostgreSQL only: stale pooled connections are replaced, and a writer flush is one statement
+that does what the SQLAlchemy statements do on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from taskq.status import TaskStatus
+from taskq.store import NewTask, Outcome, Store, TaskRecord, engine
+from taskq.store.writer import ClaimRequest
+
+CREATED = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(postgres_url: str) -> AsyncIterator[Store]:
+    opened = Store(postgres_url)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def new_task() -> NewTask:
+    return NewTask(
+        id=str(uuid.uuid4()),
+        name="tests.task",
+        queue="default",
+        priority=0,
+        args=[],
+        kwargs={},
+        timeout=None,
+        created_at=CREATED,
+    )
+
+
+async def row_of(store: Store, task: NewTask) -> TaskRecord:
+    record = await store.get_task(task.id)
+    assert record is not None
+    return record
+
+
+async def _terminate_taskq_backends(postgres_url: str) -> int:
+    database = postgres_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        killed: int = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND application_name = 'taskq' AND pid <> pg_backend_pid()",
+            database,
+        )
+    finally:
+        await admin.close()
+    return killed
+
+
+async def test_a_pooled_connection_the_server_dropped_is_replaced_without_an_error(
+    store: Store, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a store whose pooled connection the server has since terminated
+    task = new_task()
+    await store.insert_task(task)
+    assert await _terminate_taskq_backends(postgres_url) >= 1
+    # When it is used again after the idle threshold (no ping before that: set to 0 here)
+    monkeypatch.setattr(engine, "PING_AFTER_IDLE", 0.0)
+    record = await store.get_task(task.id)
+    # Then the read succeeds on a fresh connection
+    assert record is not None and record.id == task.id
+
+
+async def test_a_flush_is_one_statement_that_claims_records_and_logs_attempts(
+    store: Store, postgres_url: str
+) -> None:
+    # Given a running task, a queued one, one already final, and one to retry
+    done, queued, final, retry = (new_task() for _ in range(4))
+    for task in (done, queued, final, retry):
+        await store.insert_task(task)
+    writer = store.writer(flush_interval=0)
+    batches = writer._batches
+    claimed = await batches.write(
+        [ClaimRequest(t.id, "w1", False) for t in (done, final, retry)], []
+    )
+    assert sorted(claimed) == sorted([done.id, final.id, retry.id])
+    await batches.write([], [Outcome(task_id=final.id, attempt=1, state=TaskStatus.SUCCEEDED)])
+    # When one flush claims the queued task (and the final one again) and records an
+    # outcome with a result and a retry
+    retry_at = datetime.now(UTC) + timedelta(hours=1)
+    started = datetime.now(UTC)
+    error = {"type": "ValueError", "message": "boom", "traceback": ""}
+    claims = await batches.write(
+        [ClaimRequest(queued.id, "w2", False), ClaimRequest(final.id, "w2", True)],
+        [
+            Outcome(
+                task_id=done.id,
+                attempt=1,
+                state=TaskStatus.SUCCEEDED,
+                result={"bytes": b"\x00", "n": 1},
+                worker_id="w1",
+                started_at=started,
+            ),
+            Outcome(
+                task_id=retry.id,
+                attempt=1,
+                state=TaskStatus.SCHEDULED,
+                error=error,
+                retry_at=retry_at,
+                worker_id="w1",
+                started_at=started,
+            ),
+        ],
+    )
+    await batches.close()
+    # Then only the queued task is claimed, by w2, as attempt 1
+    assert list(claims) == [queued.id]
+    assert claims[queued.id].attempt == 1 and not claims[queued.id].cancel_requested
+    running, succeeded, retried = [await row_of(store, t) for t in (queued, done, retry)]
+    assert running.state is TaskStatus.RUNNING and running.worker_id == "w2"
+    # And the outcome's result round-trips through the codec
+    assert succeeded.state is TaskStatus.SUCCEEDED
+    assert succeeded.result == {"bytes": b"\x00", "n": 1}
+    # And the retry is scheduled with its error, one retry used
+    assert retried.state is TaskStatus.SCHEDULED
+    assert retried.error == error and retried.retries == 1 and retried.run_at == retry_at
+    # And both attempts are logged
+    admin = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        logged = await admin.fetch(
+            "SELECT task_id::text, state, worker_id FROM taskq_attempts ORDER BY state"
+        )
+    finally:
+        await admin.close()
+    assert {tuple(row) for row in logged} == {
+        (retry.id, "retrying", "w1"),
+        (final.id, "succeeded", None),
+        (done.id, "succeeded", "w1"),
+    }
+
+
+async def test_a_flush_of_many_claims_takes_each_once(store: Store) -> None:
+    # Given 300 queued tasks, two of them delivered twice
+    tasks = [new_task() for _ in range(300)]
+    for task in tasks:
+        await store.insert_task(task)
+    requests = [ClaimRequest(t.id, "w1", False) for t in tasks]
+    requests += requests[:2]
+    writer = store.writer(flush_interval=0)
+    running = asyncio.create_task(writer.run())
+    try:
+        # When one writer claims them all at once
+        async with asyncio.timeout(30):
+            claims = await asyncio.gather(
+                *(writer.claim(r.task_id, r.worker_id, redelivered=False) for r in requests)
+            )
+    finally:
+        writer.close()
+        await running
+    # Then every task is claimed exactly once, as attempt 1 (the extra copies get None)
+    attempts = [c.attempt for c in claims if c is not None]
+    assert attempts == [1] * 300
+    assert claims.count(None) == 2
