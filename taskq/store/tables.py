@@ -94,8 +94,20 @@ tasks = Table(
     Index(None, "name", "created_at"),
     Index(None, "queue", "created_at"),
     Index(None, "created_at"),
-    Index(None, "idempotency_key", unique=True),
-    Index(None, "batch_id"),
+    # Partial: most rows have no key and no batch, and need no entry (nor its upkeep).
+    Index(
+        None,
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+    ),
+    Index(
+        None,
+        "batch_id",
+        postgresql_where=text("batch_id IS NOT NULL"),
+        sqlite_where=text("batch_id IS NOT NULL"),
+    ),
     # The leader's claim of due tasks reads only this small partial index.
     Index(
         "ix_taskq_tasks_due",
