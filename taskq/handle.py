@@ -79,13 +79,14 @@ class TaskHandle(Generic[R]):
         waiter = self._app.waiter
         async with waiter.watch([self.id]) as watch:
             while True:
-                watch.changed.clear()  # before the read, so a change after it is not missed
+                watch.may_have_ended.clear()  # before the read, so an end after it is not missed
                 record = await self.info()
                 if record.state.is_final:
                     return outcome_of(record)  # type: ignore[no-any-return]
                 if deadline is not None and deadline <= time.monotonic():
                     raise TimeoutError(f"task {self.id} is still {record.state} after {timeout} s")
-                await wait_for_change(waiter, watch, deadline)
+                # (`running` and progress events need no re-read: only an end does.)
+                await wait_for_change(waiter, watch, deadline, watch.may_have_ended)
 
     async def events(self) -> AsyncIterator[TaskEvent]:
         """Each state change and progress update as it happens, ending at a final state.
@@ -144,14 +145,17 @@ class _Seen:
         return True
 
 
-async def wait_for_change(waiter: Waiter, watch: Watch, deadline: float | None) -> None:
-    """Until an event arrives, the deadline passes, or it is time to re-read the store."""
+async def wait_for_change(
+    waiter: Waiter, watch: Watch, deadline: float | None, event: asyncio.Event | None = None
+) -> None:
+    """Until an event arrives (`event`: the watch's `changed` unless given), the deadline
+    passes, or it is time to re-read the store."""
     wait = _SAFETY_RECHECK if waiter.trusts_events(watch) else _UNBOUND_RECHECK
     if deadline is not None:
         wait = max(min(wait, deadline - time.monotonic()), 0.0)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(wait):
-            await watch.changed.wait()
+            await (watch.changed if event is None else event).wait()
 
 
 def outcome_of(record: TaskRecord) -> Any:

@@ -21,8 +21,11 @@ from collections.abc import AsyncIterator, Collection
 from taskq import protocol
 from taskq.broker import Broker, EventSubscription, topology
 from taskq.exceptions import BrokerError, ProtocolError
+from taskq.status import FINAL, TaskStatus
 
 logger = logging.getLogger(__name__)
+
+_NOT_FINAL = frozenset(state.value for state in TaskStatus if state not in FINAL)
 
 # How long after a reconnect waiters distrust events and re-read the store often.
 DEGRADED_AFTER_RECONNECT = 15.0
@@ -38,6 +41,9 @@ class Watch:
 
     task_ids: frozenset[str]
     changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    # Set by events that may mean a watched task has ended (a final state, or one that only
+    # says "re-read"): what a wait for a result needs, rather than every `running`.
+    may_have_ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     events: asyncio.Queue[protocol.Event] | None = None
     bound: bool = False
 
@@ -138,8 +144,11 @@ class Waiter:
             logger.warning("ignored a malformed task event: %s", exc)
             return
         for event in events:
+            ending = event.state not in _NOT_FINAL
             for watch in self._watches.get(event.task_id, ()):
                 watch.changed.set()
+                if ending:
+                    watch.may_have_ended.set()
                 if watch.events is not None:
                     watch.events.put_nowait(event)
 
@@ -148,3 +157,4 @@ class Waiter:
         for watches in self._watches.values():
             for watch in watches:
                 watch.changed.set()
+                watch.may_have_ended.set()
