@@ -106,10 +106,14 @@ class Writer:
 
     async def record(self, outcome: repository.Outcome) -> None:
         """Store a final state; returns once it is committed."""
+        await self.record_soon(outcome)
+
+    def record_soon(self, outcome: repository.Outcome) -> asyncio.Future[None]:
+        """Queue a final state; → a future done once it is committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outcomes.append((outcome, future))
         self._wake.set()
-        await future
+        return future
 
     def progress(self, task_id: str, attempt: int, value: dict[str, Any]) -> None:
         """Keep `value` as the task's latest progress; written with a later flush."""
