@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -34,42 +36,79 @@ from taskq.store.writer import ClaimRequest, ProgressReport
 
 logger = logging.getLogger(__name__)
 
-_FLUSH = """
-WITH claimed AS (
+# A flush is one statement made of the parts it needs (a part with no rows is left out, so
+# that no plan is ever made for an empty array). `{name}` marks a parameter.
+#
+# Every UPDATE must find its rows by primary key (`t.id = ANY(...)`), whatever the table's
+# statistics say: the conditions on `state` are written as CASE expressions, which no index
+# serves, because with `state = 'queued'` the planner picks the state index whenever it
+# believes few rows are queued, and after a sudden backlog each flush would then read every
+# queued row (and a prepared statement keeps its plan).
+_CLAIMED = """claimed AS (
     UPDATE taskq_tasks AS t SET
         state = 'running', attempts = t.attempts + 1, deliveries = t.deliveries + 1,
-        worker_id = c.worker_id, started_at = $4, finished_at = NULL, lease_until = NULL,
-        progress = NULL, expires_at = NULL
-    FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS c (id, worker_id, redelivered)
-    WHERE t.id = c.id AND (
-        t.state = 'queued'
-        OR (c.redelivered AND t.state = 'running')
-        OR (t.state = 'scheduled' AND t.run_at <= now()))
+        worker_id = {worker_id}::text, started_at = {now}::timestamptz, finished_at = NULL,
+        lease_until = NULL, progress = NULL, expires_at = NULL
+    WHERE t.id = ANY({claim_ids}::uuid[]) AND CASE t.state
+        WHEN 'queued' THEN true
+        WHEN 'running' THEN t.id = ANY({redelivered_ids}::uuid[])
+        WHEN 'scheduled' THEN t.run_at <= now()
+        ELSE false END
     RETURNING t.id::text AS id, t.attempts, t.deliveries, t.retries, t.max_retries,
         t.cancel_requested_at IS NOT NULL AS cancel_requested
-), finished AS (
+)"""
+_FINISHED = """finished AS (
     UPDATE taskq_tasks AS t SET
         state = o.state, result = o.result, error = o.error, dead_reason = o.dead_reason,
-        finished_at = $4, lease_until = NULL
-    FROM unnest($5::uuid[], $6::int[], $7::text[], $8::jsonb[], $9::jsonb[], $10::text[])
+        finished_at = {now}::timestamptz, lease_until = NULL
+    FROM unnest({final_ids}::uuid[], {final_attempts}::int[], {final_states}::text[],
+        {final_results}::jsonb[], {final_errors}::jsonb[], {final_dead_reasons}::text[])
         AS o (id, attempt, state, result, error, dead_reason)
-    WHERE t.id = o.id AND t.attempts = o.attempt AND t.state = 'running'
-), retried AS (
+    WHERE t.id = ANY({final_ids}::uuid[]) AND t.id = o.id AND t.attempts = o.attempt
+        AND CASE t.state WHEN 'running' THEN true ELSE false END
+)"""
+_RETRIED = """retried AS (
     UPDATE taskq_tasks AS t SET
         state = 'scheduled', error = r.error, run_at = r.run_at, retries = t.retries + 1,
         deliveries = 0, lease_until = NULL
-    FROM unnest($11::uuid[], $12::int[], $13::jsonb[], $14::timestamptz[])
-        AS r (id, attempt, error, run_at)
-    WHERE t.id = r.id AND t.attempts = r.attempt AND t.state = 'running'
-), logged AS (
+    FROM unnest({retry_ids}::uuid[], {retry_attempts}::int[], {retry_errors}::jsonb[],
+        {retry_run_ats}::timestamptz[]) AS r (id, attempt, error, run_at)
+    WHERE t.id = ANY({retry_ids}::uuid[]) AND t.id = r.id AND t.attempts = r.attempt
+        AND CASE t.state WHEN 'running' THEN true ELSE false END
+)"""
+_LOGGED = """logged AS (
     INSERT INTO taskq_attempts (task_id, attempt, worker_id, state, started_at, finished_at, error)
-    SELECT a.task_id, a.attempt, a.worker_id, a.state, a.started_at, $4, a.error
-    FROM unnest($15::uuid[], $16::int[], $17::text[], $18::text[], $19::timestamptz[],
-        $20::jsonb[]) AS a (task_id, attempt, worker_id, state, started_at, error)
+    SELECT a.task_id, a.attempt, a.worker_id, a.state, a.started_at, {now}::timestamptz, a.error
+    FROM unnest({log_ids}::uuid[], {log_attempts}::int[], {log_workers}::text[],
+        {log_states}::text[], {log_started}::timestamptz[], {log_errors}::jsonb[])
+        AS a (task_id, attempt, worker_id, state, started_at, error)
     ON CONFLICT DO NOTHING
-)
-SELECT * FROM claimed
-"""
+)"""
+
+
+@functools.cache
+def _flush_statement(claims: bool, finals: bool, retries: bool) -> tuple[str, tuple[str, ...]]:
+    """→ (SQL, the parameter names in $1, $2, ... order) for a flush with these parts."""
+    parts = [
+        part
+        for part, wanted in (
+            (_CLAIMED, claims),
+            (_FINISHED, finals),
+            (_RETRIED, retries),
+            (_LOGGED, finals or retries),
+        )
+        if wanted
+    ]
+    returning = "SELECT * FROM claimed" if claims else "SELECT NULL LIMIT 0"
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    sql = re.sub(r"\{(\w+)\}", number, "WITH " + ",\n".join(parts) + "\n" + returning)
+    return sql, tuple(names)
 
 
 _INSERT = """
@@ -134,7 +173,18 @@ class PgBatches:
     async def write(
         self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
     ) -> dict[str, Claimed]:
-        rows = await self._connection.fetch(_FLUSH, *_arguments(claims, outcomes))
+        # One statement per worker id among the claims (a worker's writer has one).
+        by_worker: dict[str, list[ClaimRequest]] = {}
+        for claim in claims:
+            by_worker.setdefault(claim.worker_id, []).append(claim)
+        groups = list(by_worker.items()) or [("", [])]
+        rows = []
+        for index, (worker_id, group) in enumerate(groups):
+            values = _values(worker_id, group, outcomes if index == 0 else ())
+            sql, names = _flush_statement(
+                bool(group), bool(values["final_ids"]), bool(values["retry_ids"])
+            )
+            rows += await self._connection.fetch(sql, *(values[name] for name in names))
         return {
             row["id"]: Claimed(
                 attempt=row["attempts"],
@@ -153,31 +203,35 @@ class PgBatches:
         await self._connection.close()
 
 
-def _arguments(claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]) -> list[Any]:
+def _values(
+    worker_id: str, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
+) -> dict[str, Any]:
     finals = [o for o in outcomes if o.state is not TaskStatus.SCHEDULED]
     retries = [o for o in outcomes if o.state is TaskStatus.SCHEDULED]
-    return [
-        [c.task_id for c in claims],
-        [c.worker_id for c in claims],
-        [c.redelivered for c in claims],
-        now(),
-        [o.task_id for o in finals],
-        [o.attempt for o in finals],
-        [o.state.value for o in finals],
-        [_json(codec.to_json(o.result)) for o in finals],
-        [_json(o.error) for o in finals],
-        [o.dead_reason for o in finals],
-        [o.task_id for o in retries],
-        [o.attempt for o in retries],
-        [_json(o.error) for o in retries],
-        [o.retry_at for o in retries],
-        [o.task_id for o in outcomes],
-        [o.attempt for o in outcomes],
-        [o.worker_id for o in outcomes],
-        ["retrying" if o.state is TaskStatus.SCHEDULED else o.state.value for o in outcomes],
-        [o.started_at for o in outcomes],
-        [_json(o.error) for o in outcomes],
-    ]
+    return {
+        "now": now(),
+        "worker_id": worker_id,
+        "claim_ids": [c.task_id for c in claims],
+        "redelivered_ids": [c.task_id for c in claims if c.redelivered],
+        "final_ids": [o.task_id for o in finals],
+        "final_attempts": [o.attempt for o in finals],
+        "final_states": [o.state.value for o in finals],
+        "final_results": [_json(codec.to_json(o.result)) for o in finals],
+        "final_errors": [_json(o.error) for o in finals],
+        "final_dead_reasons": [o.dead_reason for o in finals],
+        "retry_ids": [o.task_id for o in retries],
+        "retry_attempts": [o.attempt for o in retries],
+        "retry_errors": [_json(o.error) for o in retries],
+        "retry_run_ats": [o.retry_at for o in retries],
+        "log_ids": [o.task_id for o in outcomes],
+        "log_attempts": [o.attempt for o in outcomes],
+        "log_workers": [o.worker_id for o in outcomes],
+        "log_states": [
+            "retrying" if o.state is TaskStatus.SCHEDULED else o.state.value for o in outcomes
+        ],
+        "log_started": [o.started_at for o in outcomes],
+        "log_errors": [_json(o.error) for o in outcomes],
+    }
 
 
 def _json(value: Any) -> str | None:

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from taskq.status import TaskStatus
-from taskq.store import NewTask, Outcome, Store, TaskRecord, engine
+from taskq.store import NewTask, Outcome, Store, TaskRecord, asyncpg_direct, engine
 from taskq.store.writer import ClaimRequest
 
 CREATED = datetime(2026, 1, 2, tzinfo=UTC)
@@ -165,3 +165,36 @@ async def test_a_flush_of_many_claims_takes_each_once(store: Store) -> None:
     attempts = [c.attempt for c in claims if c is not None]
     assert attempts == [1] * 300
     assert claims.count(None) == 2
+
+
+@pytest.mark.parametrize(
+    "parts", [(True, False, False), (False, True, False), (False, False, True), (True, True, True)]
+)
+async def test_each_flush_statement_finds_rows_by_primary_key_whatever_the_statistics(
+    postgres_url: str, parts: tuple[bool, bool, bool]
+) -> None:
+    # Given a table whose statistics say no task is queued or running (all 'succeeded')
+    admin = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await admin.execute(
+            "INSERT INTO taskq_tasks (id, name, queue, priority, state, args, kwargs, "
+            "attempts, created_at, batch_id) SELECT gen_random_uuid(), 'n', 'q', 0, "
+            "'succeeded', '[]', '{}', 1, now(), gen_random_uuid() FROM generate_series(1, 5000)"
+        )
+        await admin.execute("ANALYZE taskq_tasks")
+        sql, names = asyncpg_direct._flush_statement(*parts)
+        values: dict[str, object] = {
+            name: ["00000000-0000-0000-0000-000000000001"] if name.endswith("_ids") else None
+            for name in names
+        }
+        values["now"] = datetime.now(UTC)
+        # When PostgreSQL plans the flush (a generic plan, as a prepared statement keeps)
+        await admin.execute("SET plan_cache_mode = force_generic_plan")
+        plan = "\n".join(row[0] for row in await admin.fetch("EXPLAIN " + sql, *values.values()))
+    finally:
+        await admin.close()
+    # Then every task row it touches is found through the primary key, never a scan
+    scans = [line for line in plan.splitlines() if "Scan" in line and "taskq_tasks" in line]
+    assert scans, plan
+    assert all("pk_taskq_tasks" in line or "Bitmap Heap Scan" in line for line in scans), plan
+    assert "Seq Scan" not in plan and "ix_taskq_tasks_state" not in plan, plan
