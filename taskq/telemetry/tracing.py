@@ -28,6 +28,8 @@ def start_send(envelope: protocol.Envelope) -> tuple[Span, protocol.Envelope]:
 
     The caller ends it (`end`) once the message is confirmed (or stored, if delayed).
     """
+    if not _sdk_configured():
+        return trace.INVALID_SPAN, envelope
     span = _tracer.start_span(
         f"{sc.SEND} {envelope.queue}",
         kind=SpanKind.PRODUCER,
@@ -59,6 +61,9 @@ def name_task(span: Span, task_id: str) -> None:
 def processing(envelope: protocol.Envelope, attempt: int) -> Iterator[Span]:
     """The consumer span of one attempt, current for the block (the task's own spans nest
     under it), a child of the context the message carries."""
+    if not _sdk_configured():
+        yield trace.INVALID_SPAN  # what the API's no-op tracer gives, without its cost
+        return
     parent = propagate.extract(envelope.headers) if envelope.headers else None
     attributes = {
         **_message_attributes(envelope),
@@ -102,6 +107,15 @@ def progress(span: Span, fraction: float, message: str | None) -> None:
         if message is not None:
             attributes[sc.PROGRESS_MESSAGE] = message
         span.add_event(sc.PROGRESS_EVENT, attributes)
+
+
+def _sdk_configured() -> bool:
+    """Whether spans can record: until a tracer provider is set (or `_tracer` replaced, as
+    tests do) every span is a no-op, which is cheaper skipped than made."""
+    return not (
+        isinstance(_tracer, trace.ProxyTracer)
+        and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    )
 
 
 def _message_attributes(envelope: protocol.Envelope) -> dict[str, Any]:

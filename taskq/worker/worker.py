@@ -221,6 +221,9 @@ class Worker:
         """Wait for a free slot; a delivery kept waiting (every slot held by long tasks on
         leases) is handed back before RabbitMQ's consumer_timeout could close the channel
         and redeliver it while its first copy is still here. → whether a slot was taken."""
+        if not slots.locked():  # (the usual case: no timer needed)
+            await slots.acquire()
+            return True
         try:
             async with asyncio.timeout(self.app.settings.lease_after):
                 await slots.acquire()
