@@ -23,7 +23,7 @@ from taskq import broker as brokers
 from taskq import protocol, submission
 from taskq.config import Settings, redact_url
 from taskq.dlq import DeadLetters
-from taskq.events import TaskEvent, tail_events
+from taskq.events import Announcer, TaskEvent, tail_events
 from taskq.exceptions import (
     AppNotOpen,
     ConfigurationError,
@@ -81,6 +81,7 @@ class App:
         self._broker: brokers.Broker | None = None
         self._store: Store | None = None
         self._waiter: Waiter | None = None
+        self._announcer: Announcer | None = None
         self._declared: set[str] = set()
 
     def __repr__(self) -> str:
@@ -230,11 +231,12 @@ class App:
             raise
         self._store, self._broker = store, broker
         self._waiter = Waiter(broker)
+        self._announcer = Announcer(broker)
         self._declared.clear()
 
     async def close(self) -> None:
         waiter, broker, store = self._waiter, self._broker, self._store
-        self._waiter = self._broker = self._store = None
+        self._waiter = self._broker = self._store = self._announcer = None
         if waiter is not None:
             await waiter.close()
         if broker is not None:
@@ -265,6 +267,13 @@ class App:
         if self._broker is None:
             raise AppNotOpen()
         return self._broker
+
+    @property
+    def announcer(self) -> Announcer:
+        """Sends this client's task events (`queued`), those of one loop turn together."""
+        if self._announcer is None:
+            raise AppNotOpen()
+        return self._announcer
 
     @property
     def waiter(self) -> Waiter:

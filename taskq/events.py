@@ -169,6 +169,30 @@ class EventBatcher:
         self._wake.set()
 
 
+class Announcer:
+    """Events of many coroutines (concurrent submits) that come in one turn of the event loop
+    go out as one message; each `announce` returns once its message is written, so what the
+    caller sends next follows it."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._pending: list[protocol.Event] = []
+        self._sending: asyncio.Future[None] | None = None
+
+    async def announce(self, event: protocol.Event) -> None:
+        self._pending.append(event)
+        if self._sending is None:
+            self._sending = asyncio.ensure_future(self._send())
+        # Shielded: a caller cancelled while waiting must not cancel the others' message.
+        await asyncio.shield(self._sending)
+
+    async def _send(self) -> None:
+        await asyncio.sleep(0)  # the rest of this turn's events join
+        batch, self._pending = self._pending, []
+        self._sending = None  # (later events start the next message)
+        await announce_many(self._broker, batch)
+
+
 async def tail_events(
     broker: Broker, *, queue: str | None = None, task: str | None = None
 ) -> AsyncIterator[TaskEvent]:

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from taskq import protocol
 from taskq.broker import Broker, topology
-from taskq.events import announce
 from taskq.exceptions import ConfigurationError, PublishError, TaskqError
 from taskq.status import TaskStatus
 from taskq.store import NewTask, Store, TaskRecord, repository
@@ -85,11 +84,11 @@ async def _store_and_publish(
     elif row.state is TaskStatus.QUEUED:
         # The event leaves first: a worker can take the message and announce `running`
         # before RabbitMQ confirms it, and watchers must see `queued` before that.
-        await announce(broker, _event(envelope, TaskStatus.QUEUED))
+        await app.announcer.announce(_event(envelope, TaskStatus.QUEUED))
         try:
             await publish(store, broker, options.queue, body, envelope)
         except PublishError:
-            await announce(broker, _event(envelope, TaskStatus.FAILED))
+            await app.announcer.announce(_event(envelope, TaskStatus.FAILED))
             raise
     # (A `scheduled` row is published by the leader when it is due.)
     return task_id

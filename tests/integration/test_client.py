@@ -655,6 +655,33 @@ async def test_results_awaited_one_after_another_bind_the_events_key_once(
         await eventually(seen, lambda found: found == ["unbind"], "the unbind after idling")
 
 
+async def test_concurrent_submits_send_their_queued_events_together(
+    production: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client whose broker counts the event messages it sends (and the events in each)
+    app = production.app()
+
+    @app.task(name="counted")
+    async def counted(i: int) -> int:
+        return i
+
+    async with app:
+        sent: list[int] = []
+        publish_event = app.broker.publish_event
+
+        async def counting(key: str, body: bytes) -> None:
+            sent.append(len(protocol.decode_events(body)))
+            await publish_event(key, body)
+
+        monkeypatch.setattr(app.broker, "publish_event", counting)
+        # When 20 tasks are submitted at once
+        handles = await asyncio.gather(*(counted.submit(i) for i in range(20)))
+    # Then their 20 `queued` events went out in far fewer messages than 20
+    assert sum(sent) == 20
+    assert len(sent) <= 3, sent
+    assert len({handle.id for handle in handles}) == 20
+
+
 async def test_submit_many_refuses_an_unserialisable_item_and_stores_and_sends_nothing(
     backend: Backend,
 ) -> None:
