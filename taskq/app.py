@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections.abc import (
     AsyncIterator,
@@ -426,7 +427,12 @@ class App:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> TaskHandle[Any]:
-        return TaskHandle(self, await submission.submit(self, task, options, args, kwargs))
+        started = time.monotonic()
+        task_id = await submission.submit(self, task, options, args, kwargs)
+        # A new task (no key could name an earlier one) that this client's events binding,
+        # if older, hears every event of.
+        new = options.idempotency_key is None
+        return TaskHandle(self, task_id, created_at=started if new else None)
 
 
 def _checked_id(value: str, *, what: str = "task id") -> str:

@@ -29,9 +29,11 @@ _UNBOUND_RECHECK = 1.0
 class TaskHandle(Generic[R]):
     """Returned by `submit()` and `app.get()`; cheap to create, holds no connection."""
 
-    def __init__(self, app: App, task_id: str) -> None:
+    def __init__(self, app: App, task_id: str, *, created_at: float | None = None) -> None:
         self._app = app
         self.id = task_id
+        # When this client began submitting the task (monotonic), if this handle made it.
+        self._created_at = created_at
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.id}>"
@@ -78,6 +80,10 @@ class TaskHandle(Generic[R]):
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = self._app.waiter
         async with waiter.watch([self.id]) as watch:
+            created = self._created_at
+            if created is not None and not waiter.may_have_ended_since(watch, created):
+                # Its end cannot have passed unheard: wait for it before the first read.
+                await wait_for_change(waiter, watch, deadline, watch.may_have_ended)
             while True:
                 watch.may_have_ended.clear()  # before the read, so an end after it is not missed
                 record = await self.info()

@@ -29,6 +29,8 @@ _NOT_FINAL = frozenset(state.value for state in TaskStatus if state not in FINAL
 
 # How long after a reconnect waiters distrust events and re-read the store often.
 DEGRADED_AFTER_RECONNECT = 15.0
+# How many recently ended tasks a client remembers (see `may_have_ended_since`).
+REMEMBERED_ENDS = 4096
 # How long the events key stays bound once nothing is watched: a client awaiting results
 # one after another binds once, not twice (bind, unbind) per task.
 UNBIND_AFTER = 5.0
@@ -59,6 +61,10 @@ class Waiter:
         self._bound = False
         self._subscribing = asyncio.Lock()
         self._degraded_until = 0.0
+        self._bound_at: float | None = None  # (monotonic) since when the binding holds
+        # Tasks whose ending events arrived lately, oldest first; when one was last dropped.
+        self._recent_ends: dict[str, None] = {}
+        self._forgot_at = 0.0
         self._unbind_later: asyncio.TimerHandle | None = None
         self._unbinding: asyncio.Task[None] | None = None
 
@@ -92,6 +98,20 @@ class Waiter:
                         del self._watches[task_id]
             self._unwatched()
 
+    def may_have_ended_since(self, watch: Watch, since: float) -> bool:
+        """Whether a watched task may have ended since `since` (monotonic) without `watch`
+        hearing of it. False only if the events binding held all along (made before, no
+        reconnect since) and no ending event for these tasks arrived before the watch did
+        (those are remembered for the last `REMEMBERED_ENDS` ended tasks)."""
+        heard_all = (
+            self.trusts_events(watch)
+            and self._bound_at is not None
+            and self._bound_at <= since
+            and self._degraded_until <= since
+            and self._forgot_at <= since
+        )
+        return not heard_all or any(task_id in self._recent_ends for task_id in watch.task_ids)
+
     def trusts_events(self, watch: Watch) -> bool:
         """Whether events for `watch` can be relied on to arrive (else re-read often)."""
         return watch.bound and time.monotonic() >= self._degraded_until
@@ -103,6 +123,7 @@ class Waiter:
                 try:
                     await subscription.bind(topology.EVENTS_KEY)
                     self._bound = True
+                    self._bound_at = time.monotonic()
                 except BrokerError as exc:
                     logger.warning("watching tasks without events: %s", exc)
             return self._bound
@@ -125,6 +146,7 @@ class Waiter:
             # Re-checked under the lock: a newer watcher may have joined meanwhile.
             if self._watching == 0 and self._bound:
                 self._bound = False
+                self._bound_at = None
                 if self._subscription is not None:
                     with contextlib.suppress(BrokerError):
                         await self._subscription.unbind(topology.EVENTS_KEY)
@@ -145,12 +167,20 @@ class Waiter:
             return
         for event in events:
             ending = event.state not in _NOT_FINAL
+            if ending:
+                self._remember_end(event.task_id)
             for watch in self._watches.get(event.task_id, ()):
                 watch.changed.set()
                 if ending:
                     watch.may_have_ended.set()
                 if watch.events is not None:
                     watch.events.put_nowait(event)
+
+    def _remember_end(self, task_id: str) -> None:
+        self._recent_ends[task_id] = None
+        if len(self._recent_ends) > REMEMBERED_ENDS:
+            del self._recent_ends[next(iter(self._recent_ends))]
+            self._forgot_at = time.monotonic()
 
     def _on_reconnect(self) -> None:
         self._degraded_until = time.monotonic() + DEGRADED_AFTER_RECONNECT

@@ -655,6 +655,34 @@ async def test_results_awaited_one_after_another_bind_the_events_key_once(
         await eventually(seen, lambda found: found == ["unbind"], "the unbind after idling")
 
 
+async def test_result_of_a_task_that_ended_before_result_was_called_returns_at_once(
+    production: Backend,
+) -> None:
+    # Given a client already listening to events (one result awaited), and a task of its
+    # own that has ended before its result is asked for
+    app = production.app()
+
+    @app.task(name="ended")
+    async def ended(i: int) -> int:
+        return i
+
+    async with app, app.worker():
+        assert await (await ended.submit(0)).result(timeout=DEADLINE) == 0
+        handle = await ended.submit(1)
+
+        async def heard() -> bool:  # its ending event has arrived, before anything watches it
+            return handle.id in app.waiter._recent_ends
+
+        await eventually(heard, bool, "the ending event")
+        # When its result is awaited
+        started = time.monotonic()
+        value = await handle.result(timeout=DEADLINE)
+        # Then it comes back at once: the ending event heard before was remembered, so the
+        # store was read rather than an event waited for until the timeout
+        assert value == 1
+        assert time.monotonic() - started < DEADLINE / 2
+
+
 async def test_concurrent_submits_send_their_queued_events_together(
     production: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
