@@ -24,7 +24,7 @@ from taskq import broker as brokers
 from taskq import protocol, submission
 from taskq.config import Settings, redact_url
 from taskq.dlq import DeadLetters
-from taskq.events import Announcer, TaskEvent, tail_events
+from taskq.events import EventBatcher, TaskEvent, tail_events
 from taskq.exceptions import (
     AppNotOpen,
     ConfigurationError,
@@ -82,7 +82,7 @@ class App:
         self._broker: brokers.Broker | None = None
         self._store: Store | None = None
         self._waiter: Waiter | None = None
-        self._announcer: Announcer | None = None
+        self._announcer: EventBatcher | None = None
         self._declared: set[str] = set()
 
     def __repr__(self) -> str:
@@ -232,11 +232,13 @@ class App:
             raise
         self._store, self._broker = store, broker
         self._waiter = Waiter(broker)
-        self._announcer = Announcer(broker)
+        self._announcer = EventBatcher(broker)
         self._declared.clear()
 
     async def close(self) -> None:
         waiter, broker, store = self._waiter, self._broker, self._store
+        if self._announcer is not None:
+            await self._announcer.drain()
         self._waiter = self._broker = self._store = self._announcer = None
         if waiter is not None:
             await waiter.close()
@@ -270,7 +272,7 @@ class App:
         return self._broker
 
     @property
-    def announcer(self) -> Announcer:
+    def announcer(self) -> EventBatcher:
         """Sends this client's task events (`queued`), those of one loop turn together."""
         if self._announcer is None:
             raise AppNotOpen()

@@ -138,40 +138,9 @@ async def announce(broker: Broker, event: protocol.Event) -> None:
 
 
 class EventBatcher:
-    """A worker's events, sent in order and in batches: those added in one turn of the
-    event loop (a store flush resolves many tasks at once) go out as one message, at once."""
-
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
-        self._pending: list[protocol.Event] = []
-        self._wake = asyncio.Event()
-        self._closing = False
-
-    def add(self, event: protocol.Event) -> None:
-        if not event.at:
-            event = dataclasses.replace(event, at=time.time())
-        self._pending.append(event)
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Send until `close()` and nothing is left; meant to run as a worker's child task."""
-        while not (self._closing and not self._pending):
-            await self._wake.wait()
-            self._wake.clear()
-            await asyncio.sleep(0)  # let the rest of this turn's events join the batch
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            if self._pending:
-                self._wake.set()
-            await announce_many(self._broker, batch)
-
-    def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-
-
-class Announcer:
-    """Events of many coroutines (concurrent submits) that come in one turn of the event loop
-    go out as one message; each `announce` returns once its message is written, so what the
+    """Events added in one turn of the event loop go out as one message, in order, at the
+    end of the turn: a worker's (a store flush resolves many tasks at once) and a client's
+    (concurrent submits). `announce` also waits until its message is written, so what its
     caller sends next follows it."""
 
     def __init__(self, broker: Broker) -> None:
@@ -179,18 +148,32 @@ class Announcer:
         self._pending: list[protocol.Event] = []
         self._sending: asyncio.Future[None] | None = None
 
-    async def announce(self, event: protocol.Event) -> None:
+    def add(self, event: protocol.Event) -> asyncio.Future[None]:
+        """Queue `event`; → a future done once it has been sent."""
+        if not event.at:
+            event = dataclasses.replace(event, at=time.time())
         self._pending.append(event)
         if self._sending is None:
             self._sending = asyncio.ensure_future(self._send())
+        return self._sending
+
+    async def announce(self, event: protocol.Event) -> None:
         # Shielded: a caller cancelled while waiting must not cancel the others' message.
-        await asyncio.shield(self._sending)
+        await asyncio.shield(self.add(event))
+
+    async def drain(self) -> None:
+        """Return once everything added so far has been sent."""
+        if self._sending is not None:
+            await asyncio.shield(self._sending)
 
     async def _send(self) -> None:
-        await asyncio.sleep(0)  # the rest of this turn's events join
-        batch, self._pending = self._pending, []
-        self._sending = None  # (later events start the next message)
-        await announce_many(self._broker, batch)
+        try:
+            await asyncio.sleep(0)  # the rest of this turn's events join
+            while self._pending:  # (events added while one message is sent go in the next)
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                await announce_many(self._broker, batch)
+        finally:
+            self._sending = None
 
 
 async def tail_events(

@@ -95,9 +95,6 @@ class Store:
             ):
                 return await operation(conn)
 
-    async def transaction(self, operation: Callable[[AsyncConnection], Awaitable[None]]) -> None:
-        await self.run(operation)
-
     async def ping(self, within: float = 2.0) -> bool:
         """Whether the database answers within `within` seconds."""
         try:

@@ -30,9 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from taskq.exceptions import StoreConnectionError, StoreError
 from taskq.status import TaskStatus
-from taskq.store import codec, repository
+from taskq.store import codec
 from taskq.store.repository import Claimed, NewTask, Outcome, TaskRecord, now, record_of
-from taskq.store.writer import ClaimRequest, ProgressReport
+from taskq.store.writer import ClaimRequest, SqlBatches
 
 logger = logging.getLogger(__name__)
 
@@ -159,16 +159,17 @@ class HeldConnection:
                 await conn.close()
 
 
-class PgBatches:
-    """The writer's flushes, one at a time, on a connection of their own."""
+class PgBatches(SqlBatches):
+    """The writer's flushes, one at a time, on a connection of their own (progress, rare
+    and best effort, still goes through SQLAlchemy)."""
 
     def __init__(
         self,
         connection: HeldConnection,
         run: Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]],
     ) -> None:
+        super().__init__(run)
         self._connection = connection
-        self._run = run
 
     async def write(
         self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
@@ -195,9 +196,6 @@ class PgBatches:
             )
             for row in rows
         }
-
-    async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
-        await self._run(lambda conn: repository.record_progress(conn, reports))
 
     async def close(self) -> None:
         await self._connection.close()

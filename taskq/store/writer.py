@@ -104,11 +104,7 @@ class Writer:
         self._wake.set()
         return await future
 
-    async def record(self, outcome: repository.Outcome) -> None:
-        """Store a final state; returns once it is committed."""
-        await self.record_soon(outcome)
-
-    def record_soon(self, outcome: repository.Outcome) -> asyncio.Future[None]:
+    def record(self, outcome: repository.Outcome) -> asyncio.Future[None]:
         """Queue a final state; → a future done once it is committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outcomes.append((outcome, future))

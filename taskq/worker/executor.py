@@ -317,7 +317,7 @@ class Executor:
     async def _store_outcome(self, outcome: Outcome) -> None:
         """Write the outcome, even while being cancelled; a row that cannot hold it fails."""
         try:
-            await _shielded(self._writer.record_soon(outcome))
+            await _shielded(self._writer.record(outcome))
         except StoreError as exc:
             if isinstance(exc, StoreConnectionError) or outcome.state is TaskStatus.FAILED:
                 raise
@@ -329,7 +329,7 @@ class Executor:
                 "worker_id": outcome.worker_id,
                 "started_at": outcome.started_at,
             }
-            await _shielded(self._writer.record_soon(outcomes.failed(base, error)))
+            await _shielded(self._writer.record(outcomes.failed(base, error)))
 
     async def _claim(self, envelope: protocol.Envelope, redelivered: bool) -> Claimed | None:
         claim = self._writer.claim

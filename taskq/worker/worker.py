@@ -123,7 +123,6 @@ class Worker:
                 asyncio.TaskGroup() as side,
             ):
                 side.create_task(writer.run(), name="taskq-writer")
-                side.create_task(events.run(), name="taskq-events")
                 watchdog = health.LoopWatchdog(self.blocked_threshold, executor.blame)
                 watching = side.create_task(watchdog.run(), name="taskq-watchdog")
                 observing = None
@@ -153,7 +152,7 @@ class Worker:
                     if candidate is not None:
                         candidate.cancel()
                     writer.close()  # flushes what is left, then its loop ends
-                    events.close()  # sends what is left, then its loop ends
+                    await events.drain()  # the last tasks' events
         finally:
             threads.shutdown(wait=False, cancel_futures=True)
             logger.info("worker %s stopped", self.id, extra={"action": "stop_worker"})

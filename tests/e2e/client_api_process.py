@@ -25,6 +25,7 @@ import sys
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.e2e import client_app
+from tests.e2e.processes import reply
 
 
 async def watch(task_id: str) -> None:
@@ -41,7 +42,7 @@ async def watch(task_id: str) -> None:
                 "data": dict(event.data),
                 "seq": event.seq,
             }
-            print(json.dumps(line), flush=True)
+            reply(json.dumps(line))
 
 
 async def submit_in_transaction_and_die(label: str) -> None:
@@ -51,7 +52,7 @@ async def submit_in_transaction_and_die(label: str) -> None:
         async with engine.begin() as conn:
             handle = await e2e.mark.options(transaction=conn).submit(label)
         # Committed: the row is durable, and this process never publishes anything.
-        print(handle.id, flush=True)
+        reply(handle.id)
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
 from tests.e2e import worker_app
+from tests.e2e.processes import reply
+
+logger = logging.getLogger(__name__)
 
 OVERLAP = 3
 
@@ -81,7 +85,7 @@ async def submit_keyed(key: str, label: str, go: Path, copies: int) -> None:
         await asyncio.to_thread(wait_for_go, go)
         keyed = e2e.record.options(idempotency_key=key)
         handles = await asyncio.gather(*(keyed.submit(label) for _ in range(copies)))
-    print("\n".join(handle.id for handle in handles), flush=True)
+    reply("\n".join(handle.id for handle in handles))
 
 
 def main() -> int:
@@ -112,7 +116,7 @@ def main() -> int:
         except* Overlap as caught:
             overlaps += caught.exceptions  # type: ignore[arg-type]
         for overlap in overlaps:
-            print(f"overlap: {overlap}", file=sys.stderr)
+            logger.error("overlap: %s", overlap)
         return OVERLAP if overlaps else 0
     elif options.command == "lock-hold":
         asyncio.run(lock_hold(options.name, options.ready))

@@ -395,3 +395,9 @@ class Workers:
             )
             for index, worker in enumerate(self.started)
         ]
+
+
+def reply(text: str) -> None:
+    """A helper process's answer to the test that started it: lines on its stdout."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()

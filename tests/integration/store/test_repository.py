@@ -58,7 +58,7 @@ async def insert(store: Store, *tasks: NewTask) -> list[str]:
         for task in tasks:
             await repository.insert_task(conn, task)
 
-    await store.transaction(write)
+    await store.run(write)
     return [task.id for task in tasks]
 
 
@@ -72,7 +72,7 @@ async def claim(
 
 
 async def record(store: Store, *outcomes: Outcome) -> None:
-    await store.transaction(lambda conn: repository.record_outcomes(conn, outcomes))
+    await store.run(lambda conn: repository.record_outcomes(conn, outcomes))
 
 
 async def state_of(store: Store, task_id: str) -> repository.TaskRecord:
@@ -390,7 +390,7 @@ async def test_writer_close_flushes_pending_items_before_run_returns(store: Stor
         for task_id in ids
     ]
     outcome = Outcome(task_id=done, attempt=1, state=TaskStatus.SUCCEEDED, result="flushed")
-    recording = asyncio.create_task(writer.record(outcome))
+    recording: asyncio.Future[None] = writer.record(outcome)
     # When close() is called right after they were queued (call_soon runs it after the
     # tasks above have taken their first step, i.e. queued their items)
     asyncio.get_running_loop().call_soon(writer.close)
@@ -398,7 +398,7 @@ async def test_writer_close_flushes_pending_items_before_run_returns(store: Stor
         await running
     # Then by the time run() returned, every item was committed
     assert transactions.calls >= 3
-    assert all(task.done() for task in [*claims, recording])
+    assert all(task.done() for task in claims) and recording.done()
     assert [task.result() for task in claims] == [1] * 25
     assert {(await state_of(store, task_id)).state for task_id in ids} == {TaskStatus.RUNNING}
     assert (await state_of(store, done)).result == "flushed"
