@@ -18,8 +18,6 @@ import asyncio
 import contextlib
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,10 +36,10 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from benchmarks.services import (  # noqa: E402
-    REPO_ROOT,
     asyncpg_url,
     clean_env,
     services,
+    worker_process,
 )
 
 APP_SPEC = "benchmarks.delay_lateness:app"
@@ -97,35 +95,17 @@ async def poll(condition: Callable[[], Awaitable[bool]], *, within: float, what:
 
 
 @contextlib.contextmanager
-def worker_process(broker_url: str, store_url: str, log: Path, workdir: Path) -> Iterator[None]:
-    stderr_path = workdir / "worker.log"
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "taskq", "worker", APP_SPEC, "--concurrency", str(CONCURRENCY)],
-            cwd=REPO_ROOT,
-            env={
-                **clean_env(),
-                "TASKQ_BROKER_URL": broker_url,
-                "TASKQ_STORE_URL": store_url,
-                "TASKQ_LOG_LEVEL": "WARNING",
-                "BENCH_LOG": str(log),
-            },
-            stdin=subprocess.DEVNULL,
-            stdout=stderr,
-            stderr=stderr,
-        )
-    try:
+def bench_worker(broker_url: str, store_url: str, log: Path, workdir: Path) -> Iterator[None]:
+    command = [sys.executable, "-m", "taskq", "worker", APP_SPEC, "--concurrency", str(CONCURRENCY)]
+    env = {
+        **clean_env(),
+        "TASKQ_BROKER_URL": broker_url,
+        "TASKQ_STORE_URL": store_url,
+        "TASKQ_LOG_LEVEL": "WARNING",
+        "BENCH_LOG": str(log),
+    }
+    with worker_process(command, env, workdir, stop_within=20):
         yield
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.returncode not in (0, -signal.SIGTERM):
-            print(stderr_path.read_text(errors="replace")[-5000:], file=sys.stderr)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -139,7 +119,7 @@ async def measure(broker_url: str, store_url: str, count: int, spread: float) ->
         log = workdir / "starts.txt"
         bench = build(broker_url, store_url)
         task = bench.tasks[TASK_NAME]
-        with worker_process(broker_url, store_url, log, workdir):
+        with bench_worker(broker_url, store_url, log, workdir):
             async with bench:
                 # Ready: the worker leads (it publishes due tasks) and consumes (a task ran).
                 async def leads() -> bool:

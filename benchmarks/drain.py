@@ -38,20 +38,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import gzip
 import http.server
-import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +62,11 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from benchmarks.services import (  # noqa: E402
-    REPO_ROOT,
+    add_service_options,
     asyncpg_url,
     clean_env,
     services,
+    worker_process,
 )
 
 APP_SPEC = "benchmarks.drain:app"
@@ -297,35 +294,6 @@ async def prefill(broker_url: str, store_url: str, count: int) -> tuple[float, l
     if found != {"queued": count}:
         raise SystemExit(f"FAIL: after the prefill, expected {count} rows queued, found {found}")
     return elapsed, batches
-
-
-@contextlib.contextmanager
-def worker_process(
-    command: list[str], env: dict[str, str], workdir: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    log_path = workdir / "worker.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.returncode not in (0, -signal.SIGTERM):
-            print(f"worker exited {process.returncode}; its log ends:", file=sys.stderr)
-            print(log_path.read_text(errors="replace")[-5000:], file=sys.stderr)
 
 
 def worker_command(concurrency: int, profile: Path | None) -> list[str]:
@@ -576,17 +544,7 @@ async def main() -> int:
         default=None,
         help=f"measurements of each mode, alternating (default {DEFAULT_REPEAT}; 1 with --smoke)",
     )
-    parser.add_argument(
-        "--amqp-url",
-        default=os.environ.get("TASKQ_BENCH_AMQP_URL"),
-        help="RabbitMQ to use (default: TASKQ_BENCH_AMQP_URL, else a throwaway local vhost)",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("TASKQ_BENCH_POSTGRES_URL"),
-        help="a migrated PostgreSQL database (default: TASKQ_BENCH_POSTGRES_URL, else a "
-        "throwaway local one per measurement)",
-    )
+    add_service_options(parser, throwaway="per measurement")
     parser.add_argument(
         "--smoke", action="store_true", help=f"N = {SMOKE_TASKS}, --repeat 1 (for CI)"
     )

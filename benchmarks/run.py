@@ -54,6 +54,7 @@ import psutil  # noqa: E402
 
 import taskq  # noqa: E402
 from benchmarks import drain, peers  # noqa: E402
+from benchmarks.services import add_service_options  # noqa: E402
 
 DEFAULT_TASKS = 20_000
 FLAT_TASKS = 100_000
@@ -384,18 +385,7 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help=f"also drain {FLAT_TASKS:,} tasks, for the RSS flatness target (adds 1 to 3 min)",
     )
-    parser.add_argument(
-        "--amqp-url",
-        default=os.environ.get("TASKQ_BENCH_AMQP_URL"),
-        help="RabbitMQ to use (default: TASKQ_BENCH_AMQP_URL, else a throwaway local vhost "
-        "per measurement)",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("TASKQ_BENCH_POSTGRES_URL"),
-        help="a migrated PostgreSQL database (default: TASKQ_BENCH_POSTGRES_URL, else a "
-        "throwaway local one per measurement)",
-    )
+    add_service_options(parser, throwaway="per measurement")
     options = parser.parse_args()
     options.tasks = options.tasks or (SMOKE_TASKS if options.smoke else DEFAULT_TASKS)
     options.submits = options.submits or (SMOKE_SUBMITS if options.smoke else DEFAULT_SUBMITS)

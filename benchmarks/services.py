@@ -7,9 +7,11 @@ name for these modules in the script and in the worker subprocesses that import 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -100,3 +102,51 @@ async def services(amqp: str | None, postgres: str | None) -> AsyncIterator[tupl
         if postgres is None:
             postgres = await stack.enter_async_context(throwaway_database())
         yield amqp, store_url_of(postgres)
+
+
+@contextlib.contextmanager
+def worker_process(
+    command: list[str], env: dict[str, str], workdir: Path, *, stop_within: float = 60
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker subprocess logging to `workdir`/worker.log; stopped with SIGTERM (killed
+    after `stop_within` s) on the way out, its log's end printed if it failed."""
+    log_path = workdir / "worker.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(stop_within)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.returncode not in (0, -signal.SIGTERM):
+            print(f"worker exited {process.returncode}; its log ends:", file=sys.stderr)
+            print(log_path.read_text(errors="replace")[-5000:], file=sys.stderr)
+
+
+def add_service_options(parser: argparse.ArgumentParser, *, throwaway: str) -> None:
+    """--amqp-url and --postgres-url; without them, throwaway ones (`throwaway` says how
+    many: "per measurement", say)."""
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("TASKQ_BENCH_AMQP_URL"),
+        help=f"RabbitMQ to use (default: TASKQ_BENCH_AMQP_URL, else a throwaway local vhost "
+        f"{throwaway})",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("TASKQ_BENCH_POSTGRES_URL"),
+        help="a migrated PostgreSQL database (default: TASKQ_BENCH_POSTGRES_URL, else a "
+        f"throwaway local one {throwaway})",
+    )

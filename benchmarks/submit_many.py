@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from benchmarks.services import (  # noqa: E402
+    add_service_options,
     asyncpg_url,
     services,
 )
@@ -155,17 +155,7 @@ async def main() -> int:
         default=DEFAULT_CONCURRENCY,
         help=f"of the worker that runs them all afterwards (default {DEFAULT_CONCURRENCY})",
     )
-    parser.add_argument(
-        "--amqp-url",
-        default=os.environ.get("TASKQ_BENCH_AMQP_URL"),
-        help="RabbitMQ to use (default: TASKQ_BENCH_AMQP_URL, else a throwaway local vhost)",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("TASKQ_BENCH_POSTGRES_URL"),
-        help="a migrated PostgreSQL database (default: TASKQ_BENCH_POSTGRES_URL, else a "
-        "throwaway local one)",
-    )
+    add_service_options(parser, throwaway="for the run")
     options = parser.parse_args()
     if options.tasks < 1 or options.concurrency < 1:
         parser.error("--tasks and --concurrency must be at least 1")
