@@ -52,7 +52,7 @@ def configure(*, prometheus: bool = False, environ: dict[str, str] | None = None
     attributes = {} if "OTEL_SERVICE_NAME" in env else {"service.name": DEFAULT_SERVICE_NAME}
     resource = Resource.create(attributes)
     if traces != "none":
-        telemetry.providers.append(_tracing(resource, traces))
+        telemetry.providers.append(_tracing(resource, traces, env))
     if metrics != "none" or prometheus:
         provider, telemetry.reader = _metering(resource, metrics, prometheus)
         telemetry.providers.append(provider)
@@ -73,19 +73,30 @@ def _exporter_choice(env: dict[str, str], signal: str) -> str:
     return "otlp" if endpoint else "none"
 
 
-def _tracing(resource: Any, exporter_name: str) -> Any:
+def _tracing(resource: Any, exporter_name: str, env: dict[str, str]) -> Any:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    if exporter_name == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter: Any = OTLPSpanExporter()
-    else:
-        exporter = ConsoleSpanExporter()
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    if exporter_name == "otlp":
+        try:  # the package only (light): the helper process imports the exporter itself
+            import opentelemetry.exporter.otlp.proto.http  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                "OTLP export needs its exporter: pip install 'taskq[otel]'"
+            ) from None
+        from taskq.telemetry import tracing
+        from taskq.telemetry.export_helper import HelperSpanProcessor
+        from taskq.telemetry.lean_span import LeanSpans
+
+        helper = HelperSpanProcessor(resource, env)  # OTLP encoding in another process
+        provider.add_span_processor(helper)
+        tracing.use_lean_spans(
+            LeanSpans(provider.sampler, provider.id_generator, helper.end_lean, tracing.SCOPE)
+        )
+    else:
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
 

@@ -12,15 +12,27 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator, Mapping
 from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from taskq import protocol
 from taskq.telemetry import semconv as sc
 
-_tracer = trace.get_tracer("taskq", version("taskq"), schema_url=sc.SCHEMA_URL)
+if TYPE_CHECKING:  # the SDK's, which the library does not need
+    from taskq.telemetry.lean_span import LeanSpans
+
+SCOPE = ("taskq", version("taskq"), sc.SCHEMA_URL)  # the instrumentation scope
+_tracer = trace.get_tracer(SCOPE[0], SCOPE[1], schema_url=SCOPE[2])
+_lean_spans: LeanSpans | None = None
+
+
+def use_lean_spans(spans: LeanSpans | None) -> None:
+    """Make `process` spans with `spans` (`taskq worker`, exporting through its helper) rather
+    than with the tracer; None: with the tracer again."""
+    global _lean_spans
+    _lean_spans = spans
 
 
 def start_send(envelope: protocol.Envelope) -> tuple[Span, protocol.Envelope]:
@@ -65,21 +77,23 @@ def processing(envelope: protocol.Envelope, attempt: int) -> Iterator[Span]:
         yield trace.INVALID_SPAN  # what the API's no-op tracer gives, without its cost
         return
     parent = propagate.extract(envelope.headers) if envelope.headers else None
+    name = f"{sc.PROCESS} {envelope.queue}"
     attributes = {
         **_message_attributes(envelope),
         sc.MESSAGING_OPERATION_NAME: sc.PROCESS,
         sc.MESSAGING_OPERATION_TYPE: sc.PROCESS,
         sc.TASK_ATTEMPT: attempt,
     }
-    with _tracer.start_as_current_span(
-        f"{sc.PROCESS} {envelope.queue}",
-        context=parent,
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        yield span
+    if _lean_spans is not None:
+        span = _lean_spans.start_span(name, parent, SpanKind.CONSUMER, attributes)
+    else:
+        span = _tracer.start_span(name, parent, SpanKind.CONSUMER, attributes)
+    token = context.attach(trace.set_span_in_context(span, parent))
+    try:
+        yield span  # an exception here is the executor's to record (`outcome`), or a stop
+    finally:
+        context.detach(token)
+        span.end()
 
 
 def outcome(span: Span, state: str, error: Mapping[str, Any] | None) -> None:

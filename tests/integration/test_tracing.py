@@ -6,6 +6,11 @@ Spans go to an SDK `TracerProvider` of this module's own (a `SimpleSpanProcessor
 process-wide provider, which OpenTelemetry lets a process set only once, each test swaps
 taskq's tracer (`taskq.telemetry.tracing._tracer`) for one from a fresh provider: no state
 leaks between tests, whatever else in the session configures OpenTelemetry.
+
+Every test runs twice: with the SDK's spans ("sdk"), and as `taskq worker` makes and exports
+them when it exports over OTLP ("helper"): `process` spans are `LeanSpan`s, and every span
+reaches the exporter the way it reaches the export helper process, packed with msgpack and
+rebuilt (`taskq.telemetry.export_helper`).
 """
 
 from __future__ import annotations
@@ -17,15 +22,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import pytest
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import taskq
-from taskq.telemetry import logs, tracing
+from taskq.telemetry import export_helper, logs, tracing
+from taskq.telemetry.lean_span import LeanSpan, LeanSpans
 from tests.conftest import Backend
 
 DEADLINE = 10.0
@@ -67,15 +75,44 @@ class Traces:
         return found
 
 
-@pytest.fixture
-def traces(monkeypatch: pytest.MonkeyPatch) -> Iterator[Traces]:
+class ThroughTheHelpersFormat(SpanExporter):
+    """Hands `memory` each span as the export helper process would rebuild it."""
+
+    def __init__(self, memory: InMemorySpanExporter, resource: Resource) -> None:
+        self.memory, self.resource = memory, resource
+        self.lean = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.memory.export([self.rebuilt(export_helper.pack_span(span)) for span in spans])
+
+    def lean_ended(self, span: LeanSpan) -> None:
+        self.lean += 1
+        self.memory.export([self.rebuilt(export_helper.pack_lean_span(span))])
+
+    def rebuilt(self, packed: list[Any]) -> ReadableSpan:
+        return export_helper.unpack_span(msgpack.unpackb(msgpack.packb(packed)), self.resource)
+
+
+@pytest.fixture(params=["sdk", "helper"])
+def traces(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Traces]:
     """taskq's tracer, for this test, from a provider exporting to memory."""
-    exporter = InMemorySpanExporter()
+    memory = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("taskq"))
-    yield Traces(exporter, provider.get_tracer("tests"))
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer(*tracing.SCOPE))
+    if request.param == "sdk":
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+    else:
+        helper_format = ThroughTheHelpersFormat(memory, provider.resource)
+        provider.add_span_processor(SimpleSpanProcessor(helper_format))
+        lean = LeanSpans(
+            provider.sampler, provider.id_generator, helper_format.lean_ended, tracing.SCOPE
+        )
+        monkeypatch.setattr(tracing, "_lean_spans", lean)
+    made = Traces(memory, provider.get_tracer("tests"))
+    yield made
     provider.shutdown()
+    if request.param == "helper":  # every process span was a lean one
+        assert helper_format.lean == len([s for s in made.spans() if s.name.startswith("process")])
 
 
 def attrs(span: ReadableSpan) -> dict[str, Any]:

@@ -1,0 +1,308 @@
+"""OTLP span export from a helper process, so that encoding spans never holds the worker's GIL.
+
+The OTLP exporter turns each span into a protobuf message in Python: about 50 µs per span,
+and more on a worker, where the export thread and the event loop take turns at the GIL (the
+loop waits up to a switch interval whenever it lets go of it for a socket write). For short
+tasks that was most of tracing's cost. `HelperSpanProcessor` takes the place of the SDK's
+batch span processor: it packs each finished span with msgpack (a few µs) and a writer
+thread, which holds the GIL only to hand over bytes, passes batches into the stdin of
+`python -m taskq.telemetry.export_helper`. That process rebuilds the spans and runs the
+SDK's own `OTLPSpanExporter`, configured by the same OTEL_* variables.
+
+The helper lives as long as its pipe: it exports what it has and exits at end of input,
+also when the worker was killed. It ignores SIGINT and SIGTERM, which its worker handles
+(and then closes the pipe, after its last spans).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from typing import IO, Any
+
+import msgpack
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace.status import Status, StatusCode
+
+from taskq.telemetry.lean_span import LeanSpan
+
+logger = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+_RESOURCE, _SPANS, _FLUSH = "resource", "spans", "flush"
+SHUTDOWN_WITHIN = 30.0  # seconds the helper gets to send what it holds; the SDK's own default
+
+
+class HelperSpanProcessor(SpanProcessor):
+    """Sends finished, sampled spans to an export helper process (started at once).
+
+    Like the SDK's batch span processor it sends `batch_size` spans at a time, or what it
+    has after `delay` seconds, and drops spans (with a warning) when more than `queue_size`
+    wait to be written because the helper cannot keep up; OTEL_BSP_* set all three.
+    """
+
+    def __init__(self, resource: Resource, environ: dict[str, str]) -> None:
+        self._environ = environ
+        self._resource = resource
+        self._batch_size = int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
+        self._delay = int(environ.get("OTEL_BSP_SCHEDULE_DELAY", 5000)) / 1000
+        self._queue_size = int(environ.get("OTEL_BSP_MAX_QUEUE_SIZE", 2048))
+        self._lock = threading.Lock()
+        self._batch: list[list[Any]] = []
+        self._frames: queue.SimpleQueue[tuple[int, bytes] | threading.Event | None] = (
+            queue.SimpleQueue()
+        )
+        self._waiting = 0  # spans in frames not yet written
+        self._dropped = 0
+        self._helper = self._start_helper()
+        self._writer = threading.Thread(target=self._write, name="taskq-span-writer", daemon=True)
+        self._writer.start()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context and span.context.trace_flags.sampled:
+            self._add(pack_span(span))
+
+    def end_lean(self, span: LeanSpan) -> None:
+        """`LeanSpans`' sink: a lean span ended (lean spans are sampled ones only)."""
+        self._add(pack_lean_span(span))
+
+    def _add(self, packed: list[Any]) -> None:
+        with self._lock:
+            self._batch.append(packed)
+            if len(self._batch) >= self._batch_size:
+                self._hand_over_locked()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Wait until the helper has sent every span that ended before this call."""
+        done = threading.Event()
+        with self._lock:
+            self._hand_over_locked()
+            self._frames.put(done)
+        return done.wait(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._hand_over_locked()
+            self._frames.put(None)
+        self._writer.join()
+
+    def _hand_over_locked(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        if self._waiting + len(batch) > self._queue_size:
+            self._dropped += len(batch)
+            return  # the writer reports drops: no logging on the task's path
+        self._waiting += len(batch)
+        self._frames.put((len(batch), _frame([_SPANS, batch])))
+
+    def _write(self) -> None:
+        """The writer thread: frames into the helper's stdin, in order; the batch that
+        waited `delay` seconds; answers to flushes."""
+        while True:
+            try:
+                item = self._frames.get(timeout=self._delay)
+            except queue.Empty:
+                with self._lock:
+                    self._hand_over_locked()
+                continue
+            if item is None:
+                self._stop_helper()
+                return
+            if isinstance(item, threading.Event):
+                if self._ask_flush():
+                    item.set()
+                continue
+            spans, frame = item
+            with self._lock:
+                self._waiting -= spans
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                logger.warning("%d spans dropped: the span export helper is behind", dropped)
+            self._send(frame)
+
+    def _send(self, frame: bytes) -> None:
+        if self._helper.poll() is not None:  # it crashed: spans from now on still go out
+            logger.warning("the span export helper exited (code %s); starting a new one",
+                           self._helper.returncode)  # fmt: skip
+            _close_pipes(self._helper)
+            self._helper = self._start_helper()
+        try:
+            _write_frame(self._helper, frame)
+        except OSError as error:
+            logger.warning("spans not exported: the span export helper failed: %s", error)
+
+    def _ask_flush(self) -> bool:
+        self._send(_frame([_FLUSH]))
+        assert self._helper.stdout is not None
+        return self._helper.stdout.read(1) == b"\x01"
+
+    def _stop_helper(self) -> None:
+        helper = self._helper
+        assert helper.stdin is not None
+        try:
+            helper.stdin.close()  # end of input: the helper sends what it has, then exits
+            helper.wait(SHUTDOWN_WITHIN)
+        except (OSError, subprocess.TimeoutExpired):
+            logger.warning("the span export helper did not finish in %.0f s; killed it",
+                           SHUTDOWN_WITHIN)  # fmt: skip
+            helper.kill()
+            helper.wait()
+        _close_pipes(helper)
+
+    def _start_helper(self) -> subprocess.Popen[bytes]:
+        helper = subprocess.Popen(
+            [sys.executable, "-m", __name__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self._environ,
+            start_new_session=True,  # a Ctrl-C in the terminal is the worker's to handle
+        )
+        resource = self._resource
+        _write_frame(helper, _frame([_RESOURCE, dict(resource.attributes), resource.schema_url]))
+        return helper
+
+
+def pack_span(span: ReadableSpan) -> list[Any]:
+    """A finished span as plain values msgpack can carry; `unpack_span` is the inverse."""
+    context, parent, scope = span.context, span.parent, span.instrumentation_scope
+    assert context is not None
+    return [
+        span.name,
+        _pack_context(context),
+        None if parent is None else _pack_context(parent),
+        span.kind.value,
+        span.start_time,
+        span.end_time,
+        dict(span.attributes or {}),
+        [[event.name, event.timestamp, dict(event.attributes or {})] for event in span.events],
+        [[_pack_context(link.context), dict(link.attributes or {})] for link in span.links],
+        span.status.status_code.value,
+        span.status.description,
+        None if scope is None else [scope.name, scope.version, scope.schema_url],
+    ]
+
+
+def pack_lean_span(span: LeanSpan) -> list[Any]:
+    """`pack_span`'s format, from a `LeanSpan`."""
+    return [
+        span.name,
+        _pack_context(span.context),
+        None if span.parent is None else _pack_context(span.parent),
+        span.kind.value,
+        span.start_time,
+        span.end_time,
+        span.attributes,
+        span.events,
+        [],
+        span.status.status_code.value,
+        span.status.description,
+        span.scope,
+    ]
+
+
+def unpack_span(packed: list[Any], resource: Resource) -> ReadableSpan:
+    (name, context, parent, kind, start, end, attributes, events, links, status_code,
+     description, scope) = packed  # fmt: skip
+    return ReadableSpan(
+        name=name,
+        context=_unpack_context(context),
+        parent=None if parent is None else _unpack_context(parent),
+        resource=resource,
+        attributes=attributes,
+        events=[Event(name, attrs, timestamp) for name, timestamp, attrs in events],
+        links=[Link(_unpack_context(context), attrs) for context, attrs in links],
+        kind=SpanKind(kind),
+        status=Status(StatusCode(status_code), description),
+        start_time=start,
+        end_time=end,
+        instrumentation_scope=None if scope is None else InstrumentationScope(*scope),
+    )
+
+
+def _pack_context(context: SpanContext) -> list[Any]:
+    # A trace id is 128 bits, more than a msgpack integer holds.
+    return [
+        context.trace_id.to_bytes(16, "big"),
+        context.span_id,
+        int(context.trace_flags),
+        context.is_remote,
+        list(context.trace_state.items()) if context.trace_state else None,
+    ]
+
+
+def _unpack_context(packed: list[Any]) -> SpanContext:
+    trace_id, span_id, flags, is_remote, state = packed
+    return SpanContext(
+        int.from_bytes(trace_id, "big"),
+        span_id,
+        is_remote,
+        TraceFlags(flags),
+        TraceState(state) if state else None,
+    )
+
+
+def _frame(message: list[Any]) -> bytes:
+    payload = msgpack.packb(message)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def _write_frame(helper: subprocess.Popen[bytes], frame: bytes) -> None:
+    assert helper.stdin is not None
+    helper.stdin.write(frame)
+    helper.stdin.flush()
+
+
+def _close_pipes(helper: subprocess.Popen[bytes]) -> None:
+    for pipe in (helper.stdin, helper.stdout):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass  # unflushed input of a helper that is gone
+
+
+def _read_frame(stream: IO[bytes]) -> list[Any] | None:
+    header = stream.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        return None  # end of input
+    (length,) = _LENGTH.unpack(header)
+    message: list[Any] = msgpack.unpackb(stream.read(length))
+    return message
+
+
+def main() -> None:
+    """The helper: export each batch as it comes, until the worker closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    exporter = OTLPSpanExporter()
+    source, replies = sys.stdin.buffer, sys.stdout.buffer
+    resource = Resource.get_empty()
+    try:
+        while (message := _read_frame(source)) is not None:
+            kind = message[0]
+            if kind == _SPANS:
+                exporter.export([unpack_span(packed, resource) for packed in message[1]])
+            elif kind == _FLUSH:
+                replies.write(b"\x01")
+                replies.flush()
+            elif kind == _RESOURCE:
+                resource = Resource(message[1], message[2])
+    finally:
+        exporter.shutdown()  # type: ignore[no-untyped-call]
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=os.environ.get("TASKQ_LOG_LEVEL", "WARNING").upper())
+    main()
