@@ -28,11 +28,10 @@ from typing import IO, Any
 
 import msgpack
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
-from opentelemetry.trace.status import Status, StatusCode
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.trace import SpanContext
 
+from taskq.telemetry import otlp_wire
 from taskq.telemetry.lean_span import LeanSpan
 
 logger = logging.getLogger(__name__)
@@ -173,7 +172,7 @@ class HelperSpanProcessor(SpanProcessor):
 
 
 def pack_span(span: ReadableSpan) -> list[Any]:
-    """A finished span as plain values msgpack can carry; `unpack_span` is the inverse."""
+    """A finished span as plain values msgpack can carry (`otlp_wire` encodes them)."""
     context, parent, scope = span.context, span.parent, span.instrumentation_scope
     assert context is not None
     return [
@@ -210,25 +209,6 @@ def pack_lean_span(span: LeanSpan) -> list[Any]:
     ]
 
 
-def unpack_span(packed: list[Any], resource: Resource) -> ReadableSpan:
-    (name, context, parent, kind, start, end, attributes, events, links, status_code,
-     description, scope) = packed  # fmt: skip
-    return ReadableSpan(
-        name=name,
-        context=_unpack_context(context),
-        parent=None if parent is None else _unpack_context(parent),
-        resource=resource,
-        attributes=attributes,
-        events=[Event(name, attrs, timestamp) for name, timestamp, attrs in events],
-        links=[Link(_unpack_context(context), attrs) for context, attrs in links],
-        kind=SpanKind(kind),
-        status=Status(StatusCode(status_code), description),
-        start_time=start,
-        end_time=end,
-        instrumentation_scope=None if scope is None else InstrumentationScope(*scope),
-    )
-
-
 def _pack_context(context: SpanContext) -> list[Any]:
     # A trace id is 128 bits, more than a msgpack integer holds.
     return [
@@ -238,17 +218,6 @@ def _pack_context(context: SpanContext) -> list[Any]:
         context.is_remote,
         list(context.trace_state.items()) if context.trace_state else None,
     ]
-
-
-def _unpack_context(packed: list[Any]) -> SpanContext:
-    trace_id, span_id, flags, is_remote, state = packed
-    return SpanContext(
-        int.from_bytes(trace_id, "big"),
-        span_id,
-        is_remote,
-        TraceFlags(flags),
-        TraceState(state) if state else None,
-    )
 
 
 def _frame(message: list[Any]) -> bytes:
@@ -284,23 +253,45 @@ def main() -> None:
     """The helper: export each batch as it comes, until the worker closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter
 
-    exporter = OTLPSpanExporter()
+    # The exporter encodes what it is given with its module's `encode_spans`; in this process
+    # that passes our already encoded batches through, and the exporter's transport (endpoint,
+    # headers, compression, retries: the OTEL_EXPORTER_OTLP_* variables) does the rest.
+    trace_exporter.encode_spans = lambda batch: batch  # type: ignore[attr-defined,assignment,return-value]
+    exporter = trace_exporter.OTLPSpanExporter()
     source, replies = sys.stdin.buffer, sys.stdout.buffer
-    resource = Resource.get_empty()
+    resource: tuple[dict[str, Any], str] = ({}, "")
     try:
         while (message := _read_frame(source)) is not None:
             kind = message[0]
             if kind == _SPANS:
-                exporter.export([unpack_span(packed, resource) for packed in message[1]])
+                spans = message[1]
+                exporter.export(_Encoded(otlp_wire.encode_request(spans, *resource), len(spans)))
             elif kind == _FLUSH:
                 replies.write(b"\x01")
                 replies.flush()
             elif kind == _RESOURCE:
-                resource = Resource(message[1], message[2])
+                resource = (message[1], message[2])
     finally:
         exporter.shutdown()  # type: ignore[no-untyped-call]
+
+
+class _Encoded(list[ReadableSpan]):
+    """A batch already encoded as an ExportTraceServiceRequest, in the place of its spans:
+    as long as the spans were (the exporter counts them), and serialised as itself."""
+
+    def __init__(self, payload: bytes, spans: int) -> None:
+        super().__init__()
+        self._payload, self._spans = payload, spans
+
+    def __len__(self) -> int:
+        return self._spans
+
+    def SerializePartialToString(self) -> bytes:
+        return self._payload
+
+    SerializeToString = SerializePartialToString
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import taskq
 from taskq.telemetry import export_helper, logs, tracing
 from taskq.telemetry.lean_span import LeanSpan, LeanSpans
 from tests.conftest import Backend
+from tests.otlp_format import unpack_span
 
 DEADLINE = 10.0
 
@@ -90,7 +91,7 @@ class ThroughTheHelpersFormat(SpanExporter):
         self.memory.export([self.rebuilt(export_helper.pack_lean_span(span))])
 
     def rebuilt(self, packed: list[Any]) -> ReadableSpan:
-        return export_helper.unpack_span(msgpack.unpackb(msgpack.packb(packed)), self.resource)
+        return unpack_span(msgpack.unpackb(msgpack.packb(packed)), self.resource)
 
 
 @pytest.fixture(params=["sdk", "helper"])
