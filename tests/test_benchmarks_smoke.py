@@ -114,19 +114,25 @@ async def test_drain_benchmark_prints_both_modes_and_the_sink_got_spans(
     lines = [line.split() for line in output.splitlines()]
     assert DRAIN_HEADER in lines, output
     start = lines.index(DRAIN_HEADER) + 1
-    rows = {(row[0], row[1]): row[2:] for row in lines[start : start + 4]}
-    assert set(rows) == {("1", "off"), ("1", "on"), ("median", "off"), ("median", "on")}, output
+    rows = {(row[0], row[1]): row[2:] for row in lines[start : start + 6]}
+    modes = ("off", "traces", "on")
+    assert set(rows) == {(run, mode) for run in ("1", "median") for mode in modes}, output
     for row in rows.values():
         assert row[0] == "200" and len(row) == 6, output
         assert all(float(figure) > 0 for figure in row[1:]), output
-    # And the "on" run's worker and producer both exported spans to the benchmark's sink
-    sink = next(line for line in output.splitlines() if line.startswith("sink, run 1 on:"))
-    spans = dict(re.findall(r"(taskq-bench-drain-\w+) (\d+)", sink))
-    assert spans == {"taskq-bench-drain-producer": "200", "taskq-bench-drain-worker": "200"}, sink
-    exports = re.search(r"(\d+) trace export requests, (\d+) bytes", sink)
-    assert exports is not None and int(exports[1]) > 0 and int(exports[2]) > 0, sink
-    overhead = next(line for line in lines if line[:2] == ["tracing", "overhead:"])
-    assert overhead[-1] in ("PASS", "MISS"), output
+    # And each traced run's worker and producer both exported spans to the benchmark's sink,
+    # metrics only from the "on" run
+    for mode, metric_exports in (("traces", "0"), ("on", "1")):
+        prefix = f"sink, run 1 {mode}:"
+        sink = next(line for line in output.splitlines() if line.startswith(prefix))
+        spans = dict(re.findall(r"(taskq-bench-drain-\w+) (\d+)", sink))
+        expected = {"taskq-bench-drain-producer": "200", "taskq-bench-drain-worker": "200"}
+        assert spans == expected, sink
+        exports = re.search(r"(\d+) trace export requests, (\d+) bytes", sink)
+        assert exports is not None and int(exports[1]) > 0 and int(exports[2]) > 0, sink
+        assert sink.endswith(f"; {metric_exports} metric export requests"), sink
+    overhead = next(line for line in lines if line[:3] == ["tracing", "(spans)", "on:"])
+    assert "(target < 15%): PASS;" in " ".join(overhead) or "MISS;" in " ".join(overhead), output
 
 
 PEERS_HEADER = "peer tasks drain/s pairs rtt p50 ms rtt p99 ms enqueue/s".split()
