@@ -21,7 +21,7 @@ OTEL_METRICS_EXPORTER=none, spans only. In both, the prefill's `send` spans go f
 process to the same sink (a TracerProvider with a BatchSpanProcessor and an
 OTLPSpanExporter). The sink answers 200 and counts requests, bytes and spans; a run whose
 worker exported no span fails (the comparison would be meaningless). The modes take turns
-(off, traces, on, off, ...) `--repeat` times; the medians give the overheads: tracing's
+`--repeat` times, each round starting one mode later; the medians give the overheads: tracing's
 ("traces" against "off", PASS or MISS against the 15% target: a figure, not a failure), and
 that of spans and metrics together ("on").
 `--profile-worker DIR` runs each worker under cProfile (a wrapper: `python -m cProfile -m
@@ -526,9 +526,14 @@ def otel_variable(item: str) -> tuple[str, str]:
 
 
 def plan(tracing: str, repeat: int) -> list[tuple[int, str]]:
-    """(run, mode) in order: each mode in turn, `repeat` times."""
+    """(run, mode) in order: each mode in turn, `repeat` times, each round starting one mode
+    later (off traces on, traces on off, ...), so that no mode always runs first or last."""
     modes = list(MODES) if tracing == "all" else [tracing]
-    return [(run, mode) for run in range(1, repeat + 1) for mode in modes]
+    rounds = []
+    for run in range(1, repeat + 1):
+        shift = (run - 1) % len(modes)
+        rounds += [(run, mode) for mode in modes[shift:] + modes[:shift]]
+    return rounds
 
 
 async def main() -> int:

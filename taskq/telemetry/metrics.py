@@ -7,12 +7,13 @@ never a task id. The worker feeds the observable gauges (queue depths, loop lag)
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Iterable
 from importlib.metadata import version
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 
 from taskq.telemetry import semconv as sc
 
@@ -35,6 +36,45 @@ retried = _meter.create_counter(**_instrument(sc.TASKS_RETRIED))
 dead_lettered = _meter.create_counter(**_instrument(sc.TASKS_DEAD_LETTERED))
 
 
+class BatchedRecords:
+    """Histogram measurements recorded into the SDK a few hundred at a time, when enabled.
+
+    The same `record` calls made back to back cost a busy worker about half as much CPU as
+    one per task between everything else (the SDK's code and data stay in the CPU's caches),
+    and leave the task's own path. Any collection (a Prometheus scrape, an OTLP export)
+    first records what is held, so no reading misses a finished task. Off unless `taskq
+    worker` turned it on: it does so when exemplars are off, since a measurement recorded
+    later would no longer see the trace it belongs to.
+    """
+
+    SIZE = 256
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self._held: collections.deque[tuple[Histogram, float, dict[str, str]]] = collections.deque()
+
+    def record(self, histogram: Histogram, value: float, attributes: dict[str, str]) -> None:
+        if not self.enabled:
+            histogram.record(value, attributes)
+            return
+        self._held.append((histogram, value, attributes))
+        if len(self._held) >= self.SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record what is held (from any thread: each measurement is taken once)."""
+        held = self._held
+        while held:
+            try:
+                histogram, value, attributes = held.popleft()
+            except IndexError:
+                return  # another thread took the last one
+            histogram.record(value, attributes)
+
+
+batched = BatchedRecords()
+
+
 def task_attributes(name: str, queue: str) -> dict[str, str]:
     return {sc.TASK_NAME: name, sc.MESSAGING_DESTINATION_NAME: queue}
 
@@ -55,6 +95,7 @@ gauges = Gauges()
 
 
 def _active(_options: CallbackOptions) -> Iterable[Observation]:
+    batched.flush()  # a collection is starting: what it reads should be complete
     for (name, queue), running in list(gauges.active.items()):
         yield Observation(running, task_attributes(name, queue))
 

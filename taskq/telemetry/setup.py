@@ -111,6 +111,8 @@ def _metering(resource: Any, exporter_name: str, prometheus: bool) -> tuple[Any,
         PeriodicExportingMetricReader,
     )
 
+    from taskq.telemetry import metrics as taskq_metrics
+
     readers: list[MetricReader] = []
     memory = InMemoryMetricReader() if prometheus else None
     if memory is not None:
@@ -125,4 +127,5 @@ def _metering(resource: Any, exporter_name: str, prometheus: bool) -> tuple[Any,
     exemplars = None if "OTEL_METRICS_EXEMPLAR_FILTER" in os.environ else AlwaysOffExemplarFilter()
     provider = MeterProvider(resource=resource, metric_readers=readers, exemplar_filter=exemplars)
     metrics.set_meter_provider(provider)
+    taskq_metrics.batched.enabled = exemplars is not None  # (an exemplar needs its trace)
     return provider, memory

@@ -217,7 +217,8 @@ class Executor:
         self._announce(envelope.id, TaskStatus.RUNNING, envelope, claimed.attempt)
         if claimed.attempt == 1 and envelope.created_at:
             waited = max(time.time() - envelope.created_at, 0.0)
-            metrics.queue_time.record(waited, metrics.task_attributes(task.name, envelope.queue))
+            attributes = metrics.task_attributes(task.name, envelope.queue)
+            metrics.batched.record(metrics.queue_time, waited, attributes)
         run = Run(task, envelope, ctx, self._threads)
         self._runs[envelope.id] = run
         if self._early_cancels.pop(envelope.id, None) is not None:
@@ -439,7 +440,7 @@ def _count(envelope: protocol.Envelope, name: str, outcome: Outcome, ran: float)
     attributes = metrics.task_attributes(name, envelope.queue)
     retrying = outcome.state is TaskStatus.SCHEDULED
     state = "retried" if retrying else outcome.state.value
-    metrics.duration.record(ran, {**attributes, semconv.TASK_OUTCOME: state})
+    metrics.batched.record(metrics.duration, ran, {**attributes, semconv.TASK_OUTCOME: state})
     if retrying:
         metrics.retried.add(1, attributes)
     if outcome.dead_reason is not None:
