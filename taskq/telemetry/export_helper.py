@@ -31,6 +31,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanContext
 
+from taskq.exceptions import ConfigurationError
 from taskq.telemetry import otlp_wire
 from taskq.telemetry.lean_span import LeanSpan
 
@@ -52,9 +53,9 @@ class HelperSpanProcessor(SpanProcessor):
     def __init__(self, resource: Resource, environ: dict[str, str]) -> None:
         self._environ = environ
         self._resource = resource
-        self._batch_size = int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
-        self._delay = int(environ.get("OTEL_BSP_SCHEDULE_DELAY", 5000)) / 1000
-        self._queue_size = int(environ.get("OTEL_BSP_MAX_QUEUE_SIZE", 2048))
+        self._batch_size = _whole_number(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
+        self._delay = _whole_number(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
+        self._queue_size = _whole_number(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
         self._lock = threading.Lock()
         self._batch: list[list[Any]] = []
         self._frames: queue.SimpleQueue[tuple[int, bytes] | threading.Event | None] = (
@@ -218,6 +219,15 @@ def _pack_context(context: SpanContext) -> list[Any]:
         context.is_remote,
         list(context.trace_state.items()) if context.trace_state else None,
     ]
+
+
+def _whole_number(environ: dict[str, str], name: str, default: int) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{name}={text!r}: expected a whole number above 0")
+    return int(text)
 
 
 def _frame(message: list[Any]) -> bytes:

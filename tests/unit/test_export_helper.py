@@ -21,6 +21,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
+from taskq.exceptions import ConfigurationError
 from taskq.telemetry.export_helper import HelperSpanProcessor
 
 DEADLINE = 10.0
@@ -139,6 +140,7 @@ WORKER = """
 import os, sys
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from taskq.exceptions import ConfigurationError
 from taskq.telemetry.export_helper import HelperSpanProcessor
 
 processor = HelperSpanProcessor(Resource.create({}), dict(os.environ))
@@ -178,3 +180,9 @@ def _alive(pid: int) -> bool:
     # A zombie counts as gone: its parent (killed) can no longer reap it, init will.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split(") ")[-1][0] != "Z"
+
+
+def test_a_bad_batch_setting_is_a_clear_error(sink: Sink) -> None:
+    environ = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
+    with pytest.raises(ConfigurationError, match="OTEL_BSP_SCHEDULE_DELAY='5s': expected a whole"):
+        HelperSpanProcessor(Resource.create({}), {**environ, "OTEL_BSP_SCHEDULE_DELAY": "5s"})
