@@ -57,7 +57,7 @@ class HelperSpanProcessor(SpanProcessor):
         self._delay = _whole_number(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self._queue_size = _whole_number(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
         self._lock = threading.Lock()
-        self._batch: list[list[Any]] = []
+        self._batch: list[ReadableSpan | LeanSpan] = []  # packed when handed over
         self._frames: queue.SimpleQueue[tuple[int, bytes] | threading.Event | None] = (
             queue.SimpleQueue()
         )
@@ -69,15 +69,15 @@ class HelperSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.context and span.context.trace_flags.sampled:
-            self._add(pack_span(span))
+            self._add(span)
 
     def end_lean(self, span: LeanSpan) -> None:
         """`LeanSpans`' sink: a lean span ended (lean spans are sampled ones only)."""
-        self._add(pack_lean_span(span))
+        self._add(span)
 
-    def _add(self, packed: list[Any]) -> None:
+    def _add(self, span: ReadableSpan | LeanSpan) -> None:
         with self._lock:
-            self._batch.append(packed)
+            self._batch.append(span)
             if len(self._batch) >= self._batch_size:
                 self._hand_over_locked()
 
@@ -103,7 +103,12 @@ class HelperSpanProcessor(SpanProcessor):
             self._dropped += len(batch)
             return  # the writer reports drops: no logging on the task's path
         self._waiting += len(batch)
-        self._frames.put((len(batch), _frame([_SPANS, batch])))
+        # Packed here, a batch at a time: cheaper in a busy worker than one by one.
+        packed = [
+            pack_lean_span(span) if isinstance(span, LeanSpan) else pack_span(span)
+            for span in batch
+        ]
+        self._frames.put((len(batch), _frame([_SPANS, packed])))
 
     def _write(self) -> None:
         """The writer thread: frames into the helper's stdin, in order; the batch that

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from taskq.telemetry import semconv as sc
 if TYPE_CHECKING:  # the SDK's, which the library does not need
     from taskq.telemetry.lean_span import LeanSpans
 
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 SCOPE = ("taskq", version("taskq"), sc.SCHEMA_URL)  # the instrumentation scope
 _tracer = trace.get_tracer(SCOPE[0], SCOPE[1], schema_url=SCOPE[2])
 _lean_spans: LeanSpans | None = None
@@ -76,7 +78,7 @@ def processing(envelope: protocol.Envelope, attempt: int) -> Iterator[Span]:
     if not _sdk_configured():
         yield trace.INVALID_SPAN  # what the API's no-op tracer gives, without its cost
         return
-    parent = propagate.extract(envelope.headers) if envelope.headers else None
+    parent = _parent_context(envelope.headers)
     name = f"{sc.PROCESS} {envelope.queue}"
     attributes = {
         **_message_attributes(envelope),
@@ -121,6 +123,23 @@ def progress(span: Span, fraction: float, message: str | None) -> None:
         if message is not None:
             attributes[sc.PROGRESS_MESSAGE] = message
         span.add_event(sc.PROGRESS_EVENT, attributes)
+
+
+def _parent_context(headers: Mapping[str, str]) -> context.Context | None:
+    """The context a message carries. A lone W3C `traceparent` (what `start_send` puts in,
+    unless baggage or trace state came along) is read here: `propagate.extract` runs
+    regular expressions for it, a fifth of a lean span's cost; anything else goes there."""
+    if not headers:
+        return None
+    traceparent = headers.get("traceparent")
+    if traceparent is not None and len(headers) == 1:
+        if parsed := _TRACEPARENT.fullmatch(traceparent):
+            trace_id, span_id, flags = (int(part, 16) for part in parsed.groups())
+            flags_ = trace.TraceFlags(flags)
+            remote = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags_)
+            if remote.is_valid:
+                return trace.set_span_in_context(trace.NonRecordingSpan(remote))
+    return propagate.extract(headers)
 
 
 def _sdk_configured() -> bool:
