@@ -11,6 +11,7 @@ makes are SDK spans as usual, children of this one.
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -140,8 +141,6 @@ class LeanSpan(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        import traceback
-
         event = {
             "exception.type": type(exception).__qualname__,
             "exception.message": str(exception),
