@@ -54,7 +54,7 @@ def configure(*, prometheus: bool = False, environ: dict[str, str] | None = None
     if traces != "none":
         telemetry.providers.append(_tracing(resource, traces, env))
     if metrics != "none" or prometheus:
-        provider, telemetry.reader = _metering(resource, metrics, prometheus)
+        provider, telemetry.reader = _metering(resource, metrics, prometheus, env)
         telemetry.providers.append(provider)
     return telemetry
 
@@ -101,7 +101,9 @@ def _tracing(resource: Any, exporter_name: str, env: dict[str, str]) -> Any:
     return provider
 
 
-def _metering(resource: Any, exporter_name: str, prometheus: bool) -> tuple[Any, Any]:
+def _metering(
+    resource: Any, exporter_name: str, prometheus: bool, env: dict[str, str]
+) -> tuple[Any, Any]:
     from opentelemetry import metrics
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import (
@@ -124,7 +126,7 @@ def _metering(resource: Any, exporter_name: str, prometheus: bool) -> tuple[Any,
     elif exporter_name == "console":
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
     # Exemplars cost a sampling decision per measurement; on only if asked for.
-    exemplars = None if "OTEL_METRICS_EXEMPLAR_FILTER" in os.environ else AlwaysOffExemplarFilter()
+    exemplars = None if "OTEL_METRICS_EXEMPLAR_FILTER" in env else AlwaysOffExemplarFilter()
     provider = MeterProvider(resource=resource, metric_readers=readers, exemplar_filter=exemplars)
     metrics.set_meter_provider(provider)
     taskq_metrics.batched.enabled = exemplars is not None  # (an exemplar needs its trace)
