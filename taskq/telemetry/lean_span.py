@@ -18,7 +18,13 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    Decision,
+    ParentBasedTraceIdRatio,
+    Sampler,
+)
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes, AttributeValue
@@ -41,6 +47,30 @@ class LeanSpans:
         scope: tuple[str, str, str],
     ) -> None:
         self._sampler, self._ids, self._sink, self._scope = sampler, ids, sink, scope
+        # The SDK's parent-based samplers with their default delegates keep a remote
+        # parent's choice whatever the span: no need to ask them for a child of one.
+        self._keeps_remote_choice = (
+            sampler is DEFAULT_ON
+            or sampler is DEFAULT_OFF
+            or type(sampler) is ParentBasedTraceIdRatio
+        )
+
+    def start_remote_child(
+        self, name: str, trace_id: int, parent_id: int, sampled: bool, attributes: dict[str, Any]
+    ) -> trace.Span | None:
+        """A CONSUMER span whose parent is a remote span known by its ids (and sampling flag)
+        alone, or None if the sampler must decide (`start_span`). This is the path of every
+        attempt of a traced task, so it makes no Context and asks no sampler it need not."""
+        if not self._keeps_remote_choice:
+            return None
+        span_id = self._ids.generate_span_id()
+        if not sampled:
+            return trace.NonRecordingSpan(SpanContext(trace_id, span_id, False, _NOT_SAMPLED))
+        context = SpanContext(trace_id, span_id, False, _SAMPLED)
+        parent = SpanContext(trace_id, parent_id, True, _SAMPLED)
+        span = LeanSpan(name, context, parent, SpanKind.CONSUMER, attributes, self._sink)
+        span.scope = self._scope
+        return span
 
     def start_span(
         self, name: str, parent: Context | None, kind: SpanKind, attributes: dict[str, Any]

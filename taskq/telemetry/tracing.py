@@ -78,7 +78,6 @@ def processing(envelope: protocol.Envelope, attempt: int) -> Iterator[Span]:
     if not _sdk_configured():
         yield trace.INVALID_SPAN  # what the API's no-op tracer gives, without its cost
         return
-    parent = _parent_context(envelope.headers)
     name = f"{sc.PROCESS} {envelope.queue}"
     attributes = {
         **_message_attributes(envelope),
@@ -86,10 +85,16 @@ def processing(envelope: protocol.Envelope, attempt: int) -> Iterator[Span]:
         sc.MESSAGING_OPERATION_TYPE: sc.PROCESS,
         sc.TASK_ATTEMPT: attempt,
     }
-    if _lean_spans is not None:
-        span = _lean_spans.start_span(name, parent, SpanKind.CONSUMER, attributes)
-    else:
-        span = _tracer.start_span(name, parent, SpanKind.CONSUMER, attributes)
+    span: Span | None = None
+    parent: context.Context | None = None
+    if _lean_spans is not None and (ids := _lone_traceparent(envelope.headers)) is not None:
+        span = _lean_spans.start_remote_child(name, *ids, attributes)
+    if span is None:
+        parent = _parent_context(envelope.headers)
+        if _lean_spans is not None:
+            span = _lean_spans.start_span(name, parent, SpanKind.CONSUMER, attributes)
+        else:
+            span = _tracer.start_span(name, parent, SpanKind.CONSUMER, attributes)
     token = context.attach(trace.set_span_in_context(span, parent))
     try:
         yield span  # an exception here is the executor's to record (`outcome`), or a stop
@@ -126,20 +131,29 @@ def progress(span: Span, fraction: float, message: str | None) -> None:
 
 
 def _parent_context(headers: Mapping[str, str]) -> context.Context | None:
-    """The context a message carries. A lone W3C `traceparent` (what `start_send` puts in,
-    unless baggage or trace state came along) is read here: `propagate.extract` runs
-    regular expressions for it, a fifth of a lean span's cost; anything else goes there."""
+    """The context a message carries."""
     if not headers:
         return None
-    traceparent = headers.get("traceparent")
-    if traceparent is not None and len(headers) == 1:
-        if parsed := _TRACEPARENT.fullmatch(traceparent):
-            trace_id, span_id, flags = (int(part, 16) for part in parsed.groups())
-            flags_ = trace.TraceFlags(flags)
-            remote = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags_)
-            if remote.is_valid:
-                return trace.set_span_in_context(trace.NonRecordingSpan(remote))
+    if (ids := _lone_traceparent(headers)) is not None:
+        trace_id, span_id, sampled = ids
+        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+        remote = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+        return trace.set_span_in_context(trace.NonRecordingSpan(remote))
     return propagate.extract(headers)
+
+
+def _lone_traceparent(headers: Mapping[str, str]) -> tuple[int, int, bool] | None:
+    """Trace id, span id and sampled flag of a valid W3C `traceparent` that is the only
+    header (what `start_send` puts in, unless baggage or trace state came along), read with
+    one compiled pattern: `propagate.extract` runs several, and builds a Context besides."""
+    if len(headers) != 1 or (traceparent := headers.get("traceparent")) is None:
+        return None
+    if (parsed := _TRACEPARENT.fullmatch(traceparent)) is None:
+        return None
+    trace_id, span_id = int(parsed[1], 16), int(parsed[2], 16)
+    if not (trace_id and span_id):
+        return None  # invalid ids: as the propagator, no parent
+    return trace_id, span_id, bool(int(parsed[3], 16) & 1)
 
 
 def _sdk_configured() -> bool:

@@ -3,10 +3,12 @@ decision is kept, and a span that is not sampled is never handed on for export."
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from taskq.telemetry import tracing
@@ -55,3 +57,40 @@ def test_the_providers_sampler_decides_for_a_root_span() -> None:
     assert not span.is_recording()
     span.end()
     assert ended == []
+
+
+def test_a_child_of_a_remote_parent_keeps_its_choice_without_asking_the_default_sampler() -> None:
+    ended: list[LeanSpan] = []
+    spans = lean(TracerProvider(), ended)  # the SDK's default: ParentBased(ALWAYS_ON)
+    span = spans.start_remote_child("process q", 0xABC, 0xDEF, True, {"k": "v"})
+    assert isinstance(span, LeanSpan) and span.is_recording()
+    assert span.context.trace_id == 0xABC and span.context.trace_flags.sampled
+    assert not span.context.is_remote and span.context.span_id not in (0, 0xDEF)
+    assert span.parent == SpanContext(0xABC, 0xDEF, True, TraceFlags(TraceFlags.SAMPLED))
+    assert span.kind is SpanKind.CONSUMER and span.attributes == {"k": "v"}
+    span.end()
+    assert ended == [span]
+    unsampled = spans.start_remote_child("process q", 0xABC, 0xDEF, False, {})
+    assert unsampled is not None and not unsampled.is_recording()
+    assert unsampled.get_span_context().trace_id == 0xABC
+    unsampled.end()
+    assert ended == [span]
+
+
+def test_any_other_sampler_is_asked() -> None:
+    class Counting(Sampler):
+        def __init__(self) -> None:
+            self.asked = 0
+
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            self.asked += 1
+            return ALWAYS_OFF.should_sample(*args, **kwargs)
+
+        def get_description(self) -> str:
+            return "Counting"
+
+    sampler = Counting()
+    spans = lean(TracerProvider(sampler=ParentBased(sampler, remote_parent_sampled=sampler)), [])
+    assert spans.start_remote_child("process q", 0xABC, 0xDEF, True, {}) is None
+    span = spans.start_span("process q", parent(True), SpanKind.CONSUMER, {})
+    assert sampler.asked == 1 and not span.is_recording()
