@@ -32,6 +32,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 EVENT_LIMIT = 128  # the SDK's default OTEL_SPAN_EVENT_COUNT_LIMIT
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_UNSET = Status(StatusCode.UNSET)
 
 
 class LeanSpans:
@@ -126,7 +127,7 @@ class LeanSpan(trace.Span):
         self.name, self.context, self.parent, self.kind = name, context, parent, kind
         self.attributes = attributes
         self.events: list[tuple[str, int, dict[str, Any]]] = []
-        self.status = Status(StatusCode.UNSET)
+        self.status = _UNSET
         self.start_time = time.time_ns()
         self.end_time: int | None = None
         self.scope: tuple[str, str, str] | None = None
