@@ -53,14 +53,13 @@ from typing import Any
 
 import asyncpg
 
-import taskq
-
 # Run as a script, only benchmarks/ is on sys.path: add the repository root, so that
 # `benchmarks.*` names these modules here and in the worker subprocesses alike.
 _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from benchmarks.noop_app import APP_SPEC, QUEUE, TASK_NAME, build  # noqa: E402
 from benchmarks.services import (  # noqa: E402
     add_service_options,
     asyncpg_url,
@@ -69,9 +68,6 @@ from benchmarks.services import (  # noqa: E402
     worker_process,
 )
 
-APP_SPEC = "benchmarks.drain:app"
-TASK_NAME = "bench.drain.noop"
-QUEUE = "drain"
 DEFAULT_TASKS = 20_000
 SMOKE_TASKS = 200
 DEFAULT_CONCURRENCY = 100
@@ -86,20 +82,6 @@ MODES: dict[str, dict[str, str]] = {
 PREFILL_CHUNK = 5_000
 WORKER_SERVICE = "taskq-bench-drain-worker"
 PRODUCER_SERVICE = "taskq-bench-drain-producer"
-
-
-async def noop(i: int) -> int:
-    """The benchmarked task: as little as a task can do (its result is stored)."""
-    return i
-
-
-def build(broker_url: str | None = None, store_url: str | None = None) -> taskq.App:
-    app = taskq.App(broker_url, store_url)
-    app.task(name=TASK_NAME, queue=QUEUE)(noop)
-    return app
-
-
-app = build()  # what `taskq worker benchmarks.drain:app` runs (URLs from TASKQ_*)
 
 
 # -- the OTLP/HTTP sink -----------------------------------------------------------------------

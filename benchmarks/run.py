@@ -12,7 +12,7 @@ says what each row measures. Every measurement gets a throwaway vhost and databa
 --amqp-url / --postgres-url) name ones to share.
 
 - drain: N no-op tasks queued with `submit_many` while no worker runs, then ONE
-  `taskq worker benchmarks.drain:app --concurrency 100 --no-scheduler` subprocess, tracing
+  `taskq worker benchmarks.noop_app:app --concurrency 100 --no-scheduler` subprocess, tracing
   off (drain.py's functions); N / (last finished_at - first started_at).
 - submit: with no worker running, M tasks each way: sequential `await task.submit(i)`,
   100 asyncio tasks sharing one App each submitting M/100 sequentially, and one
@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 # The scripts run as `python benchmarks/run.py`, which puts benchmarks/ (not the repository)
-# first on sys.path. The worker subprocess imports `benchmarks.drain:app` (it runs with the
+# first on sys.path. The worker subprocess imports `benchmarks.noop_app:app` (it runs with the
 # repository as its working directory), so this process imports the same module by the same
 # name: the repository root goes on sys.path here, once, before the benchmarks' imports.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ from collections.abc import Iterator  # noqa: E402
 import psutil  # noqa: E402
 
 import taskq  # noqa: E402
-from benchmarks import drain, peers  # noqa: E402
+from benchmarks import drain, noop_app, peers  # noqa: E402
 from benchmarks.services import add_service_options  # noqa: E402
 
 DEFAULT_TASKS = 20_000
@@ -95,7 +95,7 @@ def rss(pid: int) -> int:
 
 @contextlib.contextmanager
 def taskq_worker(broker_url: str, store_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """drain.py's worker: `taskq worker benchmarks.drain:app --concurrency 100 --no-scheduler`,
+    """drain.py's worker: `taskq worker benchmarks.noop_app:app --concurrency 100 --no-scheduler`,
     no OTEL_* variable in its environment (tracing off)."""
     env = drain.worker_env(broker_url, store_url, None)
     with (
@@ -156,7 +156,7 @@ async def count_queued(store_url: str) -> int:
     rows = await drain.fetch(
         store_url,
         "SELECT count(*) AS n FROM taskq_tasks WHERE state = 'queued' AND name = $1",
-        drain.TASK_NAME,
+        noop_app.TASK_NAME,
     )
     return int(rows[0]["n"])
 
@@ -165,11 +165,11 @@ async def time_submits(options: argparse.Namespace, way: str, count: int) -> flo
     """One way of submitting `count` tasks, on services of its own; → tasks/s."""
     async with drain.services(options.amqp_url, options.postgres_url) as (broker, store):
         before = await count_queued(store)
-        bench = drain.build(broker, store)
+        bench = noop_app.build(broker, store)
         async with bench:
-            task = bench.tasks[drain.TASK_NAME]
+            task = bench.tasks[noop_app.TASK_NAME]
             # Outside the timing: the queue's declaration and the first store connection.
-            await bench.declare(drain.QUEUE)
+            await bench.declare(noop_app.QUEUE)
             await bench.list_tasks(limit=1)
             started = time.perf_counter()
             if way == "sequential":
@@ -206,10 +206,10 @@ class RoundTrip:
 
 async def measure_round_trips(options: argparse.Namespace) -> RoundTrip:
     async with drain.services(options.amqp_url, options.postgres_url) as (broker, store):
-        bench = drain.build(broker, store)
+        bench = noop_app.build(broker, store)
         async with bench:
-            task = bench.tasks[drain.TASK_NAME]
-            await bench.declare(drain.QUEUE)
+            task = bench.tasks[noop_app.TASK_NAME]
+            await bench.declare(noop_app.QUEUE)
             with taskq_worker(broker, store) as process:
                 await wait_registered(store, process)
                 await asyncio.sleep(1.0)  # let start-up settle
@@ -425,7 +425,7 @@ async def amain() -> int:
 
     print(
         f"taskq benchmarks: RabbitMQ + PostgreSQL, tracing off, worker = `taskq worker "
-        f"{drain.APP_SPEC} --concurrency {CONCURRENCY} --no-scheduler`; {os.cpu_count()} CPUs, "
+        f"{noop_app.APP_SPEC} --concurrency {CONCURRENCY} --no-scheduler`; {os.cpu_count()} CPUs, "
         f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
     print(table(rows_of(options, drained, flat, submits, trip, peer_results)))
