@@ -29,10 +29,10 @@ from typing import IO, Any
 import msgpack
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from taskq.exceptions import ConfigurationError
-from taskq.telemetry import otlp_wire
+from taskq.telemetry import otlp_wire, tracing
 from taskq.telemetry.lean_span import LeanSpan
 
 logger = logging.getLogger(__name__)
@@ -108,11 +108,13 @@ class HelperSpanProcessor(SpanProcessor):
             return  # the writer reports drops: no logging on the task's path
         self._waiting += len(batch)
         # Packed here, a batch at a time: cheaper in a busy worker than one by one.
-        packed = [
-            pack_lean_span(span) if isinstance(span, LeanSpan) else pack_span(span)
-            for span in batch
-        ]
-        self._frames.put((len(batch), _frame([_SPANS, packed])))
+        sdk, lean = [], []
+        for span in batch:
+            if isinstance(span, LeanSpan):
+                lean.append(pack_lean_span(span))
+            else:
+                sdk.append(pack_span(span))
+        self._frames.put((len(batch), _frame([_SPANS, sdk, lean])))
 
     def _write(self) -> None:
         """The writer thread: frames into the helper's stdin, in order; the batch that
@@ -202,20 +204,43 @@ def pack_span(span: ReadableSpan) -> list[Any]:
 
 
 def pack_lean_span(span: LeanSpan) -> list[Any]:
-    """`pack_span`'s format, from a `LeanSpan`."""
+    """A `LeanSpan`, in fewer values than `pack_span`'s (`expand_lean_span` makes those)."""
     return [
         span.name,
-        _pack_context(span.context),
-        None if span.parent is None else _pack_context(span.parent),
-        span.kind.value,
+        span.trace_id.to_bytes(16, "big"),
+        span.span_id,
+        span.parent_id,
+        span.parent_remote,
         span.start_time,
         span.end_time,
+        span.message,
         span.attributes,
         span.events,
-        [],
         span.status.status_code.value,
         span.status.description,
+        list(span.trace_state.items()) if span.trace_state else None,
         span.scope,
+    ]
+
+
+def expand_lean_span(packed: list[Any]) -> list[Any]:
+    """`pack_lean_span`'s values → `pack_span`'s, which the OTLP encoder reads."""
+    (name, trace_id, span_id, parent_id, parent_remote, start, end, message, attributes,
+     events, status_code, description, trace_state, scope) = packed  # fmt: skip
+    sampled = int(TraceFlags.SAMPLED)
+    return [
+        name,
+        [trace_id, span_id, sampled, False, trace_state],
+        None if parent_id is None else [trace_id, parent_id, sampled, parent_remote, None],
+        SpanKind.CONSUMER.value,
+        start,
+        end,
+        {**tracing.process_attributes(message), **attributes},
+        events,
+        [],
+        status_code,
+        description,
+        scope,
     ]
 
 
@@ -286,7 +311,7 @@ def main() -> None:
         while (message := _read_frame(source)) is not None:
             kind = message[0]
             if kind == _SPANS:
-                spans = message[1]
+                spans = message[1] + [expand_lean_span(packed) for packed in message[2]]
                 exporter.export(_Encoded(otlp_wire.encode_request(spans, *resource), len(spans)))
             elif kind == _FLUSH:
                 replies.write(b"\x01")

@@ -8,10 +8,10 @@ OpenTelemetry API makes all of this a no-op.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextvars import Token
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +47,10 @@ def start_send(envelope: protocol.Envelope) -> tuple[Span, protocol.Envelope]:
     span = _tracer.start_span(
         f"{sc.SEND} {envelope.queue}",
         kind=SpanKind.PRODUCER,
-        attributes={**_message_attributes(envelope), sc.MESSAGING_OPERATION_NAME: sc.SEND,
-                    sc.MESSAGING_OPERATION_TYPE: sc.SEND},
-    )  # fmt: skip
+        attributes=_message_attributes(
+            sc.SEND, envelope.queue, envelope.id, envelope.task, envelope.priority
+        ),
+    )
     if not span.is_recording():
         return span, envelope
     headers: dict[str, str] = {}
@@ -71,36 +72,47 @@ def name_task(span: Span, task_id: str) -> None:
     span.set_attribute(sc.MESSAGING_MESSAGE_ID, task_id)
 
 
-@contextlib.contextmanager
-def processing(envelope: protocol.Envelope, attempt: int) -> Iterator[Span]:
+class processing:
     """The consumer span of one attempt, current for the block (the task's own spans nest
-    under it), a child of the context the message carries."""
-    if not _sdk_configured():
-        yield trace.INVALID_SPAN  # what the API's no-op tracer gives, without its cost
-        return
-    name = f"{sc.PROCESS} {envelope.queue}"
-    attributes = {
-        **_message_attributes(envelope),
-        sc.MESSAGING_OPERATION_NAME: sc.PROCESS,
-        sc.MESSAGING_OPERATION_TYPE: sc.PROCESS,
-        sc.TASK_ATTEMPT: attempt,
-    }
-    span: Span | None = None
-    parent: context.Context | None = None
-    if _lean_spans is not None and (ids := _lone_traceparent(envelope.headers)) is not None:
-        span = _lean_spans.start_remote_child(name, *ids, attributes)
-    if span is None:
-        parent = _parent_context(envelope.headers)
-        if _lean_spans is not None:
-            span = _lean_spans.start_span(name, parent, SpanKind.CONSUMER, attributes)
+    under it), a child of the context the message carries. A class, not a generator: it
+    runs once per task, where `contextlib`'s machinery costs more than the span."""
+
+    __slots__ = ("_attempt", "_envelope", "_span", "_token")
+
+    def __init__(self, envelope: protocol.Envelope, attempt: int) -> None:
+        self._envelope, self._attempt = envelope, attempt
+        self._span: Span = trace.INVALID_SPAN  # what the API's no-op tracer gives
+        self._token: Token[context.Context] | None = None
+
+    def __enter__(self) -> Span:
+        if not _sdk_configured():
+            return self._span  # a no-op span, cheaper than one the API would make
+        envelope = self._envelope
+        name = f"{sc.PROCESS} {envelope.queue}"
+        message = (envelope.queue, envelope.id, envelope.task, envelope.priority, self._attempt)
+        parent: context.Context | None = None
+        if (
+            _lean_spans is not None
+            and _lean_spans.keeps_remote_choice
+            and (ids := _lone_traceparent(envelope.headers)) is not None
+        ):
+            span = _lean_spans.start_remote_child(name, *ids, message)
         else:
-            span = _tracer.start_span(name, parent, SpanKind.CONSUMER, attributes)
-    token = context.attach(trace.set_span_in_context(span, parent))
-    try:
-        yield span  # an exception here is the executor's to record (`outcome`), or a stop
-    finally:
-        context.detach(token)
-        span.end()
+            parent = _parent_context(envelope.headers)
+            if _lean_spans is not None:
+                span = _lean_spans.start_span(name, parent, message)
+            else:
+                attributes = process_attributes(message)
+                span = _tracer.start_span(name, parent, SpanKind.CONSUMER, attributes)
+        self._span = span
+        self._token = context.attach(trace.set_span_in_context(span, parent))
+        return span
+
+    def __exit__(self, *exc_info: object) -> None:
+        # An exception in the block is the executor's to record (`outcome`), or a stop.
+        if self._token is not None:
+            context.detach(self._token)
+            self._span.end()
 
 
 def outcome(span: Span, state: str, error: Mapping[str, Any] | None) -> None:
@@ -165,13 +177,30 @@ def _sdk_configured() -> bool:
     )
 
 
-def _message_attributes(envelope: protocol.Envelope) -> dict[str, Any]:
+# What an attempt's `process` span attributes are made of: queue, task id, task name,
+# priority, attempt. A lean span keeps these rather than the attributes.
+Message = tuple[str, str, str, int, int]
+
+
+def process_attributes(message: Message) -> dict[str, Any]:
+    """The standard attributes of an attempt's `process` span."""
+    queue, task_id, task_name, priority, attempt = message
+    attributes = _message_attributes(sc.PROCESS, queue, task_id, task_name, priority)
+    attributes[sc.TASK_ATTEMPT] = attempt
+    return attributes
+
+
+def _message_attributes(
+    operation: str, queue: str, task_id: str, task_name: str, priority: int
+) -> dict[str, Any]:
     return {
         sc.MESSAGING_SYSTEM: sc.MESSAGING_SYSTEM_RABBITMQ,
-        sc.MESSAGING_DESTINATION_NAME: envelope.queue,
-        sc.MESSAGING_RABBITMQ_ROUTING_KEY: envelope.queue,
-        sc.MESSAGING_MESSAGE_ID: envelope.id,
-        sc.TASK_NAME: envelope.task,
-        sc.TASK_ID: envelope.id,
-        sc.TASK_PRIORITY: envelope.priority,
+        sc.MESSAGING_OPERATION_NAME: operation,
+        sc.MESSAGING_OPERATION_TYPE: operation,
+        sc.MESSAGING_DESTINATION_NAME: queue,
+        sc.MESSAGING_RABBITMQ_ROUTING_KEY: queue,
+        sc.MESSAGING_MESSAGE_ID: task_id,
+        sc.TASK_NAME: task_name,
+        sc.TASK_ID: task_id,
+        sc.TASK_PRIORITY: priority,
     }

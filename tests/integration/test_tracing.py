@@ -88,7 +88,8 @@ class ThroughTheHelpersFormat(SpanExporter):
 
     def lean_ended(self, span: LeanSpan) -> None:
         self.lean += 1
-        self.memory.export([self.rebuilt(export_helper.pack_lean_span(span))])
+        packed = msgpack.unpackb(msgpack.packb(export_helper.pack_lean_span(span)))
+        self.memory.export([unpack_span(export_helper.expand_lean_span(packed), self.resource)])
 
     def rebuilt(self, packed: list[Any]) -> ReadableSpan:
         return unpack_span(msgpack.unpackb(msgpack.packb(packed)), self.resource)

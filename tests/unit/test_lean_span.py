@@ -9,10 +9,12 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from taskq.telemetry import tracing
 from taskq.telemetry.lean_span import LeanSpan, LeanSpans
+
+MESSAGE = ("q", "task-1", "t.name", 3, 1)
 
 
 def parent(sampled: bool) -> Context:
@@ -27,12 +29,12 @@ def lean(provider: TracerProvider, ended: list[LeanSpan]) -> LeanSpans:
 
 def test_a_sampled_parent_gives_a_recording_child_in_its_trace() -> None:
     ended: list[LeanSpan] = []
-    span = lean(TracerProvider(), ended).start_span(
-        "process q", parent(True), SpanKind.CONSUMER, {}
-    )
+    span = lean(TracerProvider(), ended).start_span("process q", parent(True), MESSAGE)
     assert isinstance(span, LeanSpan) and span.is_recording()
-    assert span.context.trace_id == 0xABC and span.context.trace_flags.sampled
-    assert span.parent is not None and span.parent.span_id == 0xDEF and span.parent.is_remote
+    context = span.get_span_context()
+    assert context.trace_id == 0xABC and context.trace_flags.sampled and not context.is_remote
+    assert span.parent_id == 0xDEF and span.parent_remote
+    assert span.message == MESSAGE and span.attributes == {}
     span.end()
     span.end()  # a second end changes nothing
     assert ended == [span]
@@ -40,9 +42,7 @@ def test_a_sampled_parent_gives_a_recording_child_in_its_trace() -> None:
 
 def test_an_unsampled_parent_gives_a_span_that_is_never_exported() -> None:
     ended: list[LeanSpan] = []
-    span = lean(TracerProvider(), ended).start_span(
-        "process q", parent(False), SpanKind.CONSUMER, {}
-    )
+    span = lean(TracerProvider(), ended).start_span("process q", parent(False), MESSAGE)
     assert not span.is_recording()
     assert span.get_span_context().trace_id == 0xABC  # still in the trace, for its children
     assert not span.get_span_context().trace_flags.sampled
@@ -53,7 +53,7 @@ def test_an_unsampled_parent_gives_a_span_that_is_never_exported() -> None:
 def test_the_providers_sampler_decides_for_a_root_span() -> None:
     ended: list[LeanSpan] = []
     provider = TracerProvider(sampler=ALWAYS_OFF)
-    span = lean(provider, ended).start_span("process q", None, SpanKind.CONSUMER, {})
+    span = lean(provider, ended).start_span("process q", None, MESSAGE)
     assert not span.is_recording()
     span.end()
     assert ended == []
@@ -62,28 +62,31 @@ def test_the_providers_sampler_decides_for_a_root_span() -> None:
 def test_a_child_of_a_remote_parent_keeps_its_choice_without_asking_the_default_sampler() -> None:
     ended: list[LeanSpan] = []
     spans = lean(TracerProvider(), ended)  # the SDK's default: ParentBased(ALWAYS_ON)
-    span = spans.start_remote_child("process q", 0xABC, 0xDEF, True, {"k": "v"})
+    assert spans.keeps_remote_choice
+    span = spans.start_remote_child("process q", 0xABC, 0xDEF, True, MESSAGE)
     assert isinstance(span, LeanSpan) and span.is_recording()
-    assert span.context.trace_id == 0xABC and span.context.trace_flags.sampled
-    assert not span.context.is_remote and span.context.span_id not in (0, 0xDEF)
-    assert span.parent == SpanContext(0xABC, 0xDEF, True, TraceFlags(TraceFlags.SAMPLED))
-    assert span.kind is SpanKind.CONSUMER and span.attributes == {"k": "v"}
+    context = span.get_span_context()
+    assert context.trace_id == 0xABC and context.trace_flags.sampled
+    assert not context.is_remote and context.span_id not in (0, 0xDEF)
+    assert span.parent_id == 0xDEF and span.parent_remote and span.message == MESSAGE
+    span.set_attribute("k", "v")
     span.end()
-    assert ended == [span]
-    unsampled = spans.start_remote_child("process q", 0xABC, 0xDEF, False, {})
-    assert unsampled is not None and not unsampled.is_recording()
+    span.set_attribute("late", 1)  # an ended span changes no more
+    assert ended == [span] and span.attributes == {"k": "v"}
+    unsampled = spans.start_remote_child("process q", 0xABC, 0xDEF, False, MESSAGE)
+    assert not unsampled.is_recording()
     assert unsampled.get_span_context().trace_id == 0xABC
     unsampled.end()
     assert ended == [span]
 
 
-def test_any_other_sampler_is_asked() -> None:
+def test_any_other_sampler_is_asked_and_sees_the_standard_attributes() -> None:
     class Counting(Sampler):
         def __init__(self) -> None:
-            self.asked = 0
+            self.seen: list[Any] = []
 
         def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
-            self.asked += 1
+            self.seen.append(kwargs["attributes"])  # (ParentBased passes them by name)
             return ALWAYS_OFF.should_sample(*args, **kwargs)
 
         def get_description(self) -> str:
@@ -91,6 +94,8 @@ def test_any_other_sampler_is_asked() -> None:
 
     sampler = Counting()
     spans = lean(TracerProvider(sampler=ParentBased(sampler, remote_parent_sampled=sampler)), [])
-    assert spans.start_remote_child("process q", 0xABC, 0xDEF, True, {}) is None
-    span = spans.start_span("process q", parent(True), SpanKind.CONSUMER, {})
-    assert sampler.asked == 1 and not span.is_recording()
+    assert not spans.keeps_remote_choice
+    span = spans.start_span("process q", parent(True), MESSAGE)
+    assert not span.is_recording()
+    assert sampler.seen == [tracing.process_attributes(MESSAGE)]
+    assert sampler.seen[0]["taskq.task.attempt"] == 1

@@ -73,8 +73,9 @@ def lean_spans(provider: TracerProvider) -> list[LeanSpan]:
     lean = LeanSpans(provider.sampler, provider.id_generator, ended.append, tracing.SCOPE)
     remote = trace.set_span_in_context(trace.NonRecordingSpan(REMOTE_PARENT))
     for parent in (remote, None):
-        span = lean.start_span("process q", parent, SpanKind.CONSUMER, dict(EVERY_TYPE))
+        span = lean.start_span("process q", parent, ("q", "id-1", "t.name", 2, 1))
         assert isinstance(span, LeanSpan)
+        span.set_attributes(dict(EVERY_TYPE))
         span.add_event("taskq.progress", {"taskq.progress.fraction": 1.0})
         span.set_status(Status(StatusCode.ERROR, "failed"))
         span.record_exception(ValueError("bad input"))
@@ -88,8 +89,9 @@ def test_the_wire_encoding_is_the_sdk_encoders() -> None:
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(SimpleSpanProcessor(memory))
     packed: list[Any] = [export_helper.pack_span(span) for span in sdk_spans(provider, memory)]
-    packed += [export_helper.pack_lean_span(span) for span in lean_spans(provider)]
+    lean = [export_helper.pack_lean_span(span) for span in lean_spans(provider)]
     received = msgpack.unpackb(msgpack.packb(packed))  # as the helper process gets them
+    received += [export_helper.expand_lean_span(p) for p in msgpack.unpackb(msgpack.packb(lean))]
 
     ours = ExportTraceServiceRequest.FromString(
         otlp_wire.encode_request(received, resource.attributes, resource.schema_url)
