@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
 _RESOURCE, _SPANS, _FLUSH = "resource", "spans", "flush"
+_SAMPLED, _CONSUMER = int(TraceFlags.SAMPLED), SpanKind.CONSUMER.value  # (lean spans' flags, kind)
 SHUTDOWN_WITHIN = 30.0  # seconds the helper gets to send what it holds; the SDK's own default
 # The helper yields the CPU to the worker (and to RabbitMQ and PostgreSQL, when they share
 # the machine): a span exported a little later costs nothing, a task run later costs
@@ -227,15 +228,15 @@ def expand_lean_span(packed: list[Any]) -> list[Any]:
     """`pack_lean_span`'s values → `pack_span`'s, which the OTLP encoder reads."""
     (name, trace_id, span_id, parent_id, parent_remote, start, end, message, attributes,
      events, status_code, description, trace_state, scope) = packed  # fmt: skip
-    sampled = int(TraceFlags.SAMPLED)
+    attributes = {**tracing.process_attributes(message), **attributes}
     return [
         name,
-        [trace_id, span_id, sampled, False, trace_state],
-        None if parent_id is None else [trace_id, parent_id, sampled, parent_remote, None],
-        SpanKind.CONSUMER.value,
+        [trace_id, span_id, _SAMPLED, False, trace_state],
+        None if parent_id is None else [trace_id, parent_id, _SAMPLED, parent_remote, None],
+        _CONSUMER,
         start,
         end,
-        {**tracing.process_attributes(message), **attributes},
+        attributes,
         events,
         [],
         status_code,
