@@ -148,6 +148,7 @@ async def translated_errors(url: URL) -> AsyncIterator[None]:
         InterfaceError,
         OSError,
         asyncpg.InterfaceError,
+        asyncpg.InternalClientError,  # (the protocol lost its place: a broken connection)
         asyncpg.PostgresConnectionError,
     ) as exc:
         raise StoreConnectionError(
