@@ -85,6 +85,8 @@ class TaskHandle(Generic[R]):
                 # Its end cannot have passed unheard: wait for it before the first read.
                 await wait_for_change(waiter, watch, deadline, watch.may_have_ended)
             while True:
+                if (carried := watch.results.get(self.id)) is not None:
+                    return carried[0]  # type: ignore[no-any-return]  # (sent once durable)
                 watch.may_have_ended.clear()  # before the read, so an end after it is not missed
                 record = await self.info()
                 if record.state.is_final:

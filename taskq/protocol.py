@@ -224,6 +224,9 @@ class Event:
     message: str | None = None
     data: dict[str, Any] | None = None
     seq: int = 0
+    # A succeeded task's value, as a one-item list (the value may be None), when it is
+    # small (`result_for_event`): a waiting `result()` then needs no store read.
+    result: list[Any] | None = None
 
 
 _EVENT_FIELDS: Mapping[str, tuple[str, type | tuple[type, ...]]] = {
@@ -238,7 +241,24 @@ _EVENT_FIELDS: Mapping[str, tuple[str, type | tuple[type, ...]]] = {
     "message": ("message", (str, type(None))),
     "data": ("data", (dict, type(None))),
     "seq": ("seq", int),
+    "result": ("result", (list, type(None))),
 }
+
+# The largest value (msgpack bytes) a `succeeded` event carries; larger ones are read from
+# the store. Events go to every watcher, so they stay small.
+RESULT_IN_EVENT_MAX_BYTES = 512
+
+
+def result_for_event(value: object) -> list[Any] | None:
+    """What a `succeeded` event carries of a (checked) result: `[value]`, or None if it
+    is over RESULT_IN_EVENT_MAX_BYTES encoded."""
+    if value is None or isinstance(value, bool | int | float):
+        return [value]
+    if isinstance(value, str | bytes) and len(value) <= RESULT_IN_EVENT_MAX_BYTES // 4:
+        return [value]  # (4 bytes a character at most in UTF-8: no need to encode it)
+    if len(msgpack.packb(value, use_bin_type=True)) <= RESULT_IN_EVENT_MAX_BYTES:
+        return [value]
+    return None
 
 
 def encode_event(event: Event) -> bytes:
@@ -298,8 +318,11 @@ def _event_from(raw: Any) -> Event:
         if not isinstance(value, types) or isinstance(value, bool):
             raise ProtocolError(f"event field {key!r} has type {type(value).__name__}")
         fields[attribute] = value
-    if fields.get("data") is not None and _find_unsupported(fields["data"], "") is not None:
-        raise ProtocolError("event field 'data' holds an unsupported value")
+    for key in ("data", "result"):
+        if fields.get(key) is not None and _find_unsupported(fields[key], "") is not None:
+            raise ProtocolError(f"event field {key!r} holds an unsupported value")
+    if fields.get("result") is not None and len(fields["result"]) != 1:
+        raise ProtocolError("event field 'result' is not a one-item list")
     return Event(**fields)
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Collection
+from typing import Any
 
 from taskq import protocol
 from taskq.broker import Broker, EventSubscription, topology
@@ -48,6 +49,8 @@ class Watch:
     may_have_ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     events: asyncio.Queue[protocol.Event] | None = None
     bound: bool = False
+    # task id → the value its `succeeded` event carried (see `protocol.result_for_event`).
+    results: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
 
 class Waiter:
@@ -173,6 +176,8 @@ class Waiter:
                 watch.changed.set()
                 if ending:
                     watch.may_have_ended.set()
+                    if event.result is not None and event.state == TaskStatus.SUCCEEDED.value:
+                        watch.results[event.task_id] = event.result
                 if watch.events is not None:
                     watch.events.put_nowait(event)
 

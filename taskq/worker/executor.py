@@ -257,7 +257,10 @@ class Executor:
         ran = (datetime.now(UTC) - started).total_seconds()  # the run, not the store write
         await self._store_outcome(outcome)
         # Durable now: watchers may hear of it before the message is settled.
-        self._announce(envelope.id, outcome.state, envelope, outcome.attempt)
+        result = None
+        if outcome.state is TaskStatus.SUCCEEDED:
+            result = protocol.result_for_event(outcome.result)
+        self._announce(envelope.id, outcome.state, envelope, outcome.attempt, result)
         _count(envelope, task.name, outcome, ran)
         log = logger.info if outcome.state is TaskStatus.SUCCEEDED else logger.warning
         log(
@@ -395,6 +398,7 @@ class Executor:
         state: TaskStatus | None,
         envelope: protocol.Envelope | None = None,
         attempt: int = 0,
+        result: list[Any] | None = None,
     ) -> None:
         self._events.add(
             protocol.Event(
@@ -404,6 +408,7 @@ class Executor:
                 queue=envelope.queue if envelope else "",
                 attempt=attempt,
                 at=time.time(),
+                result=result,
             ),
         )
 

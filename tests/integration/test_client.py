@@ -683,6 +683,39 @@ async def test_result_of_a_task_that_ended_before_result_was_called_returns_at_o
         assert time.monotonic() - started < DEADLINE / 2
 
 
+async def test_a_small_result_comes_with_its_ending_event_and_a_large_one_from_the_store(
+    production: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client that counts its reads of task rows
+    app = production.app()
+    reads: list[str] = []
+    info = taskq.TaskHandle.info
+
+    async def counted_info(handle: taskq.TaskHandle[Any]) -> taskq.TaskRecord:
+        reads.append(handle.id)
+        return await info(handle)
+
+    monkeypatch.setattr(taskq.TaskHandle, "info", counted_info)
+
+    @app.task(name="sized")
+    async def sized(size: int) -> dict[str, Any]:
+        return {"text": "x" * size, "raw": b"\x00\xff", "nested": [1.5, None, True]}
+
+    limit = protocol.RESULT_IN_EVENT_MAX_BYTES
+    async with app, app.worker():
+        await (await sized.submit(0)).result(timeout=DEADLINE)  # (events now bound)
+        reads.clear()
+        # When a small result and then a large one are awaited
+        small = await sized.submit(10)
+        assert await small.result(timeout=DEADLINE) == {
+            "text": "x" * 10, "raw": b"\x00\xff", "nested": [1.5, None, True]
+        }  # fmt: skip
+        large = await sized.submit(limit)
+        assert (await large.result(timeout=DEADLINE))["text"] == "x" * limit
+    # Then the small one came with its `succeeded` event, and only the large one was read
+    assert reads == [large.id]
+
+
 async def test_concurrent_submits_send_their_queued_events_together(
     production: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -359,6 +359,29 @@ def test_a_malformed_event_in_a_batch_is_a_protocol_error() -> None:
         protocol.decode_events(pack({"v": 1, "events": "x"}))
 
 
+@pytest.mark.parametrize(
+    "value", [None, 0, -1.5, True, "", "text", b"\x00", [1, [2]], {"k": {"n": None}}]
+)
+def test_a_small_result_rides_in_its_event_and_round_trips(value: object) -> None:
+    carried = protocol.result_for_event(value)
+    assert carried == [value]
+    event = protocol.Event(task_id="x", state="succeeded", result=carried)
+    assert protocol.decode_event(protocol.encode_event(event)).result == [value]
+
+
+def test_a_result_over_the_limit_stays_out_of_its_event() -> None:
+    limit = protocol.RESULT_IN_EVENT_MAX_BYTES
+    assert protocol.result_for_event("x" * limit) is None  # (its header makes it longer)
+    assert protocol.result_for_event(["x" * (limit // 2)] * 2) is None
+    assert protocol.result_for_event("é" * (limit // 4)) == ["é" * (limit // 4)]
+
+
+@pytest.mark.parametrize("result", [[], [1, 2], "x"])
+def test_an_event_whose_result_is_not_a_one_item_list_is_a_protocol_error(result: object) -> None:
+    with pytest.raises(taskq.ProtocolError):
+        protocol.decode_event(pack({"id": "x", "state": "succeeded", "result": result}))
+
+
 def test_event_with_empty_state_round_trips() -> None:
     # The executor announces a duplicate delivery with an empty state.
     event = protocol.Event(task_id="x", state="")
