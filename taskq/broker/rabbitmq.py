@@ -25,6 +25,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aiormq.abc import DeliveredMessage
 
 from taskq.broker import topology
 from taskq.broker.base import (
@@ -38,6 +39,7 @@ from taskq.broker.base import (
     QueueStats,
     Subscription,
 )
+from taskq.broker.lean_consumer import Delivered, LeanQueue
 from taskq.config import redact_url, url_host
 from taskq.exceptions import BrokerConnectionError, BrokerError, PublishError, TopologyConflict
 
@@ -316,6 +318,7 @@ class RabbitMQBroker(Broker):
             raise BrokerError("the broker is not connected")
         async with self._errors(f"consume {list(queues)}"):
             channel = await self._consumer.channel()
+            channel.QUEUE_CLASS = LeanQueue  # (its consumers get deliveries unwrapped)
             # global_: one limit for the channel, shared by every queue consumed on it.
             await channel.set_qos(prefetch_count=prefetch, global_=True)
             subscription = _RabbitSubscription(channel, on_delivery)
@@ -368,8 +371,8 @@ class _RabbitSubscription(Subscription):
         self._unsettled = 0
         self._cancelled = False
         # Acks wait here for the end of the loop's turn, then go out together (see `_acks`).
-        self._open: dict[Any, dict[int, AbstractIncomingMessage]] = {}  # channel → tag → msg
-        self._acking: list[tuple[AbstractIncomingMessage, asyncio.Future[None]]] = []
+        self._open: dict[Any, dict[int, Delivered]] = {}  # channel → tag → msg
+        self._acking: list[tuple[Delivered, asyncio.Future[None]]] = []
         self._ack_flush: asyncio.Task[None] | None = None
 
     async def set_prefetch(self, prefetch: int) -> None:
@@ -379,13 +382,16 @@ class _RabbitSubscription(Subscription):
             await self._channel.set_qos(prefetch_count=prefetch, global_=True, timeout=5)
 
     async def start(self, queue: AbstractQueue) -> None:
-        async def deliver(message: AbstractIncomingMessage) -> None:
+        assert isinstance(queue, LeanQueue)
+
+        async def deliver(raw: DeliveredMessage) -> None:
+            message = Delivered(raw)
             self._unsettled += 1
-            if message.delivery_tag is not None:
-                self._open.setdefault(message.channel, {})[message.delivery_tag] = message
+            self._open.setdefault(message.channel, {})[message.delivery_tag] = message
             self._on_delivery(_RabbitDelivery(message, queue.name, self))
 
-        tag = await queue.consume(deliver, no_ack=False)
+        # (RobustQueue's signature names aio-pika's message type; LeanQueue passes aiormq's.)
+        tag = await queue.consume(deliver, no_ack=False)  # type: ignore[arg-type]
         self._consumers.append((queue, tag))
 
     async def cancel(self) -> None:
@@ -398,7 +404,7 @@ class _RabbitSubscription(Subscription):
                     await queue.cancel(tag)
         await self._close_if_done()
 
-    async def ack(self, message: AbstractIncomingMessage) -> None:
+    async def ack(self, message: Delivered) -> None:
         """Ack with the others of this turn of the loop: one `multiple` ack for the run of
         tags that nothing older is still open below, single acks for the rest."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -407,9 +413,9 @@ class _RabbitSubscription(Subscription):
             self._ack_flush = asyncio.create_task(self._acks(), name="taskq-acks")
         await done
 
-    def forget(self, message: AbstractIncomingMessage) -> None:
+    def forget(self, message: Delivered) -> None:
         """A delivery settled otherwise (rejected): no longer open."""
-        self._open.get(message.channel, {}).pop(message.delivery_tag or 0, None)
+        self._open.get(message.channel, {}).pop(message.delivery_tag, None)
 
     async def _acks(self) -> None:
         await asyncio.sleep(0)  # the rest of this turn's acks join
@@ -427,19 +433,15 @@ class _RabbitSubscription(Subscription):
                 if not isinstance(exc, Exception):
                     raise
 
-    async def _send_acks(
-        self, batch: list[tuple[AbstractIncomingMessage, asyncio.Future[None]]]
-    ) -> None:
-        by_channel: dict[Any, list[tuple[AbstractIncomingMessage, asyncio.Future[None]]]] = {}
+    async def _send_acks(self, batch: list[tuple[Delivered, asyncio.Future[None]]]) -> None:
+        by_channel: dict[Any, list[tuple[Delivered, asyncio.Future[None]]]] = {}
         for message, done in batch:
             by_channel.setdefault(message.channel, []).append((message, done))
             self.forget(message)
         for channel, acks in by_channel.items():
             still_open = self._open.get(channel, {})
             oldest_open = min(still_open, default=None)
-            below = [
-                m for m, _ in acks if oldest_open is None or (m.delivery_tag or 0) < oldest_open
-            ]
+            below = [m for m, _ in acks if oldest_open is None or m.delivery_tag < oldest_open]
             error = await _ack_run(below)
             for message, _ in acks:
                 if message not in below and error is None:
@@ -467,13 +469,11 @@ class _RabbitSubscription(Subscription):
 
 
 class _RabbitDelivery(Delivery):
-    def __init__(
-        self, message: AbstractIncomingMessage, queue: str, subscription: _RabbitSubscription
-    ) -> None:
+    def __init__(self, message: Delivered, queue: str, subscription: _RabbitSubscription) -> None:
         self.body = message.body
         self.queue = queue
-        self.redelivered = bool(message.redelivered)
-        self.message_id = message.message_id or ""
+        self.redelivered = message.redelivered
+        self.message_id = message.message_id
         self._message = message
         self._subscription = subscription
 
@@ -494,15 +494,15 @@ class _RabbitDelivery(Delivery):
             await self._subscription.settled()
 
 
-async def _ack_run(messages: list[AbstractIncomingMessage]) -> BaseException | None:
+async def _ack_run(messages: list[Delivered]) -> BaseException | None:
     """One ack, `multiple`, for all of `messages` (nothing older is open on their channel)."""
     if not messages:
         return None
-    newest = max(messages, key=lambda message: message.delivery_tag or 0)
+    newest = max(messages, key=lambda message: message.delivery_tag)
     return await _ack_one(newest, multiple=True)
 
 
-async def _ack_one(message: AbstractIncomingMessage, *, multiple: bool = False) -> Exception | None:
+async def _ack_one(message: Delivered, *, multiple: bool = False) -> Exception | None:
     """→ None, or why the ack failed (bounded: a channel in limbo must not hold a worker)."""
     try:
         async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):

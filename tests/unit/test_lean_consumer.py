@@ -1,0 +1,48 @@
+"""`Delivered`: what a worker reads of a delivered task message, settled exactly once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
+
+from taskq.broker.lean_consumer import Delivered
+
+
+class Channel:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        self.calls.append(("ack", delivery_tag, multiple))
+
+    async def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
+        self.calls.append(("reject", delivery_tag, requeue))
+
+
+def delivered(channel: Channel, tag: int = 7) -> Delivered:
+    header = ContentHeader(properties=Basic.Properties(message_id="task-1:2"))
+    deliver = Basic.Deliver(consumer_tag="c", delivery_tag=tag, redelivered=True, routing_key="q")
+    return Delivered(DeliveredMessage(deliver, header, b"body", channel))  # type: ignore[arg-type]
+
+
+async def test_it_keeps_what_the_worker_reads() -> None:
+    message = delivered(Channel())
+    assert (message.body, message.delivery_tag, message.redelivered) == (b"body", 7, True)
+    assert message.message_id == "task-1:2"
+
+
+async def test_it_is_acked_or_rejected_once() -> None:
+    channel = Channel()
+    acked, rejected = delivered(channel, 7), delivered(channel, 8)
+    await acked.ack(multiple=True)
+    await rejected.reject(requeue=False)
+    assert channel.calls == [("ack", 7, True), ("reject", 8, False)]
+    with pytest.raises(RuntimeError, match="settled already"):
+        await acked.reject(requeue=True)
+    with pytest.raises(RuntimeError, match="settled already"):
+        await rejected.ack()
+    assert len(channel.calls) == 2
