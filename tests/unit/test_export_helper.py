@@ -186,3 +186,18 @@ def test_a_bad_batch_setting_is_a_clear_error(sink: Sink) -> None:
     environ = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
     with pytest.raises(ConfigurationError, match="OTEL_BSP_SCHEDULE_DELAY='5s': expected a whole"):
         HelperSpanProcessor(Resource.create({}), {**environ, "OTEL_BSP_SCHEDULE_DELAY": "5s"})
+
+
+def test_the_helper_runs_without_the_client_and_at_low_priority(sink: Sink) -> None:
+    provider, processor = provider_to(sink)
+    provider.get_tracer("tests").start_span("ready").end()
+    assert processor.force_flush(int(DEADLINE * 1000))  # it has exported: fully started
+    helper = processor._helper.pid
+    # Then neither SQLAlchemy nor asyncpg nor aio-pika was loaded into it (their compiled
+    # modules would be mapped), and it yields the CPU to the worker
+    with open(f"/proc/{helper}/maps") as maps:
+        loaded = maps.read()
+    for client_part in ("sqlalchemy", "asyncpg", "aiormq", "multidict", "yarl"):
+        assert f"/{client_part}/" not in loaded, f"{client_part} is loaded in the helper"
+    assert os.getpriority(os.PRIO_PROCESS, helper) >= os.getpriority(os.PRIO_PROCESS, 0) + 10
+    provider.shutdown()
