@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from taskq.exceptions import ConfigurationError
-from taskq.telemetry import otlp_wire, tracing
+from taskq.telemetry import otlp_wire
 from taskq.telemetry.lean_span import LeanSpan
 
 logger = logging.getLogger(__name__)
@@ -217,7 +217,8 @@ def pack_span(span: ReadableSpan) -> list[Any]:
 
 
 def pack_lean_span(span: LeanSpan) -> list[Any]:
-    """A `LeanSpan`, in fewer values than `pack_span`'s (`expand_lean_span` makes those)."""
+    """A `LeanSpan`, in fewer values than `pack_span`'s (`otlp_wire.expand_lean_span`
+    makes those of them)."""
     return [
         span.name,
         span.trace_id.to_bytes(16, "big"),
@@ -233,27 +234,6 @@ def pack_lean_span(span: LeanSpan) -> list[Any]:
         span.status.description,
         list(span.trace_state.items()) if span.trace_state else None,
         span.scope,
-    ]
-
-
-def expand_lean_span(packed: list[Any]) -> list[Any]:
-    """`pack_lean_span`'s values → `pack_span`'s, which the OTLP encoder reads."""
-    (name, trace_id, span_id, parent_id, parent_remote, start, end, message, attributes,
-     events, status_code, description, trace_state, scope) = packed  # fmt: skip
-    attributes = {**tracing.process_attributes(message), **attributes}
-    return [
-        name,
-        [trace_id, span_id, _SAMPLED, False, trace_state],
-        None if parent_id is None else [trace_id, parent_id, _SAMPLED, parent_remote, None],
-        _CONSUMER,
-        start,
-        end,
-        attributes,
-        events,
-        [],
-        status_code,
-        description,
-        scope,
     ]
 
 
@@ -324,8 +304,9 @@ def main() -> None:
         while (message := _read_frame(source)) is not None:
             kind = message[0]
             if kind == _SPANS:
-                spans = message[1] + [expand_lean_span(packed) for packed in message[2]]
-                exporter.export(_Encoded(otlp_wire.encode_request(spans, *resource), len(spans)))
+                sdk, lean = message[1], message[2]
+                encoded = otlp_wire.encode_request(sdk, *resource, lean_spans=lean)
+                exporter.export(_Encoded(encoded, len(sdk) + len(lean)))
             elif kind == _FLUSH:
                 replies.write(b"\x01")
                 replies.flush()

@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import taskq
-from taskq.telemetry import export_helper, logs, tracing
+from taskq.telemetry import export_helper, logs, otlp_wire, tracing
 from taskq.telemetry.lean_span import LeanSpan, LeanSpans
 from tests.conftest import Backend
 from tests.otlp_format import unpack_span
@@ -89,7 +89,7 @@ class ThroughTheHelpersFormat(SpanExporter):
     def lean_ended(self, span: LeanSpan) -> None:
         self.lean += 1
         packed = msgpack.unpackb(msgpack.packb(export_helper.pack_lean_span(span)))
-        self.memory.export([unpack_span(export_helper.expand_lean_span(packed), self.resource)])
+        self.memory.export([unpack_span(otlp_wire.expand_lean_span(packed), self.resource)])
 
     def rebuilt(self, packed: list[Any]) -> ReadableSpan:
         return unpack_span(msgpack.unpackb(msgpack.packb(packed)), self.resource)

@@ -72,10 +72,15 @@ def lean_spans(provider: TracerProvider) -> list[LeanSpan]:
     ended: list[LeanSpan] = []
     lean = LeanSpans(provider.sampler, provider.id_generator, ended.append, tracing.SCOPE)
     remote = trace.set_span_in_context(trace.NonRecordingSpan(REMOTE_PARENT))
-    for parent in (remote, None):
-        span = lean.start_span("process q", parent, ("q", "id-1", "t.name", 2, 1))
+    cases = [  # (the second reuses the first's encoded attributes; the third resets one)
+        (remote, ("q", "id-1", "t.name", 2, 1), dict(EVERY_TYPE)),
+        (None, ("q", "id-2", "t.name", 2, 1), dict(EVERY_TYPE)),
+        (remote, ("q", "id-3", "t.name", 0, 2), {"taskq.task.id": "set again"}),
+    ]
+    for parent, message, attributes in cases:
+        span = lean.start_span("process q", parent, message)
         assert isinstance(span, LeanSpan)
-        span.set_attributes(dict(EVERY_TYPE))
+        span.set_attributes(attributes)
         span.add_event("taskq.progress", {"taskq.progress.fraction": 1.0})
         span.set_status(Status(StatusCode.ERROR, "failed"))
         span.record_exception(ValueError("bad input"))
@@ -91,13 +96,16 @@ def test_the_wire_encoding_is_the_sdk_encoders() -> None:
     packed: list[Any] = [export_helper.pack_span(span) for span in sdk_spans(provider, memory)]
     lean = [export_helper.pack_lean_span(span) for span in lean_spans(provider)]
     received = msgpack.unpackb(msgpack.packb(packed))  # as the helper process gets them
-    received += [export_helper.expand_lean_span(p) for p in msgpack.unpackb(msgpack.packb(lean))]
+    received_lean = msgpack.unpackb(msgpack.packb(lean))
 
     ours = ExportTraceServiceRequest.FromString(
-        otlp_wire.encode_request(received, resource.attributes, resource.schema_url)
+        otlp_wire.encode_request(
+            received, resource.attributes, resource.schema_url, lean_spans=received_lean
+        )
     )
-    theirs = encode_spans([unpack_span(span, resource) for span in received])
+    as_sdk_spans = received + [otlp_wire.expand_lean_span(span) for span in received_lean]
+    theirs = encode_spans([unpack_span(span, resource) for span in as_sdk_spans])
 
     assert len(ours.resource_spans[0].scope_spans) == 3  # the test covers grouping by scope
-    assert sum(len(s.spans) for s in ours.resource_spans[0].scope_spans) == 5
+    assert sum(len(s.spans) for s in ours.resource_spans[0].scope_spans) == 6
     assert ours == theirs
