@@ -33,28 +33,16 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from benchmarks.noop_app import QUEUE, TASK_NAME, build  # noqa: E402
 from benchmarks.services import (  # noqa: E402
     add_service_options,
     asyncpg_url,
     services,
 )
 
-TASK_NAME = "bench.noop"
-QUEUE = "default"
 TARGET_RATIO = 5.0
 DEFAULT_TASKS = 10_000
 DEFAULT_CONCURRENCY = 50
-
-
-async def noop(i: int) -> int:
-    """The benchmarked task: as little as a task can do."""
-    return i
-
-
-def build(broker_url: str | None = None, store_url: str | None = None) -> taskq.App:
-    app = taskq.App(broker_url, store_url)
-    app.task(name=TASK_NAME, queue=QUEUE)(noop)
-    return app
 
 
 # -- the run ----------------------------------------------------------------------------------
