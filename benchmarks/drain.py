@@ -480,6 +480,22 @@ def report(results: list[Measurement], options: argparse.Namespace) -> None:
             f"{on[0]:.1f} {mode}{target}; worker CPU per task {off[3] / options.tasks * 1000:.3f}"
             f" ms off, {on[3] / options.tasks * 1000:.3f} ms {mode}"
         )
+        if paired := paired_overheads(results, mode):
+            print(
+                f"  {mode} against off of the same round: median {statistics.median(paired):.1f}%"
+                f" (rounds: {', '.join(f'{p:.1f}' for p in paired)})"
+            )
+
+
+def paired_overheads(results: list[Measurement], mode: str) -> list[float]:
+    """Each round's overhead of `mode` against that round's `off` (a slow spell of the
+    machine then weighs on both sides), for the rounds that ran both."""
+    rates = {(m.run, m.mode): m.rate for m in results}
+    return [
+        (rates[run, "off"] - rates[run, mode]) / rates[run, "off"] * 100
+        for run in sorted({m.run for m in results})
+        if (run, "off") in rates and (run, mode) in rates
+    ]
 
 
 def check_exports(results: list[Measurement], otel_env: dict[str, str]) -> list[str]:

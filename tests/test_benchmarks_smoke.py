@@ -133,6 +133,10 @@ async def test_drain_benchmark_prints_both_modes_and_the_sink_got_spans(
         assert sink.endswith(f"; {metric_exports} metric export requests"), sink
     overhead = next(line for line in lines if line[:3] == ["tracing", "(spans)", "on:"])
     assert "(target < 15%): PASS;" in " ".join(overhead) or "MISS;" in " ".join(overhead), output
+    # And each traced mode's overhead against the `off` run of its own round
+    for mode in ("traces", "on"):
+        paired = f"  {mode} against off of the same round: median "
+        assert any(line.startswith(paired) for line in output.splitlines()), output
 
 
 PEERS_HEADER = "peer tasks drain/s pairs rtt p50 ms rtt p99 ms enqueue/s".split()
