@@ -73,7 +73,9 @@ class HelperSpanProcessor(SpanProcessor):
         self._delay = _whole_number(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self._queue_size = _whole_number(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
         self._lock = threading.Lock()
-        self._batch: list[ReadableSpan | LeanSpan] = []  # packed when handed over
+        # SDK spans, packed when handed over; lean spans, packed as they end: bytes hold no
+        # references, so the collector need not look at the spans waiting here.
+        self._batch: list[ReadableSpan | bytes] = []
         self._frames: queue.SimpleQueue[tuple[int, bytes] | threading.Event | None] = (
             queue.SimpleQueue()
         )
@@ -89,9 +91,9 @@ class HelperSpanProcessor(SpanProcessor):
 
     def end_lean(self, span: LeanSpan) -> None:
         """`LeanSpans`' sink: a lean span ended (lean spans are sampled ones only)."""
-        self._add(span)
+        self._add(msgpack.packb(pack_lean_span(span)))
 
-    def _add(self, span: ReadableSpan | LeanSpan) -> None:
+    def _add(self, span: ReadableSpan | bytes) -> None:
         with self._lock:
             self._batch.append(span)
             if len(self._batch) >= self._batch_size:
@@ -119,14 +121,13 @@ class HelperSpanProcessor(SpanProcessor):
             self._dropped += len(batch)
             return  # the writer reports drops: no logging on the task's path
         self._waiting += len(batch)
-        # Packed here, a batch at a time: cheaper in a busy worker than one by one.
-        sdk, lean = [], []
-        for span in batch:
-            if isinstance(span, LeanSpan):
-                lean.append(pack_lean_span(span))
-            else:
-                sdk.append(pack_span(span))
-        self._frames.put((len(batch), _frame([_SPANS, sdk, lean])))
+        sdk = [pack_span(span) for span in batch if not isinstance(span, bytes)]
+        lean = [span for span in batch if isinstance(span, bytes)]
+        # [_SPANS, sdk, lean], the lean spans' msgpack bytes written in place.
+        payload = b"".join(
+            [b"\x93", msgpack.packb(_SPANS), msgpack.packb(sdk), _array_header(len(lean)), *lean]
+        )
+        self._frames.put((len(batch), _LENGTH.pack(len(payload)) + payload))
 
     def _write(self) -> None:
         """The writer thread: frames into the helper's stdin, in order; the batch that
@@ -229,7 +230,7 @@ def pack_lean_span(span: LeanSpan) -> list[Any]:
         span.end_time,
         span.message,
         span.attributes,
-        span.events,
+        span.events or [],
         span.status.status_code.value,
         span.status.description,
         list(span.trace_state.items()) if span.trace_state else None,
@@ -255,6 +256,15 @@ def _whole_number(environ: dict[str, str], name: str, default: int) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ConfigurationError(f"{name}={text!r}: expected a whole number above 0")
     return int(text)
+
+
+def _array_header(length: int) -> bytes:
+    """msgpack's header of an array of `length` items."""
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 0x10000:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
 
 
 def _frame(message: list[Any]) -> bytes:

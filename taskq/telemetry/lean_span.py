@@ -133,7 +133,7 @@ class LeanSpan(trace.Span):
         self.parent_id, self.parent_remote = parent_id, parent_remote
         self.message, self.scope = message, scope
         self.attributes: dict[str, Any] = {}
-        self.events: list[tuple[str, int, dict[str, Any]]] = []
+        self.events: list[tuple[str, int, dict[str, Any]]] | None = None  # (most have none)
         self.status = _UNSET
         self.trace_state: TraceState | None = None
         self.start_time = time.time_ns()
@@ -162,7 +162,11 @@ class LeanSpan(trace.Span):
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
     ) -> None:
-        if self.end_time is None and len(self.events) < EVENT_LIMIT:
+        if self.end_time is not None:
+            return
+        if self.events is None:
+            self.events = []
+        if len(self.events) < EVENT_LIMIT:
             self.events.append((name, timestamp or time.time_ns(), dict(attributes or {})))
 
     def update_name(self, name: str) -> None:

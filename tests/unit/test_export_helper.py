@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import msgpack
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -22,7 +23,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
 from taskq.exceptions import ConfigurationError
+from taskq.telemetry import export_helper, tracing
 from taskq.telemetry.export_helper import HelperSpanProcessor
+from taskq.telemetry.lean_span import LeanSpans
 
 DEADLINE = 10.0
 
@@ -141,7 +144,9 @@ import os, sys
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from taskq.exceptions import ConfigurationError
+from taskq.telemetry import export_helper, tracing
 from taskq.telemetry.export_helper import HelperSpanProcessor
+from taskq.telemetry.lean_span import LeanSpans
 
 processor = HelperSpanProcessor(Resource.create({}), dict(os.environ))
 provider = TracerProvider()
@@ -200,4 +205,31 @@ def test_the_helper_runs_without_the_client_and_at_low_priority(sink: Sink) -> N
     for client_part in ("sqlalchemy", "asyncpg", "aiormq", "multidict", "yarl"):
         assert f"/{client_part}/" not in loaded, f"{client_part} is loaded in the helper"
     assert os.getpriority(os.PRIO_PROCESS, helper) >= os.getpriority(os.PRIO_PROCESS, 0) + 10
+    provider.shutdown()
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, 16, 65_535, 65_536])
+def test_lean_spans_packed_as_they_end_are_framed_as_one_msgpack_array(length: int) -> None:
+    items = [msgpack.packb([i, "x"]) for i in range(length)]
+    framed = export_helper._array_header(length) + b"".join(items)
+    assert msgpack.unpackb(framed) == [[i, "x"] for i in range(length)]
+
+
+def test_lean_spans_reach_the_endpoint_with_their_standard_attributes(sink: Sink) -> None:
+    provider, processor = provider_to(sink)
+    lean = LeanSpans(provider.sampler, provider.id_generator, processor.end_lean, tracing.SCOPE)
+    for i in range(20):  # (more than fit in the shortest msgpack array header)
+        span = lean.start_remote_child(
+            f"process {i}", 0xABC, 0xDEF, True, ("q", f"id-{i}", "t", 0, 1)
+        )
+        span.set_attribute("taskq.task.state", "succeeded")
+        span.end()
+    assert processor.force_flush(int(DEADLINE * 1000))
+    spans = sink.spans()
+    assert set(spans) == {f"process {i}" for i in range(20)}
+    got, _, scope = spans["process 7"]
+    attributes = {a.key: a.value.string_value or a.value.int_value for a in got.attributes}
+    assert attributes["taskq.task.id"] == attributes["messaging.message.id"] == "id-7"
+    assert attributes["taskq.task.state"] == "succeeded" and attributes["taskq.task.attempt"] == 1
+    assert got.parent_span_id == (0xDEF).to_bytes(8, "big") and scope.name == "taskq"
     provider.shutdown()
