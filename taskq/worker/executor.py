@@ -255,7 +255,7 @@ class Executor:
     ) -> None:
         started = outcome.started_at or datetime.now(UTC)
         ran = (datetime.now(UTC) - started).total_seconds()  # the run, not the store write
-        await self._store_outcome(outcome)
+        outcome = await self._store_outcome(outcome)
         # Durable now: watchers may hear of it before the message is settled.
         result = None
         if outcome.state is TaskStatus.SUCCEEDED:
@@ -318,10 +318,12 @@ class Executor:
         if delivery not in self._handed_off:
             await _settle(delivery.reject(requeue=True))
 
-    async def _store_outcome(self, outcome: Outcome) -> None:
-        """Write the outcome, even while being cancelled; a row that cannot hold it fails."""
+    async def _store_outcome(self, outcome: Outcome) -> Outcome:
+        """Write the outcome, even while being cancelled; a row that cannot hold it fails.
+        → the outcome stored."""
         try:
             await _shielded(self._writer.record(outcome))
+            return outcome
         except StoreError as exc:
             if isinstance(exc, StoreConnectionError) or outcome.state is TaskStatus.FAILED:
                 raise
@@ -333,7 +335,9 @@ class Executor:
                 "worker_id": outcome.worker_id,
                 "started_at": outcome.started_at,
             }
-            await _shielded(self._writer.record(outcomes.failed(base, error)))
+            failed = outcomes.failed(base, error)
+            await _shielded(self._writer.record(failed))
+            return failed
 
     async def _claim(self, envelope: protocol.Envelope, redelivered: bool) -> Claimed | None:
         claim = self._writer.claim

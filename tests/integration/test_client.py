@@ -30,6 +30,7 @@ from taskq import protocol
 from taskq import waiter as waiter_module
 from taskq.cli import app as cli
 from taskq.store import repository
+from taskq.store import writer as writer_module
 from taskq.submission import new_task_row
 from tests.conftest import Backend
 
@@ -714,6 +715,38 @@ async def test_a_small_result_comes_with_its_ending_event_and_a_large_one_from_t
         assert (await large.result(timeout=DEADLINE))["text"] == "x" * limit
     # Then the small one came with its `succeeded` event, and only the large one was read
     assert reads == [large.id]
+
+
+async def test_a_result_the_store_refused_is_a_failure_also_for_a_waiting_result(
+    production: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a store that refuses to write one task's succeeded outcome (as it would a value
+    # it cannot hold)
+    app = production.app()
+    record = writer_module.Writer.record
+
+    def refusing(self: writer_module.Writer, outcome: repository.Outcome) -> Any:
+        if outcome.state is Status.SUCCEEDED and outcome.result == "refused":
+            refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            refused.set_exception(taskq.StoreError("value too odd to store"))
+            return refused
+        return record(self, outcome)
+
+    monkeypatch.setattr(writer_module.Writer, "record", refusing)
+
+    @app.task(name="refused")
+    async def returns(value: str) -> str:
+        return value
+
+    async with app, app.worker():
+        assert await (await returns.submit("kept")).result(timeout=DEADLINE) == "kept"
+        # When a waiting client awaits the result the store refused
+        handle = await returns.submit("refused")
+        # Then it fails as the row says, though the value was small enough for an event
+        with pytest.raises(taskq.TaskFailed) as failed:
+            await handle.result(timeout=DEADLINE)
+        assert (await handle.info()).state is Status.FAILED
+    assert failed.value.error_type == "ResultNotStored"
 
 
 async def test_concurrent_submits_send_their_queued_events_together(
