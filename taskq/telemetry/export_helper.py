@@ -29,7 +29,7 @@ from typing import IO, Any
 import msgpack
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import SpanContext
 
 from taskq.exceptions import ConfigurationError
 from taskq.telemetry import otlp_wire
@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
 _RESOURCE, _SPANS, _FLUSH = "resource", "spans", "flush"
-_SAMPLED, _CONSUMER = int(TraceFlags.SAMPLED), SpanKind.CONSUMER.value  # (lean spans' flags, kind)
 SHUTDOWN_WITHIN = 30.0  # seconds the helper gets to send what it holds; the SDK's own default
 # The helper yields the CPU to the worker (and to RabbitMQ and PostgreSQL, when they share
 # the machine): a span exported a little later costs nothing, a task run later costs
