@@ -73,11 +73,12 @@ def encode(envelope: Envelope, *, max_bytes: int) -> bytes:
     return data
 
 
-def check_size(value: object, *, max_bytes: int, what: str) -> None:
-    """Refuse a value (e.g. a task's result) whose encoding is over `max_bytes`."""
+def check_size(value: object, *, max_bytes: int, what: str) -> int:
+    """Refuse a value (e.g. a task's result) whose encoding is over `max_bytes`; → its size."""
     size = len(msgpack.packb(value, use_bin_type=True))
     if size > max_bytes:
         raise PayloadTooLarge(f"{what} is {size:,} bytes encoded, over the limit of {max_bytes:,}")
+    return size
 
 
 def decode(data: bytes, *, max_bytes: int) -> Envelope:
@@ -249,16 +250,12 @@ _EVENT_FIELDS: Mapping[str, tuple[str, type | tuple[type, ...]]] = {
 RESULT_IN_EVENT_MAX_BYTES = 512
 
 
-def result_for_event(value: object) -> list[Any] | None:
+def result_for_event(value: object, encoded_size: int | None = None) -> list[Any] | None:
     """What a `succeeded` event carries of a (checked) result: `[value]`, or None if it
-    is over RESULT_IN_EVENT_MAX_BYTES encoded."""
-    if value is None or isinstance(value, bool | int | float):
-        return [value]
-    if isinstance(value, str | bytes) and len(value) <= RESULT_IN_EVENT_MAX_BYTES // 4:
-        return [value]  # (4 bytes a character at most in UTF-8: no need to encode it)
-    if len(msgpack.packb(value, use_bin_type=True)) <= RESULT_IN_EVENT_MAX_BYTES:
-        return [value]
-    return None
+    is over RESULT_IN_EVENT_MAX_BYTES encoded (`encoded_size`, if `check_size` gave it)."""
+    if encoded_size is None:
+        encoded_size = len(msgpack.packb(value, use_bin_type=True))
+    return [value] if encoded_size <= RESULT_IN_EVENT_MAX_BYTES else None
 
 
 def encode_event(event: Event) -> bytes:

@@ -102,6 +102,7 @@ class Outcome:
     retry_at: datetime | None = None
     worker_id: str | None = None
     started_at: datetime | None = None
+    result_size: int | None = None  # msgpack bytes, once checked (not stored)
 
 
 def now() -> datetime:

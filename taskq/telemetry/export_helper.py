@@ -126,7 +126,7 @@ class HelperSpanProcessor(SpanProcessor):
         payload = b"".join(
             [b"\x93", msgpack.packb(_SPANS), msgpack.packb(sdk), _array_header(len(lean)), *lean]
         )
-        self._frames.put((len(batch), _LENGTH.pack(len(payload)) + payload))
+        self._frames.put((len(batch), _framed(payload)))
 
     def _write(self) -> None:
         """The writer thread: frames into the helper's stdin, in order; the batch that
@@ -267,7 +267,10 @@ def _array_header(length: int) -> bytes:
 
 
 def _frame(message: list[Any]) -> bytes:
-    payload = msgpack.packb(message)
+    return _framed(msgpack.packb(message))
+
+
+def _framed(payload: bytes) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
 

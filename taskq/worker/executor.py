@@ -259,7 +259,7 @@ class Executor:
         # Durable now: watchers may hear of it before the message is settled.
         result = None
         if outcome.state is TaskStatus.SUCCEEDED:
-            result = protocol.result_for_event(outcome.result)
+            result = protocol.result_for_event(outcome.result, outcome.result_size)
         self._announce(envelope.id, outcome.state, envelope, outcome.attempt, result)
         _count(envelope, task.name, outcome, ran)
         log = logger.info if outcome.state is TaskStatus.SUCCEEDED else logger.warning

@@ -31,12 +31,12 @@ def decide(
     if finished.kind == "value":
         try:
             protocol.check_value(finished.value, f"result of task {task.name!r}")
-            protocol.check_size(
+            size = protocol.check_size(
                 finished.value, max_bytes=max_bytes, what=f"result of {task.name!r}"
             )
         except (SerializationError, PayloadTooLarge) as exc:
             return failed(base, error_of(exc))
-        return Outcome(**base, state=TaskStatus.SUCCEEDED, result=finished.value)
+        return Outcome(**base, state=TaskStatus.SUCCEEDED, result=finished.value, result_size=size)
     if finished.kind == "cancelled":
         error = {"type": "TaskCancelled", "message": "cancelled on request", "traceback": ""}
         return Outcome(**base, state=TaskStatus.CANCELLED, error=error)
