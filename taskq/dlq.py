@@ -15,12 +15,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from taskq import protocol
 from taskq.broker import Browsed, topology
 from taskq.exceptions import ProtocolError
 from taskq.store import lifecycle
+from taskq.store.async_core import Connection
 
 if TYPE_CHECKING:
     from taskq.app import App
@@ -103,7 +102,7 @@ class DeadLetters:
         )
 
 
-def _reset(task_ids: list[str]) -> Callable[[AsyncConnection], Awaitable[list[str]]]:
+def _reset(task_ids: list[str]) -> Callable[[Connection], Awaitable[list[str]]]:
     return lambda conn: lifecycle.reset_for_replay(conn, task_ids)
 
 

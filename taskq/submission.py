@@ -17,16 +17,18 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from taskq import protocol
 from taskq.broker import Broker, topology
 from taskq.exceptions import ConfigurationError, PublishError, TaskqError
 from taskq.status import TaskStatus
 from taskq.store import NewTask, Store, TaskRecord, repository
+from taskq.store.async_core import Connection
 from taskq.telemetry import metrics, tracing
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
     from taskq.app import App
     from taskq.task import Task, TaskOptions
 
@@ -157,7 +159,7 @@ async def publish_scheduled(app: App, messages: Sequence[tuple[protocol.Envelope
         chunk = messages[start : start + PUBLISH_CHUNK]
 
         async def publish_chunk(
-            conn: AsyncConnection, chunk: Sequence[tuple[protocol.Envelope, bytes]] = chunk
+            conn: Connection, chunk: Sequence[tuple[protocol.Envelope, bytes]] = chunk
         ) -> None:
             locked = set(await repository.lock_scheduled(conn, [e.id for e, _ in chunk]))
             mine = [(envelope, body) for envelope, body in chunk if envelope.id in locked]
@@ -204,15 +206,13 @@ async def _submit_in_transaction(
     """Write the row in the caller's transaction, `scheduled` and due at once (or at its
     countdown/eta). Nothing is published here: once the transaction commits, the leader
     publishes it like any due task (woken at once on PostgreSQL); a rollback leaves nothing."""
-    if isinstance(transaction, AsyncSession):
-        conn = await transaction.connection()
-    elif isinstance(transaction, AsyncConnection):
-        conn = transaction
-    else:
+    try:
+        conn = await Connection.of(transaction)
+    except TypeError:
         raise ConfigurationError(
             "transaction must be a SQLAlchemy AsyncConnection or AsyncSession, not "
             f"{type(transaction).__name__}"
-        )
+        ) from None
     if not conn.in_transaction():
         raise ConfigurationError(
             "transaction=... must be in a transaction (use `async with engine.begin() as conn:`)"

@@ -3,26 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import os
 import sys
 from collections.abc import Coroutine
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from taskq.app import App
 from taskq.config import Settings
 from taskq.exceptions import TaskqError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 T = TypeVar("T")
 
-# soft_wrap: an error stays one greppable line in logs, whatever the terminal width.
-err = Console(stderr=True, soft_wrap=True)
-# Piped output is not cut to 80 columns: ids and names stay whole for grep and awk.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+# rich is imported on first output, not at start: `taskq worker` prints nothing through it,
+# and rich is 1.5 MB of every worker's memory.
+
+
+@functools.cache
+def out() -> Console:
+    """Standard output's console. Piped output is not cut to 80 columns: ids and names stay
+    whole for grep and awk."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def escape(text: str) -> str:
+    """`text` with rich markup escaped."""
+    from rich.markup import escape as escaped
+
+    return escaped(text)
+
+
+@functools.cache
+def err() -> Console:
+    """Standard error's console; soft_wrap: an error stays one greppable line in logs."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
 
 AppSpec = Annotated[
     str,
@@ -96,5 +122,5 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    err().print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(1)

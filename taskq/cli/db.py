@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
-from taskq.cli.common import StoreUrl, run, store_url_from
+from taskq.cli.common import StoreUrl, out, run, store_url_from
 from taskq.store import engine as engines
 from taskq.store import migrations
 
 app = typer.Typer(help="Manage the task store's schema.", no_args_is_help=True)
-out = Console(highlight=False)
 
 
 @app.command()
@@ -19,14 +17,14 @@ def upgrade(store_url: StoreUrl = None, revision: str = "head") -> None:
     url = store_url_from(store_url)
     run(_upgrade(url, revision))
     now = run(_current(url))
-    out.print(f"database {engines.shown(engines.parse_url(url))} is at revision {now}")
+    out().print(f"database {engines.shown(engines.parse_url(url))} is at revision {now}")
 
 
 @app.command()
 def current(store_url: StoreUrl = None) -> None:
     """Show the database's schema revision and the newest this taskq knows."""
     revision = run(_current(store_url_from(store_url)))
-    out.print(f"database: {revision or 'none'}\nnewest:   {migrations.head()}")
+    out().print(f"database: {revision or 'none'}\nnewest:   {migrations.head()}")
 
 
 async def _upgrade(url: str, revision: str) -> None:
@@ -43,7 +41,7 @@ async def _current(url: str) -> str | None:
     parsed = engines.parse_url(url)
     engine = engines.create_engine(url)
     try:
-        async with engines.translated_errors(parsed), engine.connect() as conn:
+        async with engines.translated_errors(parsed), await engine.connect() as conn:
             return await migrations.current(conn)
     finally:
         await engine.dispose()

@@ -12,21 +12,19 @@ import random
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from taskq.app import App
-from taskq.cli.common import run
+from taskq.cli.common import out, run
 from taskq.cli.inspect import STATE_STYLE
 from taskq.handle import TaskHandle
 from taskq.status import TaskStatus
 from taskq.store import TaskRecord
 
-out = Console(highlight=False)
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def build_app(store_url: str) -> App:
@@ -91,17 +89,19 @@ async def _watch(app: App, handles: list[TaskHandle[Any]]) -> list[TaskRecord]:
     """Show every state change until all tasks are final (a TTY gets a live table)."""
     seen: dict[str, TaskStatus] = {}
     started = time.monotonic()
-    with Live(console=out, auto_refresh=False, transient=False) as live:
+    from rich.live import Live
+
+    with Live(console=out(), auto_refresh=False, transient=False) as live:
         while True:
             records = [await h.info() for h in handles]
             for record in records:
-                if not out.is_terminal and seen.get(record.id) != record.state:
-                    out.print(
+                if not out().is_terminal and seen.get(record.id) != record.state:
+                    out().print(
                         f"{time.monotonic() - started:5.1f}s  {record.name:<22} "
                         f"{record.id[:8]}  → {_styled(record.state)}"
                     )
                 seen[record.id] = record.state
-            if out.is_terminal:
+            if out().is_terminal:
                 live.update(_table(records), refresh=True)
             if all(r.state.is_final for r in records):
                 return records
@@ -114,6 +114,8 @@ def _styled(state: TaskStatus) -> str:
 
 
 def _table(records: list[TaskRecord]) -> Table:
+    from rich.table import Table
+
     table = Table(title="taskq demo: memory:// broker, SQLite store")
     for column in ("task", "id", "priority", "state", "took"):
         table.add_column(column)
@@ -127,15 +129,17 @@ def _table(records: list[TaskRecord]) -> Table:
 
 def _summary(records: list[TaskRecord], store_url: str) -> None:
     counts = Counter(r.state for r in records)
-    out.print(
+    out().print(
         "\n[bold]summary:[/bold] "
         + ", ".join(f"{n} {_styled(state)}" for state, n in sorted(counts.items()))
     )
     # Tasks claimed in one batch share started_at; within it, they started by priority.
     order = sorted((r for r in records if r.started_at), key=lambda r: (r.started_at, -r.priority))
-    out.print("start order: " + " → ".join(f"{r.name.split('.')[1]}(p{r.priority})" for r in order))
+    out().print(
+        "start order: " + " → ".join(f"{r.name.split('.')[1]}(p{r.priority})" for r in order)
+    )
     for r in records:
         if r.error:
-            out.print(f"[red]{r.name} {r.id}: {r.error['type']}: {r.error['message']}[/red]")
+            out().print(f"[red]{r.name} {r.id}: {r.error['type']}: {r.error['message']}[/red]")
     example = next((r for r in records if r.error), records[0])
-    out.print(f"\ninspect any task with:  taskq status {example.id} --store-url {store_url}")
+    out().print(f"\ninspect any task with:  taskq status {example.id} --store-url {store_url}")

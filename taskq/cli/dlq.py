@@ -11,15 +11,12 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from taskq.app import App
-from taskq.cli.common import fail, run
+from taskq.cli.common import fail, out, run
 from taskq.dlq import DeadLetter
 
 app = typer.Typer(help="Inspect, replay and purge dead-lettered tasks.", no_args_is_help=True)
-out = Console(highlight=False)
 
 Queue = Annotated[str, typer.Argument(help="The taskq queue (its dead letters are in QUEUE.dlq).")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
@@ -37,6 +34,8 @@ def list_(
         for letter in letters:
             sys.stdout.write(json.dumps(_as_json(letter)) + "\n")
         return
+    from rich.table import Table
+
     table = Table(title=f"{queue}.dlq: {len(letters)} shown")
     for column in ("task id", "task", "reason", "error", "dead at"):
         table.add_column(column)
@@ -44,7 +43,7 @@ def list_(
         error = f"{letter.error_type}: {letter.error_message}" if letter.error_type else ""
         when = letter.dead_at.isoformat(sep=" ", timespec="seconds") if letter.dead_at else ""
         table.add_row(letter.task_id or "?", letter.task or "?", letter.reason, error, when)
-    out.print(table)
+    out().print(table)
 
 
 @app.command()
@@ -60,7 +59,7 @@ def replay(
     if all_ and not yes:
         typer.confirm(f"Replay every dead letter of {queue}?", abort=True)
     count = run(_replay(App(), queue, ids))
-    out.print(f"replayed {count} task(s) from {queue}.dlq")
+    out().print(f"replayed {count} task(s) from {queue}.dlq")
 
 
 @app.command()
@@ -69,7 +68,7 @@ def purge(queue: Queue, yes: Yes = False) -> None:
     if not yes:
         typer.confirm(f"Delete every dead letter of {queue}?", abort=True)
     count = run(_purge(App(), queue))
-    out.print(f"purged {count} message(s) from {queue}.dlq")
+    out().print(f"purged {count} message(s) from {queue}.dlq")
 
 
 async def _list(taskq_app: App, queue: str, limit: int) -> list[DeadLetter]:

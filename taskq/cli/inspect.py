@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from taskq.cli.common import StoreUrl, fail, out, run, store_url_from
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord, coordination, lifecycle
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 STATE_STYLE = {
     TaskStatus.SCHEDULED: "cyan",
@@ -33,13 +35,13 @@ def status(
     record, attempts = run(_read(store_url_from(store_url), task_id))
     if record is None:
         fail(f"no task with id {task_id} in this store (is --store-url / TASKQ_STORE_URL right?)")
-    out.print(describe(record))
+    out().print(describe(record))
     if len(attempts) > 1 or any(a["error"] for a in attempts):
-        out.print(_attempts_table(attempts))
+        out().print(_attempts_table(attempts))
     if record.error:
         if record.error.get("traceback"):
-            out.print("\n[bold]traceback[/bold] (from the worker)")
-            out.print(record.error["traceback"].rstrip(), markup=False, soft_wrap=True)
+            out().print("\n[bold]traceback[/bold] (from the worker)")
+            out().print(record.error["traceback"].rstrip(), markup=False, soft_wrap=True)
 
 
 async def _read(url: str, task_id: str) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
@@ -54,6 +56,8 @@ async def _read(url: str, task_id: str) -> tuple[TaskRecord | None, list[dict[st
 
 
 def _attempts_table(attempts: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title="attempts")
     for column in ("#", "state", "started", "ran", "worker", "error"):
         table.add_column(column)
@@ -73,6 +77,8 @@ def _attempts_table(attempts: list[dict[str, Any]]) -> Table:
 
 
 def describe(record: TaskRecord) -> Table:
+    from rich.table import Table
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -128,6 +134,8 @@ def workers(
         for row in rows:
             sys.stdout.write(json.dumps(_worker_json(row)) + "\n")
         return
+    from rich.table import Table
+
     table = Table()
     table.add_column("id", overflow="fold")
     for column in ("role", "state", "leader", "queues", "running", "memory", "heartbeat"):
@@ -146,7 +154,7 @@ def workers(
             f"{row.memory / 2**20:.0f} MiB",
             f"{ago:.0f} s ago",
         )
-    out.print(table)
+    out().print(table)
 
 
 async def _workers(url: str, include_stopped: bool) -> list[coordination.WorkerRecord]:

@@ -8,13 +8,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from taskq.app import App
-from taskq.cli.common import AppSpec, fail, load_app, run
+from taskq.cli.common import AppSpec, fail, load_app, out, run
 from taskq.status import TaskStatus
-
-out = Console(highlight=False)
 
 
 def submit(
@@ -53,7 +50,7 @@ def submit(
         "idempotency_key": idempotency_key,
     }
     task_id = run(_submit(loaded, task, positional, named, options))
-    out.print(task_id)
+    out().print(task_id)
 
 
 def _json(text: str, kind: type, option: str, example: str) -> Any:
@@ -81,7 +78,7 @@ def cancel(
 ) -> None:
     """Cancel a task (URLs from TASKQ_BROKER_URL and TASKQ_STORE_URL)."""
     message = run(_cancel(App(), task_id, wait))
-    out.print(message)
+    out().print(message)
 
 
 async def _cancel(app: App, task_id: str, wait: float) -> str:

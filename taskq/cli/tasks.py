@@ -10,12 +10,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from taskq import broker as brokers
 from taskq.broker import topology
-from taskq.cli.common import BrokerUrl, StoreUrl, fail, out, run, settings_from, store_url_from
+from taskq.cli.common import (
+    BrokerUrl,
+    StoreUrl,
+    escape,
+    fail,
+    out,
+    run,
+    settings_from,
+    store_url_from,
+)
 from taskq.cli.inspect import STATE_STYLE, describe_progress
 from taskq.events import TaskEvent, tail_events
 from taskq.status import TaskStatus
@@ -57,6 +64,8 @@ def tasks(
         for record in records:
             sys.stdout.write(json.dumps(task_json(record)) + "\n")
         return
+    from rich.table import Table
+
     table = Table()
     table.add_column("id", no_wrap=True)
     for column in ("name", "queue", "state", "attempts", "created", "took"):
@@ -78,9 +87,9 @@ def tasks(
             record.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
             took,
         )
-    out.print(table)
+    out().print(table)
     if len(records) == limit:
-        out.print(f"[dim](the newest {limit}; --limit shows more)[/dim]")
+        out().print(f"[dim](the newest {limit}; --limit shows more)[/dim]")
 
 
 def events(
@@ -108,7 +117,7 @@ async def _tail(
                 sys.stdout.write(json.dumps(event_json(event)) + "\n")
                 sys.stdout.flush()
             else:
-                out.print(_event_line(event))
+                out().print(_event_line(event))
     finally:
         await broker.close()
 
@@ -216,6 +225,8 @@ def queues(
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")
         return
+    from rich.table import Table
+
     table = Table()
     for column in ("queue", "ready", "unacked", "consumers", "dlq", "running", "scheduled"):
         table.add_column(column, justify="left" if column == "queue" else "right")
@@ -227,7 +238,7 @@ def queues(
                 for key in ("ready", "unacked", "consumers", "dlq", "running", "scheduled")
             ),
         )
-    out.print(table)
+    out().print(table)
 
 
 async def _queues(

@@ -13,14 +13,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from taskq import protocol, submission
 from taskq.events import announce, announce_many, queued
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
 from taskq.scheduler.cron import Periodic, tick_key
 from taskq.status import TaskStatus
 from taskq.store import coordination, lifecycle, repository
+from taskq.store.async_core import Connection
 
 if TYPE_CHECKING:
     from taskq.app import App
@@ -92,7 +91,7 @@ class LeaderWork:
             return POLL_INTERVAL
         return min(max((next_due - datetime.now(UTC)).total_seconds(), 0.0), POLL_INTERVAL)
 
-    async def _publish_due(self, conn: AsyncConnection) -> tuple[int, datetime | None]:
+    async def _publish_due(self, conn: Connection) -> tuple[int, datetime | None]:
         # The rows stay locked (FOR UPDATE SKIP LOCKED) until this transaction commits, so a
         # worker claiming one waits for `queued`. After a crash before the commit the rows
         # are still `scheduled` and due: the first copy to reach a worker claims and runs the
@@ -171,5 +170,5 @@ class LeaderWork:
         return REAP_INTERVAL
 
 
-def _record_tick(name: str, tick: datetime) -> Callable[[AsyncConnection], Awaitable[None]]:
+def _record_tick(name: str, tick: datetime) -> Callable[[Connection], Awaitable[None]]:
     return lambda conn: coordination.record_tick(conn, name, tick)

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from taskq.exceptions import AppNotOpen, LockTimeout, SchemaOutOfDate, StoreError
 from taskq.store import asyncpg_direct, lifecycle, locks, migrations, repository
 from taskq.store import engine as engines
+from taskq.store.async_core import Connection, Engine, create_async_engine
 from taskq.store.asyncpg_direct import GroupedInserts, HeldConnection, PgBatches
 from taskq.store.repository import Claimed, NewTask, Outcome, TaskRecord
 from taskq.store.writer import Batches, SqlBatches, Writer
@@ -44,7 +44,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self._url = engines.parse_url(url)
-        self._engine: AsyncEngine | None = None
+        self._engine: Engine | None = None
         # SQLite has one writer at a time (and :memory: one shared connection): take turns
         # here rather than fail with "database is locked".
         self._turns = asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
@@ -84,7 +84,7 @@ class Store:
             engine, self._engine = self._engine, None
             await engine.dispose()
 
-    async def run(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def run(self, operation: Callable[[Connection], Awaitable[T]]) -> T:
         """Run `operation` in one transaction, with errors translated."""
         if self._engine is None:
             raise AppNotOpen("the store is not open: use `async with app:` first")
@@ -237,7 +237,7 @@ class _InProcessSessionLock:
             self._turn.release()
 
 
-async def _check_schema(conn: AsyncConnection, shown_url: str) -> None:
+async def _check_schema(conn: Connection, shown_url: str) -> None:
     current, head = await migrations.current(conn), migrations.head()
     if current != head:
         raise SchemaOutOfDate(

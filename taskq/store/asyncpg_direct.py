@@ -26,11 +26,10 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from taskq.exceptions import StoreConnectionError, StoreError
 from taskq.status import TaskStatus
 from taskq.store import codec
+from taskq.store.async_core import Connection, Engine
 from taskq.store.repository import Claimed, NewTask, Outcome, TaskRecord, now, record_of
 from taskq.store.writer import ClaimRequest, SqlBatches
 
@@ -130,12 +129,12 @@ class HeldConnection:
 
     def __init__(
         self,
-        connect: Callable[[], Awaitable[AsyncConnection]],
+        connect: Callable[[], Awaitable[Connection]],
         translated: Callable[[], contextlib.AbstractAsyncContextManager[None]],
     ) -> None:
         self._connect = connect
         self._translated = translated
-        self._conn: AsyncConnection | None = None
+        self._conn: Connection | None = None
 
     async def fetch(self, statement: str, *arguments: Any) -> list[Any]:
         async with self._translated():
@@ -166,7 +165,7 @@ class PgBatches(SqlBatches):
     def __init__(
         self,
         connection: HeldConnection,
-        run: Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]],
+        run: Callable[[Callable[[Connection], Awaitable[Any]]], Awaitable[Any]],
     ) -> None:
         super().__init__(run)
         self._connection = connection
@@ -291,10 +290,10 @@ class GroupedInserts:
                 future.set_result(None)
 
 
-async def get_task(engine: AsyncEngine, task_id: str) -> TaskRecord | None:
+async def get_task(engine: Engine, task_id: str) -> TaskRecord | None:
     """The task's row, read in one round trip on a pooled connection (errors untranslated).
     (SQLAlchemy's connections decode jsonb themselves: they register a codec on connect.)"""
-    async with engine.connect() as conn:
+    async with await engine.connect() as conn:
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None
         row = await raw.fetchrow("SELECT * FROM taskq_tasks WHERE id = $1", task_id)

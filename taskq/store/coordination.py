@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from taskq.store.async_core import Connection
 from taskq.store.engine import upsert_increasing
 from taskq.store.repository import _aware, now
 from taskq.store.tables import schedules, workers
@@ -34,7 +34,7 @@ class WorkerRecord:
 
 
 async def register_worker(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     worker_id: str,
     role: str,
@@ -60,9 +60,7 @@ async def register_worker(
     )
 
 
-async def heartbeat(
-    conn: AsyncConnection, worker_id: str, *, running: int = 0, memory: int = 0
-) -> None:
+async def heartbeat(conn: Connection, worker_id: str, *, running: int = 0, memory: int = 0) -> None:
     """Refresh the row; a row already marked dead comes back to life (it was only slow)."""
     await conn.execute(
         update(workers)
@@ -71,7 +69,7 @@ async def heartbeat(
     )
 
 
-async def stop_worker(conn: AsyncConnection, worker_id: str) -> None:
+async def stop_worker(conn: Connection, worker_id: str) -> None:
     await conn.execute(
         update(workers)
         .where(_w.id == worker_id)
@@ -79,14 +77,14 @@ async def stop_worker(conn: AsyncConnection, worker_id: str) -> None:
     )
 
 
-async def set_leader(conn: AsyncConnection, worker_id: str, leading: bool) -> None:
+async def set_leader(conn: Connection, worker_id: str, leading: bool) -> None:
     """Mark who leads; a new leader also clears the mark of whoever led before."""
     if leading:
         await conn.execute(update(workers).where(_w.id != worker_id).values(leader=False))
     await conn.execute(update(workers).where(_w.id == worker_id).values(leader=leading))
 
 
-async def mark_dead(conn: AsyncConnection, silent_for: timedelta) -> list[str]:
+async def mark_dead(conn: Connection, silent_for: timedelta) -> list[str]:
     """Workers whose heartbeat stopped are `dead`; → their ids."""
     statement = (
         update(workers)
@@ -97,7 +95,7 @@ async def mark_dead(conn: AsyncConnection, silent_for: timedelta) -> list[str]:
     return [row.id for row in await conn.execute(statement)]
 
 
-async def mark_process_dead(conn: AsyncConnection, host: str, pid: int) -> None:
+async def mark_process_dead(conn: Connection, host: str, pid: int) -> None:
     """A supervisor saw its child die: its rows are dead at once, not after 30 s."""
     await conn.execute(
         update(workers)
@@ -106,7 +104,7 @@ async def mark_process_dead(conn: AsyncConnection, host: str, pid: int) -> None:
     )
 
 
-async def list_workers(conn: AsyncConnection, *, include_stopped: bool) -> list[WorkerRecord]:
+async def list_workers(conn: Connection, *, include_stopped: bool) -> list[WorkerRecord]:
     query = select(workers).order_by(_w.started_at)
     if not include_stopped:
         query = query.where(_w.state != "stopped")
@@ -131,12 +129,12 @@ async def list_workers(conn: AsyncConnection, *, include_stopped: bool) -> list[
     ]
 
 
-async def last_ticks(conn: AsyncConnection) -> dict[str, datetime]:
+async def last_ticks(conn: Connection) -> dict[str, datetime]:
     rows = await conn.execute(select(schedules.c.name, schedules.c.last_tick))
     return {row.name: _aware(row.last_tick) or now() for row in rows}
 
 
-async def record_tick(conn: AsyncConnection, name: str, tick: datetime) -> None:
+async def record_tick(conn: Connection, name: str, tick: datetime) -> None:
     """Remember the newest tick submitted for `name` (never moves backwards)."""
     statement = upsert_increasing(
         conn, schedules, {"name": name, "last_tick": tick}, key="name", column="last_tick"

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import case, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.status import TaskStatus
+from taskq.store.async_core import Connection
 from taskq.store.engine import clock
 from taskq.store.repository import _aware, now
 from taskq.store.tables import attempts, tasks
@@ -19,7 +19,7 @@ _FINAL = tuple(state.value for state in TaskStatus if state.is_final)
 
 
 async def request_cancel_many(
-    conn: AsyncConnection, task_ids: Sequence[str]
+    conn: Connection, task_ids: Sequence[str]
 ) -> dict[str, tuple[TaskStatus, str, str]]:
     """Cancel waiting tasks at once; mark running ones for cancellation.
 
@@ -43,7 +43,7 @@ async def request_cancel_many(
     }
 
 
-async def expire_waiting(conn: AsyncConnection, task_id: str) -> bool:
+async def expire_waiting(conn: Connection, task_id: str) -> bool:
     """A worker received a task past its expiry: it never runs. → whether it was waiting."""
     statement = (
         update(tasks)
@@ -56,7 +56,7 @@ async def expire_waiting(conn: AsyncConnection, task_id: str) -> bool:
     return (await conn.execute(statement)).first() is not None
 
 
-async def expire_overdue(conn: AsyncConnection, limit: int) -> list[tuple[str, str, str]]:
+async def expire_overdue(conn: Connection, limit: int) -> list[tuple[str, str, str]]:
     """The leader's sweep: waiting tasks past their expiry (RabbitMQ may have dropped their
     message into the DLQ as expired, so no worker will ever see it) end `expired`."""
     overdue = (
@@ -75,7 +75,7 @@ async def expire_overdue(conn: AsyncConnection, limit: int) -> list[tuple[str, s
     return [(str(row.id), row.name, row.queue) for row in await conn.execute(statement)]
 
 
-async def hand_off(conn: AsyncConnection, task_id: str, attempt: int, until: datetime) -> bool:
+async def hand_off(conn: Connection, task_id: str, attempt: int, until: datetime) -> bool:
     """A long task's message is about to be acked early: from now its lease keeps it."""
     statement = (
         update(tasks)
@@ -86,7 +86,7 @@ async def hand_off(conn: AsyncConnection, task_id: str, attempt: int, until: dat
     return (await conn.execute(statement)).first() is not None
 
 
-async def extend_leases(conn: AsyncConnection, worker_id: str, until: datetime) -> None:
+async def extend_leases(conn: Connection, worker_id: str, until: datetime) -> None:
     await conn.execute(
         update(tasks)
         .where(
@@ -98,7 +98,7 @@ async def extend_leases(conn: AsyncConnection, worker_id: str, until: datetime) 
     )
 
 
-async def requeue_lapsed(conn: AsyncConnection, limit: int) -> list[str]:
+async def requeue_lapsed(conn: Connection, limit: int) -> list[str]:
     """Running tasks whose lease lapsed (their worker died after acking early) become due
     `scheduled` rows; the leader publishes them as it does any due task (never while they
     still say `running`, which a worker's claim would skip)."""
@@ -117,7 +117,7 @@ async def requeue_lapsed(conn: AsyncConnection, limit: int) -> list[str]:
     return [str(row.id) for row in await conn.execute(statement)]
 
 
-async def reset_for_replay(conn: AsyncConnection, task_ids: Sequence[str]) -> list[str]:
+async def reset_for_replay(conn: Connection, task_ids: Sequence[str]) -> list[str]:
     """Dead tasks back as due `scheduled` rows, for new attempts (numbers keep counting).
 
     The leader publishes them as it does any due task: in the transaction that marks
@@ -143,7 +143,7 @@ async def reset_for_replay(conn: AsyncConnection, task_ids: Sequence[str]) -> li
     return [str(row.id) for row in await conn.execute(statement)]
 
 
-async def list_attempts(conn: AsyncConnection, task_id: str) -> list[dict[str, object]]:
+async def list_attempts(conn: Connection, task_id: str) -> list[dict[str, object]]:
     query = select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.attempt)
     rows = [dict(row) for row in (await conn.execute(query)).mappings()]
     for row in rows:
@@ -153,7 +153,7 @@ async def list_attempts(conn: AsyncConnection, task_id: str) -> list[dict[str, o
     return rows
 
 
-async def release(conn: AsyncConnection, task_id: str, attempt: int) -> None:
+async def release(conn: Connection, task_id: str, attempt: int) -> None:
     """A stopping worker hands a running task back: `queued` again, and this delivery does
     not count towards max_deliveries (the task did nothing wrong). A task acked early (on a
     lease) has its lease ended instead, so the leader publishes it again at once."""

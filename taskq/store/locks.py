@@ -15,11 +15,11 @@ from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from taskq.exceptions import LockTimeout, StoreConnectionError
 from taskq.store import engine as engines
+from taskq.store.async_core import Connection, Engine, create_async_engine
 
 NAMESPACE = int.from_bytes(b"tq\x00\x01", "big", signed=True)
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -51,8 +51,8 @@ class SessionLock:
         self._url = engines.parse_url(url)
         self._name = name
         self._application_name = application_name
-        self._engine: AsyncEngine | None = None
-        self._conn: AsyncConnection | None = None
+        self._engine: Engine | None = None
+        self._conn: Connection | None = None
         self._held = False
 
     async def try_acquire(self) -> bool:
@@ -70,7 +70,7 @@ class SessionLock:
         self._held = bool(got)
         return self._held
 
-    async def _connection(self) -> AsyncConnection:
+    async def _connection(self) -> Connection:
         if self._conn is None:
             self._engine = create_async_engine(
                 self._url,
@@ -109,9 +109,7 @@ class SessionLock:
 
 
 @contextlib.asynccontextmanager
-async def transaction_lock(
-    engine: AsyncEngine, name: str, wait: float | None
-) -> AsyncIterator[None]:
+async def transaction_lock(engine: Engine, name: str, wait: float | None) -> AsyncIterator[None]:
     """Hold `name` for the block; PostgreSQL releases it at commit or if this process dies."""
     async with engines.translated_errors(engine.url):
         conn = await engine.connect()
@@ -125,7 +123,7 @@ async def transaction_lock(
             await conn.close()  # ends the transaction, which releases the lock
 
 
-async def _acquire(conn: AsyncConnection, name: str, wait: float | None) -> None:
+async def _acquire(conn: Connection, name: str, wait: float | None) -> None:
     params = {"ns": NAMESPACE, "key": key_of(name)}
     if wait is not None and wait <= 0:
         got = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:ns, :key)"), params)

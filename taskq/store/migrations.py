@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, inspect, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import inspect, text
+
+from taskq.store.async_core import Connection
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -47,10 +49,10 @@ def alembic_head() -> str:
     return revision
 
 
-async def current(conn: AsyncConnection) -> str | None:
+async def current(conn: Connection) -> str | None:
     """The database's revision, or None before the first migration."""
 
-    def read(sync_conn: Connection) -> str | None:
+    def read(sync_conn: SyncConnection) -> str | None:
         if not inspect(sync_conn).has_table(VERSION_TABLE):
             return None
         version = sync_conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
@@ -59,10 +61,10 @@ async def current(conn: AsyncConnection) -> str | None:
     return await conn.run_sync(read)
 
 
-async def upgrade(conn: AsyncConnection, revision: str = "head") -> None:
+async def upgrade(conn: Connection, revision: str = "head") -> None:
     """Apply migrations on `conn` (the caller commits)."""
 
-    def run(sync_conn: Connection) -> None:
+    def run(sync_conn: SyncConnection) -> None:
         from alembic import command
 
         cfg = config()

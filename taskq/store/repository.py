@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, and_, bindparam, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.status import FINAL, TaskStatus
 from taskq.store import codec
+from taskq.store.async_core import Connection
 from taskq.store.engine import clock, insert_ignoring_duplicates
 from taskq.store.tables import attempts, tasks
 
@@ -130,7 +130,7 @@ def _values(task: NewTask) -> dict[str, Any]:
     }
 
 
-async def insert_task(conn: AsyncConnection, task: NewTask, *, due_now: bool = False) -> str:
+async def insert_task(conn: Connection, task: NewTask, *, due_now: bool = False) -> str:
     """Insert the row; → the id of the task that holds `task.idempotency_key` if one did.
 
     `due_now`: due by the database's clock (as of this transaction), not the caller's.
@@ -152,7 +152,7 @@ async def insert_task(conn: AsyncConnection, task: NewTask, *, due_now: bool = F
 
 
 async def insert_tasks(
-    conn: AsyncConnection, new_tasks: Sequence[NewTask], *, due_now: bool = False
+    conn: Connection, new_tasks: Sequence[NewTask], *, due_now: bool = False
 ) -> None:
     """Insert many rows in one statement (a batch; no idempotency keys).
 
@@ -170,27 +170,27 @@ async def insert_tasks(
     await conn.execute(statement, rows)
 
 
-async def insert_task_if_missing(conn: AsyncConnection, task: NewTask) -> None:
+async def insert_task_if_missing(conn: Connection, task: NewTask) -> None:
     await conn.execute(insert_ignoring_duplicates(conn, tasks), [_values(task)])
 
 
-async def get_task(conn: AsyncConnection, task_id: str) -> TaskRecord | None:
+async def get_task(conn: Connection, task_id: str) -> TaskRecord | None:
     row = (await conn.execute(select(tasks).where(_c.id == task_id))).mappings().first()
     return None if row is None else record_of(row)
 
 
-async def get_tasks(conn: AsyncConnection, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
+async def get_tasks(conn: Connection, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
     rows = (await conn.execute(select(tasks).where(_c.id.in_(list(task_ids))))).mappings()
     return {str(row["id"]): record_of(row) for row in rows}
 
 
-async def get_states(conn: AsyncConnection, task_ids: Iterable[str]) -> dict[str, TaskStatus]:
+async def get_states(conn: Connection, task_ids: Iterable[str]) -> dict[str, TaskStatus]:
     query = select(_c.id, _c.state).where(_c.id.in_(list(task_ids)))
     return {str(row.id): TaskStatus(row.state) for row in await conn.execute(query)}
 
 
 async def claim(
-    conn: AsyncConnection, task_ids: Sequence[str], worker_id: str, *, redelivered: bool
+    conn: Connection, task_ids: Sequence[str], worker_id: str, *, redelivered: bool
 ) -> dict[str, Claimed]:
     """Mark tasks `running` and count the attempt and delivery, in one statement.
 
@@ -272,7 +272,7 @@ _record_retry = (
 )
 
 
-async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) -> None:
+async def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None:
     """Write outcomes (finals, retries) as one executemany each, fenced by attempt so a
     stale one is a no-op, and log each attempt in `taskq_attempts`."""
     finished = now()
@@ -325,7 +325,7 @@ async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) ->
 
 
 async def fail_unclaimed(
-    conn: AsyncConnection,
+    conn: Connection,
     task_id: str,
     error: Mapping[str, str],
     *,
@@ -346,7 +346,7 @@ async def fail_unclaimed(
     )
 
 
-async def claim_due(conn: AsyncConnection, limit: int) -> list[TaskRecord]:
+async def claim_due(conn: Connection, limit: int) -> list[TaskRecord]:
     """Lock up to `limit` due `scheduled` rows for this transaction (others skip them)."""
     query = (
         select(tasks)
@@ -359,7 +359,7 @@ async def claim_due(conn: AsyncConnection, limit: int) -> list[TaskRecord]:
     return [record_of(row) for row in (await conn.execute(query)).mappings()]
 
 
-async def mark_queued(conn: AsyncConnection, task_ids: Sequence[str]) -> None:
+async def mark_queued(conn: Connection, task_ids: Sequence[str]) -> None:
     """`scheduled` → `queued` for rows just published (still locked by `claim_due`)."""
     await conn.execute(
         update(tasks)
@@ -368,7 +368,7 @@ async def mark_queued(conn: AsyncConnection, task_ids: Sequence[str]) -> None:
     )
 
 
-async def lock_scheduled(conn: AsyncConnection, task_ids: Sequence[str]) -> list[str]:
+async def lock_scheduled(conn: Connection, task_ids: Sequence[str]) -> list[str]:
     """Lock these rows if still `scheduled` (→ their ids), waiting for a leader that is
     publishing them (after which they are `queued` and left out)."""
     query = select(_c.id).where(_c.id.in_(list(task_ids)), _c.state == TaskStatus.SCHEDULED.value)
@@ -383,7 +383,7 @@ _record_progress = (
 
 
 async def record_progress(
-    conn: AsyncConnection, reports: Sequence[tuple[str, int, Mapping[str, Any]]]
+    conn: Connection, reports: Sequence[tuple[str, int, Mapping[str, Any]]]
 ) -> None:
     """Store the latest progress of running attempts: (task id, attempt, progress)."""
     if reports:
@@ -397,7 +397,7 @@ async def record_progress(
 
 
 async def find_tasks(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     states: Sequence[TaskStatus] = (),
     name: str | None = None,
@@ -421,7 +421,7 @@ async def find_tasks(
     return [record_of(row) for row in (await conn.execute(query)).mappings()]
 
 
-async def count_waiting(conn: AsyncConnection, queues: Sequence[str]) -> dict[str, dict[str, int]]:
+async def count_waiting(conn: Connection, queues: Sequence[str]) -> dict[str, dict[str, int]]:
     """queue → {state: count} of the not-yet-final tasks of `queues`."""
     query = (
         select(_c.queue, _c.state, func.count())
@@ -434,7 +434,7 @@ async def count_waiting(conn: AsyncConnection, queues: Sequence[str]) -> dict[st
     return counts
 
 
-async def next_due(conn: AsyncConnection) -> datetime | None:
+async def next_due(conn: Connection) -> datetime | None:
     """When the earliest `scheduled` task is due, if any."""
     query = select(func.min(_c.run_at)).where(_c.state == TaskStatus.SCHEDULED.value)
     return _aware((await conn.execute(query)).scalar())

@@ -19,10 +19,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from taskq.exceptions import StoreConnectionError, StoreError
 from taskq.store import repository
+from taskq.store.async_core import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ class SqlBatches:
     """Batches as SQLAlchemy Core statements in one transaction (any dialect)."""
 
     def __init__(
-        self, run: Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
+        self, run: Callable[[Callable[[Connection], Awaitable[Any]]], Awaitable[Any]]
     ) -> None:
         self._run = run
 
@@ -201,7 +200,7 @@ class Writer:
 
 
 async def _apply(
-    conn: AsyncConnection,
+    conn: Connection,
     claims: Sequence[ClaimRequest],
     outcomes: Sequence[repository.Outcome],
 ) -> dict[str, repository.Claimed]:

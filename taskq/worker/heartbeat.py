@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import psutil
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.exceptions import StoreError
 from taskq.store import Store, coordination, lifecycle
+from taskq.store.async_core import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ async def registered(
 async def _beat(
     store: Store, process_id: str, lease_duration: float, running: Callable[[], int]
 ) -> None:
-    async def beat(conn: AsyncConnection) -> None:
+    async def beat(conn: Connection) -> None:
         await coordination.heartbeat(conn, process_id, running=running(), memory=rss_bytes())
         until = datetime.now(UTC) + timedelta(seconds=lease_duration)
         await lifecycle.extend_leases(conn, process_id, until)

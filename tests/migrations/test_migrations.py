@@ -53,7 +53,7 @@ def downgrade_to_base(sync_conn: Connection) -> None:
 async def inspect_db(url: str, operation: Any) -> Any:
     engine = engines.create_engine(url)
     try:
-        async with engine.connect() as conn:
+        async with await engine.connect() as conn:
             return await conn.run_sync(operation)
     finally:
         await engine.dispose()
@@ -62,7 +62,7 @@ async def inspect_db(url: str, operation: Any) -> Any:
 async def current_revision(url: str) -> str | None:
     engine = engines.create_engine(url)
     try:
-        async with engine.connect() as conn:
+        async with await engine.connect() as conn:
             return await migrations.current(conn)
     finally:
         await engine.dispose()

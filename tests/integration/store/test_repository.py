@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskq.status import TaskStatus
 from taskq.store import Claimed, NewTask, Outcome, Store, Writer, repository
+from taskq.store.async_core import Connection
 from taskq.store.writer import ClaimRequest, ProgressReport
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -54,7 +54,7 @@ def new_task(state: TaskStatus = TaskStatus.QUEUED, **changes: object) -> NewTas
 
 
 async def insert(store: Store, *tasks: NewTask) -> list[str]:
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         for task in tasks:
             await repository.insert_task(conn, task)
 
