@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from taskq.store import engine as engines
 from taskq.store.async_core import Connection, Engine
@@ -67,7 +68,9 @@ async def test_a_cancelled_block_rolls_back_and_gives_its_connection_back(engine
         await task
 
     assert await labels(engine) == []
-    assert engine.sync_engine.pool.checkedout() == 0
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    assert pool.checkedout() == 0
 
 
 async def test_results_are_read_without_awaiting_and_scalar_gives_the_first_value(
