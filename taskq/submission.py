@@ -8,7 +8,6 @@ publishes once that transaction has committed (the outbox pattern).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
@@ -134,8 +133,7 @@ async def submit_many(
             new_task_row(traced, run_at=due, batch_id=batch_id, scheduled=True)
             for traced, _ in messages
         ]
-        insert = functools.partial(repository.insert_tasks, new_tasks=rows, due_now=run_at is None)
-        await app.store.run(insert)
+        await app.store.insert_tasks(rows, due_now=run_at is None)
         if run_at is None:
             await publish_scheduled(app, messages)
     except BaseException as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from sqlalchemy import text
@@ -120,6 +120,15 @@ class Store:
             await self._inserts.insert(task)
             return task.id
         return await self.run(lambda conn: repository.insert_task(conn, task))
+
+    async def insert_tasks(self, rows: Sequence[NewTask], *, due_now: bool) -> None:
+        """Many rows (a batch: no idempotency keys) in one statement and one transaction;
+        `due_now`: due by the database's clock (see `repository.insert_tasks`)."""
+        if self._engine is not None and self.dialect == "postgresql":
+            async with engines.translated_errors(self._url):
+                await asyncpg_direct.insert_tasks(self._engine, rows, due_now=due_now)
+            return
+        await self.run(lambda conn: repository.insert_tasks(conn, rows, due_now=due_now))
 
     def _held_connection(self) -> HeldConnection:
         assert self._engine is not None

@@ -110,17 +110,20 @@ def _flush_statement(claims: bool, finals: bool, retries: bool) -> tuple[str, tu
     return sql, tuple(names)
 
 
-_INSERT = """
+_INSERT_TEMPLATE = """
 INSERT INTO taskq_tasks (id, name, queue, priority, state, args, kwargs, attempts, timeout,
     created_at, run_at, expires_at, max_retries, batch_id, trace_context)
 SELECT id, name, queue, priority, state, args, kwargs, 0, timeout,
-    created_at, run_at, expires_at, max_retries, batch_id, trace_context
+    created_at, {run_at}, expires_at, max_retries, batch_id, trace_context
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::jsonb[],
     $7::jsonb[], $8::float8[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
     $12::int[], $13::uuid[], $14::jsonb[])
     AS n (id, name, queue, priority, state, args, kwargs, timeout, created_at, run_at,
     expires_at, max_retries, batch_id, trace_context)
 """
+_INSERT = _INSERT_TEMPLATE.format(run_at="run_at")
+# Due by the database's clock, as `repository.insert_tasks(due_now=True)` makes them.
+_INSERT_DUE_NOW = _INSERT_TEMPLATE.format(run_at="now()")
 
 
 class HeldConnection:
@@ -298,6 +301,15 @@ async def get_task(engine: Engine, task_id: str) -> TaskRecord | None:
         assert raw is not None
         row = await raw.fetchrow("SELECT * FROM taskq_tasks WHERE id = $1", task_id)
     return None if row is None else record_of(row)
+
+
+async def insert_tasks(engine: Engine, rows: Sequence[NewTask], *, due_now: bool) -> None:
+    """Many rows (without idempotency keys) in one INSERT on a pooled connection, its own
+    transaction (errors untranslated)."""
+    async with await engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.execute(_INSERT_DUE_NOW if due_now else _INSERT, *_columns(rows))
 
 
 def _columns(rows: Sequence[NewTask]) -> list[list[Any]]:

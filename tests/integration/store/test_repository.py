@@ -407,3 +407,45 @@ async def test_writer_close_flushes_pending_items_before_run_returns(store: Stor
 async def _attempt_of(claiming: Awaitable[Claimed | None]) -> int | None:
     claimed = await claiming
     return None if claimed is None else claimed.attempt
+
+
+async def test_a_batch_is_inserted_due_by_the_databases_clock_or_at_its_own_time(
+    store: Store,
+) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    due = [new_task(TaskStatus.SCHEDULED) for _ in range(3)]
+    timed = [new_task(TaskStatus.SCHEDULED, run_at=later) for _ in range(2)]
+
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    await store.insert_tasks(due, due_now=True)
+    await store.insert_tasks(timed, due_now=False)
+
+    for task in due:
+        record = await store.get_task(task.id)
+        assert record is not None and record.state is TaskStatus.SCHEDULED
+        assert record.run_at is not None and before <= record.run_at <= datetime.now(UTC)
+    for task in timed:
+        record = await store.get_task(task.id)
+        assert record is not None and record.run_at == later
+
+
+async def test_only_scheduled_rows_are_locked_for_publishing_and_marked_queued(
+    store: Store,
+) -> None:
+    scheduled = [new_task(TaskStatus.SCHEDULED) for _ in range(3)]
+    running = new_task(TaskStatus.RUNNING)
+    ids = await insert(store, *scheduled, running)
+
+    async def publish(conn: Connection) -> list[str]:
+        locked = await repository.lock_scheduled(conn, ids)
+        await repository.mark_queued(conn, ids)
+        return locked
+
+    locked = await store.run(publish)
+
+    assert sorted(locked) == sorted(task.id for task in scheduled)
+    states = await store.run(lambda conn: repository.get_states(conn, ids))
+    assert states == {
+        **{task.id: TaskStatus.QUEUED for task in scheduled},
+        running.id: TaskStatus.RUNNING,
+    }
