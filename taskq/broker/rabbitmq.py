@@ -192,24 +192,37 @@ class RabbitMQBroker(Broker):
         priority: int = 0,
         expiration: float | None = None,
     ) -> None:
-        queue = routing_key
+        queue, confirming = routing_key, self._confirming
+        if confirming is None:
+            raise PublishError("the broker is not connected")
         deadline = time.monotonic() + self._publish_timeout
         attempt = 0
         while True:
             attempt += 1
-            message = aio_pika.Message(
-                body,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            # The properties as aio-pika's Message would make them, without the Message (10
+            # of the 12 us it adds to a publish; submit_many sends thousands).
+            properties = aiormq.spec.Basic.Properties(
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
                 priority=priority,
                 content_type="application/x-msgpack",
                 # Unique per try: aiormq matches returns to publishes by message id.
                 message_id=f"{message_id}:{attempt}",
-                # Per-message TTL: RabbitMQ dead-letters it as expired (at the queue's head).
-                expiration=None if expiration is None else max(expiration, 0.001),
+                # Per-message TTL in ms: RabbitMQ dead-letters it as expired (at the head).
+                expiration=None if expiration is None else str(max(int(expiration * 1000), 1)),
             )
             remaining = deadline - time.monotonic()
             try:
-                await exchange.publish(message, routing_key=queue, timeout=max(remaining, 0.1))
+                if confirming.is_closed:
+                    raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
+                channel = await confirming.get_underlay_channel()  # (the one since a reconnect)
+                await channel.basic_publish(
+                    body,
+                    exchange=exchange.name,
+                    routing_key=queue,
+                    properties=properties,
+                    mandatory=True,
+                    timeout=max(remaining, 0.1),
+                )
                 return
             except aiormq.exceptions.PublishError:
                 raise PublishError(
