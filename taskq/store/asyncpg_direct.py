@@ -138,22 +138,23 @@ class HeldConnection:
         self._connect = connect
         self._translated = translated
         self._conn: Connection | None = None
+        self._raw: Any = None  # its asyncpg connection, asked for once
 
     async def fetch(self, statement: str, *arguments: Any) -> list[Any]:
         async with self._translated():
             try:
                 if self._conn is None:
                     self._conn = await self._connect()
-                raw = (await self._conn.get_raw_connection()).driver_connection
-                assert raw is not None
-                rows: list[Any] = await raw.fetch(statement, *arguments)
+                    self._raw = (await self._conn.get_raw_connection()).driver_connection
+                    assert self._raw is not None
+                rows: list[Any] = await self._raw.fetch(statement, *arguments)
             except BaseException:
                 await self.close()  # it may be broken: the next statement takes a fresh one
                 raise
         return rows
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._raw = self._conn, None, None
         if conn is not None:
             try:
                 await conn.invalidate()
