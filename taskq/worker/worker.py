@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -199,9 +200,8 @@ class Worker:
                     continue
                 started = asyncio.create_task(executor.execute(delivery), name="taskq-execute")
                 running.add(started)
-                started.add_done_callback(running.discard)
-                started.add_done_callback(lambda _: slots.release())
-                started.add_done_callback(self._after_task)
+                # One callback, not three: each is a turn of the loop, for every task.
+                started.add_done_callback(functools.partial(self._after_task, running, slots))
             # The shutdown sequence. 1: no new deliveries; hand back those never started.
             logger.info("worker %s: stopping; %d tasks running", self.id, len(running))
             await subscription.cancel()
@@ -234,9 +234,16 @@ class Worker:
     async def _ready(self) -> dict[str, bool]:
         return {"broker": self.app.broker.connected, "store": await self.app.store.ping()}
 
-    def _after_task(self, _: asyncio.Task[None]) -> None:
-        """Over a limit, stop taking messages; the running tasks finish, then the process
-        exits and its supervisor replaces it."""
+    def _after_task(
+        self,
+        running: set[asyncio.Task[None]],
+        slots: asyncio.Semaphore,
+        task: asyncio.Task[None],
+    ) -> None:
+        """The task's slot is free. Over a limit, stop taking messages; the running tasks
+        finish, then the process exits and its supervisor replaces it."""
+        running.discard(task)
+        slots.release()
         self._completed += 1
         if self.recycled is not None:
             return
