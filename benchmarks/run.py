@@ -286,7 +286,7 @@ def rows_of(
         rows.append(
             (
                 f"drain vs fastest peer ({fastest.peer} {fastest.drain_per_s:,.1f}/s)",
-                f"{times:.2f}",
+                f"{times:.3f}",  # (1.498 is a MISS that .2f would print as 1.50)
                 "x",
                 f">= {TARGET_VS_PEER:g}x",
                 verdict(times >= TARGET_VS_PEER),
