@@ -16,14 +16,6 @@ from taskq.store import engine as engines
 from taskq.store.async_core import Connection, Engine
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(
-        "sqlite_url" if request.param == "sqlite" else "postgres_url"
-    )
-    return url
-
-
 @pytest.fixture
 async def engine(store_url: str) -> AsyncIterator[Engine]:
     created = engines.create_engine(store_url)

@@ -18,15 +18,6 @@ CREATED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ERROR = {"type": "ValueError", "message": "boom", "traceback": "Traceback ..."}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest) -> str:
-    """Sync, because the database fixtures run their own event loop."""
-    url: str = request.getfixturevalue(
-        "sqlite_url" if request.param == "sqlite" else "postgres_url"
-    )
-    return url
-
-
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
     opened = Store(store_url)
