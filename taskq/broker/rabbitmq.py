@@ -60,8 +60,6 @@ class RabbitMQBroker(Broker):
         self._publisher: AbstractRobustConnection | None = None
         self._consumer: AbstractRobustConnection | None = None
         self._confirming: AbstractChannel | None = None
-        self._task_exchange: AbstractExchange | None = None
-        self._dead_exchange: AbstractExchange | None = None
         self._control_exchange: AbstractExchange | None = None
         self._event_exchange: AbstractExchange | None = None
 
@@ -77,10 +75,10 @@ class RabbitMQBroker(Broker):
                     publisher_confirms=True, on_return_raises=True
                 )
                 events = await self._publisher.channel(publisher_confirms=False)
-                self._task_exchange = await self._confirming.declare_exchange(
+                await self._confirming.declare_exchange(
                     topology.TASK_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
                 )
-                self._dead_exchange = await self._confirming.declare_exchange(
+                await self._confirming.declare_exchange(
                     topology.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
                 )
                 self._control_exchange = await self._confirming.declare_exchange(
@@ -169,22 +167,24 @@ class RabbitMQBroker(Broker):
         message_id: str,
         expiration: float | None = None,
     ) -> None:
-        exchange = self._task_exchange
-        if exchange is None:
-            raise PublishError("the broker is not connected")
         await self._publish_confirmed(
-            exchange, queue, body, priority=priority, message_id=message_id, expiration=expiration
+            topology.TASK_EXCHANGE,
+            queue,
+            body,
+            priority=priority,
+            message_id=message_id,
+            expiration=expiration,
         )
 
     async def publish_dead(self, queue: str, body: bytes, *, message_id: str) -> None:
-        if self._dead_exchange is None:
-            raise PublishError("the broker is not connected")
         dlq = topology.dlq_name(queue)
-        await self._publish_confirmed(self._dead_exchange, dlq, body, message_id=message_id)
+        await self._publish_confirmed(
+            topology.DEAD_LETTER_EXCHANGE, dlq, body, message_id=message_id
+        )
 
     async def _publish_confirmed(
         self,
-        exchange: AbstractExchange,
+        exchange: str,
         routing_key: str,
         body: bytes,
         *,
@@ -217,7 +217,7 @@ class RabbitMQBroker(Broker):
                 channel = await confirming.get_underlay_channel()  # (the one since a reconnect)
                 await channel.basic_publish(
                     body,
-                    exchange=exchange.name,
+                    exchange=exchange,
                     routing_key=queue,
                     properties=properties,
                     mandatory=True,

@@ -91,17 +91,18 @@ async def _watch(app: App, handles: list[TaskHandle[Any]]) -> list[TaskRecord]:
     started = time.monotonic()
     from rich.live import Live
 
-    with Live(console=out(), auto_refresh=False, transient=False) as live:
+    console = out()
+    with Live(console=console, auto_refresh=False, transient=False) as live:
         while True:
             records = [await h.info() for h in handles]
             for record in records:
-                if not out().is_terminal and seen.get(record.id) != record.state:
-                    out().print(
+                if not console.is_terminal and seen.get(record.id) != record.state:
+                    console.print(
                         f"{time.monotonic() - started:5.1f}s  {record.name:<22} "
                         f"{record.id[:8]}  → {_styled(record.state)}"
                     )
                 seen[record.id] = record.state
-            if out().is_terminal:
+            if console.is_terminal:
                 live.update(_table(records), refresh=True)
             if all(r.state.is_final for r in records):
                 return records

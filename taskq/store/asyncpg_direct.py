@@ -23,7 +23,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from taskq.exceptions import StoreConnectionError, StoreError
@@ -297,9 +297,7 @@ class GroupedInserts:
 async def get_task(engine: Engine, task_id: str) -> TaskRecord | None:
     """The task's row, read in one round trip on a pooled connection (errors untranslated).
     (SQLAlchemy's connections decode jsonb themselves: they register a codec on connect.)"""
-    async with await engine.connect() as conn:
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
+    async with _driver_connection(engine) as raw:
         row = await raw.fetchrow("SELECT * FROM taskq_tasks WHERE id = $1", task_id)
     return None if row is None else record_of(row)
 
@@ -307,10 +305,17 @@ async def get_task(engine: Engine, task_id: str) -> TaskRecord | None:
 async def insert_tasks(engine: Engine, rows: Sequence[NewTask], *, due_now: bool) -> None:
     """Many rows (without idempotency keys) in one INSERT on a pooled connection, its own
     transaction (errors untranslated)."""
+    async with _driver_connection(engine) as raw:
+        await raw.execute(_INSERT_DUE_NOW if due_now else _INSERT, *_columns(rows))
+
+
+@contextlib.asynccontextmanager
+async def _driver_connection(engine: Engine) -> AsyncIterator[Any]:
+    """A pooled connection's asyncpg connection, for one statement (its own transaction)."""
     async with await engine.connect() as conn:
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None
-        await raw.execute(_INSERT_DUE_NOW if due_now else _INSERT, *_columns(rows))
+        yield raw
 
 
 def _columns(rows: Sequence[NewTask]) -> list[list[Any]]:
