@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from taskq.app import App
-from taskq.batch import Batch
+from taskq.client.batch import Batch
+from taskq.client.events import TaskEvent
+from taskq.client.handle import TaskHandle
+from taskq.client.options import TaskOptions
+from taskq.client.task import BoundTask, Task
 from taskq.context import TaskContext, context
-from taskq.events import TaskEvent
 from taskq.exceptions import (
     AppNotOpen,
     BrokerConnectionError,
@@ -30,11 +33,9 @@ from taskq.exceptions import (
     TopologyConflict,
     UnknownTask,
 )
-from taskq.handle import TaskHandle
 from taskq.retry import Backoff, Retry
 from taskq.status import TaskStatus
 from taskq.store import TaskRecord
-from taskq.task import BoundTask, Task, TaskOptions
 
 __all__ = [
     "App",

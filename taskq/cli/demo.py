@@ -19,7 +19,7 @@ import typer
 from taskq.app import App
 from taskq.cli.common import out, run
 from taskq.cli.inspect import STATE_STYLE
-from taskq.handle import TaskHandle
+from taskq.client.handle import TaskHandle
 from taskq.status import TaskStatus
 from taskq.store import TaskRecord
 

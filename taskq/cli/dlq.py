@@ -14,7 +14,7 @@ import typer
 
 from taskq.app import App
 from taskq.cli.common import fail, out, run
-from taskq.dlq import DeadLetter
+from taskq.client.dlq import DeadLetter
 
 app = typer.Typer(help="Inspect, replay and purge dead-lettered tasks.", no_args_is_help=True)
 

@@ -24,7 +24,7 @@ from taskq.cli.common import (
     store_url_from,
 )
 from taskq.cli.inspect import STATE_STYLE, describe_progress
-from taskq.events import TaskEvent, tail_events
+from taskq.client.events import TaskEvent, tail_events
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord, coordination, repository
 

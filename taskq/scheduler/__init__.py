@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskq.scheduler.cron import Periodic, tick_key
+from taskq.client.periodic import Periodic, tick_key
 from taskq.scheduler.leader import campaign
 from taskq.scheduler.loops import LeaderWork
 

@@ -13,16 +13,17 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from taskq import protocol, submission
-from taskq.events import announce, announce_many, queued
+from taskq import protocol
+from taskq.client import submit as submission
+from taskq.client.events import announce, announce_many, queued
+from taskq.client.periodic import Periodic, tick_key
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
-from taskq.scheduler.cron import Periodic, tick_key
 from taskq.status import TaskStatus
 from taskq.store import coordination, lifecycle, repository
 from taskq.store.async_core import Connection
 
 if TYPE_CHECKING:
-    from taskq.app import App
+    from taskq.client.app import App
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,9 @@ class LeaderWork:
         due = await repository.claim_due(conn, BATCH)
         if due:
             envelopes = [submission.envelope_of(record) for record in due]
-            await submission.publish_many(self._app, submission.encoded(self._app, envelopes))
+            await submission.publish_many(
+                self._app.runtime, submission.encoded(self._app.runtime, envelopes)
+            )
             await repository.mark_queued(conn, [record.id for record in due])
             logger.debug("published %d due tasks", len(due))
             await announce_many(self._app.broker, [queued(record) for record in due])

@@ -3,7 +3,7 @@
 When `taskq worker` exports through its helper process, the span of each attempt is a
 `LeanSpan`: a plain record of what the SDK would have recorded (same ids, sampling
 decision, attributes, events and status), which the helper turns into an OTLP span. It
-keeps the five values its standard attributes come from (`tracing.process_attributes`)
+keeps the five values its standard attributes come from (`semconv.process_attributes`)
 rather than the attributes, and makes its SpanContext only if asked: the SDK spends about
 40 µs making, checking and ending each span, as much as a seventh of running a short task;
 this costs a few. Spans the task's own code makes are SDK spans as usual, children of it.
@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes, AttributeValue
 
-from taskq.telemetry.tracing import Message, process_attributes
+from taskq.telemetry.semconv import Message, process_attributes
 
 EVENT_LIMIT = 128  # the SDK's default OTEL_SPAN_EVENT_COUNT_LIMIT
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)

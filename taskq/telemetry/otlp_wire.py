@@ -16,7 +16,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from taskq.telemetry.tracing import process_attributes
+from taskq.telemetry.semconv import process_attributes
 
 _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")

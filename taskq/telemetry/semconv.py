@@ -7,6 +7,8 @@ Arguments, results and credentials never become attributes.
 
 from __future__ import annotations
 
+from typing import Any
+
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
 # Messaging (RabbitMQ)
@@ -56,3 +58,32 @@ DURATION_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
+
+
+# What an attempt's `process` span attributes are made of: queue, task id, task name,
+# priority, attempt. A lean span keeps these rather than the attributes.
+Message = tuple[str, str, str, int, int]
+
+
+def process_attributes(message: Message) -> dict[str, Any]:
+    """The standard attributes of an attempt's `process` span."""
+    queue, task_id, task_name, priority, attempt = message
+    attributes = message_attributes(PROCESS, queue, task_id, task_name, priority)
+    attributes[TASK_ATTEMPT] = attempt
+    return attributes
+
+
+def message_attributes(
+    operation: str, queue: str, task_id: str, task_name: str, priority: int
+) -> dict[str, Any]:
+    return {
+        MESSAGING_SYSTEM: MESSAGING_SYSTEM_RABBITMQ,
+        MESSAGING_OPERATION_NAME: operation,
+        MESSAGING_OPERATION_TYPE: operation,
+        MESSAGING_DESTINATION_NAME: queue,
+        MESSAGING_RABBITMQ_ROUTING_KEY: queue,
+        MESSAGING_MESSAGE_ID: task_id,
+        TASK_NAME: task_name,
+        TASK_ID: task_id,
+        TASK_PRIORITY: priority,
+    }

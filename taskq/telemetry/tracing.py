@@ -47,7 +47,7 @@ def start_send(envelope: protocol.Envelope) -> tuple[Span, protocol.Envelope]:
     span = _tracer.start_span(
         f"{sc.SEND} {envelope.queue}",
         kind=SpanKind.PRODUCER,
-        attributes=_message_attributes(
+        attributes=sc.message_attributes(
             sc.SEND, envelope.queue, envelope.id, envelope.task, envelope.priority
         ),
     )
@@ -102,7 +102,7 @@ class processing:
             if _lean_spans is not None:
                 span = _lean_spans.start_span(name, parent, message)
             else:
-                attributes = process_attributes(message)
+                attributes = sc.process_attributes(message)
                 span = _tracer.start_span(name, parent, SpanKind.CONSUMER, attributes)
         self._span = span
         self._token = context.attach(trace.set_span_in_context(span, parent))
@@ -175,32 +175,3 @@ def _sdk_configured() -> bool:
         isinstance(_tracer, trace.ProxyTracer)
         and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     )
-
-
-# What an attempt's `process` span attributes are made of: queue, task id, task name,
-# priority, attempt. A lean span keeps these rather than the attributes.
-Message = tuple[str, str, str, int, int]
-
-
-def process_attributes(message: Message) -> dict[str, Any]:
-    """The standard attributes of an attempt's `process` span."""
-    queue, task_id, task_name, priority, attempt = message
-    attributes = _message_attributes(sc.PROCESS, queue, task_id, task_name, priority)
-    attributes[sc.TASK_ATTEMPT] = attempt
-    return attributes
-
-
-def _message_attributes(
-    operation: str, queue: str, task_id: str, task_name: str, priority: int
-) -> dict[str, Any]:
-    return {
-        sc.MESSAGING_SYSTEM: sc.MESSAGING_SYSTEM_RABBITMQ,
-        sc.MESSAGING_OPERATION_NAME: operation,
-        sc.MESSAGING_OPERATION_TYPE: operation,
-        sc.MESSAGING_DESTINATION_NAME: queue,
-        sc.MESSAGING_RABBITMQ_ROUTING_KEY: queue,
-        sc.MESSAGING_MESSAGE_ID: task_id,
-        sc.TASK_NAME: task_name,
-        sc.TASK_ID: task_id,
-        sc.TASK_PRIORITY: priority,
-    }

@@ -23,13 +23,13 @@ from opentelemetry.trace import Span
 
 from taskq import protocol
 from taskq.broker import Broker, Delivery, topology
+from taskq.client.events import EventBatcher
+from taskq.client.submit import new_task_row
+from taskq.client.task import Task
 from taskq.context import ProgressReporter, TaskContext
-from taskq.events import EventBatcher
 from taskq.exceptions import ProtocolError, StoreConnectionError, StoreError, TaskqError
 from taskq.status import TaskStatus
 from taskq.store import Claimed, Outcome, Store, Writer, lifecycle
-from taskq.submission import new_task_row
-from taskq.task import Task
 from taskq.telemetry import logs, metrics, semconv, tracing
 from taskq.worker import outcomes
 from taskq.worker.running import Finished, Run

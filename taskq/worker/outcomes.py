@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskq import protocol
+from taskq.client.task import Task
 from taskq.exceptions import PayloadTooLarge, SerializationError, TaskTimeout
 from taskq.retry import Retry
 from taskq.status import TaskStatus
 from taskq.store import Claimed, Outcome
-from taskq.task import Task
 from taskq.worker.running import Finished
 
 MAX_TRACEBACK_CHARS = 32_768

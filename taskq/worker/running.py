@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from taskq import protocol
+from taskq.client.task import Task
 from taskq.context import TaskContext, _current
-from taskq.task import Task
 
 # How long a cancelled (timed out) async task may take to run its cleanup.
 CLEANUP_GRACE = 5.0

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from taskq import protocol
 from taskq.broker import Delivery, topology
-from taskq.events import EventBatcher
+from taskq.client.events import EventBatcher
 from taskq.exceptions import BrokerError, ProtocolError
 from taskq.scheduler import LeaderWork, campaign
 from taskq.telemetry import metrics
@@ -25,7 +25,7 @@ from taskq.worker import health, heartbeat
 from taskq.worker.executor import Executor
 
 if TYPE_CHECKING:
-    from taskq.app import App
+    from taskq.client.app import App
 
 logger = logging.getLogger(__name__)
 

@@ -25,13 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from typer.testing import CliRunner, Result
 
 import taskq
-from taskq import batch as batch_module
 from taskq import protocol
-from taskq import waiter as waiter_module
 from taskq.cli import app as cli
+from taskq.client import batch as batch_module
+from taskq.client import waiter as waiter_module
+from taskq.client.submit import new_task_row
 from taskq.store import repository
 from taskq.store import writer as writer_module
-from taskq.submission import new_task_row
 from tests.conftest import Backend
 
 DEADLINE = 10.0
@@ -592,8 +592,8 @@ async def test_gather_of_many_tasks_wakes_on_their_events(
     first_read = asyncio.Event()
     finished = batch_module._finished
 
-    async def reading(app: taskq.App, task_ids: Any) -> list[str]:
-        found = await finished(app, task_ids)
+    async def reading(runtime: Any, task_ids: Any) -> list[str]:
+        found = await finished(runtime, task_ids)
         first_read.set()
         return found
 

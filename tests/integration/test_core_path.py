@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import taskq
 from taskq import protocol
 from taskq.cli import app as cli
-from taskq.submission import new_task_row
+from taskq.client.submit import new_task_row
 from tests.conftest import Backend
 
 
@@ -174,7 +174,7 @@ async def test_unknown_task_is_recorded_and_worker_survives(backend: Backend) ->
         await app.store.insert_task(new_task_row(envelope))
         await app.broker.publish("default", body, priority=0, message_id=envelope.id)
         # Then its row records why, the caller sees it, and the worker keeps going
-        unknown = taskq.TaskHandle[None](app, envelope.id)
+        unknown = taskq.TaskHandle[None](app.runtime, envelope.id)
         with pytest.raises(taskq.TaskFailed) as caught:
             await unknown.result(timeout=10)
         assert caught.value.error_type == "UnknownTask"

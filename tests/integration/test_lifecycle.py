@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import taskq
 from taskq import protocol
 from taskq.cli import app as cli
-from taskq.dlq import DeadLetter, DeadLetters
+from taskq.client.dlq import DeadLetter, DeadLetters
 from tests.conftest import Backend
 
 DEADLINE = 10.0

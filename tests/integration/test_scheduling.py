@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 import taskq
 from taskq import protocol, submission
-from taskq.scheduler.cron import tick_key
+from taskq.client.periodic import tick_key
 from taskq.store import coordination
 from taskq.store.tables import tasks as tasks_table
 from tests.conftest import Backend

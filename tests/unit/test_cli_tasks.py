@@ -11,7 +11,7 @@ import typer
 
 import taskq
 from taskq.cli.tasks import event_json, parse_since, task_json
-from taskq.handle import TaskHandle
+from taskq.client.handle import TaskHandle
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -126,7 +126,7 @@ def test_event_json_turns_bytes_into_hex() -> None:
 
 def test_a_batch_is_a_sequence_of_handles_with_an_id() -> None:
     app = taskq.App("memory://", "sqlite+aiosqlite:///:memory:")
-    handles: list[TaskHandle[int]] = [TaskHandle(app, f"t{i}") for i in range(3)]
+    handles: list[TaskHandle[int]] = [TaskHandle(app.runtime, f"t{i}") for i in range(3)]
     batch = taskq.Batch("b1", handles)
     assert batch.id == "b1"
     assert len(batch) == 3

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import taskq
-from taskq.scheduler.cron import MAX_CATCH_UP, Missed, Periodic, tick_key
+from taskq.client.periodic import MAX_CATCH_UP, Missed, Periodic, tick_key
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 POLICIES: tuple[Missed, ...] = ("latest", "all", "skip")

@@ -11,7 +11,7 @@ import pytest
 
 import taskq
 from taskq import protocol
-from taskq.handle import _Seen
+from taskq.client.handle import _Seen
 
 Status = taskq.TaskStatus
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

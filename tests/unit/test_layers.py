@@ -1,6 +1,10 @@
-"""The import rule, read from the source: broker and store never import each other or above.
+"""The import rule, read from the source, lazy and TYPE_CHECKING imports included:
 
-cli → worker, scheduler → app, task, handle → broker, store, protocol → exceptions, config
+cli → app → worker, scheduler → client → broker, store, protocol, telemetry → config, exceptions
+
+broker and store never import each other or anything above them; the client never imports
+the worker, the scheduler or the cli; nothing but the cli imports the cli; and no module of
+taskq is part of an import cycle.
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ import pytest
 import taskq
 
 PACKAGE = Path(taskq.__file__).parent
-ABOVE = ("taskq.app", "taskq.worker", "taskq.cli", "taskq.scheduler", "taskq.task", "taskq.handle")
+ABOVE_CLIENT = ("taskq.app", "taskq.worker", "taskq.scheduler", "taskq.cli", "taskq.dashboard")
+ABOVE_BROKER_AND_STORE = ("taskq.client", *ABOVE_CLIENT)
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
 
 
 def imported(path: Path) -> Iterator[tuple[int, str]]:
@@ -45,6 +53,71 @@ def imported(path: Path) -> Iterator[tuple[int, str]]:
                 yield node.lineno, f"{base}.{alias.name}"
 
 
+def dependencies(path: Path) -> set[str]:
+    """The taskq modules this file imports: `from a import b` is an edge to the module
+    `a.b` if there is one, else to `a` (whose `__init__` defines `b`)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(path, node)
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                found.add(submodule if submodule in MODULES else base)
+    return {name for name in found if name in MODULES} - {module_name(path)}
+
+
+def _absolute(path: Path, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    parts = module_name(path).split(".")
+    if path.name != "__init__.py":
+        parts = parts[:-1]
+    parts = parts[: len(parts) - (node.level - 1)]
+    return ".".join([*parts, node.module] if node.module else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {name: dependencies(path) for name, path in MODULES.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for successor in sorted(graph.get(node, ())):
+            if successor not in index:
+                visit(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in on_stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
 def violations(layer: str, forbidden: tuple[str, ...]) -> list[str]:
     found = []
     for path in sorted((PACKAGE / layer).rglob("*.py")):
@@ -61,15 +134,41 @@ def test_the_walker_sees_imports() -> None:
     assert "taskq.exceptions.PublishError" in names
 
 
+def test_the_cycle_finder_finds_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
 @pytest.mark.parametrize(
     ("layer", "forbidden"),
     [
-        ("broker", ("taskq.store", *ABOVE)),
-        ("store", ("taskq.broker", *ABOVE)),
+        ("broker", ("taskq.store", *ABOVE_BROKER_AND_STORE)),
+        ("store", ("taskq.broker", *ABOVE_BROKER_AND_STORE)),
+        ("client", ABOVE_CLIENT),
     ],
 )
 def test_layer_imports_nothing_beside_or_above_it(layer: str, forbidden: tuple[str, ...]) -> None:
     assert violations(layer, forbidden) == []
+
+
+def test_only_the_cli_imports_the_cli() -> None:
+    found = []
+    for name, path in MODULES.items():
+        if name.startswith("taskq.cli") or name == "taskq.__main__":
+            continue
+        found += [
+            f"{name}:{line} imports {module}"
+            for line, module in imported(path)
+            if module == "taskq.cli" or module.startswith("taskq.cli.")
+        ]
+    assert found == []
+
+
+def test_no_module_of_taskq_is_part_of_an_import_cycle() -> None:
+    graph = import_graph()
+    assert graph["taskq.client.task"] >= {"taskq.client.submit", "taskq.client.options"}
+    assert cycles(graph) == []
 
 
 def test_protocol_imports_only_exceptions_of_taskq() -> None:

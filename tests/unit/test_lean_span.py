@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from taskq.telemetry import tracing
+from taskq.telemetry import semconv, tracing
 from taskq.telemetry.lean_span import LeanSpan, LeanSpans
 
 MESSAGE = ("q", "task-1", "t.name", 3, 1)
@@ -97,5 +97,5 @@ def test_any_other_sampler_is_asked_and_sees_the_standard_attributes() -> None:
     assert not spans.keeps_remote_choice
     span = spans.start_span("process q", parent(True), MESSAGE)
     assert not span.is_recording()
-    assert sampler.seen == [tracing.process_attributes(MESSAGE)]
+    assert sampler.seen == [semconv.process_attributes(MESSAGE)]
     assert sampler.seen[0]["taskq.task.attempt"] == 1

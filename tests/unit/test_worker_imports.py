@@ -33,7 +33,7 @@ def test_a_worker_loads_neither_the_orm_nor_rich_nor_croniter() -> None:
 def test_the_check_sees_a_module_once_it_is_imported() -> None:
     """The check above can fail: the same probe finds croniter once periodic tasks use it."""
     loaded = modules_after(
-        "from taskq.scheduler.cron import Periodic",
+        "from taskq.client.periodic import Periodic",
         "Periodic(name='n', task='t', cron='* * * * *')",
     )
 

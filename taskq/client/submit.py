@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import text
 
@@ -28,10 +28,22 @@ from taskq.telemetry import metrics, tracing
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-    from taskq.app import App
-    from taskq.task import Task, TaskOptions
+    from taskq.client.options import TaskOptions
+    from taskq.client.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+
+class Checked(Protocol):
+    """A task as submit sees it: a name, and a check of a call's arguments."""
+
+    @property
+    def name(self) -> str: ...
+
+    def check_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str | None = None
+    ) -> None: ...
+
 
 # Rows published per transaction by `publish_scheduled` (workers claiming them wait for it).
 PUBLISH_CHUNK = 500
@@ -40,23 +52,23 @@ DUE_CHANNEL = "taskq_due"
 
 
 async def submit(
-    app: App,
-    task: Task[Any, Any],
+    runtime: Runtime,
+    task: Checked,
     options: TaskOptions,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> str:
     """→ the task id (an earlier task's, if `options.idempotency_key` was used before)."""
-    check_options(options, app.settings.max_priority)
+    check_options(options, runtime.settings.max_priority)
     run_at = due_time(options)
-    envelope = _envelope(app, task, options, args, kwargs, where=f"task {task.name!r}")
+    envelope = _envelope(runtime, task, options, args, kwargs, where=f"task {task.name!r}")
     span, traced = tracing.start_send(envelope)
     try:
-        body = protocol.encode(traced, max_bytes=app.settings.max_payload_bytes)
+        body = protocol.encode(traced, max_bytes=runtime.settings.max_payload_bytes)
         if options.transaction is not None:
             task_id = await _submit_in_transaction(options.transaction, traced, run_at, options)
         else:
-            task_id = await _store_and_publish(app, traced, body, run_at, options)
+            task_id = await _store_and_publish(runtime, traced, body, run_at, options)
     except BaseException as exc:
         tracing.end(span, exc)
         raise
@@ -69,48 +81,48 @@ async def submit(
 
 
 async def _store_and_publish(
-    app: App,
+    runtime: Runtime,
     envelope: protocol.Envelope,
     body: bytes,
     run_at: datetime | None,
     options: TaskOptions,
 ) -> str:
-    store, broker = app.store, app.broker
-    await app.declare(options.queue)
+    store, broker = runtime.store, runtime.broker
+    await runtime.declare(options.queue)
     row = new_task_row(envelope, run_at=run_at, idempotency_key=options.idempotency_key)
     # The row first, then the message: a worker never sees a task the store lacks.
     task_id = await store.insert_task(row)
     if task_id != envelope.id:
-        await _republish_if_queued(app, task_id)  # an earlier submit with this key
+        await _republish_if_queued(runtime, task_id)  # an earlier submit with this key
     elif row.state is TaskStatus.QUEUED:
         # The event leaves first: a worker can take the message and announce `running`
         # before RabbitMQ confirms it, and watchers must see `queued` before that.
-        await app.announcer.announce(_event(envelope, TaskStatus.QUEUED))
+        await runtime.events.announce(_event(envelope, TaskStatus.QUEUED))
         try:
             await publish(store, broker, options.queue, body, envelope)
         except PublishError:
-            await app.announcer.announce(_event(envelope, TaskStatus.FAILED))
+            await runtime.events.announce(_event(envelope, TaskStatus.FAILED))
             raise
     # (A `scheduled` row is published by the leader when it is due.)
     return task_id
 
 
 async def submit_many(
-    app: App, task: Task[Any, Any], options: TaskOptions, items: Iterable[Any]
+    runtime: Runtime, task: Checked, options: TaskOptions, items: Iterable[Any]
 ) -> tuple[str, list[str]]:
     """→ (batch id, task ids). Every item is checked before anything is stored or sent."""
-    check_options(options, app.settings.max_priority)
+    check_options(options, runtime.settings.max_priority)
     if options.idempotency_key is not None or options.transaction is not None:
         raise ConfigurationError(
             "submit_many takes neither idempotency_key nor transaction; submit those one by one"
         )
     run_at = due_time(options)
-    max_bytes = app.settings.max_payload_bytes
+    max_bytes = runtime.settings.max_payload_bytes
     checked: list[tuple[protocol.Envelope, bytes]] = []
     for index, item in enumerate(items):
         args, kwargs = _call_of(item, index)
         where = f"item {index}: task {task.name!r}"
-        envelope = _envelope(app, task, options, args, kwargs, where=where)
+        envelope = _envelope(runtime, task, options, args, kwargs, where=where)
         try:
             checked.append((envelope, protocol.encode(envelope, max_bytes=max_bytes)))
         except TaskqError as exc:
@@ -133,9 +145,9 @@ async def submit_many(
             new_task_row(traced, run_at=due, batch_id=batch_id, scheduled=True)
             for traced, _ in messages
         ]
-        await app.store.insert_tasks(rows, due_now=run_at is None)
+        await runtime.store.insert_tasks(rows, due_now=run_at is None)
         if run_at is None:
-            await publish_scheduled(app, messages)
+            await publish_scheduled(runtime, messages)
     except BaseException as exc:
         for span in sends:
             tracing.end(span, exc)
@@ -146,7 +158,9 @@ async def submit_many(
     return batch_id, [envelope.id for envelope, _ in messages]
 
 
-async def publish_scheduled(app: App, messages: Sequence[tuple[protocol.Envelope, bytes]]) -> None:
+async def publish_scheduled(
+    runtime: Runtime, messages: Sequence[tuple[protocol.Envelope, bytes]]
+) -> None:
     """Publish the messages of these `scheduled` rows and mark them `queued`, a chunk per
     transaction.
 
@@ -161,21 +175,23 @@ async def publish_scheduled(app: App, messages: Sequence[tuple[protocol.Envelope
         ) -> None:
             locked = set(await repository.lock_scheduled(conn, [e.id for e, _ in chunk]))
             mine = [(envelope, body) for envelope, body in chunk if envelope.id in locked]
-            await publish_many(app, mine)
+            await publish_many(runtime, mine)
             await repository.mark_queued(conn, [envelope.id for envelope, _ in mine])
 
         # (No `queued` events: for a batch they would double the broker's work; watchers
         # read the state from the store, and see events from `running` on.)
-        await app.store.run(publish_chunk)
+        await runtime.store.run(publish_chunk)
 
 
-async def publish_many(app: App, messages: Sequence[tuple[protocol.Envelope, bytes]]) -> None:
+async def publish_many(
+    runtime: Runtime, messages: Sequence[tuple[protocol.Envelope, bytes]]
+) -> None:
     """Publish with confirms, pipelined: all sent, then all confirmations awaited."""
     for queue in {envelope.queue for envelope, _ in messages}:
-        await app.declare(queue)
+        await runtime.declare(queue)
     await asyncio.gather(
         *(
-            app.broker.publish(
+            runtime.broker.publish(
                 envelope.queue,
                 body,
                 priority=envelope.priority,
@@ -188,10 +204,10 @@ async def publish_many(app: App, messages: Sequence[tuple[protocol.Envelope, byt
 
 
 def encoded(
-    app: App, envelopes: Sequence[protocol.Envelope]
+    runtime: Runtime, envelopes: Sequence[protocol.Envelope]
 ) -> list[tuple[protocol.Envelope, bytes]]:
     """Envelopes with their bytes, for `publish_many`."""
-    max_bytes = app.settings.max_payload_bytes
+    max_bytes = runtime.settings.max_payload_bytes
     return [(envelope, protocol.encode(envelope, max_bytes=max_bytes)) for envelope in envelopes]
 
 
@@ -226,8 +242,8 @@ async def _submit_in_transaction(
 
 
 def _envelope(
-    app: App,
-    task: Task[Any, Any],
+    runtime: Runtime,
+    task: Checked,
     options: TaskOptions,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -273,15 +289,15 @@ def _event(envelope: protocol.Envelope, state: TaskStatus) -> protocol.Event:
     )
 
 
-async def _republish_if_queued(app: App, task_id: str) -> None:
+async def _republish_if_queued(runtime: Runtime, task_id: str) -> None:
     """The earlier submit may have stored its row and died before publishing: publish it
     again. If its message is in the queue after all, the second copy is acked unrun."""
-    record = await app.store.get_task(task_id)
+    record = await runtime.store.get_task(task_id)
     if record is not None and record.state is TaskStatus.QUEUED:
         envelope = envelope_of(record)
-        body = protocol.encode(envelope, max_bytes=app.settings.max_payload_bytes)
-        await app.declare(record.queue)
-        await publish(app.store, app.broker, record.queue, body, envelope)
+        body = protocol.encode(envelope, max_bytes=runtime.settings.max_payload_bytes)
+        await runtime.declare(record.queue)
+        await publish(runtime.store, runtime.broker, record.queue, body, envelope)
 
 
 async def publish(

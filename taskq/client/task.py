@@ -2,55 +2,35 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from taskq.client import submit as submission
+from taskq.client.batch import Batch
+from taskq.client.handle import TaskHandle
+from taskq.client.options import UNSET as _UNSET
+from taskq.client.options import TaskOptions
 from taskq.exceptions import InvalidArguments
-from taskq.retry import DEFAULT_BACKOFF, Backoff
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-    from taskq.app import App
-    from taskq.batch import Batch
-    from taskq.handle import TaskHandle
+    from taskq.client.runtime import Runtime
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-_UNSET: Any = object()
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class TaskOptions:
-    """Per-submit settings; a task's decorator gives the defaults."""
-
-    queue: str = "default"
-    priority: int = 0
-    timeout: float | None = None
-    countdown: float | None = None
-    eta: datetime | None = None
-    idempotency_key: str | None = None
-    expires: float | datetime | None = None
-    max_retries: int = 0
-    retry_for: tuple[type[BaseException], ...] = (Exception,)
-    backoff: Backoff = DEFAULT_BACKOFF
-    max_deliveries: int = 5
-    # A caller's AsyncConnection or AsyncSession: the task is written in its transaction.
-    transaction: Any = None
-
-    def merged(self, **changes: Any) -> TaskOptions:
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not _UNSET})
 
 
 class Task(Generic[P, R]):
     """A registered task. `await task.submit(...)` queues it and returns a `TaskHandle`."""
 
-    def __init__(self, app: App, fn: Callable[P, Any], *, name: str, options: TaskOptions) -> None:
-        self.app = app
+    def __init__(
+        self, runtime: Runtime, fn: Callable[P, Any], *, name: str, options: TaskOptions
+    ) -> None:
+        self._runtime = runtime
         self.fn = fn
         self.name = name
         self.default_options = options
@@ -62,13 +42,13 @@ class Task(Generic[P, R]):
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Store the task as `queued` and publish it; returns once the broker confirmed it."""
-        return await self.app._submit(self, self.default_options, args, kwargs)
+        return await _submit(self, self.default_options, args, kwargs)
 
     async def submit_many(self, items: Iterable[tuple[Any, ...] | dict[str, Any]]) -> Batch[R]:
         """Submit one task per item: a tuple of positional arguments or a dict of keyword
         arguments. Every item is checked first (an error names its index and nothing is
         sent); then one insert and pipelined, confirmed publishes. → a `Batch` of handles."""
-        return await self.app._submit_many(self, self.default_options, items)
+        return await _submit_many(self, self.default_options, items)
 
     def options(
         self,
@@ -126,10 +106,10 @@ class BoundTask(Generic[P, R]):
         return f"<BoundTask {self.task.name!r} {self.bound_options}>"
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
-        return await self.task.app._submit(self.task, self.bound_options, args, kwargs)
+        return await _submit(self.task, self.bound_options, args, kwargs)
 
     async def submit_many(self, items: Iterable[tuple[Any, ...] | dict[str, Any]]) -> Batch[R]:
-        return await self.task.app._submit_many(self.task, self.bound_options, items)
+        return await _submit_many(self.task, self.bound_options, items)
 
     def options(
         self,
@@ -156,3 +136,21 @@ class BoundTask(Generic[P, R]):
             transaction=transaction,
         )
         return BoundTask(self.task, merged)
+
+
+async def _submit(
+    task: Task[Any, Any], options: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> TaskHandle[Any]:
+    started = time.monotonic()
+    task_id = await submission.submit(task._runtime, task, options, args, kwargs)
+    # A new task (no key could name an earlier one) that this client's events binding,
+    # if older, hears every event of.
+    new = options.idempotency_key is None
+    return TaskHandle(task._runtime, task_id, created_at=started if new else None)
+
+
+async def _submit_many(
+    task: Task[Any, Any], options: TaskOptions, items: Iterable[Any]
+) -> Batch[Any]:
+    batch_id, ids = await submission.submit_many(task._runtime, task, options, items)
+    return Batch(batch_id, [TaskHandle(task._runtime, task_id) for task_id in ids])

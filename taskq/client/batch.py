@@ -11,15 +11,12 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from taskq import protocol
-from taskq.events import announce
+from taskq.client.handle import TaskHandle, outcome_of, wait_for_change
 from taskq.exceptions import TaskNotFound
-from taskq.handle import TaskHandle, outcome_of, wait_for_change
-from taskq.status import TaskStatus
-from taskq.store import lifecycle, repository
+from taskq.store import repository
 
 if TYPE_CHECKING:
-    from taskq.app import App
+    from taskq.client.runtime import Runtime
 
 R = TypeVar("R")
 
@@ -54,7 +51,7 @@ class Batch(Sequence[TaskHandle[R]], Generic[R]):
 
 
 async def as_completed(
-    app: App,
+    runtime: Runtime,
     handles: Iterable[TaskHandle[Any]],
     timeout: float | None = None,  # noqa: ASYNC109
 ) -> AsyncIterator[TaskHandle[Any]]:
@@ -63,20 +60,20 @@ async def as_completed(
     deadline = None if timeout is None else time.monotonic() + timeout
     if not waiting:
         return
-    async with app.waiter.watch(list(waiting)) as watch:
+    async with runtime.waiter.watch(list(waiting)) as watch:
         while waiting:
             watch.changed.clear()  # before the read, so a change after it is not missed
-            for task_id in await _finished(app, list(waiting)):
+            for task_id in await _finished(runtime, list(waiting)):
                 yield waiting.pop(task_id)
             if not waiting:
                 return
             if deadline is not None and deadline <= time.monotonic():
                 raise TimeoutError(f"{len(waiting)} tasks still unfinished after {timeout} s")
-            await wait_for_change(app.waiter, watch, deadline)
+            await wait_for_change(runtime.waiter, watch, deadline)
 
 
 async def gather(
-    app: App,
+    runtime: Runtime,
     handles: Iterable[TaskHandle[Any]],
     *,
     timeout: float | None = None,  # noqa: ASYNC109 (public API)
@@ -88,9 +85,9 @@ async def gather(
     finished; with `return_exceptions=True` the exception takes its place in the list.
     """
     ordered = list(handles)
-    async for _ in as_completed(app, ordered, timeout):
+    async for _ in as_completed(runtime, ordered, timeout):
         pass
-    records = await _records(app, [handle.id for handle in ordered])
+    records = await _records(runtime, [handle.id for handle in ordered])
     results: list[Any] = []
     for handle in ordered:
         try:
@@ -102,25 +99,11 @@ async def gather(
     return results
 
 
-async def cancel_many(app: App, task_ids: Iterable[str]) -> dict[str, bool]:
-    """Cancel every task given; → for each id, whether it was cancelled (False: it had
-    already finished, or there is no such task)."""
-    ids = list(dict.fromkeys(task_ids))
-    states = await app.store.run(lambda conn: lifecycle.request_cancel_many(conn, ids))
-    for task_id, (state, name, queue) in states.items():
-        if state is TaskStatus.CANCELLED:
-            event = protocol.Event(task_id=task_id, state=state.value, name=name, queue=queue)
-            await announce(app.broker, event)
-        else:  # running: its worker must be told
-            await app.broker.publish_control(protocol.encode_control("cancel", task_id))
-    return {task_id: task_id in states for task_id in ids}
-
-
-async def _finished(app: App, task_ids: Sequence[str]) -> list[str]:
+async def _finished(runtime: Runtime, task_ids: Sequence[str]) -> list[str]:
     finished = []
     for start in range(0, len(task_ids), _READ_CHUNK):
         chunk = task_ids[start : start + _READ_CHUNK]
-        states = await app.store.run(functools.partial(repository.get_states, task_ids=chunk))
+        states = await runtime.store.run(functools.partial(repository.get_states, task_ids=chunk))
         missing = [task_id for task_id in chunk if task_id not in states]
         if missing:
             raise TaskNotFound(f"no task with id {missing[0]}")
@@ -128,9 +111,11 @@ async def _finished(app: App, task_ids: Sequence[str]) -> list[str]:
     return finished
 
 
-async def _records(app: App, task_ids: Sequence[str]) -> dict[str, repository.TaskRecord]:
+async def _records(runtime: Runtime, task_ids: Sequence[str]) -> dict[str, repository.TaskRecord]:
     records: dict[str, repository.TaskRecord] = {}
     for start in range(0, len(task_ids), _READ_CHUNK):
         chunk = task_ids[start : start + _READ_CHUNK]
-        records.update(await app.store.run(functools.partial(repository.get_tasks, task_ids=chunk)))
+        records.update(
+            await runtime.store.run(functools.partial(repository.get_tasks, task_ids=chunk))
+        )
     return records

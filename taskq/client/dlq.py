@@ -22,7 +22,7 @@ from taskq.store import lifecycle
 from taskq.store.async_core import Connection
 
 if TYPE_CHECKING:
-    from taskq.app import App
+    from taskq.client.runtime import Runtime
 
 DEFAULT_LIMIT = 1000
 
@@ -42,16 +42,16 @@ class DeadLetter:
 class DeadLetters:
     """The dead-letter queue of one taskq queue."""
 
-    def __init__(self, app: App, queue: str) -> None:
+    def __init__(self, runtime: Runtime, queue: str) -> None:
         topology.validate_queue_name(queue)
-        self._app = app
+        self._runtime = runtime
         self.queue = queue
         self.name = topology.dlq_name(queue)
 
     async def list(self, limit: int = DEFAULT_LIMIT) -> list[DeadLetter]:
         """The first `limit` dead letters, oldest first; the queue is left as it was."""
-        await self._app.declare(self.queue)
-        async with self._app.broker.browse(self.name, limit=limit) as found:
+        await self._runtime.declare(self.queue)
+        async with self._runtime.broker.browse(self.name, limit=limit) as found:
             return [await self._describe(message) for message in found]
 
     async def replay(self, ids: Iterable[str] | None = None, *, limit: int = 100_000) -> int:
@@ -61,14 +61,14 @@ class DeadLetters:
         that marks it queued; then its dead letter is removed.
         """
         wanted = None if ids is None else set(ids)
-        await self._app.declare(self.queue)
+        await self._runtime.declare(self.queue)
         replayed = 0
-        async with self._app.broker.browse(self.name, limit=limit) as found:
+        async with self._runtime.broker.browse(self.name, limit=limit) as found:
             for message in found:
                 task_id = _task_id(message)
                 if task_id is None or (wanted is not None and task_id not in wanted):
                     continue
-                if await self._app.store.run(_reset([task_id])):
+                if await self._runtime.store.run(_reset([task_id])):
                     replayed += 1
                 elif not await self._replayed_before(task_id):
                     continue  # no task row to run it from: leave it for a person to read
@@ -78,17 +78,17 @@ class DeadLetters:
         return replayed
 
     async def _replayed_before(self, task_id: str) -> bool:
-        record = await self._app.store.get_task(task_id)
+        record = await self._runtime.store.get_task(task_id)
         return record is not None and not record.state.is_final
 
     async def purge(self) -> int:
         """Delete every dead letter of this queue (the rows keep their record); → how many."""
-        await self._app.declare(self.queue)
-        return await self._app.broker.purge(self.name)
+        await self._runtime.declare(self.queue)
+        return await self._runtime.broker.purge(self.name)
 
     async def _describe(self, message: Browsed) -> DeadLetter:
         task_id = _task_id(message)
-        record = None if task_id is None else await self._app.store.get_task(task_id)
+        record = None if task_id is None else await self._runtime.store.get_task(task_id)
         if record is None:  # bytes that never were a task of this store
             return DeadLetter(task_id, None, "malformed", None, None, None)
         error = record.error or {}

@@ -8,15 +8,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from taskq.events import TaskEvent
+from taskq.client import cancel
+from taskq.client.events import TaskEvent
 from taskq.exceptions import TaskCancelled, TaskExpired, TaskFailed, TaskNotFound
 from taskq.status import TaskStatus
 from taskq.store import lifecycle
 
 if TYPE_CHECKING:
-    from taskq.app import App
+    from taskq.client.runtime import Runtime
+    from taskq.client.waiter import Waiter, Watch
     from taskq.store import TaskRecord
-    from taskq.waiter import Waiter, Watch
 
 R = TypeVar("R")
 
@@ -29,8 +30,8 @@ _UNBOUND_RECHECK = 1.0
 class TaskHandle(Generic[R]):
     """Returned by `submit()` and `app.get()`; cheap to create, holds no connection."""
 
-    def __init__(self, app: App, task_id: str, *, created_at: float | None = None) -> None:
-        self._app = app
+    def __init__(self, runtime: Runtime, task_id: str, *, created_at: float | None = None) -> None:
+        self._runtime = runtime
         self.id = task_id
         # When this client began submitting the task (monotonic), if this handle made it.
         self._created_at = created_at
@@ -49,7 +50,7 @@ class TaskHandle(Generic[R]):
 
     async def info(self) -> TaskRecord:
         """The task's whole row: state, timings, attempts, result or error."""
-        record = await self._app.store.get_task(self.id)
+        record = await self._runtime.store.get_task(self.id)
         if record is None:
             raise TaskNotFound(f"no task with id {self.id}")
         return record
@@ -62,14 +63,14 @@ class TaskHandle(Generic[R]):
         blocks run). Either way it ends `cancelled`, is never retried, and `result()`
         raises `TaskCancelled`.
         """
-        if (await self._app.cancel_many([self.id]))[self.id]:
+        if (await cancel.cancel_many(self._runtime, [self.id]))[self.id]:
             return True
         await self.info()  # raises TaskNotFound if there is no such task
         return False
 
     async def attempts(self) -> list[dict[str, Any]]:
         """Every attempt so far: number, worker, state, start, end, error."""
-        return await self._app.store.run(lambda conn: lifecycle.list_attempts(conn, self.id))
+        return await self._runtime.store.run(lambda conn: lifecycle.list_attempts(conn, self.id))
 
     async def result(self, timeout: float | None = None) -> R:  # noqa: ASYNC109 (public API)
         """Wait for the task to end and return its value.
@@ -78,7 +79,7 @@ class TaskHandle(Generic[R]):
         built-in `TimeoutError` if `timeout` seconds pass first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        waiter = self._app.waiter
+        waiter = self._runtime.waiter
         async with waiter.watch([self.id]) as watch:
             created = self._created_at
             if created is not None and not waiter.may_have_ended_since(watch, created):
@@ -103,7 +104,7 @@ class TaskHandle(Generic[R]):
         late subscriber misses nothing that matters; if events are lost (a reconnect), the
         states in between are filled in from the store, though progress may skip ahead.
         """
-        waiter = self._app.waiter
+        waiter = self._runtime.waiter
         async with waiter.watch([self.id], with_events=True) as watch:
             assert watch.events is not None
             seen = _Seen()

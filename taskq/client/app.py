@@ -1,0 +1,384 @@
+"""App: configuration, the task registry, the connection lifecycle and client calls."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import uuid
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from taskq import broker as brokers
+from taskq import protocol
+from taskq.client import batch as batches
+from taskq.client import cancel
+from taskq.client import submit as submission
+from taskq.client.dlq import DeadLetters
+from taskq.client.events import EventBatcher, TaskEvent, tail_events
+from taskq.client.handle import TaskHandle
+from taskq.client.options import TaskOptions
+from taskq.client.periodic import Missed, Periodic
+from taskq.client.runtime import Runtime
+from taskq.client.task import Task
+from taskq.client.waiter import Waiter
+from taskq.config import Settings, redact_url
+from taskq.exceptions import (
+    ConfigurationError,
+    DuplicateTaskName,
+    TaskNotFound,
+)
+from taskq.retry import DEFAULT_BACKOFF, Backoff
+from taskq.status import TaskStatus
+from taskq.store import Store, TaskRecord, repository
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger(__name__)
+
+
+class App:
+    """A taskq application: create one, register tasks on it, `async with app:` to use it.
+
+    URLs left as None come from TASKQ_BROKER_URL / TASKQ_STORE_URL, then the embedded
+    defaults (`memory://` and a SQLite file). Credentials never appear in its `repr`.
+    """
+
+    def __init__(
+        self,
+        broker_url: str | None = None,
+        store_url: str | None = None,
+        *,
+        max_payload_bytes: int | None = None,
+        max_priority: int | None = None,
+        publish_timeout: float | None = None,
+        flush_interval: float | None = None,
+        lease_after: float | None = None,
+        lease_duration: float | None = None,
+    ) -> None:
+        self.settings = Settings.load(
+            broker_url=broker_url,
+            store_url=store_url,
+            max_payload_bytes=max_payload_bytes,
+            max_priority=max_priority,
+            publish_timeout=publish_timeout,
+            flush_interval=flush_interval,
+            lease_after=lease_after,
+            lease_duration=lease_duration,
+        )
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._schedules: dict[str, Periodic] = {}
+        self.runtime = Runtime(self.settings)
+
+    def __repr__(self) -> str:
+        return (
+            f"App(broker_url={redact_url(self.settings.broker_url)!r}, "
+            f"store_url={redact_url(self.settings.store_url)!r})"
+        )
+
+    # -- registry -------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
+
+    @overload
+    def task(self, fn: Callable[P, R]) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        retry_for: tuple[type[BaseException], ...] = (Exception,),
+        backoff: Backoff = DEFAULT_BACKOFF,
+        max_deliveries: int = 5,
+    ) -> _TaskDecorator: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        retry_for: tuple[type[BaseException], ...] = (Exception,),
+        backoff: Backoff = DEFAULT_BACKOFF,
+        max_deliveries: int = 5,
+    ) -> Any:
+        """Register a function as a task (`async def`, or plain `def` run in a thread pool).
+
+        A failure whose exception is one of `retry_for` (a timeout counts as `TaskTimeout`)
+        is retried up to `max_retries` times, `backoff` apart. A message delivered more than
+        `max_deliveries` times without an outcome (its task keeps killing the worker) is
+        dead-lettered instead of run again.
+        """
+        options = TaskOptions(
+            queue=queue,
+            priority=priority,
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_for=retry_for,
+            backoff=backoff,
+            max_deliveries=max_deliveries,
+        )
+        if fn is not None:
+            return self._register(fn, name, options)
+        return _TaskDecorator(self, name, options)
+
+    def _register(
+        self, fn: Callable[..., Any], name: str | None, options: TaskOptions
+    ) -> Task[Any, Any]:
+        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        if task_name in self._tasks:
+            raise DuplicateTaskName(
+                f"a task named {task_name!r} is already registered; "
+                "pass name=... to tell them apart"
+            )
+        submission.check_options(options, self.settings.max_priority)
+        task: Task[Any, Any] = Task(self.runtime, fn, name=task_name, options=options)
+        self._tasks[task_name] = task
+        return task
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """Registered tasks by name (read-only view)."""
+        return self._tasks
+
+    def periodic(
+        self,
+        *,
+        cron: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        timeout: float | None = None,
+        missed: Missed = "latest",
+        misfire_grace: float = 60.0,
+    ) -> _TaskDecorator:
+        """Register a task and submit it on every tick of `cron`, exactly once per tick.
+
+        `@app.periodic(cron="*/5 * * * *", timezone="Europe/Paris")` (6 fields: seconds
+        last). Ticks missed for longer than `misfire_grace` s (downtime) follow `missed`:
+        "latest" (default) runs only the newest of them, "all" each, "skip" none.
+        """
+        options = TaskOptions(queue=queue, priority=priority, timeout=timeout)
+
+        def register(task: Task[Any, Any]) -> None:
+            schedule = Periodic(
+                name=task.name,
+                task=task.name,
+                cron=cron,
+                args=tuple(args),
+                kwargs=dict(kwargs or {}),
+                timezone=timezone,
+                missed=missed,
+                misfire_grace=misfire_grace,
+            )
+            task.check_arguments(tuple(schedule.args), dict(schedule.kwargs))
+            for index, value in enumerate(schedule.args):
+                protocol.check_value(value, f"periodic task {task.name!r}: argument {index}")
+            for key, value in schedule.kwargs.items():
+                protocol.check_value(value, f"periodic task {task.name!r}: argument {key!r}")
+            self._schedules[schedule.name] = schedule
+
+        return _TaskDecorator(self, name, options, then=register)
+
+    @property
+    def schedules(self) -> Mapping[str, Periodic]:
+        """Periodic schedules by name (the name of their task)."""
+        return self._schedules
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect to the store (checking its schema) and the broker."""
+        await self.runtime.open()
+
+    async def close(self) -> None:
+        await self.runtime.close()
+
+    async def __aenter__(self) -> App:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @property
+    def broker(self) -> brokers.Broker:
+        return self.runtime.broker
+
+    @property
+    def announcer(self) -> EventBatcher:
+        """Sends this client's task events (`queued`), those of one loop turn together."""
+        return self.runtime.events
+
+    @property
+    def waiter(self) -> Waiter:
+        return self.runtime.waiter
+
+    # -- client calls ---------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> TaskHandle[Any]:
+        """A handle on an existing task; raises `TaskNotFound` if there is none."""
+        task_id = _checked_id(task_id)
+        if await self.store.get_task(task_id) is None:
+            raise TaskNotFound(f"no task with id {task_id}")
+        return TaskHandle(self.runtime, task_id)
+
+    def dlq(self, queue: str = "default") -> DeadLetters:
+        """The dead-letter queue of `queue`: list, replay and purge its dead tasks."""
+        return DeadLetters(self.runtime, queue)
+
+    def lock(
+        self, name: str, *, timeout: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Mutual exclusion across every process and host on this store.
+
+        `async with app.lock("nightly-report", timeout=5):` waits up to `timeout` seconds
+        (None: for ever; 0: not at all) and raises `LockTimeout` if it cannot get the lock.
+        PostgreSQL releases it when the block ends, or when the holder's process dies.
+        """
+        return self.store.lock(name, timeout)
+
+    async def declare(self, queue: str) -> None:
+        """Make sure `queue` (and its dead-letter queue) exists on the broker."""
+        await self.runtime.declare(queue)
+
+    async def gather(
+        self,
+        handles: Iterable[TaskHandle[Any]],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API, like handle.result)
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Wait for all the tasks; → their results in the order of `handles`.
+
+        If one failed (or was cancelled, or expired) its exception is raised once all have
+        finished, unless `return_exceptions=True` puts it in the list instead. `timeout`
+        (seconds for the whole wait) raises the built-in `TimeoutError`.
+        """
+        return await batches.gather(
+            self.runtime, handles, timeout=timeout, return_exceptions=return_exceptions
+        )
+
+    def as_completed(
+        self, handles: Iterable[TaskHandle[Any]], *, timeout: float | None = None
+    ) -> AsyncIterator[TaskHandle[Any]]:
+        """`async for handle in app.as_completed(handles):` each as its task finishes."""
+        return batches.as_completed(self.runtime, handles, timeout)
+
+    async def cancel_many(self, task_ids: Iterable[str]) -> dict[str, bool]:
+        """Cancel many tasks in one statement (see `TaskHandle.cancel`); → for each id,
+        whether it was cancelled (False: already finished, or no such task)."""
+        given = {task_id: _checked_id(task_id) for task_id in task_ids}
+        cancelled = await cancel.cancel_many(self.runtime, list(given.values()))
+        return {task_id: cancelled[checked] for task_id, checked in given.items()}
+
+    def events(
+        self, *, queue: str | None = None, task: str | None = None
+    ) -> AsyncIterator[TaskEvent]:
+        """Every task's events, live, across the cluster (optionally one queue's or one
+        task name's), until the loop stops. Events sent before the call are not replayed."""
+        return tail_events(self.broker, queue=queue, task=task)
+
+    async def list_tasks(
+        self,
+        *,
+        state: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        batch: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int = 100,
+    ) -> list[TaskRecord]:
+        """Tasks matching every filter given, newest first: what `taskq tasks` shows.
+
+        `since` is an aware datetime, or a timedelta back from now.
+        """
+        if isinstance(state, str):
+            state = [state]
+        try:
+            states = [TaskStatus(s) for s in state or ()]
+        except ValueError as exc:
+            known = ", ".join(s.value for s in TaskStatus)
+            raise ConfigurationError(f"{exc}; task states are {known}") from None
+        if isinstance(since, timedelta):
+            since = datetime.now(UTC) - since
+        elif since is not None and since.tzinfo is None:
+            raise ConfigurationError("since must be timezone-aware, or a timedelta")
+        elif since is not None:
+            since = since.astimezone(UTC)  # (SQLite compares times as UTC text)
+        if batch is not None:
+            batch = _checked_id(batch, what="batch id")
+        query = functools.partial(
+            repository.find_tasks,
+            states=states,
+            name=name,
+            queue=queue,
+            batch_id=batch,
+            since=since,
+            limit=limit,
+        )
+        return await self.store.run(query)
+
+
+def _checked_id(value: str, *, what: str = "task id") -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        raise TaskNotFound(f"{value!r} is not a {what} (they are UUIDs)") from None
+
+
+class _TaskDecorator:
+    """What `@app.task(...)` with options returns."""
+
+    def __init__(
+        self,
+        app: App,
+        name: str | None,
+        options: TaskOptions,
+        *,
+        then: Callable[[Task[Any, Any]], None] | None = None,
+    ) -> None:
+        self._app, self._name, self._options, self._then = app, name, options, then
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Task[P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any]) -> Any:
+        task = self._app._register(fn, self._name, self._options)
+        if self._then is not None:
+            self._then(task)
+        return task

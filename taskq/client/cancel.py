@@ -1,0 +1,28 @@
+"""Cancelling tasks: one statement for many, then an event or a word to their workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from taskq import protocol
+from taskq.client.events import announce
+from taskq.status import TaskStatus
+from taskq.store import lifecycle
+
+if TYPE_CHECKING:
+    from taskq.client.runtime import Runtime
+
+
+async def cancel_many(runtime: Runtime, task_ids: Iterable[str]) -> dict[str, bool]:
+    """Cancel every task given; → for each id, whether it was cancelled (False: it had
+    already finished, or there is no such task)."""
+    ids = list(dict.fromkeys(task_ids))
+    states = await runtime.store.run(lambda conn: lifecycle.request_cancel_many(conn, ids))
+    for task_id, (state, name, queue) in states.items():
+        if state is TaskStatus.CANCELLED:
+            event = protocol.Event(task_id=task_id, state=state.value, name=name, queue=queue)
+            await announce(runtime.broker, event)
+        else:  # running: its worker must be told
+            await runtime.broker.publish_control(protocol.encode_control("cancel", task_id))
+    return {task_id: task_id in states for task_id in ids}

@@ -1,0 +1,33 @@
+"""Per-submit settings: what a task's decorator sets and `task.options(...)` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from taskq.retry import DEFAULT_BACKOFF, Backoff
+
+UNSET: Any = object()  # "not given" in `options(...)`, where None is a value
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOptions:
+    """Per-submit settings; a task's decorator gives the defaults."""
+
+    queue: str = "default"
+    priority: int = 0
+    timeout: float | None = None
+    countdown: float | None = None
+    eta: datetime | None = None
+    idempotency_key: str | None = None
+    expires: float | datetime | None = None
+    max_retries: int = 0
+    retry_for: tuple[type[BaseException], ...] = (Exception,)
+    backoff: Backoff = DEFAULT_BACKOFF
+    max_deliveries: int = 5
+    # A caller's AsyncConnection or AsyncSession: the task is written in its transaction.
+    transaction: Any = None
+
+    def merged(self, **changes: Any) -> TaskOptions:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not UNSET})

@@ -1,0 +1,95 @@
+"""What an open app holds: the lower client modules take this, never the whole `App`.
+
+Settings, the broker, the store, the waiter and the event publisher. One `Runtime` lives as
+long as its `App`; closing and reopening the app refills it, so handles made earlier keep
+working after a reopen, as they did when they held the app.
+"""
+
+from __future__ import annotations
+
+from taskq import broker as brokers
+from taskq.client.events import EventBatcher
+from taskq.client.waiter import Waiter
+from taskq.config import Settings
+from taskq.exceptions import AppNotOpen
+from taskq.store import Store
+
+
+class Runtime:
+    """The connections of one app, and the queues it has declared since it opened."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._broker: brokers.Broker | None = None
+        self._store: Store | None = None
+        self._waiter: Waiter | None = None
+        self._events: EventBatcher | None = None
+        self._declared: set[str] = set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._store is not None
+
+    async def open(self) -> None:
+        """Connect to the store (checking its schema), then the broker."""
+        if self._store is not None:
+            return
+        store = Store(self.settings.store_url)
+        await store.open()
+        broker = brokers.from_url(
+            self.settings.broker_url,
+            max_priority=self.settings.max_priority,
+            publish_timeout=self.settings.publish_timeout,
+        )
+        try:
+            await broker.connect()
+        except BaseException:
+            await store.close()
+            raise
+        self._store, self._broker = store, broker
+        self._waiter = Waiter(broker)
+        self._events = EventBatcher(broker)
+        self._declared.clear()
+
+    async def close(self) -> None:
+        waiter, broker, store = self._waiter, self._broker, self._store
+        if self._events is not None:
+            await self._events.drain()
+        self._waiter = self._broker = self._store = self._events = None
+        if waiter is not None:
+            await waiter.close()
+        if broker is not None:
+            await broker.close()
+        if store is not None:
+            await store.close()
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise AppNotOpen()
+        return self._store
+
+    @property
+    def broker(self) -> brokers.Broker:
+        if self._broker is None:
+            raise AppNotOpen()
+        return self._broker
+
+    @property
+    def waiter(self) -> Waiter:
+        if self._waiter is None:
+            raise AppNotOpen()
+        return self._waiter
+
+    @property
+    def events(self) -> EventBatcher:
+        """Sends this client's task events (`queued`), those of one loop turn together."""
+        if self._events is None:
+            raise AppNotOpen()
+        return self._events
+
+    async def declare(self, queue: str) -> None:
+        """Make sure `queue` (and its dead-letter queue) exists on the broker."""
+        if queue not in self._declared:
+            await self.broker.declare(queue)
+            self._declared.add(queue)
