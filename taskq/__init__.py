@@ -33,6 +33,7 @@ from taskq.exceptions import (
     TopologyConflict,
     UnknownTask,
 )
+from taskq.middleware import Middleware, Submission
 from taskq.retry import Backoff, Retry
 from taskq.status import TaskStatus
 from taskq.store import TaskRecord
@@ -49,6 +50,7 @@ __all__ = [
     "DuplicateTaskName",
     "InvalidArguments",
     "LockTimeout",
+    "Middleware",
     "PayloadTooLarge",
     "ProtocolError",
     "PublishError",
@@ -57,6 +59,7 @@ __all__ = [
     "SerializationError",
     "StoreConnectionError",
     "StoreError",
+    "Submission",
     "Task",
     "TaskCancelled",
     "TaskContext",

@@ -35,6 +35,9 @@ class Settings:
     # (30 min by default) would otherwise close the channel and run the task twice.
     lease_after: float = 900.0
     lease_duration: float = 60.0
+    # Names of installed middleware plugins to enable (entry-point group taskq.middleware),
+    # comma-separated: TASKQ_MIDDLEWARE=tenant,audit.
+    middleware: str = ""
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={self._shown(f.name)!r}" for f in dataclasses.fields(self))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -19,7 +19,8 @@ ProgressReporter = Callable[[float, str | None, dict[str, Any]], Awaitable[None]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskContext:
-    """The task being run: its id, registered name, queue and attempt (1 on first run)."""
+    """The task being run: its id, registered name, queue, attempt (1 on first run), and
+    the headers that submit middleware added (the W3C trace context among them)."""
 
     id: str
     name: str
@@ -29,6 +30,7 @@ class TaskContext:
     _loop: asyncio.AbstractEventLoop | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     async def progress(self, fraction: float, message: str | None = None, **data: Any) -> None:
         """Report how far the task is (0.0 to 1.0), with an optional message and data.

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
+from taskq import middleware as middlewares
 from taskq.app import App
 from taskq.cli.common import AppSpec, fail, load_app, run
 from taskq.exceptions import TaskqError
@@ -139,6 +140,14 @@ def worker(
     metrics_host: Annotated[
         str, typer.Option(envvar="TASKQ_METRICS_HOST", help="Address /metrics listens on.")
     ] = "127.0.0.1",
+    middleware: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--middleware",
+            help="Enable an installed middleware plugin by its entry-point name "
+            "(repeat it, or separate names with commas); joins those of TASKQ_MIDDLEWARE.",
+        ),
+    ] = None,
     child: Annotated[bool, typer.Option("--child", hidden=True)] = False,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = LogFormatChoice.text,
@@ -151,6 +160,12 @@ def worker(
         fail(f"--max-memory-per-child: {exc}")
     supervised = processes > 1 or max_tasks_per_child is not None or memory is not None
     loaded = load_app(app)
+    try:
+        plugins = [name for given in middleware or () for name in given.split(",")]
+        for plugin in middlewares.from_entry_points(plugins):
+            loaded.add_middleware(plugin)
+    except TaskqError as exc:
+        fail(str(exc))
     if supervised and not child:
         argv = sys.argv[1:]
         for parent_only in ("--processes", "--health-port", "--metrics-port"):

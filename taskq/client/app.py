@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from taskq import broker as brokers
+from taskq import middleware as middlewares
 from taskq import protocol
 from taskq.client import batch as batches
 from taskq.client import cancel
@@ -37,6 +38,7 @@ from taskq.exceptions import (
     DuplicateTaskName,
     TaskNotFound,
 )
+from taskq.middleware import Middleware
 from taskq.retry import DEFAULT_BACKOFF, Backoff
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord, repository
@@ -65,6 +67,7 @@ class App:
         flush_interval: float | None = None,
         lease_after: float | None = None,
         lease_duration: float | None = None,
+        middleware: Iterable[Middleware] = (),
     ) -> None:
         self.settings = Settings.load(
             broker_url=broker_url,
@@ -79,6 +82,7 @@ class App:
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._schedules: dict[str, Periodic] = {}
         self.runtime = Runtime(self.settings)
+        self._middleware = [middlewares.checked(m) for m in middleware]
 
     def __repr__(self) -> str:
         return (
@@ -209,9 +213,26 @@ class App:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Add a middleware inside those added before (see `taskq.Middleware`); only before
+        the app opens, since the chains are composed once, then."""
+        if self.runtime.is_open:
+            raise ConfigurationError("add middleware before the app opens (`async with app:`)")
+        self._middleware.append(middlewares.checked(middleware))
+
+    @property
+    def middleware(self) -> Sequence[Middleware]:
+        """The app's middleware, outermost first; plugins named in TASKQ_MIDDLEWARE join
+        them (inside) when the app opens."""
+        return tuple(self._middleware)
+
     async def open(self) -> None:
         """Connect to the store (checking its schema) and the broker."""
-        await self.runtime.open()
+        if self.runtime.is_open:
+            return
+        plugins = middlewares.from_entry_points(self.settings.middleware.split(","))
+        submit = functools.partial(submission.submit, self.runtime)
+        await self.runtime.open([*self._middleware, *plugins], submit)
 
     async def close(self) -> None:
         await self.runtime.close()

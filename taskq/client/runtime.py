@@ -7,7 +7,10 @@ working after a reopen, as they did when they held the app.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from taskq import broker as brokers
+from taskq import middleware
 from taskq.client.events import EventBatcher
 from taskq.client.waiter import Waiter
 from taskq.config import Settings
@@ -25,15 +28,23 @@ class Runtime:
         self._waiter: Waiter | None = None
         self._events: EventBatcher | None = None
         self._declared: set[str] = set()
+        # Set at `open()`: the app's middleware, and the submit chain through it.
+        self.middleware: tuple[middleware.Middleware, ...] = ()
+        self._submit: middleware.SubmitNext | None = None
 
     @property
     def is_open(self) -> bool:
         return self._store is not None
 
-    async def open(self) -> None:
-        """Connect to the store (checking its schema), then the broker."""
+    async def open(
+        self, middlewares: Sequence[middleware.Middleware], submit: middleware.SubmitNext
+    ) -> None:
+        """Connect to the store (checking its schema), then the broker; `submit` ends the
+        chain of submit middleware, composed here once."""
         if self._store is not None:
             return
+        self.middleware = tuple(middlewares)
+        self._submit = middleware.compose_submit(self.middleware, submit)
         store = Store(self.settings.store_url)
         await store.open()
         broker = brokers.from_url(
@@ -62,6 +73,12 @@ class Runtime:
             await broker.close()
         if store is not None:
             await store.close()
+
+    async def submit(self, submission: middleware.Submission) -> str:
+        """Through the app's submit middleware to the store and the broker; → the task id."""
+        if self._submit is None or self._store is None:
+            raise AppNotOpen()
+        return await self._submit(submission)
 
     @property
     def store(self) -> Store:

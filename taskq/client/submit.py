@@ -13,11 +13,11 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
-from taskq import protocol
+from taskq import middleware, protocol
 from taskq.broker import Broker, topology
 from taskq.exceptions import ConfigurationError, PublishError, TaskqError
 from taskq.status import TaskStatus
@@ -34,34 +34,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Checked(Protocol):
-    """A task as submit sees it: a name, and a check of a call's arguments."""
-
-    @property
-    def name(self) -> str: ...
-
-    def check_arguments(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str | None = None
-    ) -> None: ...
-
-
 # Rows published per transaction by `publish_scheduled` (workers claiming them wait for it).
 PUBLISH_CHUNK = 500
 # The channel the leader listens on, so a committed transactional task is published at once.
 DUE_CHANNEL = "taskq_due"
 
 
-async def submit(
-    runtime: Runtime,
-    task: Checked,
-    options: TaskOptions,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> str:
-    """→ the task id (an earlier task's, if `options.idempotency_key` was used before)."""
+async def submit(runtime: Runtime, submission: middleware.Submission) -> str:
+    """The end of the submit chain: store and publish one task whose arguments the task
+    checked. → the task id (an earlier task's, if its idempotency key was used before)."""
+    options = submission.options
     check_options(options, runtime.settings.max_priority)
     run_at = due_time(options)
-    envelope = _envelope(runtime, task, options, args, kwargs, where=f"task {task.name!r}")
+    envelope = _envelope(submission, where=f"task {submission.name!r}")
     span, traced = tracing.start_send(envelope)
     try:
         body = protocol.encode(traced, max_bytes=runtime.settings.max_payload_bytes)
@@ -73,7 +58,7 @@ async def submit(
         tracing.end(span, exc)
         raise
     if task_id == envelope.id:
-        metrics.submitted.add(1, metrics.task_attributes(task.name, options.queue))
+        metrics.submitted.add(1, metrics.task_attributes(submission.name, options.queue))
     else:  # an earlier task holds the idempotency key: this submit is that task's
         tracing.name_task(span, task_id)
     tracing.end(span)
@@ -108,9 +93,13 @@ async def _store_and_publish(
 
 
 async def submit_many(
-    runtime: Runtime, task: Checked, options: TaskOptions, items: Iterable[Any]
+    runtime: Runtime,
+    name: str,
+    options: TaskOptions,
+    calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]],
 ) -> tuple[str, list[str]]:
-    """→ (batch id, task ids). Every item is checked before anything is stored or sent."""
+    """→ (batch id, task ids). Every call goes through the submit middleware and is checked
+    before anything is stored or sent; then the rows in one insert, the messages pipelined."""
     check_options(options, runtime.settings.max_priority)
     if options.idempotency_key is not None or options.transaction is not None:
         raise ConfigurationError(
@@ -119,14 +108,20 @@ async def submit_many(
     run_at = due_time(options)
     max_bytes = runtime.settings.max_payload_bytes
     checked: list[tuple[protocol.Envelope, bytes]] = []
-    for index, item in enumerate(items):
-        args, kwargs = _call_of(item, index)
-        where = f"item {index}: task {task.name!r}"
-        envelope = _envelope(runtime, task, options, args, kwargs, where=where)
+
+    async def accept(submission: middleware.Submission) -> str:
+        # (Stored with the others once every item has come through.)
+        index = len(checked)
+        envelope = _envelope(submission, where=f"item {index}: task {submission.name!r}")
         try:
             checked.append((envelope, protocol.encode(envelope, max_bytes=max_bytes)))
         except TaskqError as exc:
             raise type(exc)(f"item {index}: {exc}") from None
+        return envelope.id
+
+    chain = middleware.compose_submit(runtime.middleware, accept)
+    for args, kwargs in calls:
+        await chain(middleware.Submission(name=name, args=args, kwargs=kwargs, options=options))
     batch_id = str(uuid.uuid4())
     sends = []
     messages: list[tuple[protocol.Envelope, bytes]] = []
@@ -154,7 +149,7 @@ async def submit_many(
         raise
     for span in sends:
         tracing.end(span)
-    metrics.submitted.add(len(rows), metrics.task_attributes(task.name, options.queue))
+    metrics.submitted.add(len(rows), metrics.task_attributes(name, options.queue))
     return batch_id, [envelope.id for envelope, _ in messages]
 
 
@@ -241,37 +236,31 @@ async def _submit_in_transaction(
     return task_id
 
 
-def _envelope(
-    runtime: Runtime,
-    task: Checked,
-    options: TaskOptions,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    where: str,
-) -> protocol.Envelope:
-    """The message for one call, its arguments checked against the function and msgpack."""
+def _envelope(submission: middleware.Submission, *, where: str) -> protocol.Envelope:
+    """The message for one call, its arguments and headers checked for msgpack."""
+    options, args, kwargs = submission.options, submission.args, submission.kwargs
     expires_at = expiry_time(options)
-    task.check_arguments(args, kwargs, where=where)
+    headers = middleware.check_headers(submission.headers)
     for index, value in enumerate(args):
         protocol.check_value(value, f"{where}: argument {index}")
     for key, value in kwargs.items():
         protocol.check_value(value, f"{where}: argument {key!r}")
     return protocol.Envelope(
         id=str(uuid.uuid4()),
-        task=task.name,
+        task=submission.name,
         queue=options.queue,
         args=list(args),
         kwargs=kwargs,
         priority=options.priority,
         timeout=options.timeout,
         created_at=time.time(),
+        headers=dict(headers),
         max_retries=options.max_retries,
         expires_at=None if expires_at is None else expires_at.timestamp(),
     )
 
 
-def _call_of(item: Any, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def call_of(item: Any, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """A batch item: a tuple (or list) of positional arguments, or a dict of keyword ones."""
     if isinstance(item, tuple | list):
         return tuple(item), {}

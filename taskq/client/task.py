@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from taskq import middleware
 from taskq.client import submit as submission
 from taskq.client.batch import Batch
 from taskq.client.handle import TaskHandle
@@ -141,8 +142,10 @@ class BoundTask(Generic[P, R]):
 async def _submit(
     task: Task[Any, Any], options: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> TaskHandle[Any]:
+    task.check_arguments(args, kwargs)
     started = time.monotonic()
-    task_id = await submission.submit(task._runtime, task, options, args, kwargs)
+    call = middleware.Submission(name=task.name, args=args, kwargs=kwargs, options=options)
+    task_id = await task._runtime.submit(call)
     # A new task (no key could name an earlier one) that this client's events binding,
     # if older, hears every event of.
     new = options.idempotency_key is None
@@ -152,5 +155,10 @@ async def _submit(
 async def _submit_many(
     task: Task[Any, Any], options: TaskOptions, items: Iterable[Any]
 ) -> Batch[Any]:
-    batch_id, ids = await submission.submit_many(task._runtime, task, options, items)
+    calls = []
+    for index, item in enumerate(items):
+        args, kwargs = submission.call_of(item, index)
+        task.check_arguments(args, kwargs, where=f"item {index}: task {task.name!r}")
+        calls.append((args, kwargs))
+    batch_id, ids = await submission.submit_many(task._runtime, task.name, options, calls)
     return Batch(batch_id, [TaskHandle(task._runtime, task_id) for task_id in ids])

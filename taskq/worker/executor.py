@@ -28,6 +28,7 @@ from taskq.client.submit import new_task_row
 from taskq.client.task import Task
 from taskq.context import ProgressReporter, TaskContext
 from taskq.exceptions import ProtocolError, StoreConnectionError, StoreError, TaskqError
+from taskq.middleware import RunNext
 from taskq.status import TaskStatus
 from taskq.store import Claimed, Outcome, Store, Writer, lifecycle
 from taskq.telemetry import logs, metrics, semconv, tracing
@@ -56,8 +57,10 @@ class Executor:
         lease_after: float,
         lease_duration: float,
         events: EventBatcher,
+        run_chain: RunNext | None = None,
     ) -> None:
         self._tasks = tasks
+        self._run_chain = run_chain
         self._events = events
         self._broker = broker
         self._store = store
@@ -212,6 +215,7 @@ class Executor:
             claimed.attempt,
             self._progress_reporter(envelope, claimed.attempt, span),
             asyncio.get_running_loop(),
+            envelope.headers,
         )
         # Announced before the code starts, so its progress events come after this one.
         self._announce(envelope.id, TaskStatus.RUNNING, envelope, claimed.attempt)
@@ -219,7 +223,7 @@ class Executor:
             waited = max(time.time() - envelope.created_at, 0.0)
             attributes = metrics.task_attributes(task.name, envelope.queue)
             metrics.batched.record(metrics.queue_time, waited, attributes)
-        run = Run(task, envelope, ctx, self._threads)
+        run = Run(task, envelope, ctx, self._threads, self._run_chain)
         self._runs[envelope.id] = run
         if self._early_cancels.pop(envelope.id, None) is not None:
             run.cancel()  # the request came between the claim and now

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from taskq import protocol
 from taskq.client.task import Task
 from taskq.context import TaskContext, _current
+from taskq.middleware import RunNext
 
 # How long a cancelled (timed out) async task may take to run its cleanup.
 CLEANUP_GRACE = 5.0
@@ -31,6 +32,17 @@ class Finished:
     error: BaseException | None = None
 
 
+# The task's own code for this run, for `invoke` at the end of the run middleware chain.
+_invocation: contextvars.ContextVar[Callable[[], Awaitable[Any]]] = contextvars.ContextVar(
+    "taskq_invocation"
+)
+
+
+async def invoke(ctx: TaskContext) -> Any:
+    """The end of the run chain: the task's own code (its function, or a pool thread)."""
+    return await _invocation.get()()
+
+
 class Run:
     def __init__(
         self,
@@ -38,17 +50,26 @@ class Run:
         envelope: protocol.Envelope,
         ctx: TaskContext,
         threads: ThreadPoolExecutor,
+        chain: RunNext | None = None,
     ) -> None:
         self.cancel_requested = False
         self.name = task.name
         self.code = getattr(task.fn, "__code__", None)  # for the watchdog's blame
         self._is_thread = not task.is_async
+        self._call: asyncio.Future[Any]
         token = _current.set(ctx)
         try:
-            if task.is_async:
-                self._call: asyncio.Future[Any] = asyncio.ensure_future(
-                    task.fn(*envelope.args, **envelope.kwargs)
-                )
+            if chain is not None:
+                # The chain's task copies this context: `invoke` finds the code, and the
+                # middleware, like the task, sees `taskq.context()`.
+                code = functools.partial(_call, task, envelope, threads)
+                invocation = _invocation.set(code)
+                try:
+                    self._call = asyncio.ensure_future(chain(ctx))
+                finally:
+                    _invocation.reset(invocation)
+            elif task.is_async:
+                self._call = asyncio.ensure_future(task.fn(*envelope.args, **envelope.kwargs))
             else:
                 run = functools.partial(
                     contextvars.copy_context().run, task.fn, *envelope.args, **envelope.kwargs
@@ -108,3 +129,14 @@ class Run:
         if error is not None:
             return Finished("error", error=error)
         return Finished("value", value=self._call.result())
+
+
+async def _call(
+    task: Task[Any, Any], envelope: protocol.Envelope, threads: ThreadPoolExecutor
+) -> Any:
+    if task.is_async:
+        return await task.fn(*envelope.args, **envelope.kwargs)
+    run = functools.partial(
+        contextvars.copy_context().run, task.fn, *envelope.args, **envelope.kwargs
+    )
+    return await asyncio.get_running_loop().run_in_executor(threads, run)

@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from taskq import protocol
+from taskq import middleware, protocol
 from taskq.broker import Delivery, topology
 from taskq.client.events import EventBatcher
 from taskq.exceptions import BrokerError, ProtocolError
 from taskq.scheduler import LeaderWork, campaign
 from taskq.telemetry import metrics
-from taskq.worker import health, heartbeat
+from taskq.worker import health, heartbeat, running
 from taskq.worker.executor import Executor
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ class Worker:
             lease_after=app.settings.lease_after,
             lease_duration=app.settings.lease_duration,
             events=events,
+            run_chain=middleware.compose_run(app.runtime.middleware, running.invoke),
         )
         logger.info(
             "worker %s consuming %s with concurrency %d",
