@@ -13,7 +13,14 @@ import pytest
 from tests.conftest import Backend
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
-EXPECTED_OUTPUT = {"quickstart.py": "5\n"}
+EXPECTED_OUTPUT = {
+    "quickstart.py": "5\n",
+    "extending.py": (
+        "invoice for order 42 sent to tenant acme\n"
+        "stored headers: {'tenant': 'acme'}\n"
+        "refused: examples.send_invoice: submitted outside any tenant's request\n"
+    ),
+}
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
@@ -22,6 +29,13 @@ def test_example_runs(name: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     if name in EXPECTED_OUTPUT:
         assert done.stdout == EXPECTED_OUTPUT[name]
+
+
+def test_the_extending_example_logs_the_tenant_on_the_worker(tmp_path: Path) -> None:
+    done = _run("extending.py", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "task examples.send_invoice[" in done.stderr
+    assert "] runs for tenant acme" in done.stderr
 
 
 def test_transactions_example_on_postgres_and_rabbitmq(production: Backend, tmp_path: Path) -> None:
