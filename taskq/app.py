@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 import uuid
@@ -35,7 +34,7 @@ from taskq.handle import TaskHandle
 from taskq.retry import DEFAULT_BACKOFF, Backoff
 from taskq.scheduler.cron import Missed, Periodic
 from taskq.status import TaskStatus
-from taskq.store import Store, TaskRecord, repository
+from taskq.store import Store, TaskRecord
 from taskq.task import Task, TaskOptions
 from taskq.waiter import Waiter
 
@@ -405,16 +404,9 @@ class App:
             since = since.astimezone(UTC)  # (SQLite compares times as UTC text)
         if batch is not None:
             batch = _checked_id(batch, what="batch id")
-        query = functools.partial(
-            repository.find_tasks,
-            states=states,
-            name=name,
-            queue=queue,
-            batch_id=batch,
-            since=since,
-            limit=limit,
+        return await self.store.find_tasks(
+            states=states, name=name, queue=queue, batch_id=batch, since=since, limit=limit
         )
-        return await self.store.run(query)
 
     async def _submit_many(
         self, task: Task[Any, Any], options: TaskOptions, items: Iterable[Any]

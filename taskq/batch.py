@@ -6,7 +6,6 @@ query per wake-up for all of them, never a query or a binding per task.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -16,10 +15,10 @@ from taskq.events import announce
 from taskq.exceptions import TaskNotFound
 from taskq.handle import TaskHandle, outcome_of, wait_for_change
 from taskq.status import TaskStatus
-from taskq.store import lifecycle, repository
 
 if TYPE_CHECKING:
     from taskq.app import App
+    from taskq.store import TaskRecord
 
 R = TypeVar("R")
 
@@ -106,7 +105,7 @@ async def cancel_many(app: App, task_ids: Iterable[str]) -> dict[str, bool]:
     """Cancel every task given; → for each id, whether it was cancelled (False: it had
     already finished, or there is no such task)."""
     ids = list(dict.fromkeys(task_ids))
-    states = await app.store.run(lambda conn: lifecycle.request_cancel_many(conn, ids))
+    states = await app.store.cancel_many(ids)
     for task_id, (state, name, queue) in states.items():
         if state is TaskStatus.CANCELLED:
             event = protocol.Event(task_id=task_id, state=state.value, name=name, queue=queue)
@@ -120,7 +119,7 @@ async def _finished(app: App, task_ids: Sequence[str]) -> list[str]:
     finished = []
     for start in range(0, len(task_ids), _READ_CHUNK):
         chunk = task_ids[start : start + _READ_CHUNK]
-        states = await app.store.run(functools.partial(repository.get_states, task_ids=chunk))
+        states = await app.store.get_states(chunk)
         missing = [task_id for task_id in chunk if task_id not in states]
         if missing:
             raise TaskNotFound(f"no task with id {missing[0]}")
@@ -128,9 +127,5 @@ async def _finished(app: App, task_ids: Sequence[str]) -> list[str]:
     return finished
 
 
-async def _records(app: App, task_ids: Sequence[str]) -> dict[str, repository.TaskRecord]:
-    records: dict[str, repository.TaskRecord] = {}
-    for start in range(0, len(task_ids), _READ_CHUNK):
-        chunk = task_ids[start : start + _READ_CHUNK]
-        records.update(await app.store.run(functools.partial(repository.get_tasks, task_ids=chunk)))
-    return records
+async def _records(app: App, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
+    return await app.store.get_tasks(task_ids)

@@ -89,6 +89,8 @@ tasks = Table(
     # The W3C trace context of the submit (traceparent, tracestate): every publish of the
     # task, retries and replays included, carries it, so one trace shows every attempt.
     Column("trace_context", JsonOrNull, nullable=True),
+    # Middleware's own str → str values for the task (set at submit, read by every attempt).
+    Column("headers", JsonOrNull, nullable=True),
     CheckConstraint(f"state IN ({STATES})", name="state"),
     Index(None, "state", "created_at"),
     Index(None, "name", "created_at"),
