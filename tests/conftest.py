@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 import taskq
-from taskq.cli.db import _upgrade
+from taskq.store.migrations import upgrade_database as _upgrade
 
 AMQP_URL = os.environ.get("TASKQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_URL = os.environ.get(

@@ -15,33 +15,13 @@ app = typer.Typer(help="Manage the task store's schema.", no_args_is_help=True)
 def upgrade(store_url: StoreUrl = None, revision: str = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     url = store_url_from(store_url)
-    run(_upgrade(url, revision))
-    now = run(_current(url))
+    run(migrations.upgrade_database(url, revision))
+    now = run(migrations.database_revision(url))
     out().print(f"database {engines.shown(engines.parse_url(url))} is at revision {now}")
 
 
 @app.command()
 def current(store_url: StoreUrl = None) -> None:
     """Show the database's schema revision and the newest this taskq knows."""
-    revision = run(_current(store_url_from(store_url)))
+    revision = run(migrations.database_revision(store_url_from(store_url)))
     out().print(f"database: {revision or 'none'}\nnewest:   {migrations.head()}")
-
-
-async def _upgrade(url: str, revision: str) -> None:
-    parsed = engines.parse_url(url)
-    engine = engines.create_engine(url)
-    try:
-        async with engines.translated_errors(parsed), engine.begin() as conn:
-            await migrations.upgrade(conn, revision)
-    finally:
-        await engine.dispose()
-
-
-async def _current(url: str) -> str | None:
-    parsed = engines.parse_url(url)
-    engine = engines.create_engine(url)
-    try:
-        async with engines.translated_errors(parsed), await engine.connect() as conn:
-            return await migrations.current(conn)
-    finally:
-        await engine.dispose()

@@ -141,6 +141,6 @@ def _summary(records: list[TaskRecord], store_url: str) -> None:
     )
     for r in records:
         if r.error:
-            out().print(f"[red]{r.name} {r.id}: {r.error['type']}: {r.error['message']}[/red]")
+            out().print(f"[red]{r.name} {r.id}: {r.error.type}: {r.error.message}[/red]")
     example = next((r for r in records if r.error), records[0])
     out().print(f"\ninspect any task with:  taskq status {example.id} --store-url {store_url}")

@@ -11,7 +11,7 @@ import typer
 
 from taskq.cli.common import StoreUrl, fail, out, run, store_url_from
 from taskq.status import TaskStatus
-from taskq.store import Store, TaskRecord, coordination, lifecycle
+from taskq.store import Store, TaskRecord, WorkerRecord
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -39,9 +39,9 @@ def status(
     if len(attempts) > 1 or any(a["error"] for a in attempts):
         out().print(_attempts_table(attempts))
     if record.error:
-        if record.error.get("traceback"):
+        if record.error.traceback:
             out().print("\n[bold]traceback[/bold] (from the worker)")
-            out().print(record.error["traceback"].rstrip(), markup=False, soft_wrap=True)
+            out().print(record.error.traceback.rstrip(), markup=False, soft_wrap=True)
 
 
 async def _read(url: str, task_id: str) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
@@ -49,7 +49,7 @@ async def _read(url: str, task_id: str) -> tuple[TaskRecord | None, list[dict[st
     await store.open()
     try:
         record = await store.get_task(task_id)
-        attempts = await store.run(lambda conn: lifecycle.list_attempts(conn, task_id))
+        attempts = await store.list_attempts(task_id)
         return record, attempts
     finally:
         await store.close()
@@ -106,9 +106,7 @@ def describe(record: TaskRecord) -> Table:
     if record.state is TaskStatus.SUCCEEDED:
         grid.add_row("result", repr(record.result))
     if record.error:
-        grid.add_row(
-            "error", f"[red]{record.error.get('type')}: {record.error.get('message')}[/red]"
-        )
+        grid.add_row("error", f"[red]{record.error.type}: {record.error.message}[/red]")
     return grid
 
 
@@ -157,18 +155,16 @@ def workers(
     out().print(table)
 
 
-async def _workers(url: str, include_stopped: bool) -> list[coordination.WorkerRecord]:
+async def _workers(url: str, include_stopped: bool) -> list[WorkerRecord]:
     store = Store(url)
     await store.open()
     try:
-        return await store.run(
-            lambda conn: coordination.list_workers(conn, include_stopped=include_stopped)
-        )
+        return await store.list_workers(include_stopped=include_stopped)
     finally:
         await store.close()
 
 
-def _worker_json(row: coordination.WorkerRecord) -> dict[str, object]:
+def _worker_json(row: WorkerRecord) -> dict[str, object]:
     return {
         "id": row.id,
         "role": row.role,

@@ -26,7 +26,7 @@ from taskq.cli.common import (
 from taskq.cli.inspect import STATE_STYLE, describe_progress
 from taskq.client.events import TaskEvent, tail_events
 from taskq.status import TaskStatus
-from taskq.store import Store, TaskRecord, coordination, repository
+from taskq.store import Store, TaskRecord
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -164,7 +164,7 @@ def task_json(record: TaskRecord) -> dict[str, Any]:
         "started_at": when(record.started_at),
         "finished_at": when(record.finished_at),
         "progress": record.progress,
-        "error": record.error,
+        "error": None if record.error is None else record.error.to_json(),
     }
 
 
@@ -202,7 +202,7 @@ async def _find(url: str, query: dict[str, Any]) -> list[TaskRecord]:
     store = Store(url)
     await store.open()
     try:
-        return await store.run(lambda conn: repository.find_tasks(conn, **query))
+        return await store.find_tasks(**query)
     finally:
         await store.close()
 
@@ -249,11 +249,9 @@ async def _queues(
     try:
         names = list(named or [])
         if not names:
-            known = await store.run(
-                lambda conn: coordination.list_workers(conn, include_stopped=True)
-            )
+            known = await store.list_workers(include_stopped=True)
             names = sorted({queue for row in known for queue in row.queues})
-        counts = await store.run(lambda conn: repository.count_waiting(conn, names))
+        counts = await store.count_waiting(names)
     finally:
         await store.close()
     broker = brokers.from_url(broker_url, max_priority=max_priority, publish_timeout=5.0)

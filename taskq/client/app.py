@@ -41,7 +41,7 @@ from taskq.exceptions import (
 from taskq.middleware import Middleware
 from taskq.retry import DEFAULT_BACKOFF, Backoff
 from taskq.status import TaskStatus
-from taskq.store import Store, TaskRecord, repository
+from taskq.store import Store, TaskRecord
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -360,16 +360,9 @@ class App:
             since = since.astimezone(UTC)  # (SQLite compares times as UTC text)
         if batch is not None:
             batch = _checked_id(batch, what="batch id")
-        query = functools.partial(
-            repository.find_tasks,
-            states=states,
-            name=name,
-            queue=queue,
-            batch_id=batch,
-            since=since,
-            limit=limit,
+        return await self.store.find_tasks(
+            states=states, name=name, queue=queue, batch_id=batch, since=since, limit=limit
         )
-        return await self.store.run(query)
 
 
 def _checked_id(value: str, *, what: str = "task id") -> str:

@@ -6,17 +6,16 @@ query per wake-up for all of them, never a query or a binding per task.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from taskq.client.handle import TaskHandle, outcome_of, wait_for_change
 from taskq.exceptions import TaskNotFound
-from taskq.store import repository
 
 if TYPE_CHECKING:
     from taskq.client.runtime import Runtime
+    from taskq.store import TaskRecord
 
 R = TypeVar("R")
 
@@ -103,7 +102,7 @@ async def _finished(runtime: Runtime, task_ids: Sequence[str]) -> list[str]:
     finished = []
     for start in range(0, len(task_ids), _READ_CHUNK):
         chunk = task_ids[start : start + _READ_CHUNK]
-        states = await runtime.store.run(functools.partial(repository.get_states, task_ids=chunk))
+        states = await runtime.store.get_states(chunk)
         missing = [task_id for task_id in chunk if task_id not in states]
         if missing:
             raise TaskNotFound(f"no task with id {missing[0]}")
@@ -111,11 +110,5 @@ async def _finished(runtime: Runtime, task_ids: Sequence[str]) -> list[str]:
     return finished
 
 
-async def _records(runtime: Runtime, task_ids: Sequence[str]) -> dict[str, repository.TaskRecord]:
-    records: dict[str, repository.TaskRecord] = {}
-    for start in range(0, len(task_ids), _READ_CHUNK):
-        chunk = task_ids[start : start + _READ_CHUNK]
-        records.update(
-            await runtime.store.run(functools.partial(repository.get_tasks, task_ids=chunk))
-        )
-    return records
+async def _records(runtime: Runtime, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
+    return await runtime.store.get_tasks(task_ids)

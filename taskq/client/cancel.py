@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from taskq import protocol
 from taskq.client.events import announce
 from taskq.status import TaskStatus
-from taskq.store import lifecycle
 
 if TYPE_CHECKING:
     from taskq.client.runtime import Runtime
@@ -18,7 +17,7 @@ async def cancel_many(runtime: Runtime, task_ids: Iterable[str]) -> dict[str, bo
     """Cancel every task given; → for each id, whether it was cancelled (False: it had
     already finished, or there is no such task)."""
     ids = list(dict.fromkeys(task_ids))
-    states = await runtime.store.run(lambda conn: lifecycle.request_cancel_many(conn, ids))
+    states = await runtime.store.cancel_many(ids)
     for task_id, (state, name, queue) in states.items():
         if state is TaskStatus.CANCELLED:
             event = protocol.Event(task_id=task_id, state=state.value, name=name, queue=queue)

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from taskq import protocol
 from taskq.broker import Browsed, topology
 from taskq.exceptions import ProtocolError
-from taskq.store import lifecycle
-from taskq.store.async_core import Connection
 
 if TYPE_CHECKING:
     from taskq.client.runtime import Runtime
@@ -68,7 +66,7 @@ class DeadLetters:
                 task_id = _task_id(message)
                 if task_id is None or (wanted is not None and task_id not in wanted):
                     continue
-                if await self._runtime.store.run(_reset([task_id])):
+                if await self._runtime.store.replay([task_id]):
                     replayed += 1
                 elif not await self._replayed_before(task_id):
                     continue  # no task row to run it from: leave it for a person to read
@@ -91,19 +89,14 @@ class DeadLetters:
         record = None if task_id is None else await self._runtime.store.get_task(task_id)
         if record is None:  # bytes that never were a task of this store
             return DeadLetter(task_id, None, "malformed", None, None, None)
-        error = record.error or {}
         return DeadLetter(
             task_id=task_id,
             task=record.name,
             reason=record.dead_reason or message.reason or "rejected",
-            error_type=error.get("type"),
-            error_message=error.get("message"),
+            error_type=record.error.type if record.error else None,
+            error_message=record.error.message if record.error else None,
             dead_at=record.finished_at,
         )
-
-
-def _reset(task_ids: list[str]) -> Callable[[Connection], Awaitable[list[str]]]:
-    return lambda conn: lifecycle.reset_for_replay(conn, task_ids)
 
 
 def _task_id(message: Browsed) -> str | None:

@@ -12,7 +12,6 @@ from taskq.client import cancel
 from taskq.client.events import TaskEvent
 from taskq.exceptions import TaskCancelled, TaskExpired, TaskFailed, TaskNotFound
 from taskq.status import TaskStatus
-from taskq.store import lifecycle
 
 if TYPE_CHECKING:
     from taskq.client.runtime import Runtime
@@ -70,7 +69,7 @@ class TaskHandle(Generic[R]):
 
     async def attempts(self) -> list[dict[str, Any]]:
         """Every attempt so far: number, worker, state, start, end, error."""
-        return await self._runtime.store.run(lambda conn: lifecycle.list_attempts(conn, self.id))
+        return await self._runtime.store.list_attempts(self.id)
 
     async def result(self, timeout: float | None = None) -> R:  # noqa: ASYNC109 (public API)
         """Wait for the task to end and return its value.
@@ -171,14 +170,13 @@ def outcome_of(record: TaskRecord) -> Any:
     """The task's value, or the exception that stands for how it ended."""
     if record.state is TaskStatus.SUCCEEDED:
         return record.result
-    error = record.error or {}
     if record.state is TaskStatus.CANCELLED:
         raise TaskCancelled(f"task {record.id} was cancelled")
     if record.state is TaskStatus.EXPIRED:
         raise TaskExpired(f"task {record.id} expired before it ran")
     raise TaskFailed(
         record.id,
-        error.get("type", "Unknown"),
-        error.get("message", ""),
-        error.get("traceback", ""),
+        record.error.type if record.error else "Unknown",
+        record.error.message if record.error else "",
+        record.error.traceback if record.error else "",
     )

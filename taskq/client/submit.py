@@ -15,14 +15,11 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
-
 from taskq import middleware, protocol
 from taskq.broker import Broker, topology
 from taskq.exceptions import ConfigurationError, PublishError, TaskqError
 from taskq.status import TaskStatus
-from taskq.store import NewTask, Store, TaskRecord, repository
-from taskq.store.async_core import Connection
+from taskq.store import NewTask, Store, TaskError, TaskRecord
 from taskq.telemetry import metrics, tracing
 
 if TYPE_CHECKING:
@@ -33,11 +30,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-
 # Rows published per transaction by `publish_scheduled` (workers claiming them wait for it).
 PUBLISH_CHUNK = 500
-# The channel the leader listens on, so a committed transactional task is published at once.
-DUE_CHANNEL = "taskq_due"
 
 
 async def submit(runtime: Runtime, submission: middleware.Submission) -> str:
@@ -51,7 +45,9 @@ async def submit(runtime: Runtime, submission: middleware.Submission) -> str:
     try:
         body = protocol.encode(traced, max_bytes=runtime.settings.max_payload_bytes)
         if options.transaction is not None:
-            task_id = await _submit_in_transaction(options.transaction, traced, run_at, options)
+            task_id = await _submit_in_transaction(
+                runtime.store, options.transaction, traced, run_at, options
+            )
         else:
             task_id = await _store_and_publish(runtime, traced, body, run_at, options)
     except BaseException as exc:
@@ -163,19 +159,19 @@ async def publish_scheduled(
     one waits to see it `queued`; rows the leader is publishing meanwhile are left to it.
     """
     for start in range(0, len(messages), PUBLISH_CHUNK):
-        chunk = messages[start : start + PUBLISH_CHUNK]
+        chunk = {
+            envelope.id: (envelope, body)
+            for envelope, body in messages[start : start + PUBLISH_CHUNK]
+        }
 
         async def publish_chunk(
-            conn: Connection, chunk: Sequence[tuple[protocol.Envelope, bytes]] = chunk
+            ids: list[str], chunk: dict[str, tuple[protocol.Envelope, bytes]] = chunk
         ) -> None:
-            locked = set(await repository.lock_scheduled(conn, [e.id for e, _ in chunk]))
-            mine = [(envelope, body) for envelope, body in chunk if envelope.id in locked]
-            await publish_many(runtime, mine)
-            await repository.mark_queued(conn, [envelope.id for envelope, _ in mine])
+            await publish_many(runtime, [chunk[task_id] for task_id in ids])
 
         # (No `queued` events: for a batch they would double the broker's work; watchers
         # read the state from the store, and see events from `running` on.)
-        await runtime.store.run(publish_chunk)
+        await runtime.store.publish_scheduled(list(chunk), publish_chunk)
 
 
 async def publish_many(
@@ -207,6 +203,7 @@ def encoded(
 
 
 async def _submit_in_transaction(
+    store: Store,
     transaction: AsyncConnection | AsyncSession,
     envelope: protocol.Envelope,
     run_at: datetime | None,
@@ -215,25 +212,10 @@ async def _submit_in_transaction(
     """Write the row in the caller's transaction, `scheduled` and due at once (or at its
     countdown/eta). Nothing is published here: once the transaction commits, the leader
     publishes it like any due task (woken at once on PostgreSQL); a rollback leaves nothing."""
-    try:
-        conn = await Connection.of(transaction)
-    except TypeError:
-        raise ConfigurationError(
-            "transaction must be a SQLAlchemy AsyncConnection or AsyncSession, not "
-            f"{type(transaction).__name__}"
-        ) from None
-    if not conn.in_transaction():
-        raise ConfigurationError(
-            "transaction=... must be in a transaction (use `async with engine.begin() as conn:`)"
-        )
     row = new_task_row(
         envelope, run_at=run_at, idempotency_key=options.idempotency_key, scheduled=True
     )
-    task_id = await repository.insert_task(conn, row, due_now=run_at is None)
-    if conn.dialect.name == "postgresql" and run_at is None:
-        # Delivered only if the transaction commits: the leader wakes and publishes it.
-        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL})
-    return task_id
+    return await store.insert_in(transaction, row, due_now=run_at is None)
 
 
 def _envelope(submission: middleware.Submission, *, where: str) -> protocol.Envelope:
@@ -389,7 +371,7 @@ def new_task_row(
             else datetime.fromtimestamp(envelope.expires_at, UTC)
         ),
         batch_id=batch_id,
-        trace_context=envelope.headers or None,
+        headers=envelope.headers or None,
     )
 
 
@@ -406,13 +388,13 @@ def envelope_of(record: TaskRecord) -> protocol.Envelope:
         created_at=record.created_at.timestamp(),
         max_retries=record.max_retries,
         expires_at=None if record.expires_at is None else record.expires_at.timestamp(),
-        headers=dict(record.trace_context or {}),
+        headers=dict(record.headers or {}),
     )
 
 
 async def _record_unpublished(store: Store, task_id: str, exc: PublishError) -> None:
     """A task whose message the broker never confirmed must not sit `queued` forever."""
-    error = {"type": "PublishError", "message": str(exc), "traceback": ""}
+    error = TaskError("PublishError", str(exc))
     try:
         await store.fail_unclaimed(task_id, error, only_queued=True)
     except Exception:

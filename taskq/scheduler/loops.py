@@ -19,8 +19,7 @@ from taskq.client.events import announce, announce_many, queued
 from taskq.client.periodic import Periodic, tick_key
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
 from taskq.status import TaskStatus
-from taskq.store import coordination, lifecycle, repository
-from taskq.store.async_core import Connection
+from taskq.store import TaskRecord
 
 if TYPE_CHECKING:
     from taskq.client.app import App
@@ -47,10 +46,10 @@ class LeaderWork:
 
     async def run(self) -> None:
         store = self._app.store
-        await store.run(lambda conn: coordination.set_leader(conn, self._process_id, True))
+        await store.set_leader(self._process_id, True)
         try:
             async with (
-                store.notifications(submission.DUE_CHANNEL) as self._due_soon,
+                store.due_soon() as self._due_soon,
                 asyncio.TaskGroup() as loops,
             ):
                 loops.create_task(
@@ -62,7 +61,7 @@ class LeaderWork:
         finally:
             # The term is over; the mark is cosmetic (the advisory lock is the truth).
             with contextlib.suppress(StoreError):
-                await store.run(lambda conn: coordination.set_leader(conn, self._process_id, False))
+                await store.set_leader(self._process_id, False)
 
     async def _forever(
         self, step: Callable[[], Awaitable[float]], wake: asyncio.Event | None = None
@@ -85,41 +84,37 @@ class LeaderWork:
 
     async def publish_due(self) -> float:
         """Publish one batch of due tasks; → seconds until the next may be due."""
-        published, next_due = await self._app.store.run(self._publish_due)
-        if published >= BATCH:
+        # The rows stay locked (FOR UPDATE SKIP LOCKED) until the store's transaction commits,
+        # so a worker claiming one waits for `queued`. After a crash before the commit the
+        # rows are still `scheduled` and due: the first copy to reach a worker claims and
+        # runs the task, and the next leader finds nothing left to publish.
+        due, next_due = await self._app.store.publish_due(BATCH, self._publish)
+        if due:
+            logger.debug("published %d due tasks", len(due))
+            await announce_many(self._app.broker, [queued(record) for record in due])
+        if len(due) >= BATCH:
             return 0.0
         if next_due is None:
             return POLL_INTERVAL
         return min(max((next_due - datetime.now(UTC)).total_seconds(), 0.0), POLL_INTERVAL)
 
-    async def _publish_due(self, conn: Connection) -> tuple[int, datetime | None]:
-        # The rows stay locked (FOR UPDATE SKIP LOCKED) until this transaction commits, so a
-        # worker claiming one waits for `queued`. After a crash before the commit the rows
-        # are still `scheduled` and due: the first copy to reach a worker claims and runs the
-        # task, and the next leader finds nothing left to publish.
-        due = await repository.claim_due(conn, BATCH)
-        if due:
-            envelopes = [submission.envelope_of(record) for record in due]
-            await submission.publish_many(
-                self._app.runtime, submission.encoded(self._app.runtime, envelopes)
-            )
-            await repository.mark_queued(conn, [record.id for record in due])
-            logger.debug("published %d due tasks", len(due))
-            await announce_many(self._app.broker, [queued(record) for record in due])
-        return len(due), await repository.next_due(conn)
+    async def _publish(self, due: list[TaskRecord]) -> None:
+        envelopes = [submission.envelope_of(record) for record in due]
+        runtime = self._app.runtime
+        await submission.publish_many(runtime, submission.encoded(runtime, envelopes))
 
     async def sweep(self) -> float:
         """Waiting tasks past their expiry end `expired`; long tasks whose worker died (their
         lease lapsed) become due again, for `publish_due`."""
         store = self._app.store
-        expired = await store.run(lambda conn: lifecycle.expire_overdue(conn, BATCH))
+        expired = await store.expire_overdue(BATCH)
         for task_id, name, queue in expired:
             logger.info("task %s expired before it started", task_id, extra={"task_id": task_id})
             event = protocol.Event(
                 task_id=task_id, state=TaskStatus.EXPIRED.value, name=name, queue=queue
             )
             await announce(self._app.broker, event)
-        requeued = await store.run(lambda conn: lifecycle.requeue_lapsed(conn, BATCH))
+        requeued = await store.requeue_lapsed(BATCH)
         for task_id in requeued:
             logger.warning("task %s lost its worker (lease lapsed): requeued", task_id)
         return SWEEP_INTERVAL
@@ -130,12 +125,12 @@ class LeaderWork:
         if not schedules:
             return CRON_INTERVAL
         store = self._app.store
-        last = await store.run(coordination.last_ticks)
+        last = await store.last_ticks()
         now = datetime.now(UTC)
         for schedule in schedules.values():
             if schedule.name not in last:
                 # A new schedule starts from now: its first tick is the next one.
-                await store.run(_record_tick(schedule.name, now))
+                await store.record_tick(schedule.name, now)
                 continue
             for tick in schedule.due(last[schedule.name], now):
                 try:
@@ -147,7 +142,7 @@ class LeaderWork:
                     logger.error("periodic %s: tick %s not submitted: %s", schedule.name, tick, exc)
             # Every tick up to `now` is handled (a crash before this line only means the
             # next leader submits them again, and their idempotency keys make that a no-op).
-            await store.run(_record_tick(schedule.name, now))
+            await store.record_tick(schedule.name, now)
         soonest = min(schedule.next_after(now) for schedule in schedules.values())
         return min(max((soonest - datetime.now(UTC)).total_seconds(), 0.0), CRON_INTERVAL)
 
@@ -167,11 +162,7 @@ class LeaderWork:
 
     async def reap_workers(self) -> float:
         """Mark workers whose heartbeat stopped as dead."""
-        dead = await self._app.store.run(lambda conn: coordination.mark_dead(conn, SILENT_FOR))
+        dead = await self._app.store.mark_dead(SILENT_FOR)
         for worker_id in dead:
             logger.warning("worker %s stopped beating: marked dead", worker_id)
         return REAP_INTERVAL
-
-
-def _record_tick(name: str, tick: datetime) -> Callable[[Connection], Awaitable[None]]:
-    return lambda conn: coordination.record_tick(conn, name, tick)

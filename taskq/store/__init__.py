@@ -1,42 +1,68 @@
-"""The task store: one engine, the schema check, and the repository behind error mapping.
+"""The task store: the only door to the database, one method per domain verb.
 
-PostgreSQL in production, SQLite for the embedded default. Nothing from SQLAlchemy or
-the drivers escapes this package: errors become `StoreError` and its subclasses.
+PostgreSQL in production, SQLite for the embedded default; the dialect is chosen once, at
+`open()`. Statements live in `statements`, `lifecycle` and `coordination` (SQLAlchemy Core,
+both dialects) and `pg` (PostgreSQL's hot path, one statement per step); nobody outside this
+package holds a connection. Nothing from SQLAlchemy or the drivers escapes: errors become
+`StoreError` and its subclasses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import text
-from sqlalchemy.pool import NullPool
 
-from taskq.exceptions import AppNotOpen, LockTimeout, SchemaOutOfDate, StoreError
-from taskq.store import asyncpg_direct, lifecycle, locks, migrations, repository
+from taskq.exceptions import AppNotOpen, ConfigurationError, SchemaOutOfDate, StoreError
+from taskq.status import TaskStatus
+from taskq.store import coordination, lifecycle, locks, migrations, pg, statements
 from taskq.store import engine as engines
-from taskq.store.async_core import Connection, Engine, create_async_engine
-from taskq.store.asyncpg_direct import GroupedInserts, HeldConnection, PgBatches
-from taskq.store.repository import Claimed, NewTask, Outcome, TaskRecord
+from taskq.store.async_core import Connection, Engine
+from taskq.store.records import (
+    Claimed,
+    ClaimRequest,
+    NewTask,
+    Outcome,
+    ProgressReport,
+    TaskError,
+    TaskRecord,
+    WorkerRecord,
+)
 from taskq.store.writer import Batches, SqlBatches, Writer
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
 __all__ = [
+    "DUE_CHANNEL",
+    "ClaimRequest",
     "Claimed",
     "NewTask",
     "Outcome",
+    "ProgressReport",
     "Store",
+    "TaskError",
     "TaskRecord",
+    "WorkerRecord",
     "Writer",
-    "lifecycle",
-    "repository",
 ]
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
+
+# The channel the leader listens on, so a committed transactional task is published at once.
+DUE_CHANNEL = "taskq_due"
+# Ids per statement in reads of many tasks (an IN list this long is still cheap to plan).
+READ_CHUNK = 1_000
 
 
 class Store:
@@ -50,8 +76,10 @@ class Store:
         self._turns = asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         self._local_locks: dict[str, asyncio.Lock] = {}
         self._leader_turn = asyncio.Lock()
-        # PostgreSQL: submits' rows, grouped into one INSERT (`asyncpg_direct`).
-        self._inserts: GroupedInserts | None = None
+        # PostgreSQL: single statements on pooled connections, and submits' rows grouped
+        # into one INSERT on a connection of its own (`pg`).
+        self._pooled: pg.Pooled | None = None
+        self._inserts: pg.GroupedInserts | None = None
 
     def __repr__(self) -> str:
         return f"Store({engines.shown(self._url)!r})"
@@ -59,6 +87,8 @@ class Store:
     @property
     def dialect(self) -> str:
         return self._url.get_backend_name()
+
+    # -- lifetime ----------------------------------------------------------------------------
 
     async def open(self) -> None:
         engine = engines.create_engine(self._url.render_as_string(hide_password=False))
@@ -74,9 +104,11 @@ class Store:
             raise
         self._engine = engine
         if self.dialect == "postgresql":
-            self._inserts = GroupedInserts(self._held_connection())
+            self._pooled = pg.Pooled(engine, self._translated)
+            self._inserts = pg.GroupedInserts(self._held_connection())
 
     async def close(self) -> None:
+        self._pooled = None
         if self._inserts is not None:
             inserts, self._inserts = self._inserts, None
             await inserts.close()
@@ -84,102 +116,303 @@ class Store:
             engine, self._engine = self._engine, None
             await engine.dispose()
 
-    async def run(self, operation: Callable[[Connection], Awaitable[T]]) -> T:
+    async def _run(self, operation: Callable[[Connection], Awaitable[T]]) -> T:
         """Run `operation` in one transaction, with errors translated."""
         if self._engine is None:
             raise AppNotOpen("the store is not open: use `async with app:` first")
         async with self._turns:
-            async with (
-                engines.translated_errors(self._url),
-                self._engine.begin() as conn,
-            ):
+            async with self._translated(), self._engine.begin() as conn:
                 return await operation(conn)
+
+    def _translated(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return engines.translated_errors(self._url)
+
+    def _held_connection(self) -> pg.HeldConnection:
+        assert self._engine is not None
+        return pg.HeldConnection(self._engine.connect, self._translated)
 
     async def ping(self, within: float = 2.0) -> bool:
         """Whether the database answers within `within` seconds."""
         try:
             async with asyncio.timeout(within):
-                await self.run(lambda conn: conn.execute(text("SELECT 1")))
+                await self._run(lambda conn: conn.execute(text("SELECT 1")))
         except (TimeoutError, StoreError):
             return False
         return True
 
-    def writer(self, *, flush_interval: float) -> Writer:
-        """The worker's write-behind: on PostgreSQL, one statement per flush (`asyncpg_direct`)."""
-        if self._engine is None:
-            raise AppNotOpen("the store is not open: use `async with app:` first")
-        if self.dialect == "postgresql":
-            batches: Batches = PgBatches(self._held_connection(), self.run)
-        else:
-            batches = SqlBatches(self.run)
-        return Writer(batches, flush_interval=flush_interval)
+    # -- submitting --------------------------------------------------------------------------
 
     async def insert_task(self, task: NewTask) -> str:
         """→ the task's id, or the earlier task's if its idempotency key was taken."""
         if self._inserts is not None and task.idempotency_key is None:
             await self._inserts.insert(task)
             return task.id
-        return await self.run(lambda conn: repository.insert_task(conn, task))
+        return await self._run(lambda conn: statements.insert_task(conn, task))
 
     async def insert_tasks(self, rows: Sequence[NewTask], *, due_now: bool) -> None:
         """Many rows (a batch: no idempotency keys) in one statement and one transaction;
-        `due_now`: due by the database's clock (see `repository.insert_tasks`)."""
-        if self._engine is not None and self.dialect == "postgresql":
-            async with engines.translated_errors(self._url):
-                await asyncpg_direct.insert_tasks(self._engine, rows, due_now=due_now)
+        `due_now`: due by the database's clock (see `statements.insert_tasks`)."""
+        if self._pooled is not None:
+            await pg.insert_tasks(self._pooled, rows, due_now=due_now)
             return
-        await self.run(lambda conn: repository.insert_tasks(conn, rows, due_now=due_now))
-
-    def _held_connection(self) -> HeldConnection:
-        assert self._engine is not None
-        return HeldConnection(self._engine.connect, lambda: engines.translated_errors(self._url))
+        await self._run(lambda conn: statements.insert_tasks(conn, rows, due_now=due_now))
 
     async def insert_task_if_missing(self, task: NewTask) -> None:
-        await self.run(lambda conn: repository.insert_task_if_missing(conn, task))
+        await self._run(lambda conn: statements.insert_task_if_missing(conn, task))
+
+    async def insert_in(
+        self, transaction: AsyncConnection | AsyncSession, task: NewTask, *, due_now: bool
+    ) -> str:
+        """Write the row in the caller's transaction (the outbox); → its id, or the earlier
+        task's if its idempotency key was taken. `due_now`: the leader is woken (NOTIFY,
+        delivered only if the transaction commits) to publish it at once."""
+        try:
+            conn = await Connection.of(transaction)
+        except TypeError:
+            raise ConfigurationError(
+                "transaction must be a SQLAlchemy AsyncConnection or AsyncSession, not "
+                f"{type(transaction).__name__}"
+            ) from None
+        if not conn.in_transaction():
+            raise ConfigurationError(
+                "transaction=... must be in a transaction "
+                "(use `async with engine.begin() as conn:`)"
+            )
+        async with self._translated():
+            task_id = await statements.insert_task(conn, task, due_now=due_now)
+            if conn.dialect.name == "postgresql" and due_now:
+                await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL})
+        return task_id
+
+    async def publish_scheduled(
+        self, task_ids: Sequence[str], publish: Callable[[list[str]], Awaitable[None]]
+    ) -> list[str]:
+        """Lock those rows still `scheduled` (waiting for a leader publishing them), call
+        `publish(their ids)`, then mark them `queued`, all in one transaction: a worker
+        that gets a message before the commit waits to see it `queued`. → the ids published."""
+
+        async def step(conn: Connection) -> list[str]:
+            locked = await statements.lock_scheduled(conn, task_ids)
+            mine = [task_id for task_id in task_ids if task_id in set(locked)]
+            await publish(mine)
+            await statements.mark_queued(conn, mine)
+            return mine
+
+        return await self._run(step)
+
+    async def publish_due(
+        self, limit: int, publish: Callable[[list[TaskRecord]], Awaitable[None]]
+    ) -> tuple[list[TaskRecord], datetime | None]:
+        """The leader's step: lock up to `limit` due rows (FOR UPDATE SKIP LOCKED), call
+        `publish(them)`, mark them `queued`, in one transaction. → (the rows published,
+        when the next scheduled row is due)."""
+
+        async def step(conn: Connection) -> tuple[list[TaskRecord], datetime | None]:
+            due = await statements.claim_due(conn, limit)
+            if due:
+                await publish(due)
+                await statements.mark_queued(conn, [record.id for record in due])
+            return due, await statements.next_due(conn)
+
+        return await self._run(step)
+
+    # -- reading -----------------------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
-        if self._engine is not None and self.dialect == "postgresql":
-            async with engines.translated_errors(self._url):
-                return await asyncpg_direct.get_task(self._engine, task_id)
-        return await self.run(lambda conn: repository.get_task(conn, task_id))
+        if self._pooled is not None:
+            return await pg.get_task(self._pooled, task_id)
+        return await self._run(lambda conn: statements.get_task(conn, task_id))
+
+    async def get_tasks(self, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
+        """id → record of those that exist, read `READ_CHUNK` ids per statement."""
+        found: dict[str, TaskRecord] = {}
+        for chunk in _chunks(task_ids):
+            found.update(await self._run(functools.partial(statements.get_tasks, task_ids=chunk)))
+        return found
+
+    async def get_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        """id → state of those that exist."""
+        found: dict[str, TaskStatus] = {}
+        for chunk in _chunks(task_ids):
+            states = functools.partial(statements.get_states, task_ids=chunk)
+            found.update(await self._run(states))
+        return found
+
+    async def find_tasks(
+        self,
+        *,
+        states: Sequence[TaskStatus] = (),
+        name: str | None = None,
+        queue: str | None = None,
+        batch_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[TaskRecord]:
+        """Tasks matching every filter given, newest first."""
+        return await self._run(
+            lambda conn: statements.find_tasks(
+                conn,
+                states=states,
+                name=name,
+                queue=queue,
+                batch_id=batch_id,
+                since=since,
+                limit=limit,
+            )
+        )
+
+    async def count_waiting(self, queues: Sequence[str]) -> dict[str, dict[str, int]]:
+        """queue → {state: count} of the not-yet-final tasks of `queues`."""
+        return await self._run(lambda conn: statements.count_waiting(conn, queues))
+
+    async def list_attempts(self, task_id: str) -> list[dict[str, object]]:
+        return await self._run(lambda conn: lifecycle.list_attempts(conn, task_id))
+
+    async def list_workers(self, *, include_stopped: bool) -> list[WorkerRecord]:
+        return await self._run(
+            lambda conn: coordination.list_workers(conn, include_stopped=include_stopped)
+        )
+
+    # -- running -----------------------------------------------------------------------------
+
+    def writer(self, *, flush_interval: float) -> Writer:
+        """The worker's write-behind: on PostgreSQL, one statement per flush, on a
+        connection of the writer's own."""
+        if self._engine is None:
+            raise AppNotOpen("the store is not open: use `async with app:` first")
+        batches: Batches
+        if self.dialect == "postgresql":
+            batches = pg.PgBatches(self._held_connection(), self.write_progress)
+        else:
+            batches = SqlBatches(self._run, self.write_progress)
+        return Writer(batches, flush_interval=flush_interval)
+
+    async def write(
+        self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
+    ) -> dict[str, Claimed]:
+        """Outcomes (fenced by attempt), then claims, as one flush; → the claims that took.
+        (The writer batches calls to this; call it directly only for one-off writes.)"""
+        if self._pooled is not None:
+            return await pg.flush(self._pooled, claims, outcomes)
+        return await self._run(lambda conn: statements.write_batch(conn, claims, outcomes))
+
+    async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
+        """The latest progress of running attempts (fenced by attempt)."""
+        await self._run(lambda conn: statements.record_progress(conn, reports))
+
+    async def fail_unclaimed(
+        self,
+        task_id: str,
+        error: TaskError,
+        *,
+        only_queued: bool = False,
+        dead_reason: str | None = None,
+    ) -> None:
+        """Fail a task that never ran (unknown name, bad message, never published)."""
+        await self._run(
+            lambda conn: statements.fail_unclaimed(
+                conn, task_id, error, only_queued=only_queued, dead_reason=dead_reason
+            )
+        )
+
+    async def hand_off(self, task_id: str, attempt: int, until: datetime) -> bool:
+        """A long task's message is about to be acked early: from now its lease keeps it."""
+        return await self._run(lambda conn: lifecycle.hand_off(conn, task_id, attempt, until))
+
+    async def release(self, task_id: str, attempt: int) -> None:
+        """A stopping worker hands a running task back (see `lifecycle.release`)."""
+        await self._run(lambda conn: lifecycle.release(conn, task_id, attempt))
+
+    async def expire_waiting(self, task_id: str) -> bool:
+        """A task received past its expiry ends `expired`; → whether it was waiting."""
+        return await self._run(lambda conn: lifecycle.expire_waiting(conn, task_id))
+
+    async def cancel_many(self, task_ids: Sequence[str]) -> dict[str, tuple[TaskStatus, str, str]]:
+        """Cancel waiting tasks, mark running ones; → id → (state after, name, queue)."""
+        return await self._run(lambda conn: lifecycle.request_cancel_many(conn, task_ids))
+
+    async def replay(self, task_ids: Sequence[str]) -> list[str]:
+        """Dead tasks back as due `scheduled` rows; → the ids reset."""
+        return await self._run(lambda conn: lifecycle.reset_for_replay(conn, task_ids))
+
+    # -- processes and the leader ------------------------------------------------------------
+
+    async def register_worker(
+        self, worker_id: str, *, role: str, queues: Sequence[str], concurrency: int
+    ) -> None:
+        """A `running` row for this process (host and pid taken from here)."""
+        await self._run(
+            lambda conn: coordination.register_worker(
+                conn,
+                worker_id=worker_id,
+                role=role,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                queues=queues,
+                concurrency=concurrency,
+            )
+        )
+
+    async def heartbeat(
+        self, worker_id: str, *, running: int, memory: int, leases_until: datetime
+    ) -> None:
+        """Refresh the worker's row and extend its long tasks' leases, in one transaction."""
+
+        async def beat(conn: Connection) -> None:
+            await coordination.heartbeat(conn, worker_id, running=running, memory=memory)
+            await lifecycle.extend_leases(conn, worker_id, leases_until)
+
+        await self._run(beat)
+
+    async def stop_worker(self, worker_id: str) -> None:
+        await self._run(lambda conn: coordination.stop_worker(conn, worker_id))
+
+    async def mark_process_dead(self, host: str, pid: int) -> None:
+        """A supervisor saw its child die: its rows are dead at once."""
+        await self._run(lambda conn: coordination.mark_process_dead(conn, host, pid))
+
+    async def mark_dead(self, silent_for: timedelta) -> list[str]:
+        """Workers silent for `silent_for` are `dead`; → their ids."""
+        return await self._run(lambda conn: coordination.mark_dead(conn, silent_for))
+
+    async def set_leader(self, worker_id: str, leading: bool) -> None:
+        await self._run(lambda conn: coordination.set_leader(conn, worker_id, leading))
+
+    async def last_ticks(self) -> dict[str, datetime]:
+        """Periodic schedule name → its newest tick submitted."""
+        return await self._run(coordination.last_ticks)
+
+    async def record_tick(self, name: str, tick: datetime) -> None:
+        await self._run(lambda conn: coordination.record_tick(conn, name, tick))
+
+    async def expire_overdue(self, limit: int) -> list[tuple[str, str, str]]:
+        """Waiting tasks past their expiry end `expired`; → (id, name, queue) of each."""
+        return await self._run(lambda conn: lifecycle.expire_overdue(conn, limit))
+
+    async def requeue_lapsed(self, limit: int) -> list[str]:
+        """Running tasks whose lease lapsed become due `scheduled` rows; → their ids."""
+        return await self._run(lambda conn: lifecycle.requeue_lapsed(conn, limit))
+
+    # -- notifications and locks -------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def notifications(self, channel: str) -> AsyncIterator[asyncio.Event]:
-        """An event set on each PostgreSQL NOTIFY on `channel` (never set on SQLite), heard
-        on a connection of its own. If it cannot listen, the event is simply never set:
-        callers poll anyway and only use it to wake early."""
-        wake = asyncio.Event()
+    async def due_soon(self) -> AsyncIterator[asyncio.Event]:
+        """An event set whenever a transaction that wrote a due task commits (PostgreSQL
+        NOTIFY; never set on SQLite, where nothing else writes)."""
         if self.dialect == "sqlite":
-            yield wake
+            yield asyncio.Event()
             return
-        engine = create_async_engine(
+        async with locks.listening(
             self._url.render_as_string(hide_password=False),
-            poolclass=NullPool,
-            connect_args={"timeout": 5, "server_settings": {"application_name": "taskq listener"}},
-        )
-        try:
-            try:
-                async with engines.translated_errors(self._url):
-                    conn = await engine.connect()
-                    raw = (await conn.get_raw_connection()).driver_connection
-                    assert raw is not None
-                    await raw.add_listener(channel, lambda *_: wake.set())
-            except StoreError as exc:
-                logger.warning("not listening for %s notifications: %s", channel, exc)
-                conn = None
-            try:
-                yield wake
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-        finally:
-            await engine.dispose()
+            DUE_CHANNEL,
+            engines.shown(self._url),
+        ) as wake:
+            yield wake
 
     def session_lock(self, name: str, *, application_name: str) -> locks.LeaderLock:
         """A lock for leadership, held on a connection of its own (see `locks.SessionLock`)."""
         if self.dialect == "sqlite":
-            return _InProcessSessionLock(self._leader_turn)
+            return locks.InProcessSessionLock(self._leader_turn)
         return locks.SessionLock(
             self._url.render_as_string(hide_password=False),
             name,
@@ -196,54 +429,13 @@ class Store:
                 yield
             return
         held = self._local_locks.setdefault(name, asyncio.Lock())
-        try:
-            if wait is not None and wait <= 0 and held.locked():
-                raise TimeoutError
-            async with asyncio.timeout(wait if wait and wait > 0 else None):
-                await held.acquire()
-        except TimeoutError:
-            raise LockTimeout(f"lock {name!r} not acquired within {wait} s") from None
-        try:
+        async with locks.in_process_lock(held, name, wait):
             yield
-        finally:
-            held.release()
-
-    async def fail_unclaimed(
-        self,
-        task_id: str,
-        error: dict[str, str],
-        *,
-        only_queued: bool = False,
-        dead_reason: str | None = None,
-    ) -> None:
-        await self.run(
-            lambda conn: repository.fail_unclaimed(
-                conn, task_id, error, only_queued=only_queued, dead_reason=dead_reason
-            )
-        )
 
 
-class _InProcessSessionLock:
-    """Leadership on SQLite: one process, so one lock object decides among its schedulers."""
-
-    def __init__(self, turn: asyncio.Lock) -> None:
-        self._turn = turn
-        self._held = False
-
-    async def try_acquire(self) -> bool:
-        if self._turn.locked():
-            return False
-        await self._turn.acquire()
-        self._held = True
-        return True
-
-    async def check(self, within: float) -> None:
-        return None
-
-    async def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._turn.release()
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    unique = list(dict.fromkeys(ids))
+    return [unique[start : start + READ_CHUNK] for start in range(0, len(unique), READ_CHUNK)]
 
 
 async def _check_schema(conn: Connection, shown_url: str) -> None:

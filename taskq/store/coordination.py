@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
+from taskq.store import records
 from taskq.store.async_core import Connection
 from taskq.store.engine import upsert_increasing
-from taskq.store.repository import _aware, now
+from taskq.store.records import aware, now
 from taskq.store.tables import schedules, workers
 
 _w = workers.c
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerRecord:
-    id: str
-    role: str
-    host: str
-    pid: int
-    queues: list[str]
-    concurrency: int
-    state: str
-    leader: bool
-    started_at: datetime
-    heartbeat_at: datetime
-    stopped_at: datetime | None
-    running: int = 0
-    memory: int = 0
 
 
 async def register_worker(
@@ -104,34 +87,16 @@ async def mark_process_dead(conn: Connection, host: str, pid: int) -> None:
     )
 
 
-async def list_workers(conn: Connection, *, include_stopped: bool) -> list[WorkerRecord]:
+async def list_workers(conn: Connection, *, include_stopped: bool) -> list[records.WorkerRecord]:
     query = select(workers).order_by(_w.started_at)
     if not include_stopped:
         query = query.where(_w.state != "stopped")
-    rows = (await conn.execute(query)).mappings()
-    return [
-        WorkerRecord(
-            id=row["id"],
-            role=row["role"],
-            host=row["host"],
-            pid=row["pid"],
-            queues=list(row["queues"]),
-            concurrency=row["concurrency"],
-            state=row["state"],
-            leader=bool(row["leader"]),
-            started_at=_aware(row["started_at"]) or now(),
-            heartbeat_at=_aware(row["heartbeat_at"]) or now(),
-            stopped_at=_aware(row["stopped_at"]),
-            running=row["running"],
-            memory=row["memory"],
-        )
-        for row in rows
-    ]
+    return [records.worker_of(row) for row in (await conn.execute(query)).mappings()]
 
 
 async def last_ticks(conn: Connection) -> dict[str, datetime]:
     rows = await conn.execute(select(schedules.c.name, schedules.c.last_tick))
-    return {row.name: _aware(row.last_tick) or now() for row in rows}
+    return {row.name: aware(row.last_tick) or now() for row in rows}
 
 
 async def record_tick(conn: Connection, name: str, tick: datetime) -> None:

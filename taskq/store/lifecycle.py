@@ -8,9 +8,10 @@ from datetime import datetime
 from sqlalchemy import case, select, update
 
 from taskq.status import TaskStatus
+from taskq.store import records
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock
-from taskq.store.repository import _aware, now
+from taskq.store.records import now
 from taskq.store.tables import attempts, tasks
 
 _c = tasks.c
@@ -145,12 +146,7 @@ async def reset_for_replay(conn: Connection, task_ids: Sequence[str]) -> list[st
 
 async def list_attempts(conn: Connection, task_id: str) -> list[dict[str, object]]:
     query = select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.attempt)
-    rows = [dict(row) for row in (await conn.execute(query)).mappings()]
-    for row in rows:
-        row["task_id"] = str(row["task_id"])
-        row["started_at"] = _aware(row["started_at"])
-        row["finished_at"] = _aware(row["finished_at"])
-    return rows
+    return [records.attempt_of(row) for row in (await conn.execute(query)).mappings()]
 
 
 async def release(conn: Connection, task_id: str, attempt: int) -> None:

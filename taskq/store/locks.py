@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -17,9 +18,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from taskq.exceptions import LockTimeout, StoreConnectionError
+from taskq.exceptions import LockTimeout, StoreConnectionError, StoreError
 from taskq.store import engine as engines
 from taskq.store.async_core import Connection, Engine, create_async_engine
+
+logger = logging.getLogger(__name__)
 
 NAMESPACE = int.from_bytes(b"tq\x00\x01", "big", signed=True)
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -150,3 +153,73 @@ def _sqlstate(exc: DBAPIError) -> str | None:
         if isinstance(state, str):
             return state
     return None
+
+
+class InProcessSessionLock:
+    """Leadership on SQLite: one process, so one lock object decides among its schedulers."""
+
+    def __init__(self, turn: asyncio.Lock) -> None:
+        self._turn = turn
+        self._held = False
+
+    async def try_acquire(self) -> bool:
+        if self._turn.locked():
+            return False
+        await self._turn.acquire()
+        self._held = True
+        return True
+
+    async def check(self, within: float) -> None:
+        return None
+
+    async def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._turn.release()
+
+
+@contextlib.asynccontextmanager
+async def in_process_lock(held: asyncio.Lock, name: str, wait: float | None) -> AsyncIterator[None]:
+    """`Store.lock` on SQLite: the database has one process, so an asyncio lock will do."""
+    try:
+        if wait is not None and wait <= 0 and held.locked():
+            raise TimeoutError
+        async with asyncio.timeout(wait if wait and wait > 0 else None):
+            await held.acquire()
+    except TimeoutError:
+        raise LockTimeout(f"lock {name!r} not acquired within {wait} s") from None
+    try:
+        yield
+    finally:
+        held.release()
+
+
+@contextlib.asynccontextmanager
+async def listening(url: str, channel: str, shown_url: str) -> AsyncIterator[asyncio.Event]:
+    """An event set on each PostgreSQL NOTIFY on `channel`, heard on a connection of its
+    own. If it cannot listen, the event is simply never set (callers poll anyway)."""
+    wake = asyncio.Event()
+    engine = create_async_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={"timeout": 5, "server_settings": {"application_name": "taskq listener"}},
+    )
+    try:
+        conn: Connection | None
+        try:
+            async with engines.translated_errors(engines.parse_url(url)):
+                conn = await engine.connect()
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert raw is not None
+                await raw.add_listener(channel, lambda *_: wake.set())
+        except StoreError as exc:
+            logger.warning("not listening for %s notifications on %s: %s", channel, shown_url, exc)
+            conn = None
+        try:
+            yield wake
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+    finally:
+        await engine.dispose()

@@ -86,9 +86,10 @@ tasks = Table(
     Column("progress", JsonOrNull, nullable=True),
     # Every task of one `submit_many` shares its batch id.
     Column("batch_id", Uuid(as_uuid=False), nullable=True),
-    # The W3C trace context of the submit (traceparent, tracestate): every publish of the
-    # task, retries and replays included, carries it, so one trace shows every attempt.
-    Column("trace_context", JsonOrNull, nullable=True),
+    # What submit middleware added, str → str, the W3C trace context of the submit among
+    # them (traceparent, tracestate): every publish of the task, retries and replays
+    # included, carries them, so one trace shows every attempt and every attempt sees them.
+    Column("headers", JsonOrNull, nullable=True),
     CheckConstraint(f"state IN ({STATES})", name="state"),
     Index(None, "state", "created_at"),
     Index(None, "name", "created_at"),

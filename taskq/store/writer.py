@@ -8,7 +8,7 @@ are coalesced instead: only each task's latest is written, at most every
 `progress_interval` seconds, and nobody waits for it.
 
 Where a batch goes is a `Batches`: one set-based statement on PostgreSQL
-(`store.asyncpg_direct`), SQLAlchemy Core statements in one transaction elsewhere (`SqlBatches`).
+(`store.pg`), SQLAlchemy Core statements in one transaction elsewhere (`SqlBatches`).
 """
 
 from __future__ import annotations
@@ -17,32 +17,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from taskq.exceptions import StoreConnectionError, StoreError
-from taskq.store import repository
+from taskq.store import records, statements
 from taskq.store.async_core import Connection
+from taskq.store.records import ClaimRequest, ProgressReport
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5
-# (task id, attempt, latest report)
-ProgressReport = tuple[str, int, dict[str, Any]]
-
-
-class ClaimRequest(NamedTuple):
-    task_id: str
-    worker_id: str
-    redelivered: bool
 
 
 class Batches(Protocol):
     """Writes one flush's items, durably, before returning."""
 
     async def write(
-        self, claims: Sequence[ClaimRequest], outcomes: Sequence[repository.Outcome]
-    ) -> dict[str, repository.Claimed]:
-        """Store outcomes, then claims (see `repository.claim`); → the claims that took."""
+        self, claims: Sequence[ClaimRequest], outcomes: Sequence[records.Outcome]
+    ) -> dict[str, records.Claimed]:
+        """Store outcomes, then claims (see `statements.claim`); → the claims that took."""
         ...
 
     async def write_progress(self, reports: Sequence[ProgressReport]) -> None: ...
@@ -54,27 +47,30 @@ class SqlBatches:
     """Batches as SQLAlchemy Core statements in one transaction (any dialect)."""
 
     def __init__(
-        self, run: Callable[[Callable[[Connection], Awaitable[Any]]], Awaitable[Any]]
+        self,
+        run: Callable[[Callable[[Connection], Awaitable[Any]]], Awaitable[Any]],
+        write_progress: Callable[[Sequence[ProgressReport]], Awaitable[None]],
     ) -> None:
         self._run = run
+        self._write_progress = write_progress
 
     async def write(
-        self, claims: Sequence[ClaimRequest], outcomes: Sequence[repository.Outcome]
-    ) -> dict[str, repository.Claimed]:
-        result: dict[str, repository.Claimed] = await self._run(
-            lambda conn: _apply(conn, claims, outcomes)
+        self, claims: Sequence[ClaimRequest], outcomes: Sequence[records.Outcome]
+    ) -> dict[str, records.Claimed]:
+        result: dict[str, records.Claimed] = await self._run(
+            lambda conn: statements.write_batch(conn, claims, outcomes)
         )
         return result
 
     async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
-        await self._run(lambda conn: repository.record_progress(conn, reports))
+        await self._write_progress(reports)
 
     async def close(self) -> None:
         return None
 
 
-_Claim = tuple[ClaimRequest, "asyncio.Future[repository.Claimed | None]"]
-_Outcome = tuple[repository.Outcome, "asyncio.Future[None]"]
+_Claim = tuple[ClaimRequest, "asyncio.Future[records.Claimed | None]"]
+_Outcome = tuple[records.Outcome, "asyncio.Future[None]"]
 
 
 class Writer:
@@ -94,16 +90,14 @@ class Writer:
 
     async def claim(
         self, task_id: str, worker_id: str, *, redelivered: bool
-    ) -> repository.Claimed | None:
+    ) -> records.Claimed | None:
         """Count an attempt and mark `running`; → the claim, or None if not claimable."""
-        future: asyncio.Future[repository.Claimed | None] = (
-            asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[records.Claimed | None] = asyncio.get_running_loop().create_future()
         self._claims.append((ClaimRequest(task_id, worker_id, redelivered), future))
         self._wake.set()
         return await future
 
-    def record(self, outcome: repository.Outcome) -> asyncio.Future[None]:
+    def record(self, outcome: records.Outcome) -> asyncio.Future[None]:
         """Queue a final state; → a future done once it is committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outcomes.append((outcome, future))
@@ -199,30 +193,13 @@ class Writer:
             _settle(outcome_future, None)
 
 
-async def _apply(
-    conn: Connection,
-    claims: Sequence[ClaimRequest],
-    outcomes: Sequence[repository.Outcome],
-) -> dict[str, repository.Claimed]:
-    """One transaction's statements: outcomes in one executemany, claims in one UPDATE each."""
-    if outcomes:
-        await repository.record_outcomes(conn, outcomes)
-    groups: dict[tuple[str, bool], list[str]] = {}
-    for task_id, worker_id, redelivered in claims:
-        groups.setdefault((worker_id, redelivered), []).append(task_id)
-    claimed: dict[str, repository.Claimed] = {}
-    for (worker_id, redelivered), ids in groups.items():
-        claimed.update(await repository.claim(conn, ids, worker_id, redelivered=redelivered))
-    return claimed
-
-
 def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
 def _settle(
-    future: asyncio.Future[repository.Claimed | None] | asyncio.Future[None],
-    value: repository.Claimed | None = None,
+    future: asyncio.Future[records.Claimed | None] | asyncio.Future[None],
+    value: records.Claimed | None = None,
     exc: BaseException | None = None,
 ) -> None:
     with contextlib.suppress(asyncio.InvalidStateError):  # the waiter was cancelled

@@ -30,7 +30,7 @@ from taskq.context import ProgressReporter, TaskContext
 from taskq.exceptions import ProtocolError, StoreConnectionError, StoreError, TaskqError
 from taskq.middleware import RunNext
 from taskq.status import TaskStatus
-from taskq.store import Claimed, Outcome, Store, Writer, lifecycle
+from taskq.store import Claimed, Outcome, Store, TaskError, Writer
 from taskq.telemetry import logs, metrics, semconv, tracing
 from taskq.worker import outcomes
 from taskq.worker.running import Finished, Run
@@ -137,7 +137,7 @@ class Executor:
                 envelope.id,
                 extra={"action": "internal_error", "task_id": envelope.id},
             )
-            error = {"type": "InternalError", "message": repr(exc), "traceback": ""}
+            error = TaskError("InternalError", repr(exc))
             await _quietly(self._store.fail_unclaimed(envelope.id, error, dead_reason="internal"))
             await _settle(delivery.reject(requeue=False))
 
@@ -185,7 +185,7 @@ class Executor:
                 f"{limit}): the task probably kills its worker (os._exit, out of memory, a "
                 "crash in native code), so it is dead-lettered rather than run again"
             )
-            error = {"type": "MaxDeliveriesExceeded", "message": message, "traceback": ""}
+            error = TaskError("MaxDeliveriesExceeded", message)
             return outcomes.failed(base, error, reason="max_deliveries")
         with tracing.processing(envelope, claimed.attempt) as span:
             active, key = metrics.gauges.active, (task.name, envelope.queue)
@@ -196,7 +196,8 @@ class Executor:
                 active[key] -= 1
             outcome = outcomes.decide(task, claimed, finished, **self._decide_args(envelope, base))
             retrying = outcome.state is TaskStatus.SCHEDULED
-            tracing.outcome(span, "retried" if retrying else outcome.state.value, outcome.error)
+            failure = None if outcome.error is None else outcome.error.to_json()
+            tracing.outcome(span, "retried" if retrying else outcome.state.value, failure)
         return outcome
 
     async def _run(
@@ -299,7 +300,7 @@ class Executor:
         """A long task: keep it by a lease in the store, and ack its message now, before
         RabbitMQ's consumer_timeout closes the channel and redelivers it to run twice."""
         until = datetime.now(UTC) + timedelta(seconds=self._lease_duration)
-        held = await self._store.run(lambda conn: lifecycle.hand_off(conn, task_id, attempt, until))
+        held = await self._store.hand_off(task_id, attempt, until)
         if held:
             # The ack frees a prefetch slot while the task still runs: take the slot out of
             # the prefetch first, so the worker never holds more messages than free slots.
@@ -316,7 +317,7 @@ class Executor:
             extra={"action": "release", "task_id": task_id},
         )
         try:
-            await self._store.run(lambda conn: lifecycle.release(conn, task_id, attempt))
+            await self._store.release(task_id, attempt)
         except TaskqError as exc:
             logger.error("could not hand task %s back in the store: %s", task_id, exc)
         if delivery not in self._handed_off:
@@ -332,7 +333,7 @@ class Executor:
             if isinstance(exc, StoreConnectionError) or outcome.state is TaskStatus.FAILED:
                 raise
             message = f"the task's result could not be stored: {exc}"
-            error = {"type": "ResultNotStored", "message": message, "traceback": ""}
+            error = TaskError("ResultNotStored", message)
             base = {
                 "task_id": outcome.task_id,
                 "attempt": outcome.attempt,
@@ -354,7 +355,7 @@ class Executor:
 
     async def _expired(self, delivery: Delivery, envelope: protocol.Envelope) -> bool:
         """Expire a task that never started; → False if it had started (a redelivery)."""
-        waiting = await self._store.run(lambda conn: lifecycle.expire_waiting(conn, envelope.id))
+        waiting = await self._store.expire_waiting(envelope.id)
         if not waiting:
             return False
         logger.warning("task %s expired before it started; dead-lettered", envelope.id)
@@ -374,7 +375,7 @@ class Executor:
             extra={"action": "reject_malformed", "task_id": task_id},
         )
         if task_id is not None:
-            error = {"type": "ProtocolError", "message": str(exc), "traceback": ""}
+            error = TaskError("ProtocolError", str(exc))
             await _quietly(self._store.fail_unclaimed(task_id, error, dead_reason="malformed"))
         _count_dead(delivery.queue, "malformed")
         await _settle(delivery.reject(requeue=False))
@@ -393,7 +394,7 @@ class Executor:
             message,
             extra={"action": "reject_unknown", "task_id": envelope.id, "task_name": envelope.task},
         )
-        error = {"type": "UnknownTask", "message": message, "traceback": ""}
+        error = TaskError("UnknownTask", message)
         await self._store.insert_task_if_missing(new_task_row(envelope))
         await self._store.fail_unclaimed(envelope.id, error, dead_reason="unknown_task")
         _count_dead(envelope.queue, "unknown_task")

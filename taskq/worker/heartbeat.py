@@ -14,8 +14,7 @@ from datetime import UTC, datetime, timedelta
 import psutil
 
 from taskq.exceptions import StoreError
-from taskq.store import Store, coordination, lifecycle
-from taskq.store.async_core import Connection
+from taskq.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +44,7 @@ async def registered(
 ) -> AsyncIterator[None]:
     """A `running` row for the block (beating every INTERVAL s, which also renews the
     leases of this process's long tasks), then `stopped`."""
-    await store.run(
-        lambda conn: coordination.register_worker(
-            conn,
-            worker_id=process_id,
-            role=role,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            queues=queues,
-            concurrency=concurrency,
-        )
-    )
+    await store.register_worker(process_id, role=role, queues=queues, concurrency=concurrency)
     beating = asyncio.create_task(
         _beat(store, process_id, lease_duration, running), name="taskq-heartbeat"
     )
@@ -66,7 +55,7 @@ async def registered(
         with contextlib.suppress(asyncio.CancelledError):
             await beating
         try:
-            await store.run(lambda conn: coordination.stop_worker(conn, process_id))
+            await store.stop_worker(process_id)
         except StoreError as exc:
             logger.warning("could not mark %s stopped: %s", process_id, exc)
 
@@ -74,14 +63,12 @@ async def registered(
 async def _beat(
     store: Store, process_id: str, lease_duration: float, running: Callable[[], int]
 ) -> None:
-    async def beat(conn: Connection) -> None:
-        await coordination.heartbeat(conn, process_id, running=running(), memory=rss_bytes())
-        until = datetime.now(UTC) + timedelta(seconds=lease_duration)
-        await lifecycle.extend_leases(conn, process_id, until)
-
     while True:
         await asyncio.sleep(INTERVAL)
         try:
-            await store.run(beat)
+            until = datetime.now(UTC) + timedelta(seconds=lease_duration)
+            await store.heartbeat(
+                process_id, running=running(), memory=rss_bytes(), leases_until=until
+            )
         except StoreError as exc:
             logger.warning("heartbeat of %s failed: %s", process_id, exc)

@@ -11,7 +11,7 @@ from taskq.client.task import Task
 from taskq.exceptions import PayloadTooLarge, SerializationError, TaskTimeout
 from taskq.retry import Retry
 from taskq.status import TaskStatus
-from taskq.store import Claimed, Outcome
+from taskq.store import Claimed, Outcome, TaskError
 from taskq.worker.running import Finished
 
 MAX_TRACEBACK_CHARS = 32_768
@@ -38,11 +38,11 @@ def decide(
             return failed(base, error_of(exc))
         return Outcome(**base, state=TaskStatus.SUCCEEDED, result=finished.value, result_size=size)
     if finished.kind == "cancelled":
-        error = {"type": "TaskCancelled", "message": "cancelled on request", "traceback": ""}
+        error = TaskError("TaskCancelled", "cancelled on request")
         return Outcome(**base, state=TaskStatus.CANCELLED, error=error)
     if finished.kind == "timeout":
         cause: BaseException = TaskTimeout(f"task {task_id} ran past its timeout of {timeout} s")
-        error = {"type": "TaskTimeout", "message": str(cause), "traceback": ""}
+        error = TaskError("TaskTimeout", str(cause))
     else:
         assert finished.error is not None
         cause, error = finished.error, error_of(finished.error)
@@ -65,14 +65,14 @@ def retry_delay(task: Task[Any, Any], claimed: Claimed, exc: BaseException) -> f
     return None
 
 
-def failed(base: dict[str, Any], error: dict[str, str], reason: str = "failed") -> Outcome:
+def failed(base: dict[str, Any], error: TaskError, reason: str = "failed") -> Outcome:
     """A final failure; its message goes to the dead-letter queue with `reason`."""
     return Outcome(**base, state=TaskStatus.FAILED, error=error, dead_reason=reason)
 
 
-def error_of(exc: BaseException) -> dict[str, str]:
+def error_of(exc: BaseException) -> TaskError:
     cls = type(exc)
     module = cls.__module__
     name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
     text = "".join(traceback.format_exception(exc))
-    return {"type": name, "message": str(exc), "traceback": text[-MAX_TRACEBACK_CHARS:]}
+    return TaskError(name, str(exc), text[-MAX_TRACEBACK_CHARS:])

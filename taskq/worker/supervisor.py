@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from taskq.exceptions import StoreError
-from taskq.store import Store, coordination
+from taskq.store import Store
 from taskq.telemetry import prometheus
 from taskq.worker import health, http
 
@@ -182,9 +182,7 @@ class Supervisor:
         store = Store(self._store_url)
         try:
             await store.open()
-            await store.run(
-                lambda conn: coordination.mark_process_dead(conn, socket.gethostname(), pid)
-            )
+            await store.mark_process_dead(socket.gethostname(), pid)
         except StoreError as exc:
             logger.warning("could not mark dead child %d in the workers table: %s", pid, exc)
         finally:

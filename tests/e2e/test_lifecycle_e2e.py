@@ -236,7 +236,7 @@ async def test_poison_task_is_dead_lettered_after_max_deliveries_and_replays_onc
         assert len(lines(runs)) == limit
         info = await poisoned.info()
         assert (info.state, info.dead_reason) == (taskq.TaskStatus.FAILED, "max_deliveries")
-        assert info.error is not None and info.error["type"] == "MaxDeliveriesExceeded"
+        assert info.error is not None and info.error.type == "MaxDeliveriesExceeded"
 
         # And every other task on the queue completed
         results = await asyncio.gather(*(h.result(timeout=30) for h in others))

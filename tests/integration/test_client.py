@@ -30,7 +30,7 @@ from taskq.cli import app as cli
 from taskq.client import batch as batch_module
 from taskq.client import waiter as waiter_module
 from taskq.client.submit import new_task_row
-from taskq.store import repository
+from taskq.store import Outcome, Store
 from taskq.store import writer as writer_module
 from tests.conftest import Backend
 
@@ -192,13 +192,13 @@ async def test_progress_in_a_tight_loop_is_coalesced_and_ends_at_the_last_report
     loop_done = asyncio.Event()
     release = asyncio.Event()
     writes: list[int] = []
-    record_progress = repository.record_progress
+    write_progress = Store.write_progress
 
-    async def counted(conn: Any, reports: Any) -> None:
+    async def counted(store: Store, reports: Any) -> None:
         writes.append(len(reports))
-        await record_progress(conn, reports)
+        await write_progress(store, reports)
 
-    monkeypatch.setattr(repository, "record_progress", counted)
+    monkeypatch.setattr(Store, "write_progress", counted)
 
     @app.task(name="chatty")
     async def chatty(count: int) -> int:
@@ -725,7 +725,7 @@ async def test_a_result_the_store_refused_is_a_failure_also_for_a_waiting_result
     app = production.app()
     record = writer_module.Writer.record
 
-    def refusing(self: writer_module.Writer, outcome: repository.Outcome) -> Any:
+    def refusing(self: writer_module.Writer, outcome: Outcome) -> Any:
         if outcome.state is Status.SUCCEEDED and outcome.result == "refused":
             refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             refused.set_exception(taskq.StoreError("value too odd to store"))
@@ -1055,7 +1055,7 @@ async def test_list_tasks_filters_by_state_name_and_queue(backend: Backend) -> N
         assert await ids(name="beta", state="queued") == set()
         # And the records are whole rows
         (record,) = await app.list_tasks(state="failed")
-        assert record.error is not None and record.error["message"] == "beta fails"
+        assert record.error is not None and record.error.message == "beta fails"
 
 
 async def test_list_tasks_since_limit_and_newest_first(backend: Backend) -> None:

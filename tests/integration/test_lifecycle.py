@@ -109,7 +109,7 @@ async def test_timeout_fails_with_task_timeout_promptly_and_frees_the_slot(
     assert 1.0 <= failed_after < 1.5, f"failed {failed_after:.3f} s after it started"
     assert cleaned_up.is_set()
     assert info.state is taskq.TaskStatus.FAILED
-    assert info.error is not None and info.error["type"] == "TaskTimeout"
+    assert info.error is not None and info.error.type == "TaskTimeout"
     assert (info.attempts, [a["state"] for a in attempts]) == (1, ["failed"])
     # And the slot was free again at once: the next task started right after the timeout
     assert started["quick"] - started["sleepy"] < 1.5
@@ -197,7 +197,7 @@ async def test_plain_def_task_timeout_leaves_its_thread_running_but_the_slot_fre
                 release.set()  # never leave the thread (and the worker's shutdown) hanging
         info = await stuck.info()
     assert info.state is taskq.TaskStatus.FAILED
-    assert info.error is not None and info.error["type"] == "TaskTimeout"
+    assert info.error is not None and info.error.type == "TaskTimeout"
     assert info.result is None
 
 
@@ -596,4 +596,4 @@ async def test_dlq_replay_by_id_reruns_a_fixed_task_and_purge_empties_the_queue(
         assert await dead.list() == []
         kept = await left.info()
     assert (kept.state, kept.dead_reason) == (taskq.TaskStatus.FAILED, "failed")
-    assert kept.error is not None and kept.error["message"] == "second: dependency down"
+    assert kept.error is not None and kept.error.message == "second: dependency down"

@@ -105,7 +105,7 @@ async def test_headers_are_stored_on_the_row_and_reach_a_sync_task(backend: Back
         handle = await tenant_of.submit()
         assert await handle.result(timeout=30) == "acme"
         record = await handle.info()
-    assert record.trace_context is not None and record.trace_context["tenant"] == "acme"
+    assert record.headers is not None and record.headers["tenant"] == "acme"
 
 
 async def test_a_submit_middleware_that_raises_stores_and_publishes_nothing(

@@ -15,9 +15,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
 import taskq
-from taskq.cli.db import _upgrade
 from taskq.store import engine as engines
 from taskq.store import migrations
+from taskq.store.migrations import upgrade_database as _upgrade
 from taskq.store.tables import metadata
 
 ROOT = Path(__file__).parent.parent.parent

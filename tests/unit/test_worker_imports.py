@@ -18,7 +18,7 @@ WORKER_MODULES = (
     "taskq.worker.executor",
     "taskq.broker.rabbitmq",
     "taskq.broker.lean_consumer",
-    "taskq.store.asyncpg_direct",
+    "taskq.store.pg",
     "sqlalchemy.dialects.postgresql.asyncpg",
 )
 

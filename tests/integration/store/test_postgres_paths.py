@@ -12,8 +12,7 @@ import asyncpg
 import pytest
 
 from taskq.status import TaskStatus
-from taskq.store import NewTask, Outcome, Store, TaskRecord, asyncpg_direct, engine
-from taskq.store.writer import ClaimRequest
+from taskq.store import ClaimRequest, NewTask, Outcome, Store, TaskError, TaskRecord, engine, pg
 
 CREATED = datetime(2026, 1, 2, tzinfo=UTC)
 
@@ -93,7 +92,7 @@ async def test_a_flush_is_one_statement_that_claims_records_and_logs_attempts(
     # outcome with a result and a retry
     retry_at = datetime.now(UTC) + timedelta(hours=1)
     started = datetime.now(UTC)
-    error = {"type": "ValueError", "message": "boom", "traceback": ""}
+    error = TaskError("ValueError", "boom")
     claims = await batches.write(
         [ClaimRequest(queued.id, "w2", False), ClaimRequest(final.id, "w2", True)],
         [
@@ -182,7 +181,7 @@ async def test_each_flush_statement_finds_rows_by_primary_key_whatever_the_stati
             "'succeeded', '[]', '{}', 1, now(), gen_random_uuid() FROM generate_series(1, 5000)"
         )
         await admin.execute("ANALYZE taskq_tasks")
-        sql, names = asyncpg_direct._flush_statement(*parts)
+        sql, names = pg._flush_statement(*parts)
         values: dict[str, object] = {
             name: ["00000000-0000-0000-0000-000000000001"] if name.endswith("_ids") else None
             for name in names

@@ -1,16 +1,19 @@
-"""Reads and writes of task rows, named by what they do. Bound parameters only."""
+"""Reads and writes of task rows as SQLAlchemy Core statements, named by what they do.
+
+They run on both dialects; on PostgreSQL the store sends its hot statements (a writer's
+flush, grouped inserts, the read of one task) through `pg` instead, so those verbs here are
+SQLite's. Bound parameters only."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, or_, select, text, update
 
 from taskq.status import FINAL, TaskStatus
-from taskq.store import codec
+from taskq.store import codec, records
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock, insert_ignoring_duplicates
 from taskq.store.tables import attempts, tasks
@@ -19,123 +22,12 @@ _c = tasks.c
 _NOT_FINAL = tuple(s.value for s in TaskStatus if s not in FINAL)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class NewTask:
-    """A task as submitted, before it has a row."""
-
-    id: str
-    name: str
-    queue: str
-    priority: int
-    args: Sequence[Any]
-    kwargs: Mapping[str, Any]
-    timeout: float | None
-    created_at: datetime
-    state: TaskStatus = TaskStatus.QUEUED
-    run_at: datetime | None = None
-    idempotency_key: str | None = None
-    expires_at: datetime | None = None
-    max_retries: int = 0
-    batch_id: str | None = None
-    trace_context: Mapping[str, str] | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class TaskRecord:
-    """One task row, with JSON values decoded back to Python."""
-
-    id: str
-    name: str
-    queue: str
-    priority: int
-    state: TaskStatus
-    args: list[Any]
-    kwargs: dict[str, Any]
-    result: Any
-    error: dict[str, str] | None
-    attempts: int
-    timeout: float | None
-    worker_id: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    run_at: datetime | None = None
-    idempotency_key: str | None = None
-    retries: int = 0
-    max_retries: int = 0
-    deliveries: int = 0
-    expires_at: datetime | None = None
-    cancel_requested_at: datetime | None = None
-    dead_reason: str | None = None
-    lease_until: datetime | None = None
-    # {"fraction", "message", "data", "n", "at"} of the running attempt's latest report.
-    progress: dict[str, Any] | None = None
-    batch_id: str | None = None
-    trace_context: dict[str, str] | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Claimed:
-    """A delivery's claim: the attempt it runs as, and what the row says about it."""
-
-    attempt: int
-    deliveries: int  # since the last retry or replay
-    retries: int  # used so far
-    max_retries: int
-    cancel_requested: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
-    """How one attempt ended. Written only if `attempt` is still the row's latest.
-
-    `state` is final, or `scheduled` for a retry at `retry_at`. `dead_reason` says why
-    the message goes to the dead-letter queue, if it does.
-    """
-
-    task_id: str
-    attempt: int
-    state: TaskStatus
-    result: Any = None
-    error: Mapping[str, str] | None = None
-    dead_reason: str | None = None
-    retry_at: datetime | None = None
-    worker_id: str | None = None
-    started_at: datetime | None = None
-    result_size: int | None = None  # msgpack bytes, once checked (not stored)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _values(task: NewTask) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "name": task.name,
-        "queue": task.queue,
-        "priority": task.priority,
-        "state": task.state.value,
-        "args": codec.to_json(list(task.args)),
-        "kwargs": codec.to_json(dict(task.kwargs)),
-        "attempts": 0,
-        "timeout": task.timeout,
-        "created_at": task.created_at,
-        "run_at": task.run_at,
-        "idempotency_key": task.idempotency_key,
-        "expires_at": task.expires_at,
-        "max_retries": task.max_retries,
-        "batch_id": task.batch_id,
-        "trace_context": dict(task.trace_context) if task.trace_context else None,
-    }
-
-
-async def insert_task(conn: Connection, task: NewTask, *, due_now: bool = False) -> str:
+async def insert_task(conn: Connection, task: records.NewTask, *, due_now: bool = False) -> str:
     """Insert the row; → the id of the task that holds `task.idempotency_key` if one did.
 
     `due_now`: due by the database's clock (as of this transaction), not the caller's.
     """
-    values = _values(task)
+    values = records.task_values(task)
     if due_now:
         values["run_at"] = clock(conn)
     if task.idempotency_key is None:
@@ -152,7 +44,7 @@ async def insert_task(conn: Connection, task: NewTask, *, due_now: bool = False)
 
 
 async def insert_tasks(
-    conn: Connection, new_tasks: Sequence[NewTask], *, due_now: bool = False
+    conn: Connection, new_tasks: Sequence[records.NewTask], *, due_now: bool = False
 ) -> None:
     """Insert many rows in one statement (a batch; no idempotency keys).
 
@@ -162,7 +54,7 @@ async def insert_tasks(
     if not new_tasks:
         return
     statement = tasks.insert()
-    rows = [_values(task) for task in new_tasks]
+    rows = [records.task_values(task) for task in new_tasks]
     if due_now:
         statement = statement.values(run_at=clock(conn))
         for row in rows:
@@ -170,18 +62,18 @@ async def insert_tasks(
     await conn.execute(statement, rows)
 
 
-async def insert_task_if_missing(conn: Connection, task: NewTask) -> None:
-    await conn.execute(insert_ignoring_duplicates(conn, tasks), [_values(task)])
+async def insert_task_if_missing(conn: Connection, task: records.NewTask) -> None:
+    await conn.execute(insert_ignoring_duplicates(conn, tasks), [records.task_values(task)])
 
 
-async def get_task(conn: Connection, task_id: str) -> TaskRecord | None:
+async def get_task(conn: Connection, task_id: str) -> records.TaskRecord | None:
     row = (await conn.execute(select(tasks).where(_c.id == task_id))).mappings().first()
-    return None if row is None else record_of(row)
+    return None if row is None else records.record_of(row)
 
 
-async def get_tasks(conn: Connection, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
+async def get_tasks(conn: Connection, task_ids: Sequence[str]) -> dict[str, records.TaskRecord]:
     rows = (await conn.execute(select(tasks).where(_c.id.in_(list(task_ids))))).mappings()
-    return {str(row["id"]): record_of(row) for row in rows}
+    return {str(row["id"]): records.record_of(row) for row in rows}
 
 
 async def get_states(conn: Connection, task_ids: Iterable[str]) -> dict[str, TaskStatus]:
@@ -191,7 +83,7 @@ async def get_states(conn: Connection, task_ids: Iterable[str]) -> dict[str, Tas
 
 async def claim(
     conn: Connection, task_ids: Sequence[str], worker_id: str, *, redelivered: bool
-) -> dict[str, Claimed]:
+) -> dict[str, records.Claimed]:
     """Mark tasks `running` and count the attempt and delivery, in one statement.
 
     Rows already final (a duplicate delivery) or missing are left alone and absent from
@@ -219,7 +111,7 @@ async def claim(
             attempts=_c.attempts + 1,
             deliveries=_c.deliveries + 1,
             worker_id=worker_id,
-            started_at=now(),
+            started_at=records.now(),
             finished_at=None,
             lease_until=None,
             progress=None,
@@ -230,7 +122,7 @@ async def claim(
         )
     )
     return {
-        str(row.id): Claimed(
+        str(row.id): records.Claimed(
             attempt=row.attempts,
             deliveries=row.deliveries,
             retries=row.retries,
@@ -272,10 +164,10 @@ _record_retry = (
 )
 
 
-async def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None:
+async def record_outcomes(conn: Connection, outcomes: Sequence[records.Outcome]) -> None:
     """Write outcomes (finals, retries) as one executemany each, fenced by attempt so a
     stale one is a no-op, and log each attempt in `taskq_attempts`."""
-    finished = now()
+    finished = records.now()
     finals = [o for o in outcomes if o.state is not TaskStatus.SCHEDULED]
     retries = [o for o in outcomes if o.state is TaskStatus.SCHEDULED]
     if finals:
@@ -287,7 +179,7 @@ async def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None
                     "b_attempt": o.attempt,
                     "b_state": o.state.value,
                     "b_result": codec.to_json(o.result),
-                    "b_error": None if o.error is None else dict(o.error),
+                    "b_error": records.error_json(o.error),
                     "b_dead_reason": o.dead_reason,
                     "b_finished_at": finished,
                 }
@@ -301,7 +193,7 @@ async def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None
                 {
                     "b_id": o.task_id,
                     "b_attempt": o.attempt,
-                    "b_error": None if o.error is None else dict(o.error),
+                    "b_error": records.error_json(o.error),
                     "b_run_at": o.retry_at,
                 }
                 for o in retries
@@ -314,10 +206,10 @@ async def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None
                 "task_id": o.task_id,
                 "attempt": o.attempt,
                 "worker_id": o.worker_id,
-                "state": "retrying" if o.state is TaskStatus.SCHEDULED else o.state.value,
+                "state": o.logged_state,
                 "started_at": o.started_at,
                 "finished_at": finished,
-                "error": None if o.error is None else dict(o.error),
+                "error": records.error_json(o.error),
             }
             for o in outcomes
         ],
@@ -327,7 +219,7 @@ async def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None
 async def fail_unclaimed(
     conn: Connection,
     task_id: str,
-    error: Mapping[str, str],
+    error: records.TaskError,
     *,
     only_queued: bool = False,
     dead_reason: str | None = None,
@@ -339,14 +231,14 @@ async def fail_unclaimed(
         .where(_c.id == task_id, _c.state.in_(states))
         .values(
             state=TaskStatus.FAILED.value,
-            error=dict(error),
-            finished_at=now(),
+            error=error.to_json(),
+            finished_at=records.now(),
             dead_reason=dead_reason,
         )
     )
 
 
-async def claim_due(conn: Connection, limit: int) -> list[TaskRecord]:
+async def claim_due(conn: Connection, limit: int) -> list[records.TaskRecord]:
     """Lock up to `limit` due `scheduled` rows for this transaction (others skip them)."""
     query = (
         select(tasks)
@@ -356,7 +248,7 @@ async def claim_due(conn: Connection, limit: int) -> list[TaskRecord]:
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return [record_of(row) for row in (await conn.execute(query)).mappings()]
+    return [records.record_of(row) for row in (await conn.execute(query)).mappings()]
 
 
 # On PostgreSQL, a chunk's ids are one array parameter: an IN list of 500 bound values costs
@@ -393,6 +285,24 @@ async def lock_scheduled(conn: Connection, task_ids: Sequence[str]) -> list[str]
     return [str(task_id) for task_id in (await conn.execute(query)).scalars()]
 
 
+async def write_batch(
+    conn: Connection,
+    claims: Sequence[records.ClaimRequest],
+    outcomes: Sequence[records.Outcome],
+) -> dict[str, records.Claimed]:
+    """A writer's flush in one transaction: outcomes in one executemany each, then claims
+    in one UPDATE per (worker, redelivered)."""
+    if outcomes:
+        await record_outcomes(conn, outcomes)
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for task_id, worker_id, redelivered in claims:
+        groups.setdefault((worker_id, redelivered), []).append(task_id)
+    claimed: dict[str, records.Claimed] = {}
+    for (worker_id, redelivered), ids in groups.items():
+        claimed.update(await claim(conn, ids, worker_id, redelivered=redelivered))
+    return claimed
+
+
 _record_progress = (
     update(tasks).where(*_FENCE).values(progress=bindparam("b_progress", type_=_c.progress.type))
 )
@@ -421,7 +331,7 @@ async def find_tasks(
     batch_id: str | None = None,
     since: datetime | None = None,
     limit: int = 100,
-) -> list[TaskRecord]:
+) -> list[records.TaskRecord]:
     """Tasks matching every filter given, newest first (the indexes cover each filter)."""
     query = select(tasks).order_by(_c.created_at.desc(), _c.id).limit(limit)
     if states:
@@ -434,7 +344,7 @@ async def find_tasks(
         query = query.where(_c.batch_id == batch_id)
     if since is not None:
         query = query.where(_c.created_at >= since)
-    return [record_of(row) for row in (await conn.execute(query)).mappings()]
+    return [records.record_of(row) for row in (await conn.execute(query)).mappings()]
 
 
 async def count_waiting(conn: Connection, queues: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -453,46 +363,4 @@ async def count_waiting(conn: Connection, queues: Sequence[str]) -> dict[str, di
 async def next_due(conn: Connection) -> datetime | None:
     """When the earliest `scheduled` task is due, if any."""
     query = select(func.min(_c.run_at)).where(_c.state == TaskStatus.SCHEDULED.value)
-    return _aware((await conn.execute(query)).scalar())
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands timestamps back naive; they were written in UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def record_of(row: Mapping[str, Any] | RowMapping) -> TaskRecord:
-    """A row (JSON columns already parsed) as a TaskRecord, JSON values decoded."""
-    created_at = _aware(row["created_at"])
-    assert created_at is not None
-    return TaskRecord(
-        id=str(row["id"]),
-        name=row["name"],
-        queue=row["queue"],
-        priority=row["priority"],
-        state=TaskStatus(row["state"]),
-        args=codec.from_json(row["args"]),
-        kwargs=codec.from_json(row["kwargs"]),
-        result=codec.from_json(row["result"]),
-        error=row["error"],
-        attempts=row["attempts"],
-        timeout=row["timeout"],
-        worker_id=row["worker_id"],
-        created_at=created_at,
-        started_at=_aware(row["started_at"]),
-        finished_at=_aware(row["finished_at"]),
-        run_at=_aware(row["run_at"]),
-        idempotency_key=row["idempotency_key"],
-        retries=row["retries"],
-        max_retries=row["max_retries"],
-        deliveries=row["deliveries"],
-        expires_at=_aware(row["expires_at"]),
-        cancel_requested_at=_aware(row["cancel_requested_at"]),
-        dead_reason=row["dead_reason"],
-        lease_until=_aware(row["lease_until"]),
-        progress=codec.from_json(row["progress"]),
-        batch_id=None if row["batch_id"] is None else str(row["batch_id"]),
-        trace_context=row["trace_context"],
-    )
+    return records.aware((await conn.execute(query)).scalar())

@@ -8,8 +8,12 @@ A flush holds claims, outcomes (finals and retries) and their attempt-log rows. 
 SQLAlchemy they cost BEGIN, one statement each (an executemany is a statement per row) and
 COMMIT: six round trips, and more CPU in the worker than the task itself. Here they are one
 statement of data-modifying CTEs over arrays (`unnest`), prepared once per connection, which
-is its own transaction: one round trip and one commit per flush. The SQL says the same as
-`repository.claim` and `repository.record_outcomes` (SQLite still runs those).
+is its own transaction: one round trip and one commit per flush. SQLite runs the same
+verbs as SQLAlchemy Core (`statements.claim`, `statements.record_outcomes`); the contract
+suite in tests/integration/store runs both and compares the rows they leave.
+
+Reads select JSON columns as text and decode them in `records.record_of`: nothing here
+depends on the codecs SQLAlchemy registers on its connections.
 
 A claim and an outcome of the same row never meet in one flush (an outcome needs its claim
 committed first); if they did, PostgreSQL would apply one of the two, and either is safe.
@@ -20,18 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from taskq.exceptions import StoreConnectionError, StoreError
 from taskq.status import TaskStatus
-from taskq.store import codec
+from taskq.store import codec, records
 from taskq.store.async_core import Connection, Engine
-from taskq.store.repository import Claimed, NewTask, Outcome, TaskRecord, now, record_of
-from taskq.store.writer import ClaimRequest, SqlBatches
+from taskq.store.records import Claimed, ClaimRequest, NewTask, Outcome, ProgressReport, TaskRecord
+from taskq.store.tables import tasks
 
 logger = logging.getLogger(__name__)
 
@@ -110,20 +113,54 @@ def _flush_statement(claims: bool, finals: bool, retries: bool) -> tuple[str, tu
     return sql, tuple(names)
 
 
-_INSERT_TEMPLATE = """
-INSERT INTO taskq_tasks (id, name, queue, priority, state, args, kwargs, attempts, timeout,
-    created_at, run_at, expires_at, max_retries, batch_id, trace_context)
-SELECT id, name, queue, priority, state, args, kwargs, 0, timeout,
-    created_at, {run_at}, expires_at, max_retries, batch_id, trace_context
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::jsonb[],
-    $7::jsonb[], $8::float8[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
-    $12::int[], $13::uuid[], $14::jsonb[])
-    AS n (id, name, queue, priority, state, args, kwargs, timeout, created_at, run_at,
-    expires_at, max_retries, batch_id, trace_context)
-"""
-_INSERT = _INSERT_TEMPLATE.format(run_at="run_at")
-# Due by the database's clock, as `repository.insert_tasks(due_now=True)` makes them.
-_INSERT_DUE_NOW = _INSERT_TEMPLATE.format(run_at="now()")
+# (column, PostgreSQL type) of a new row, in `records.task_values`'s names. `attempts` is 0.
+_NEW_ROW = (
+    ("id", "uuid"),
+    ("name", "text"),
+    ("queue", "text"),
+    ("priority", "smallint"),
+    ("state", "text"),
+    ("args", "jsonb"),
+    ("kwargs", "jsonb"),
+    ("timeout", "float8"),
+    ("created_at", "timestamptz"),
+    ("run_at", "timestamptz"),
+    ("idempotency_key", "text"),
+    ("expires_at", "timestamptz"),
+    ("max_retries", "int"),
+    ("batch_id", "uuid"),
+    ("headers", "jsonb"),
+)
+
+
+def _insert_sql(run_at: str) -> str:
+    names = ", ".join(name for name, _ in _NEW_ROW)
+    arrays = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(_NEW_ROW, start=1))
+    chosen = names.replace("run_at", run_at)
+    return (
+        f"INSERT INTO taskq_tasks ({names}, attempts) SELECT {chosen}, 0 "
+        f"FROM unnest({arrays}) AS n ({names})"
+    )
+
+
+_INSERT = _insert_sql("run_at")
+# Due by the database's clock, as `statements.insert_tasks(due_now=True)` makes them.
+_INSERT_DUE_NOW = _insert_sql("now()")
+# One task, its JSON columns as text (decoded by `records.record_of`).
+_GET_TASK = "SELECT {} FROM taskq_tasks WHERE id = $1".format(
+    ", ".join(
+        f"{column.name}::text AS {column.name}"
+        if column.name in records.JSON_COLUMNS
+        else column.name
+        for column in tasks.columns
+    )
+)
+
+
+class Fetch(Protocol):
+    """Sends one statement, its own transaction; errors come out as taskq's."""
+
+    async def fetch(self, statement: str, *arguments: Any) -> list[Any]: ...
 
 
 class HeldConnection:
@@ -162,46 +199,56 @@ class HeldConnection:
                 await conn.close()
 
 
-class PgBatches(SqlBatches):
+class PgBatches:
     """The writer's flushes, one at a time, on a connection of their own (progress, rare
-    and best effort, still goes through SQLAlchemy)."""
+    and best effort, goes through SQLAlchemy: `write_progress`)."""
 
     def __init__(
         self,
         connection: HeldConnection,
-        run: Callable[[Callable[[Connection], Awaitable[Any]]], Awaitable[Any]],
+        write_progress: Callable[[Sequence[ProgressReport]], Awaitable[None]],
     ) -> None:
-        super().__init__(run)
         self._connection = connection
+        self._write_progress = write_progress
+
+    async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
+        await self._write_progress(reports)
 
     async def write(
         self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
     ) -> dict[str, Claimed]:
-        # One statement per worker id among the claims (a worker's writer has one).
-        by_worker: dict[str, list[ClaimRequest]] = {}
-        for claim in claims:
-            by_worker.setdefault(claim.worker_id, []).append(claim)
-        groups = list(by_worker.items()) or [("", [])]
-        rows = []
-        for index, (worker_id, group) in enumerate(groups):
-            values = _values(worker_id, group, outcomes if index == 0 else ())
-            sql, names = _flush_statement(
-                bool(group), bool(values["final_ids"]), bool(values["retry_ids"])
-            )
-            rows += await self._connection.fetch(sql, *(values[name] for name in names))
-        return {
-            row["id"]: Claimed(
-                attempt=row["attempts"],
-                deliveries=row["deliveries"],
-                retries=row["retries"],
-                max_retries=row["max_retries"],
-                cancel_requested=row["cancel_requested"],
-            )
-            for row in rows
-        }
+        return await flush(self._connection, claims, outcomes)
 
     async def close(self) -> None:
         await self._connection.close()
+
+
+async def flush(
+    connection: Fetch, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
+) -> dict[str, Claimed]:
+    """Outcomes and claims in one statement (one per worker id among the claims: a
+    worker's writer has one); → the claims that took."""
+    by_worker: dict[str, list[ClaimRequest]] = {}
+    for claim in claims:
+        by_worker.setdefault(claim.worker_id, []).append(claim)
+    groups = list(by_worker.items()) or [("", [])]
+    rows = []
+    for index, (worker_id, group) in enumerate(groups):
+        values = _values(worker_id, group, outcomes if index == 0 else ())
+        sql, names = _flush_statement(
+            bool(group), bool(values["final_ids"]), bool(values["retry_ids"])
+        )
+        rows += await connection.fetch(sql, *(values[name] for name in names))
+    return {
+        row["id"]: Claimed(
+            attempt=row["attempts"],
+            deliveries=row["deliveries"],
+            retries=row["retries"],
+            max_retries=row["max_retries"],
+            cancel_requested=row["cancel_requested"],
+        )
+        for row in rows
+    }
 
 
 def _values(
@@ -210,7 +257,7 @@ def _values(
     finals = [o for o in outcomes if o.state is not TaskStatus.SCHEDULED]
     retries = [o for o in outcomes if o.state is TaskStatus.SCHEDULED]
     return {
-        "now": now(),
+        "now": records.now(),
         "worker_id": worker_id,
         "claim_ids": [c.task_id for c in claims],
         "redelivered_ids": [c.task_id for c in claims if c.redelivered],
@@ -218,26 +265,22 @@ def _values(
         "final_attempts": [o.attempt for o in finals],
         "final_states": [o.state.value for o in finals],
         "final_results": [_json(codec.to_json(o.result)) for o in finals],
-        "final_errors": [_json(o.error) for o in finals],
+        "final_errors": [_json(records.error_json(o.error)) for o in finals],
         "final_dead_reasons": [o.dead_reason for o in finals],
         "retry_ids": [o.task_id for o in retries],
         "retry_attempts": [o.attempt for o in retries],
-        "retry_errors": [_json(o.error) for o in retries],
+        "retry_errors": [_json(records.error_json(o.error)) for o in retries],
         "retry_run_ats": [o.retry_at for o in retries],
         "log_ids": [o.task_id for o in outcomes],
         "log_attempts": [o.attempt for o in outcomes],
         "log_workers": [o.worker_id for o in outcomes],
-        "log_states": [
-            "retrying" if o.state is TaskStatus.SCHEDULED else o.state.value for o in outcomes
-        ],
+        "log_states": [o.logged_state for o in outcomes],
         "log_started": [o.started_at for o in outcomes],
-        "log_errors": [_json(o.error) for o in outcomes],
+        "log_errors": [_json(records.error_json(o.error)) for o in outcomes],
     }
 
 
-def _json(value: Any) -> str | None:
-    """jsonb text; None is SQL NULL (as `JsonOrNull` stores it)."""
-    return None if value is None else json.dumps(value)
+_json = records.json_text
 
 
 class GroupedInserts:
@@ -294,19 +337,32 @@ class GroupedInserts:
                 future.set_result(None)
 
 
-async def get_task(engine: Engine, task_id: str) -> TaskRecord | None:
-    """The task's row, read in one round trip on a pooled connection (errors untranslated).
-    (SQLAlchemy's connections decode jsonb themselves: they register a codec on connect.)"""
-    async with _driver_connection(engine) as raw:
-        row = await raw.fetchrow("SELECT * FROM taskq_tasks WHERE id = $1", task_id)
-    return None if row is None else record_of(row)
+class Pooled:
+    """Statements on pooled connections, one each (no BEGIN or COMMIT round trips)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        translated: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+    ) -> None:
+        self._engine = engine
+        self._translated = translated
+
+    async def fetch(self, statement: str, *arguments: Any) -> list[Any]:
+        async with self._translated(), _driver_connection(self._engine) as raw:
+            rows: list[Any] = await raw.fetch(statement, *arguments)
+        return rows
 
 
-async def insert_tasks(engine: Engine, rows: Sequence[NewTask], *, due_now: bool) -> None:
-    """Many rows (without idempotency keys) in one INSERT on a pooled connection, its own
-    transaction (errors untranslated)."""
-    async with _driver_connection(engine) as raw:
-        await raw.execute(_INSERT_DUE_NOW if due_now else _INSERT, *_columns(rows))
+async def get_task(connection: Fetch, task_id: str) -> TaskRecord | None:
+    """The task's row, in one round trip."""
+    rows = await connection.fetch(_GET_TASK, task_id)
+    return records.record_of(rows[0], json_as_text=True) if rows else None
+
+
+async def insert_tasks(connection: Fetch, rows: Sequence[NewTask], *, due_now: bool) -> None:
+    """Many rows (without idempotency keys) in one INSERT, its own transaction."""
+    await connection.fetch(_INSERT_DUE_NOW if due_now else _INSERT, *_columns(rows))
 
 
 @contextlib.asynccontextmanager
@@ -319,19 +375,8 @@ async def _driver_connection(engine: Engine) -> AsyncIterator[Any]:
 
 
 def _columns(rows: Sequence[NewTask]) -> list[list[Any]]:
+    """`records.task_values` of each row, as one array per column (JSON as text)."""
+    values = [records.task_values(row) for row in rows]
     return [
-        [r.id for r in rows],
-        [r.name for r in rows],
-        [r.queue for r in rows],
-        [r.priority for r in rows],
-        [r.state.value for r in rows],
-        [_json(codec.to_json(list(r.args))) for r in rows],
-        [_json(codec.to_json(dict(r.kwargs))) for r in rows],
-        [r.timeout for r in rows],
-        [r.created_at for r in rows],
-        [r.run_at for r in rows],
-        [r.expires_at for r in rows],
-        [r.max_retries for r in rows],
-        [r.batch_id for r in rows],
-        [_json(dict(r.trace_context)) if r.trace_context else None for r in rows],
+        [_json(v[name]) if kind == "jsonb" else v[name] for v in values] for name, kind in _NEW_ROW
     ]

@@ -1,4 +1,4 @@
-"""The repository on SQLite and PostgreSQL: round trips, fenced writes, claims, the writer."""
+"""The store's contract on SQLite and PostgreSQL: round trips, fenced writes, claims, the writer."""
 
 from __future__ import annotations
 
@@ -10,12 +10,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from taskq.status import TaskStatus
-from taskq.store import Claimed, NewTask, Outcome, Store, Writer, repository
-from taskq.store.async_core import Connection
-from taskq.store.writer import ClaimRequest, ProgressReport
+from taskq.store import (
+    Claimed,
+    ClaimRequest,
+    NewTask,
+    Outcome,
+    ProgressReport,
+    Store,
+    TaskError,
+    TaskRecord,
+    Writer,
+)
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-ERROR = {"type": "ValueError", "message": "boom", "traceback": "Traceback ..."}
+ERROR = TaskError("ValueError", "boom", "Traceback ...")
 
 
 @pytest.fixture
@@ -45,28 +53,23 @@ def new_task(state: TaskStatus = TaskStatus.QUEUED, **changes: object) -> NewTas
 
 
 async def insert(store: Store, *tasks: NewTask) -> list[str]:
-    async def write(conn: Connection) -> None:
-        for task in tasks:
-            await repository.insert_task(conn, task)
-
-    await store.run(write)
+    for task in tasks:
+        await store.insert_task(task)
     return [task.id for task in tasks]
 
 
 async def claim(
     store: Store, ids: Sequence[str], worker_id: str = "w1", *, redelivered: bool = False
 ) -> dict[str, int]:
-    claimed = await store.run(
-        lambda conn: repository.claim(conn, ids, worker_id, redelivered=redelivered)
-    )
+    claimed = await store.write([ClaimRequest(i, worker_id, redelivered) for i in ids], [])
     return {task_id: claim.attempt for task_id, claim in claimed.items()}
 
 
 async def record(store: Store, *outcomes: Outcome) -> None:
-    await store.run(lambda conn: repository.record_outcomes(conn, outcomes))
+    await store.write([], outcomes)
 
 
-async def state_of(store: Store, task_id: str) -> repository.TaskRecord:
+async def state_of(store: Store, task_id: str) -> TaskRecord:
     record = await store.get_task(task_id)
     assert record is not None
     return record
@@ -427,15 +430,15 @@ async def test_only_scheduled_rows_are_locked_for_publishing_and_marked_queued(
     running = new_task(TaskStatus.RUNNING)
     ids = await insert(store, *scheduled, running)
 
-    async def publish(conn: Connection) -> list[str]:
-        locked = await repository.lock_scheduled(conn, ids)
-        await repository.mark_queued(conn, ids)
-        return locked
+    published: list[str] = []
 
-    locked = await store.run(publish)
+    async def publish(locked: list[str]) -> None:
+        published.extend(locked)
 
-    assert sorted(locked) == sorted(task.id for task in scheduled)
-    states = await store.run(lambda conn: repository.get_states(conn, ids))
+    locked = await store.publish_scheduled(ids, publish)
+
+    assert sorted(locked) == sorted(published) == sorted(task.id for task in scheduled)
+    states = await store.get_states(ids)
     assert states == {
         **{task.id: TaskStatus.QUEUED for task in scheduled},
         running.id: TaskStatus.RUNNING,
