@@ -23,7 +23,7 @@ import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskq.exceptions import ConfigurationError
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from taskq.context import TaskContext
 
 ENTRY_POINT_GROUP = "taskq.middleware"
+T = TypeVar("T")
+U = TypeVar("U")
 
 SubmitNext = Callable[["Submission"], Awaitable[str]]
 RunNext = Callable[["TaskContext"], Awaitable[Any]]
@@ -79,24 +81,28 @@ def checked(middleware: object) -> Middleware:
     return middleware
 
 
+def compose(
+    handlers: Sequence[Callable[[T, Callable[[T], Awaitable[U]]], Awaitable[U]]],
+    last: Callable[[T], Awaitable[U]],
+) -> Callable[[T], Awaitable[U]]:
+    """`handlers[0]` around `handlers[1]` ... around `last`: each gets the value and the
+    next step to await. Built once; calling it costs one coroutine per handler."""
+    chain = last
+    for handler in reversed(handlers):
+        chain = _link(handler, chain)
+    return chain
+
+
 def compose_submit(middlewares: Sequence[Middleware], last: SubmitNext) -> SubmitNext:
     """The submit chain, outermost first, ending in `last`; built once per app."""
-    chain = last
-    for middleware in reversed(_overriding(middlewares, "submit")):
-        chain = _link(middleware.submit, chain)
-    return chain
+    return compose([m.submit for m in _overriding(middlewares, "submit")], last)
 
 
 def compose_run(middlewares: Sequence[Middleware], last: RunNext) -> RunNext | None:
     """The run chain, outermost first, ending in `last`; None if no middleware runs
     (the worker then calls the task's code directly, as before)."""
     overriding = _overriding(middlewares, "run")
-    if not overriding:
-        return None
-    chain = last
-    for middleware in reversed(overriding):
-        chain = _link(middleware.run, chain)
-    return chain
+    return compose([m.run for m in overriding], last) if overriding else None
 
 
 def check_headers(headers: object) -> dict[str, str]:
@@ -130,11 +136,11 @@ def from_entry_points(names: Iterable[str]) -> list[Middleware]:
 
 
 def _link(
-    method: Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]],
-    call_next: Callable[[Any], Awaitable[Any]],
-) -> Callable[[Any], Awaitable[Any]]:
-    async def step(value: Any) -> Any:
-        return await method(value, call_next)
+    handler: Callable[[T, Callable[[T], Awaitable[U]]], Awaitable[U]],
+    call_next: Callable[[T], Awaitable[U]],
+) -> Callable[[T], Awaitable[U]]:
+    async def step(value: T) -> U:
+        return await handler(value, call_next)
 
     return step
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from taskq import protocol
-from taskq.client.events import announce
+from taskq.client.events import announce, event
 from taskq.status import TaskStatus
 
 if TYPE_CHECKING:
@@ -20,8 +20,7 @@ async def cancel_many(runtime: Runtime, task_ids: Iterable[str]) -> dict[str, bo
     states = await runtime.store.cancel_many(ids)
     for task_id, (state, name, queue) in states.items():
         if state is TaskStatus.CANCELLED:
-            event = protocol.Event(task_id=task_id, state=state.value, name=name, queue=queue)
-            await announce(runtime.broker, event)
+            await announce(runtime.broker, event(task_id, state, name=name, queue=queue))
         else:  # running: its worker must be told
             await runtime.broker.publish_control(protocol.encode_control("cancel", task_id))
     return {task_id: task_id in states for task_id in ids}

@@ -109,14 +109,38 @@ class TaskEvent:
         )
 
 
+def event(
+    task_id: str,
+    state: TaskStatus | None,
+    *,
+    name: str = "",
+    queue: str = "",
+    attempt: int = 0,
+    **details: Any,
+) -> protocol.Event:
+    """Every task event taskq sends is made here. `state` None: the sender does not know it
+    (watchers re-read the store); `details` are progress fields or a small result."""
+    return protocol.Event(
+        task_id=task_id,
+        state="" if state is None else state.value,
+        name=name,
+        queue=queue,
+        attempt=attempt,
+        **details,
+    )
+
+
+def task_event(
+    envelope: protocol.Envelope, state: TaskStatus | None, **details: Any
+) -> protocol.Event:
+    """`event` for the task this message carries."""
+    return event(envelope.id, state, name=envelope.task, queue=envelope.queue, **details)
+
+
 def queued(record: TaskRecord) -> protocol.Event:
     """The event of a stored task just published (its attempts so far say which run next)."""
-    return protocol.Event(
-        task_id=record.id,
-        state=TaskStatus.QUEUED.value,
-        name=record.name,
-        queue=record.queue,
-        attempt=record.attempts,
+    return event(
+        record.id, TaskStatus.QUEUED, name=record.name, queue=record.queue, attempt=record.attempts
     )
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskq import middleware, protocol
 from taskq.broker import Broker, topology
+from taskq.client import events
 from taskq.exceptions import ConfigurationError, PublishError, TaskqError
 from taskq.status import TaskStatus
 from taskq.store import NewTask, Store, TaskError, TaskRecord
@@ -78,11 +79,11 @@ async def _store_and_publish(
     elif row.state is TaskStatus.QUEUED:
         # The event leaves first: a worker can take the message and announce `running`
         # before RabbitMQ confirms it, and watchers must see `queued` before that.
-        await runtime.events.announce(_event(envelope, TaskStatus.QUEUED))
+        await runtime.events.announce(events.task_event(envelope, TaskStatus.QUEUED))
         try:
             await publish(store, broker, options.queue, body, envelope)
         except PublishError:
-            await runtime.events.announce(_event(envelope, TaskStatus.FAILED))
+            await runtime.events.announce(events.task_event(envelope, TaskStatus.FAILED))
             raise
     # (A `scheduled` row is published by the leader when it is due.)
     return task_id
@@ -251,12 +252,6 @@ def call_of(item: Any, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
     raise TypeError(
         f"item {index}: each item of submit_many is a tuple of positional arguments or a "
         f"dict of keyword arguments, not {type(item).__name__} (wrap one argument as (x,))"
-    )
-
-
-def _event(envelope: protocol.Envelope, state: TaskStatus) -> protocol.Event:
-    return protocol.Event(
-        task_id=envelope.id, state=state.value, name=envelope.task, queue=envelope.queue
     )
 
 

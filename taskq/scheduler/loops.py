@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from taskq import protocol
+from taskq.client import events
 from taskq.client import submit as submission
-from taskq.client.events import announce, announce_many, queued
 from taskq.client.periodic import Periodic, tick_key
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
 from taskq.status import TaskStatus
@@ -91,7 +90,7 @@ class LeaderWork:
         due, next_due = await self._app.store.publish_due(BATCH, self._publish)
         if due:
             logger.debug("published %d due tasks", len(due))
-            await announce_many(self._app.broker, [queued(record) for record in due])
+            await events.announce_many(self._app.broker, [events.queued(record) for record in due])
         if len(due) >= BATCH:
             return 0.0
         if next_due is None:
@@ -110,10 +109,8 @@ class LeaderWork:
         expired = await store.expire_overdue(BATCH)
         for task_id, name, queue in expired:
             logger.info("task %s expired before it started", task_id, extra={"task_id": task_id})
-            event = protocol.Event(
-                task_id=task_id, state=TaskStatus.EXPIRED.value, name=name, queue=queue
-            )
-            await announce(self._app.broker, event)
+            expiry = events.event(task_id, TaskStatus.EXPIRED, name=name, queue=queue)
+            await events.announce(self._app.broker, expiry)
         requeued = await store.requeue_lapsed(BATCH)
         for task_id in requeued:
             logger.warning("task %s lost its worker (lease lapsed): requeued", task_id)

@@ -1,0 +1,117 @@
+"""Settling deliveries, and the messages that never run: malformed, of an unknown task, or
+expired before they started. Each is dead-lettered once, with the reason in its row."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable
+from typing import Any
+
+from taskq import protocol
+from taskq.broker import Delivery, topology
+from taskq.client.events import EventBatcher, event, task_event
+from taskq.client.submit import new_task_row
+from taskq.exceptions import ProtocolError, TaskqError
+from taskq.status import TaskStatus
+from taskq.store import Store, TaskError
+from taskq.telemetry import metrics, semconv
+
+logger = logging.getLogger("taskq.worker.executor")
+
+
+async def settle(settling: Awaitable[Any]) -> None:
+    """Ack or reject; a broken channel means the broker will redeliver, which is safe."""
+    try:
+        await settling
+    except TaskqError as exc:
+        logger.info("could not settle a delivery (%s); the broker will redeliver it", exc)
+
+
+async def shielded(write: Awaitable[Any]) -> None:
+    """Await `write` to its end even if the worker is being cancelled, then re-raise."""
+    future = asyncio.ensure_future(write)  # (a future stays as it is: no task is made)
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await future
+        raise
+
+
+async def quietly(operation: Awaitable[Any]) -> None:
+    try:
+        await operation
+    except TaskqError as exc:
+        logger.warning("ignored: %s", exc)
+
+
+def count_dead(queue: str, reason: str, name: str | None = None) -> None:
+    attributes = {semconv.MESSAGING_DESTINATION_NAME: queue, semconv.DEAD_LETTER_REASON: reason}
+    if name is not None:
+        attributes[semconv.TASK_NAME] = name
+    metrics.dead_lettered.add(1, attributes)
+
+
+async def reject_malformed(
+    store: Store, events: EventBatcher, delivery: Delivery, exc: ProtocolError
+) -> None:
+    task_id = exc.task_id or _task_id_of(delivery)
+    logger.error(
+        "dead-lettering a malformed message from queue %s (task id %s): %s",
+        delivery.queue,
+        task_id or "unknown",
+        exc,
+        extra={"action": "reject_malformed", "task_id": task_id},
+    )
+    if task_id is not None:
+        error = TaskError("ProtocolError", str(exc))
+        await quietly(store.fail_unclaimed(task_id, error, dead_reason="malformed"))
+    count_dead(delivery.queue, "malformed")
+    await settle(delivery.reject(requeue=False))
+    if task_id is not None:
+        events.add(event(task_id, TaskStatus.FAILED))
+
+
+async def reject_unknown(
+    store: Store, events: EventBatcher, delivery: Delivery, envelope: protocol.Envelope
+) -> None:
+    message = (
+        f"no task named {envelope.task!r} is registered in this worker's app; "
+        "deploy the code that defines it, then replay the message from "
+        f"{topology.dlq_name(envelope.queue)}"
+    )
+    logger.error(
+        "task %s: %s",
+        envelope.id,
+        message,
+        extra={"action": "reject_unknown", "task_id": envelope.id, "task_name": envelope.task},
+    )
+    await store.insert_task_if_missing(new_task_row(envelope))
+    error = TaskError("UnknownTask", message)
+    await store.fail_unclaimed(envelope.id, error, dead_reason="unknown_task")
+    count_dead(envelope.queue, "unknown_task")
+    await settle(delivery.reject(requeue=False))
+    events.add(task_event(envelope, TaskStatus.FAILED))
+
+
+async def expire(
+    store: Store, events: EventBatcher, delivery: Delivery, envelope: protocol.Envelope
+) -> bool:
+    """Expire a task that never started; → False if it had started (a redelivery)."""
+    if not await store.expire_waiting(envelope.id):
+        return False
+    logger.warning("task %s expired before it started; dead-lettered", envelope.id)
+    count_dead(envelope.queue, "expired", envelope.task)
+    await settle(delivery.reject(requeue=False))
+    events.add(task_event(envelope, TaskStatus.EXPIRED))
+    return True
+
+
+def _task_id_of(delivery: Delivery) -> str | None:
+    """The task id taskq put in the message id, for messages whose body cannot be read."""
+    candidate = delivery.message_id.partition(":")[0]
+    try:
+        return str(uuid.UUID(candidate))
+    except ValueError:
+        return None
