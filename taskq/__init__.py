@@ -36,7 +36,7 @@ from taskq.exceptions import (
 from taskq.middleware import Middleware, Submission
 from taskq.retry import Backoff, Retry
 from taskq.status import TaskStatus
-from taskq.store import TaskRecord
+from taskq.store import TaskError, TaskRecord
 
 __all__ = [
     "App",
@@ -63,6 +63,7 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "TaskContext",
+    "TaskError",
     "TaskEvent",
     "TaskExpired",
     "TaskFailed",

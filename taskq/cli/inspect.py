@@ -77,6 +77,7 @@ def _attempts_table(attempts: list[dict[str, Any]]) -> Table:
 
 
 def describe(record: TaskRecord) -> Table:
+    from rich.markup import escape
     from rich.table import Table
 
     grid = Table.grid(padding=(0, 2))
@@ -90,6 +91,9 @@ def describe(record: TaskRecord) -> Table:
     grid.add_row("attempts", f"{record.attempts} (retries {record.retries}/{record.max_retries})")
     if record.batch_id:
         grid.add_row("batch", record.batch_id)
+    if record.headers:
+        shown = ", ".join(f"{key}={value}" for key, value in sorted(record.headers.items()))
+        grid.add_row("headers", escape(shown))
     if record.progress and record.state is TaskStatus.RUNNING:
         grid.add_row("progress", describe_progress(record.progress))
     if record.dead_reason:

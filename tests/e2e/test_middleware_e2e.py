@@ -12,7 +12,7 @@ import taskq
 from taskq.middleware import SubmitNext
 from tests.conftest import Backend
 from tests.e2e import middleware_app
-from tests.e2e.processes import Workers, sql
+from tests.e2e.processes import Workers, cli_env, run_cli, sql
 
 APP = "tests.e2e.middleware_app:app"
 
@@ -67,6 +67,12 @@ async def test_headers_from_submit_reach_a_worker_process_and_the_row(
         f"SELECT headers->>'tenant' AS tenant FROM taskq_tasks WHERE id = '{handle.id}'",
     )
     assert [row["tenant"] for row in rows] == ["acme"]
+    # and `taskq status` shows it
+    code, shown, err = await run_cli(
+        "status", handle.id, env=cli_env(TASKQ_STORE_URL=production.store_url)
+    )
+    assert code == 0, err
+    assert "tenant=acme" in shown
 
 
 async def test_a_plugin_joins_a_worker_by_its_entry_point_name_only(
