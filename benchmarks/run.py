@@ -45,6 +45,7 @@ import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import os  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -77,6 +78,8 @@ TARGET_CONCURRENT = 3_000.0  # tasks/s, 100 concurrent submitters
 TARGET_SUBMIT_MANY = 4_000.0  # tasks/s
 TARGET_RSS_IDLE = 60.0  # MB
 TARGET_FLAT = 10.0  # percent, RSS after FLAT_TASKS vs after N
+TARGET_SEAM = 5.0  # percent of the drain rate, with SEAM_MIDDLEWARES no-op middlewares
+SEAM_MIDDLEWARES = 3
 
 
 def log(message: str) -> None:
@@ -94,10 +97,13 @@ def rss(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def taskq_worker(broker_url: str, store_url: str) -> Iterator[subprocess.Popen[bytes]]:
+def taskq_worker(
+    broker_url: str, store_url: str, middlewares: int = 0
+) -> Iterator[subprocess.Popen[bytes]]:
     """drain.py's worker: `taskq worker benchmarks.noop_app:app --concurrency 100 --no-scheduler`,
-    no OTEL_* variable in its environment (tracing off)."""
+    no OTEL_* variable in its environment (tracing off); `middlewares` pass-through ones."""
     env = drain.worker_env(broker_url, store_url, None)
+    env[noop_app.MIDDLEWARES_ENV] = str(middlewares)
     with (
         tempfile.TemporaryDirectory(prefix="taskq-run-") as tmp,
         drain.worker_process(drain.worker_command(CONCURRENCY, None), env, Path(tmp)) as process,
@@ -133,10 +139,10 @@ class Drain:
     rss_after: int  # the worker's resident bytes once the last outcome is durable
 
 
-async def measure_drain(options: argparse.Namespace, count: int) -> Drain:
+async def measure_drain(options: argparse.Namespace, count: int, middlewares: int = 0) -> Drain:
     async with drain.services(options.amqp_url, options.postgres_url) as (broker, store):
         _, batches = await drain.prefill(broker, store, count)
-        with taskq_worker(broker, store) as process:
+        with taskq_worker(broker, store, middlewares) as process:
             await drain.wait_drained(store, batches, count, process)
             rss_after = rss(process.pid)
         rows = await drain.fetch(
@@ -147,6 +153,32 @@ async def measure_drain(options: argparse.Namespace, count: int) -> Drain:
         )
     seconds = (rows[0]["last"] - rows[0]["first"]).total_seconds()
     return Drain(count, count / seconds, rss_after)
+
+
+@dataclasses.dataclass
+class Seam:
+    none: list[float]  # drain rates without middleware, one per round
+    three: list[float]  # with SEAM_MIDDLEWARES pass-through ones
+
+    @property
+    def cost(self) -> float:
+        """Percent of the drain rate the middlewares cost (negative: they were faster)."""
+        none, three = statistics.mean(self.none), statistics.mean(self.three)
+        return (none - three) / none * 100
+
+
+async def measure_seam(options: argparse.Namespace, first: Drain) -> Seam:
+    """Rounds of (none, three) and (three, none) in turn, so neither always runs first; the
+    main drain is the first round's `none`."""
+    seam = Seam([first.rate], [])
+    for round_number in range(options.seam_rounds):
+        order = (SEAM_MIDDLEWARES, 0) if round_number % 2 == 0 else (0, SEAM_MIDDLEWARES)
+        for middlewares in order:
+            if round_number == 0 and middlewares == 0:
+                continue  # (the main drain)
+            rate = (await measure_drain(options, options.tasks, middlewares)).rate
+            (seam.three if middlewares else seam.none).append(rate)
+    return seam
 
 
 # -- submit -----------------------------------------------------------------------------------
@@ -264,6 +296,7 @@ def table(rows: list[tuple[str, str, str, str, str]]) -> str:
 def rows_of(
     options: argparse.Namespace,
     drained: Drain,
+    seam: Seam,
     flat: Drain | None,
     submits: dict[str, float],
     trip: RoundTrip,
@@ -295,6 +328,16 @@ def rows_of(
     else:
         why = "not run" if peer_results is None else "no figure"
         rows.append((f"drain vs fastest peer ({why})", "-", "x", f">= {TARGET_VS_PEER:g}x", "n/a"))
+    rows.append(
+        (
+            f"drain, {SEAM_MIDDLEWARES} no-op middlewares ({seam.cost:+.1f}% vs none; means of "
+            f"{len(seam.three)} and {len(seam.none)})",
+            f"{statistics.mean(seam.three):,.1f}",
+            "tasks/s",
+            f"cost <= {TARGET_SEAM:g}%",
+            verdict(seam.cost <= TARGET_SEAM),
+        )
+    )
     rows += [
         (f"submit sequential ({m})", f"{submits['sequential']:,.1f}", "tasks/s", "-", "-"),
         (
@@ -381,6 +424,12 @@ def parse_args() -> argparse.Namespace:
         help="measure the peers (default: when the bench extra is installed, except --smoke)",
     )
     parser.add_argument(
+        "--seam-rounds",
+        type=int,
+        help=f"rounds of drains with and without {SEAM_MIDDLEWARES} no-op middlewares "
+        "(default 2; 1 smoke)",
+    )
+    parser.add_argument(
         "--flat",
         action="store_true",
         help=f"also drain {FLAT_TASKS:,} tasks, for the RSS flatness target (adds 1 to 3 min)",
@@ -390,6 +439,7 @@ def parse_args() -> argparse.Namespace:
     options.tasks = options.tasks or (SMOKE_TASKS if options.smoke else DEFAULT_TASKS)
     options.submits = options.submits or (SMOKE_SUBMITS if options.smoke else DEFAULT_SUBMITS)
     options.pairs = options.pairs or (SMOKE_PAIRS if options.smoke else DEFAULT_PAIRS)
+    options.seam_rounds = options.seam_rounds or (1 if options.smoke else 2)
     options.warmup = min(SMOKE_WARMUP if options.smoke else WARMUP, options.pairs)
     if options.tasks < 1 or options.pairs < 1 or options.submits < SUBMITTERS:
         parser.error(f"--tasks and --pairs must be at least 1, --submits at least {SUBMITTERS}")
@@ -401,6 +451,8 @@ async def amain() -> int:
     load_before = os.getloadavg()[0]
     log(f"drain of {options.tasks:,} ...")
     drained = await measure_drain(options, options.tasks)
+    log(f"drains with and without {SEAM_MIDDLEWARES} no-op middlewares, in turn ...")
+    seam = await measure_seam(options, drained)
     flat = None
     if options.flat:
         log(f"drain of {FLAT_TASKS:,} (--flat) ...")
@@ -428,7 +480,7 @@ async def amain() -> int:
         f"{noop_app.APP_SPEC} --concurrency {CONCURRENCY} --no-scheduler`; {os.cpu_count()} CPUs, "
         f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
-    print(table(rows_of(options, drained, flat, submits, trip, peer_results)))
+    print(table(rows_of(options, drained, seam, flat, submits, trip, peer_results)))
     print()
     if peer_results is None:
         print(peer_line)
