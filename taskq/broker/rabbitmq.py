@@ -25,21 +25,19 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aiormq.abc import DeliveredMessage
 
 from taskq.broker import topology
 from taskq.broker.base import (
     Broker,
     Browsed,
     ControlCallback,
-    Delivery,
     DeliveryCallback,
     EventCallback,
     EventSubscription,
     QueueStats,
     Subscription,
 )
-from taskq.broker.lean_consumer import Delivered, LeanQueue
+from taskq.broker.consumer import CONNECTION_ERRORS, SHUTDOWN_CALL_TIMEOUT, Consumption
 from taskq.config import redact_url, url_host
 from taskq.exceptions import BrokerConnectionError, BrokerError, PublishError, TopologyConflict
 
@@ -47,8 +45,6 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 RECONNECT_INTERVAL = 1.0
-SHUTDOWN_CALL_TIMEOUT = 5.0  # the longest one broker call may hold up stopping
-_CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError)
 
 
 class RabbitMQBroker(Broker):
@@ -109,7 +105,7 @@ class RabbitMQBroker(Broker):
                 f"RabbitMQ at {self._host} refused the login of {redact_url(self._url)}: "
                 "check the user and password in TASKQ_BROKER_URL"
             ) from None
-        except (*_CONNECTION_ERRORS, ValueError) as exc:
+        except (*CONNECTION_ERRORS, ValueError) as exc:
             raise BrokerConnectionError(
                 f"cannot connect to RabbitMQ at {self._host} ({type(exc).__name__}: {exc}); "
                 "check that it runs and that TASKQ_BROKER_URL is right"
@@ -118,7 +114,7 @@ class RabbitMQBroker(Broker):
     async def close(self) -> None:
         for connection in (self._consumer, self._publisher):
             if connection is not None:
-                with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+                with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
                     async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
                         await connection.close()
         self._consumer = self._publisher = None
@@ -131,7 +127,7 @@ class RabbitMQBroker(Broker):
             raise
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise _conflict(exc) from None
-        except (*_CONNECTION_ERRORS, RuntimeError, ValueError) as exc:
+        except (*CONNECTION_ERRORS, RuntimeError, ValueError) as exc:
             raise BrokerError(
                 f"RabbitMQ at {self._host}: could not {doing}: {type(exc).__name__}: {exc}"
             ) from None
@@ -233,7 +229,7 @@ class RabbitMQBroker(Broker):
                 raise PublishError(
                     f"RabbitMQ at {self._host} refused the message for queue {queue!r}: {exc}"
                 ) from None
-            except (*_CONNECTION_ERRORS, RuntimeError) as exc:
+            except (*CONNECTION_ERRORS, RuntimeError) as exc:
                 # Outcome unknown: retry on the reconnected channel; consumers dedupe.
                 if time.monotonic() >= deadline:
                     raise PublishError(
@@ -264,7 +260,7 @@ class RabbitMQBroker(Broker):
             yield found
         finally:
             # Closing the channel puts every message not removed back, in its place.
-            with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+            with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
                 await channel.close()
 
     async def stats(self, queue: str) -> QueueStats | None:
@@ -277,7 +273,7 @@ class RabbitMQBroker(Broker):
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return None
             finally:
-                with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+                with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
                     await channel.close()
             declared = found.declaration_result
             return QueueStats(
@@ -331,10 +327,10 @@ class RabbitMQBroker(Broker):
             raise BrokerError("the broker is not connected")
         async with self._errors(f"consume {list(queues)}"):
             channel = await self._consumer.channel()
-            channel.QUEUE_CLASS = LeanQueue  # (its consumers get deliveries unwrapped)
-            # global_: one limit for the channel, shared by every queue consumed on it.
+            # global_: one limit for the channel, shared by every queue consumed on it (the
+            # robust channel sets it again when it reopens, before consumers come back).
             await channel.set_qos(prefetch_count=prefetch, global_=True)
-            subscription = _RabbitSubscription(channel, on_delivery)
+            subscription = Consumption(channel, on_delivery)
             for name in queues:
                 queue = await channel.declare_queue(
                     name,
@@ -376,157 +372,6 @@ class RabbitMQBroker(Broker):
         return _RabbitEvents(channel, queue, self._errors, timeout=2.0)
 
 
-class _RabbitSubscription(Subscription):
-    def __init__(self, channel: AbstractChannel, on_delivery: DeliveryCallback) -> None:
-        self._channel = channel
-        self._on_delivery = on_delivery
-        self._consumers: list[tuple[AbstractQueue, str]] = []
-        self._unsettled = 0
-        self._cancelled = False
-        # Acks wait here for the end of the loop's turn, then go out together (see `_acks`).
-        self._open: dict[Any, dict[int, Delivered]] = {}  # channel → tag → msg
-        self._acking: list[tuple[Delivered, asyncio.Future[None]]] = []
-        self._ack_flush: asyncio.Task[None] | None = None
-
-    async def set_prefetch(self, prefetch: int) -> None:
-        if self._cancelled or self._channel.is_closed:
-            return  # nothing more will be delivered on this channel anyway
-        with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
-            await self._channel.set_qos(prefetch_count=prefetch, global_=True, timeout=5)
-
-    async def start(self, queue: AbstractQueue) -> None:
-        assert isinstance(queue, LeanQueue)
-
-        async def deliver(raw: DeliveredMessage) -> None:
-            message = Delivered(raw)
-            self._unsettled += 1
-            self._open.setdefault(message.channel, {})[message.delivery_tag] = message
-            self._on_delivery(_RabbitDelivery(message, queue.name, self))
-
-        # (RobustQueue's signature names aio-pika's message type; LeanQueue passes aiormq's.)
-        tag = await queue.consume(deliver, no_ack=False)  # type: ignore[arg-type]
-        self._consumers.append((queue, tag))
-
-    async def cancel(self) -> None:
-        self._cancelled = True
-        for queue, tag in self._consumers:
-            # Bounded: while the broker is unreachable a robust channel would wait for ever,
-            # and a stopping worker must not.
-            with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
-                async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
-                    await queue.cancel(tag)
-        await self._close_if_done()
-
-    async def ack(self, message: Delivered) -> None:
-        """Ack with the others of this turn of the loop: one `multiple` ack for the run of
-        tags that nothing older is still open below, single acks for the rest."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acking.append((message, done))
-        if self._ack_flush is None or self._ack_flush.done():
-            self._ack_flush = asyncio.create_task(self._acks(), name="taskq-acks")
-        await done
-
-    def forget(self, message: Delivered) -> None:
-        """A delivery settled otherwise (rejected): no longer open."""
-        self._open.get(message.channel, {}).pop(message.delivery_tag, None)
-
-    async def _acks(self) -> None:
-        await asyncio.sleep(0)  # the rest of this turn's acks join
-        while self._acking:
-            batch, self._acking = self._acking, []
-            try:
-                await self._send_acks(batch)
-            except BaseException as exc:
-                # Never leave an executor waiting: whatever went wrong, its ack failed (the
-                # broker redelivers the message, which a duplicate check makes harmless).
-                failed = RuntimeError(f"ack failed: {type(exc).__name__}")
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(failed)
-                if not isinstance(exc, Exception):
-                    raise
-
-    async def _send_acks(self, batch: list[tuple[Delivered, asyncio.Future[None]]]) -> None:
-        by_channel: dict[Any, list[tuple[Delivered, asyncio.Future[None]]]] = {}
-        for message, done in batch:
-            by_channel.setdefault(message.channel, []).append((message, done))
-            self.forget(message)
-        for channel, acks in by_channel.items():
-            still_open = self._open.get(channel, {})
-            oldest_open = min(still_open, default=None)
-            below = [m for m, _ in acks if oldest_open is None or m.delivery_tag < oldest_open]
-            error = await _ack_run(below)
-            for message, _ in acks:
-                if message not in below and error is None:
-                    error = await _ack_one(message)
-            for _, done in acks:
-                if done.done():
-                    continue  # its waiter was cancelled
-                if error is not None:
-                    done.set_exception(error)
-                else:
-                    done.set_result(None)
-            if not still_open:
-                self._open.pop(channel, None)
-
-    async def settled(self) -> None:
-        self._unsettled -= 1
-        await self._close_if_done()
-
-    async def _close_if_done(self) -> None:
-        # Closing the channel earlier would requeue deliveries still running.
-        if self._cancelled and self._unsettled <= 0 and not self._channel.is_closed:
-            with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
-                async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
-                    await self._channel.close()
-
-
-class _RabbitDelivery(Delivery):
-    def __init__(self, message: Delivered, queue: str, subscription: _RabbitSubscription) -> None:
-        self.body = message.body
-        self.queue = queue
-        self.redelivered = message.redelivered
-        self.message_id = message.message_id
-        self._message = message
-        self._subscription = subscription
-
-    async def ack(self) -> None:
-        await self._settle(self._subscription.ack(self._message))
-
-    async def reject(self, *, requeue: bool) -> None:
-        self._subscription.forget(self._message)
-        await self._settle(self._message.reject(requeue=requeue))
-
-    async def _settle(self, settling: Any) -> None:
-        try:
-            await settling
-        except (*_CONNECTION_ERRORS, RuntimeError) as exc:
-            # The delivery's channel is gone; RabbitMQ has requeued the message already.
-            raise BrokerError(f"could not settle a delivery: {type(exc).__name__}") from None
-        finally:
-            await self._subscription.settled()
-
-
-async def _ack_run(messages: list[Delivered]) -> BaseException | None:
-    """One ack, `multiple`, for all of `messages` (nothing older is open on their channel)."""
-    if not messages:
-        return None
-    newest = max(messages, key=lambda message: message.delivery_tag)
-    return await _ack_one(newest, multiple=True)
-
-
-async def _ack_one(message: Delivered, *, multiple: bool = False) -> Exception | None:
-    """→ None, or why the ack failed (bounded: a channel in limbo must not hold a worker)."""
-    try:
-        async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
-            await message.ack(multiple=multiple)
-    except (*_CONNECTION_ERRORS, RuntimeError) as exc:
-        return exc
-    except Exception as exc:  # e.g. aio-pika's "message already processed"
-        return RuntimeError(f"ack failed: {exc}")
-    return None
-
-
 class _RabbitBrowsed(Browsed):
     def __init__(self, message: AbstractIncomingMessage) -> None:
         self.body = message.body
@@ -552,7 +397,7 @@ class _RabbitControl(Subscription):
 
     async def cancel(self) -> None:
         if not self._channel.is_closed:
-            with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+            with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
                 async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
                     await self._channel.close()
 
@@ -578,7 +423,7 @@ class _RabbitEvents(EventSubscription):
 
     async def close(self) -> None:
         if not self._channel.is_closed:
-            with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+            with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
                 async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
                     await self._channel.close()
 

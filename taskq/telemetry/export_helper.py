@@ -6,25 +6,20 @@ loop waits up to a switch interval whenever it lets go of it for a socket write)
 tasks that was most of tracing's cost. `HelperSpanProcessor` takes the place of the SDK's
 batch span processor: it packs each finished span with msgpack (a few µs) and a writer
 thread, which holds the GIL only to hand over bytes, passes batches into the stdin of a
-helper process running this module (`main`). That process writes the OTLP bytes and runs
-the SDK's own `OTLPSpanExporter`, configured by the same OTEL_* variables.
-
-The helper lives as long as its pipe: it exports what it has and exits at end of input,
-also when the worker was killed. It ignores SIGINT and SIGTERM, which its worker handles
-(and then closes the pipe, after its last spans).
+helper process running `otlp_wire` as a script (see there why not `-m`). That process
+writes the OTLP bytes and sends them with the OTLP exporter's client, configured by the
+same OTEL_* variables. It lives as long as its pipe: it exports what it has and exits at
+end of input, also when the worker was killed.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import signal
-import struct
 import subprocess
 import sys
 import threading
-from typing import IO, Any
+from typing import Any, cast
 
 import msgpack
 from opentelemetry.sdk.resources import Resource
@@ -32,29 +27,12 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanContext
 
 from taskq.exceptions import ConfigurationError
-from taskq.telemetry import otlp_wire
+from taskq.telemetry import otlp_wire, semconv
 from taskq.telemetry.lean_span import LeanSpan
 
 logger = logging.getLogger(__name__)
 
-_LENGTH = struct.Struct(">I")
-_RESOURCE, _SPANS, _FLUSH = "resource", "spans", "flush"
 SHUTDOWN_WITHIN = 30.0  # seconds the helper gets to send what it holds; the SDK's own default
-# The helper yields the CPU to the worker (and to RabbitMQ and PostgreSQL, when they share
-# the machine): a span exported a little later costs nothing, a task run later costs
-# throughput.
-NICENESS = 10
-# The helper runs this module under a bare stand-in for the `taskq` package (its path, no
-# `__init__`): the real package imports the whole client (SQLAlchemy, aio-pika), which
-# span export never uses and which would cost the helper 30 MB and 0.3 s of CPU to start.
-_BOOTSTRAP = """\
-# taskq span export helper (what `ps` shows)
-import runpy, sys, types
-package = types.ModuleType("taskq")
-package.__path__ = [sys.argv[1]]
-sys.modules["taskq"] = package
-runpy.run_module("taskq.telemetry.export_helper", run_name="__main__")
-"""
 
 
 class HelperSpanProcessor(SpanProcessor):
@@ -124,7 +102,13 @@ class HelperSpanProcessor(SpanProcessor):
         lean = [span for span in batch if isinstance(span, bytes)]
         # [_SPANS, sdk, lean], the lean spans' msgpack bytes written in place.
         payload = b"".join(
-            [b"\x93", msgpack.packb(_SPANS), msgpack.packb(sdk), _array_header(len(lean)), *lean]
+            [
+                b"\x93",
+                msgpack.packb(otlp_wire.SPANS),
+                msgpack.packb(sdk),
+                _array_header(len(lean)),
+                *lean,
+            ]
         )
         self._frames.put((len(batch), _framed(payload)))
 
@@ -165,7 +149,7 @@ class HelperSpanProcessor(SpanProcessor):
             logger.warning("spans not exported: the span export helper failed: %s", error)
 
     def _ask_flush(self) -> bool:
-        self._send(_frame([_FLUSH]))
+        self._send(_frame([otlp_wire.FLUSH]))
         assert self._helper.stdout is not None
         return self._helper.stdout.read(1) == b"\x01"
 
@@ -183,16 +167,22 @@ class HelperSpanProcessor(SpanProcessor):
         _close_pipes(helper)
 
     def _start_helper(self) -> subprocess.Popen[bytes]:
-        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         helper = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, package],
+            # -P: the script's folder (taskq/telemetry) stays off sys.path.
+            [sys.executable, "-P", otlp_wire.__file__],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=self._environ,
             start_new_session=True,  # a Ctrl-C in the terminal is the worker's to handle
         )
         resource = self._resource
-        _write_frame(helper, _frame([_RESOURCE, dict(resource.attributes), resource.schema_url]))
+        hello = [
+            otlp_wire.HELLO,
+            dict(resource.attributes),
+            resource.schema_url,
+            process_template(),
+        ]
+        _write_frame(helper, _frame(hello))
         return helper
 
 
@@ -237,6 +227,23 @@ def pack_lean_span(span: LeanSpan) -> list[Any]:
     ]
 
 
+class _Field:
+    """Stands for the message value at `index` in `process_template`'s probe."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def process_template() -> list[list[Any]]:
+    """`semconv.process_attributes` as `otlp_wire.Encoder` takes it: [key, field, value] per
+    standard attribute (field: which message value it is, or -1 for the constant `value`)."""
+    probe = cast(semconv.Message, tuple(_Field(index) for index in range(5)))
+    return [
+        [key, value.index, None] if isinstance(value, _Field) else [key, -1, value]
+        for key, value in semconv.process_attributes(probe).items()
+    ]
+
+
 def _pack_context(context: SpanContext) -> list[Any]:
     # A trace id is 128 bits, more than a msgpack integer holds.
     return [
@@ -271,7 +278,7 @@ def _frame(message: list[Any]) -> bytes:
 
 
 def _framed(payload: bytes) -> bytes:
-    return _LENGTH.pack(len(payload)) + payload
+    return otlp_wire.LENGTH.pack(len(payload)) + payload
 
 
 def _write_frame(helper: subprocess.Popen[bytes], frame: bytes) -> None:
@@ -287,64 +294,3 @@ def _close_pipes(helper: subprocess.Popen[bytes]) -> None:
                 pipe.close()
             except OSError:
                 pass  # unflushed input of a helper that is gone
-
-
-def _read_frame(stream: IO[bytes]) -> list[Any] | None:
-    header = stream.read(_LENGTH.size)
-    if len(header) < _LENGTH.size:
-        return None  # end of input
-    (length,) = _LENGTH.unpack(header)
-    message: list[Any] = msgpack.unpackb(stream.read(length))
-    return message
-
-
-def main() -> None:
-    """The helper: export each batch as it comes, until the worker closes the pipe."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.nice(NICENESS)
-    from opentelemetry.exporter.otlp.proto.http import trace_exporter
-
-    # The exporter encodes what it is given with its module's `encode_spans`; in this process
-    # that passes our already encoded batches through, and the exporter's transport (endpoint,
-    # headers, compression, retries: the OTEL_EXPORTER_OTLP_* variables) does the rest.
-    trace_exporter.encode_spans = lambda batch: batch  # type: ignore[attr-defined,assignment,return-value]
-    exporter = trace_exporter.OTLPSpanExporter()
-    source, replies = sys.stdin.buffer, sys.stdout.buffer
-    resource: tuple[dict[str, Any], str] = ({}, "")
-    try:
-        while (message := _read_frame(source)) is not None:
-            kind = message[0]
-            if kind == _SPANS:
-                sdk, lean = message[1], message[2]
-                encoded = otlp_wire.encode_request(sdk, *resource, lean_spans=lean)
-                exporter.export(_Encoded(encoded, len(sdk) + len(lean)))
-            elif kind == _FLUSH:
-                replies.write(b"\x01")
-                replies.flush()
-            elif kind == _RESOURCE:
-                resource = (message[1], message[2])
-    finally:
-        exporter.shutdown()  # type: ignore[no-untyped-call]
-
-
-class _Encoded(list[ReadableSpan]):
-    """A batch already encoded as an ExportTraceServiceRequest, in the place of its spans:
-    as long as the spans were (the exporter counts them), and serialised as itself."""
-
-    def __init__(self, payload: bytes, spans: int) -> None:
-        super().__init__()
-        self._payload, self._spans = payload, spans
-
-    def __len__(self) -> int:
-        return self._spans
-
-    def SerializePartialToString(self) -> bytes:
-        return self._payload
-
-    SerializeToString = SerializePartialToString
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=os.environ.get("TASKQ_LOG_LEVEL", "WARNING").upper())
-    main()

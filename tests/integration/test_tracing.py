@@ -82,6 +82,8 @@ class ThroughTheHelpersFormat(SpanExporter):
     def __init__(self, memory: InMemorySpanExporter, resource: Resource) -> None:
         self.memory, self.resource = memory, resource
         self.lean = 0
+        template = msgpack.unpackb(msgpack.packb(export_helper.process_template()))
+        self.encoder = otlp_wire.Encoder({}, "", template)  # (as the helper gets it)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self.memory.export([self.rebuilt(export_helper.pack_span(span)) for span in spans])
@@ -89,7 +91,8 @@ class ThroughTheHelpersFormat(SpanExporter):
     def lean_ended(self, span: LeanSpan) -> None:
         self.lean += 1
         packed = msgpack.unpackb(msgpack.packb(export_helper.pack_lean_span(span)))
-        self.memory.export([unpack_span(otlp_wire.expand_lean_span(packed), self.resource)])
+        expanded = self.encoder.expand_lean_span(packed)
+        self.memory.export([unpack_span(expanded, self.resource)])
 
     def rebuilt(self, packed: list[Any]) -> ReadableSpan:
         return unpack_span(msgpack.unpackb(msgpack.packb(packed)), self.resource)

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
-from taskq.telemetry import export_helper, otlp_wire, tracing
+from taskq.telemetry import export_helper, otlp_wire, semconv, tracing
 from taskq.telemetry.lean_span import LeanSpan, LeanSpans
 from tests.otlp_format import unpack_span
 
@@ -98,14 +98,25 @@ def test_the_wire_encoding_is_the_sdk_encoders() -> None:
     received = msgpack.unpackb(msgpack.packb(packed))  # as the helper process gets them
     received_lean = msgpack.unpackb(msgpack.packb(lean))
 
-    ours = ExportTraceServiceRequest.FromString(
-        otlp_wire.encode_request(
-            received, resource.attributes, resource.schema_url, lean_spans=received_lean
-        )
-    )
-    as_sdk_spans = received + [otlp_wire.expand_lean_span(span) for span in received_lean]
+    template = msgpack.unpackb(msgpack.packb(export_helper.process_template()))
+    encoder = otlp_wire.Encoder(resource.attributes, resource.schema_url, template)
+
+    ours = ExportTraceServiceRequest.FromString(encoder.request(received, received_lean))
+    as_sdk_spans = received + [encoder.expand_lean_span(span) for span in received_lean]
     theirs = encode_spans([unpack_span(span, resource) for span in as_sdk_spans])
 
     assert len(ours.resource_spans[0].scope_spans) == 3  # the test covers grouping by scope
     assert sum(len(s.spans) for s in ours.resource_spans[0].scope_spans) == 6
     assert ours == theirs
+
+
+def test_the_template_gives_the_standard_process_attributes() -> None:
+    """The helper knows a `process` span's standard attributes only from the worker's template."""
+    message = ("q", "id-1", "t.name", 3, 2)
+    template = msgpack.unpackb(msgpack.packb(export_helper.process_template()))
+    lean = ["process q", b"\x01" * 16, 2, None, False, 1, 2, list(message), {}, [], 0, None, None,
+            None]  # fmt: skip
+
+    expanded = otlp_wire.Encoder({}, "", template).expand_lean_span(lean)
+
+    assert expanded[6] == semconv.process_attributes(message)

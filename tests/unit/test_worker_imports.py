@@ -17,7 +17,7 @@ WORKER_MODULES = (
     "taskq.worker.worker",
     "taskq.worker.executor",
     "taskq.broker.rabbitmq",
-    "taskq.broker.lean_consumer",
+    "taskq.broker.consumer",
     "taskq.store.pg",
     "sqlalchemy.dialects.postgresql.asyncpg",
 )

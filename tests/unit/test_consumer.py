@@ -9,7 +9,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from taskq.broker.lean_consumer import Delivered
+from taskq.broker.consumer import Delivered
 
 
 class Channel:
