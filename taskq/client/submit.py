@@ -109,6 +109,8 @@ async def submit_many(
     async def accept(submission: middleware.Submission) -> str:
         # (Stored with the others once every item has come through.)
         index = len(checked)
+        if submission.options is not options:  # a middleware gave this item options of its own
+            check_options(submission.options, runtime.settings.max_priority)
         envelope = _envelope(submission, where=f"item {index}: task {submission.name!r}")
         try:
             checked.append((envelope, protocol.encode(envelope, max_bytes=max_bytes)))
