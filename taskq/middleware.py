@@ -139,8 +139,9 @@ def _link(
     handler: Callable[[T, Callable[[T], Awaitable[U]]], Awaitable[U]],
     call_next: Callable[[T], Awaitable[U]],
 ) -> Callable[[T], Awaitable[U]]:
-    async def step(value: T) -> U:
-        return await handler(value, call_next)
+    # A plain function handing back the handler's coroutine: no frame of its own per call.
+    def step(value: T) -> Awaitable[U]:
+        return handler(value, call_next)
 
     return step
 

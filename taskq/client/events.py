@@ -118,8 +118,10 @@ def event(
     attempt: int = 0,
     **details: Any,
 ) -> protocol.Event:
-    """Every task event taskq sends is made here. `state` None: the sender does not know it
-    (watchers re-read the store); `details` are progress fields or a small result."""
+    """Every task event taskq sends is made here, stamped now unless `details` give `at`.
+    `state` None: the sender does not know it (watchers re-read the store); `details` are
+    progress fields or a small result."""
+    details.setdefault("at", time.time())  # (stamped later, it would cost a copy)
     return protocol.Event(
         task_id=task_id,
         state="" if state is None else state.value,
