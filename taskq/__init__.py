@@ -37,6 +37,7 @@ from taskq.middleware import Middleware, Submission
 from taskq.retry import Backoff, Retry
 from taskq.status import TaskStatus
 from taskq.store import TaskError, TaskRecord
+from taskq.worker import WorkerOptions
 
 __all__ = [
     "App",
@@ -76,5 +77,6 @@ __all__ = [
     "TaskqError",
     "TopologyConflict",
     "UnknownTask",
+    "WorkerOptions",
     "context",
 ]

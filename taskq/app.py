@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Sequence
 
 from taskq.client import app as client
-from taskq.worker import Worker, running_worker
+from taskq.worker import Worker, WorkerOptions, running_worker
 
 
 class App(client.App):
@@ -19,23 +19,25 @@ class App(client.App):
 
     def worker(
         self,
+        options: WorkerOptions | None = None,
         *,
-        concurrency: int = 10,
+        concurrency: int | None = None,
         queues: Sequence[str] | None = None,
-        scheduler: bool = True,
+        scheduler: bool | None = None,
         shutdown_timeout: float | None = None,
     ) -> contextlib.AbstractAsyncContextManager[Worker]:
         """Run a worker inside this process for the duration of an `async with` block.
 
-        With `scheduler=True` it also stands for leadership, and while it leads it publishes
-        delayed tasks and periodic ticks (on the embedded default, it always leads). Leaving
-        the block waits for running tasks, at most `shutdown_timeout` s (None: no limit);
-        tasks still running then are cancelled and handed back.
+        `options` (a `WorkerOptions`) or the keywords, which override it: 10 tasks at once,
+        every queue of the app's tasks, and standing for leadership by default. While it
+        leads it publishes delayed tasks and periodic ticks (on the embedded default, it
+        always leads). Leaving the block waits for running tasks, at most `shutdown_timeout`
+        s (None: no limit); tasks still running then are cancelled and handed back.
         """
-        return running_worker(
-            self,
+        chosen = (options or WorkerOptions()).replace(
             concurrency=concurrency,
-            queues=queues,
+            queues=None if queues is None else tuple(queues),
             scheduler=scheduler,
             shutdown_timeout=shutdown_timeout,
         )
+        return running_worker(self, chosen)

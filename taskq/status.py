@@ -1,4 +1,4 @@
-"""Task states and the rank that makes state writes monotonic."""
+"""Task states, and which of them are final."""
 
 from __future__ import annotations
 
@@ -20,18 +20,7 @@ class TaskStatus(enum.StrEnum):
     def is_final(self) -> bool:
         return self in FINAL
 
-    @property
-    def rank(self) -> int:
-        """A write may only move a task to a state of higher rank (or stay in `running`)."""
-        return _RANK[self]
-
 
 FINAL = frozenset(
     {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
 )
-_RANK = {
-    TaskStatus.SCHEDULED: 0,
-    TaskStatus.QUEUED: 1,
-    TaskStatus.RUNNING: 2,
-    **dict.fromkeys(FINAL, 3),
-}

@@ -26,7 +26,7 @@ from taskq.cli.common import AppSpec, fail, load_app, run
 from taskq.exceptions import TaskqError
 from taskq.scheduler import LeaderWork, campaign
 from taskq.telemetry import logs, prometheus, setup
-from taskq.worker import Worker, heartbeat, http
+from taskq.worker import Worker, WorkerOptions, heartbeat, http
 from taskq.worker.supervisor import (
     RECYCLE_EXIT,
     SNAPSHOT_DIR_ENV,
@@ -184,18 +184,22 @@ def worker(
     except TaskqError as exc:
         fail(str(exc))
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    options: dict[str, Any] = {
-        "concurrency": concurrency,
-        "queues": names,
-        "scheduler": scheduler,
-        "shutdown_timeout": shutdown_timeout,
-        "max_tasks": max_tasks_per_child,
-        "max_memory": memory,
-        "health_port": None if child else health_port,
-        "health_host": health_host,
-        "blocked_threshold": blocked_threshold,
-        "observe_queues": telemetry.reader is not None or bool(telemetry.providers),
-    }
+    try:
+        options = WorkerOptions(
+            concurrency=concurrency,
+            queues=None if names is None else tuple(names),
+            scheduler=scheduler,
+            shutdown_timeout=shutdown_timeout,
+            max_tasks=max_tasks_per_child,
+            max_memory=memory,
+            health_port=None if child else health_port,
+            health_host=health_host,
+            blocked_threshold=blocked_threshold,
+            observe_queues=telemetry.reader is not None or bool(telemetry.providers),
+        )
+    except TaskqError as exc:
+        telemetry.shutdown()
+        fail(str(exc))
     exposed = _metrics_exposure(telemetry, metrics_host, metrics_port, snapshots_to)
     try:
         recycled = run(_serve_worker(loaded, options, exposed))
@@ -266,11 +270,11 @@ async def _serving_metrics(host: str, port: int, reader: Any) -> AsyncIterator[i
 
 
 async def _serve_worker(
-    app: App, options: dict[str, Any], exposed: contextlib.AbstractAsyncContextManager[Any]
+    app: App, options: WorkerOptions, exposed: contextlib.AbstractAsyncContextManager[Any]
 ) -> bool:
     """→ whether the worker stopped itself over a limit (to be replaced)."""
     async with app, exposed:
-        worker = Worker(app, **options)
+        worker = Worker(app, options)
         _on_signals(worker.stop, lambda: worker.stop(force=True))
         _freeze_startup_heap()
         await worker.run()

@@ -25,31 +25,23 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Task(Generic[P, R]):
-    """A registered task. `await task.submit(...)` queues it and returns a `TaskHandle`."""
+class _Submitter(Generic[P, R]):
+    """What `Task` and `BoundTask` share, written once: submit, submit_many, options."""
 
-    def __init__(
-        self, runtime: Runtime, fn: Callable[P, Any], *, name: str, options: TaskOptions
-    ) -> None:
-        self._runtime = runtime
-        self.fn = fn
-        self.name = name
-        self.default_options = options
-        self.is_async = inspect.iscoroutinefunction(fn)
-        self._signature = inspect.signature(fn)
-
-    def __repr__(self) -> str:
-        return f"<Task {self.name!r} queue={self.default_options.queue!r}>"
+    def _target(self) -> tuple[Task[P, R], TaskOptions]:
+        raise NotImplementedError
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Store the task as `queued` and publish it; returns once the broker confirmed it."""
-        return await _submit(self, self.default_options, args, kwargs)
+        task, options = self._target()
+        return await _submit(task, options, args, kwargs)
 
     async def submit_many(self, items: Iterable[tuple[Any, ...] | dict[str, Any]]) -> Batch[R]:
         """Submit one task per item: a tuple of positional arguments or a dict of keyword
         arguments. Every item is checked first (an error names its index and nothing is
         sent); then one insert and pipelined, confirmed publishes. → a `Batch` of handles."""
-        return await _submit_many(self, self.default_options, items)
+        task, options = self._target()
+        return await _submit_many(task, options, items)
 
     def options(
         self,
@@ -72,8 +64,10 @@ class Task(Generic[P, R]):
         now, or an aware datetime): a task not started by then never runs; it ends `expired`.
         `transaction` (a SQLAlchemy AsyncConnection or AsyncSession on the store's
         database): the task is written in that transaction and runs only if it commits.
+        Options not given keep their values; calls chain.
         """
-        return BoundTask(self, self.default_options).options(
+        task, options = self._target()
+        merged = options.merged(
             queue=queue,
             priority=priority,
             timeout=timeout,
@@ -84,6 +78,27 @@ class Task(Generic[P, R]):
             max_retries=max_retries,
             transaction=transaction,
         )
+        return BoundTask(task, merged)
+
+
+class Task(_Submitter[P, R]):
+    """A registered task. `await task.submit(...)` queues it and returns a `TaskHandle`."""
+
+    def __init__(
+        self, runtime: Runtime, fn: Callable[P, Any], *, name: str, options: TaskOptions
+    ) -> None:
+        self._runtime = runtime
+        self.fn = fn
+        self.name = name
+        self.default_options = options
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._signature = inspect.signature(fn)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} queue={self.default_options.queue!r}>"
+
+    def _target(self) -> tuple[Task[P, R], TaskOptions]:
+        return self, self.default_options
 
     def check_arguments(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str | None = None
@@ -96,7 +111,7 @@ class Task(Generic[P, R]):
             raise InvalidArguments(f"{where} takes {self._signature}: {exc}") from None
 
 
-class BoundTask(Generic[P, R]):
+class BoundTask(_Submitter[P, R]):
     """A task with options fixed for the next `submit()`."""
 
     def __init__(self, task: Task[P, R], options: TaskOptions) -> None:
@@ -106,37 +121,8 @@ class BoundTask(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<BoundTask {self.task.name!r} {self.bound_options}>"
 
-    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
-        return await _submit(self.task, self.bound_options, args, kwargs)
-
-    async def submit_many(self, items: Iterable[tuple[Any, ...] | dict[str, Any]]) -> Batch[R]:
-        return await _submit_many(self.task, self.bound_options, items)
-
-    def options(
-        self,
-        *,
-        queue: str = _UNSET,
-        priority: int = _UNSET,
-        timeout: float | None = _UNSET,
-        countdown: float | None = _UNSET,
-        eta: datetime | None = _UNSET,
-        idempotency_key: str | None = _UNSET,
-        expires: float | datetime | None = _UNSET,
-        max_retries: int = _UNSET,
-        transaction: AsyncConnection | AsyncSession | None = _UNSET,
-    ) -> BoundTask[P, R]:
-        merged = self.bound_options.merged(
-            queue=queue,
-            priority=priority,
-            timeout=timeout,
-            countdown=countdown,
-            eta=eta,
-            idempotency_key=idempotency_key,
-            expires=expires,
-            max_retries=max_retries,
-            transaction=transaction,
-        )
-        return BoundTask(self.task, merged)
+    def _target(self) -> tuple[Task[P, R], TaskOptions]:
+        return self.task, self.bound_options
 
 
 async def _submit(

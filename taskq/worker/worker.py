@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -23,47 +23,26 @@ from taskq.scheduler import LeaderWork, campaign
 from taskq.telemetry import metrics
 from taskq.worker import health, heartbeat, running
 from taskq.worker.executor import Executor
+from taskq.worker.options import WorkerOptions
 
 if TYPE_CHECKING:
     from taskq.client.app import App
 
 logger = logging.getLogger(__name__)
 
+DEFAULTS = WorkerOptions()
 OBSERVE_INTERVAL = 5.0  # seconds between queue-depth readings, when metrics are on
 
 
 class Worker:
     """Runs tasks from `queues` until `stop()`; then finishes what it started."""
 
-    def __init__(
-        self,
-        app: App,
-        *,
-        concurrency: int = 10,
-        queues: Sequence[str] | None = None,
-        scheduler: bool = True,
-        shutdown_timeout: float | None = None,
-        max_tasks: int | None = None,
-        max_memory: int | None = None,
-        health_port: int | None = None,
-        health_host: str = "127.0.0.1",
-        blocked_threshold: float = 1.0,
-        observe_queues: bool = False,
-    ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+    def __init__(self, app: App, options: WorkerOptions = DEFAULTS) -> None:
         self.app = app
-        self.concurrency = concurrency
-        self.queues = list(queues or _queues_of(app))
-        self.scheduler = scheduler
-        self.shutdown_timeout = shutdown_timeout
-        self.max_tasks = max_tasks
-        self.max_memory = max_memory
+        self.options = options
+        self.concurrency = options.concurrency
+        self.queues = list(options.queues or _queues_of(app))
         self.recycled: str | None = None  # why the worker stopped itself, if it did
-        self.health_port = health_port
-        self.health_host = health_host
-        self.blocked_threshold = blocked_threshold
-        self.observe_queues = observe_queues  # keep the queue-depth gauges up to date
         self.bound_health_port: int | None = None
         self._completed = 0
         self.id = heartbeat.new_process_id()
@@ -125,13 +104,13 @@ class Worker:
                 asyncio.TaskGroup() as side,
             ):
                 side.create_task(writer.run(), name="taskq-writer")
-                watchdog = health.LoopWatchdog(self.blocked_threshold, executor.blame)
+                watchdog = health.LoopWatchdog(self.options.blocked_threshold, executor.blame)
                 watching = side.create_task(watchdog.run(), name="taskq-watchdog")
                 observing = None
-                if self.observe_queues:
+                if self.options.observe_queues:
                     observing = side.create_task(self._observe_queues(), name="taskq-observe")
                 candidate = None
-                if self.scheduler:  # every worker stands for leadership unless told not to
+                if self.options.scheduler:  # every worker stands for leadership unless told not to
                     lead = LeaderWork(app, self.id).run
                     candidate = side.create_task(
                         campaign(app.store, self.id, lead), name="taskq-candidate"
@@ -141,9 +120,11 @@ class Worker:
                 )
                 try:
                     async with contextlib.AsyncExitStack() as probes:
-                        if self.health_port is not None:
+                        if self.options.health_port is not None:
                             self.bound_health_port = await probes.enter_async_context(
-                                health.http_probes(self.health_host, self.health_port, self._ready)
+                                health.http_probes(
+                                    self.options.health_host, self.options.health_port, self._ready
+                                )
                             )
                         await self._consume(executor)
                 finally:
@@ -248,12 +229,17 @@ class Worker:
         self._completed += 1
         if self.recycled is not None:
             return
-        if self.max_tasks is not None and self._completed >= self.max_tasks:
-            self.recycled = f"ran {self._completed} tasks (max_tasks_per_child={self.max_tasks})"
-        elif self.max_memory is not None and (rss := heartbeat.rss_bytes()) > self.max_memory:
+        if self.options.max_tasks is not None and self._completed >= self.options.max_tasks:
+            self.recycled = (
+                f"ran {self._completed} tasks (max_tasks_per_child={self.options.max_tasks})"
+            )
+        elif (
+            self.options.max_memory is not None
+            and (rss := heartbeat.rss_bytes()) > self.options.max_memory
+        ):
             self.recycled = (
                 f"resident memory {rss / 2**20:.0f} MiB is over max_memory_per_child "
-                f"({self.max_memory / 2**20:.0f} MiB)"
+                f"({self.options.max_memory / 2**20:.0f} MiB)"
             )
         if self.recycled is not None:
             logger.warning(
@@ -268,7 +254,11 @@ class Worker:
         if not running:
             return
         loop = asyncio.get_running_loop()
-        deadline = None if self.shutdown_timeout is None else loop.time() + self.shutdown_timeout
+        deadline = (
+            None
+            if self.options.shutdown_timeout is None
+            else loop.time() + self.options.shutdown_timeout
+        )
         forced = asyncio.create_task(self._force.wait())
         try:
             while running and not forced.done():
@@ -304,22 +294,9 @@ def _queues_of(app: App) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(
-    app: App,
-    *,
-    concurrency: int,
-    queues: Sequence[str] | None,
-    scheduler: bool,
-    shutdown_timeout: float | None = None,
-) -> AsyncIterator[Worker]:
+async def running_worker(app: App, options: WorkerOptions) -> AsyncIterator[Worker]:
     """`app.worker()`: a worker running in this process for the block's duration."""
-    worker = Worker(
-        app,
-        concurrency=concurrency,
-        queues=queues,
-        scheduler=scheduler,
-        shutdown_timeout=shutdown_timeout,
-    )
+    worker = Worker(app, options)
     running = asyncio.create_task(worker.run(), name=f"taskq-worker-{worker.id}")
     started = asyncio.create_task(worker.started.wait())
     await asyncio.wait({running, started}, return_when=asyncio.FIRST_COMPLETED)

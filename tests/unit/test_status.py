@@ -1,4 +1,4 @@
-"""Task states: the rank order that keeps state writes monotonic, and which are final."""
+"""Task states: their stored values, and which are final."""
 
 from __future__ import annotations
 
@@ -9,20 +9,6 @@ from taskq.status import TaskStatus
 
 FINAL = [TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED]
 NOT_FINAL = [TaskStatus.SCHEDULED, TaskStatus.QUEUED, TaskStatus.RUNNING]
-
-
-def test_ranks_follow_the_life_of_a_task() -> None:
-    assert TaskStatus.SCHEDULED.rank < TaskStatus.QUEUED.rank < TaskStatus.RUNNING.rank
-    assert all(TaskStatus.RUNNING.rank < final.rank for final in FINAL)
-
-
-def test_final_states_share_one_rank() -> None:
-    # No final state may overwrite another: equal ranks make that a rejected move.
-    assert len({final.rank for final in FINAL}) == 1
-
-
-def test_every_state_has_a_rank() -> None:
-    assert {member.rank for member in TaskStatus} == {0, 1, 2, 3}
 
 
 @pytest.mark.parametrize("state", FINAL)
