@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,16 +19,6 @@ from taskq.store import ClaimRequest, NewTask, Outcome, Store, TaskError, TaskRe
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 HEADERS = {"tenant": "acme", "x-ray": "é\u2028"}
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = Store(store_url)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def new_task(state: TaskStatus = TaskStatus.QUEUED, **changes: Any) -> NewTask:
