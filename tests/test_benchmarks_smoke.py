@@ -196,6 +196,7 @@ RUN_HEADER = ["measurement", "figure", "unit", "target", "verdict"]
 RUN_ROWS = (
     "drain (200 tasks, 1 worker)",
     "drain vs fastest peer",
+    "drain, 3 no-op middlewares",
     "submit sequential (200)",
     "submit 100 concurrent (200)",
     "submit_many (200)",
