@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 import aio_pika
 import asyncpg
 import psutil
+
+from tests.support import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_APP = "tests.e2e.worker_app:app"
@@ -140,11 +141,7 @@ async def wait_until(
     condition: Callable[[], Awaitable[bool]], *, within: float, what: str, interval: float = 0.2
 ) -> None:
     """Poll `condition` until it holds; fail naming `what` if `within` seconds pass first."""
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(interval)
+    await eventually(condition, what=what, within=within, interval=interval)
 
 
 async def wait_for_amqp(amqp_url: str, *, within: float = 90.0) -> None:

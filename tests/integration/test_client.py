@@ -33,6 +33,7 @@ from taskq.client.submit import new_task_row
 from taskq.store import Outcome, Store
 from taskq.store import writer as writer_module
 from tests.conftest import Backend
+from tests.support import eventually
 
 DEADLINE = 10.0
 # How long a tail waits for an event it must see.
@@ -41,20 +42,10 @@ Status = taskq.TaskStatus
 T = TypeVar("T")
 
 
-async def eventually(read: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str) -> T:
-    """Poll `read` until `done` holds for its value, with a deadline; → that value."""
-    deadline = time.monotonic() + DEADLINE
-    while not done(value := await read()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {value!r} after {DEADLINE} s")
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def stored_progress(handle: taskq.TaskHandle[Any], n: int) -> taskq.TaskRecord:
     """The task's row once its stored progress is report number `n` (written behind)."""
     return await eventually(
-        handle.info, lambda row: (row.progress or {}).get("n") == n, f"progress n={n} stored"
+        handle.info, lambda row: (row.progress or {}).get("n") == n, what=f"progress n={n} stored"
     )
 
 
@@ -653,7 +644,7 @@ async def test_results_awaited_one_after_another_bind_the_events_key_once(
         async def seen() -> list[str]:
             return list(calls)
 
-        await eventually(seen, lambda found: found == ["unbind"], "the unbind after idling")
+        await eventually(seen, lambda found: found == ["unbind"], what="the unbind after idling")
 
 
 async def test_result_of_a_task_that_ended_before_result_was_called_returns_at_once(
@@ -674,7 +665,7 @@ async def test_result_of_a_task_that_ended_before_result_was_called_returns_at_o
         async def heard() -> bool:  # its ending event has arrived, before anything watches it
             return handle.id in app.waiter._recent_ends
 
-        await eventually(heard, bool, "the ending event")
+        await eventually(heard, what="the ending event")
         # When its result is awaited
         started = time.monotonic()
         value = await handle.result(timeout=DEADLINE)

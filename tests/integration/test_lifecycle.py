@@ -24,6 +24,7 @@ from taskq import protocol
 from taskq.cli import app as cli
 from taskq.client.dlq import DeadLetter, DeadLetters
 from tests.conftest import Backend
+from tests.support import eventually
 
 DEADLINE = 10.0
 
@@ -31,12 +32,9 @@ DEADLINE = 10.0
 async def letters_of(dead: DeadLetters, count: int) -> list[DeadLetter]:
     """The dead letters of a queue once there are `count` (RabbitMQ dead-letters after the
     reject, which follows the row's write, so the queue may lag the row by a moment)."""
-    deadline = time.monotonic() + DEADLINE
-    while len(found := await dead.list()) != count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{dead.name} holds {len(found)} letters, not {count}: {found}")
-        await asyncio.sleep(0.05)
-    return found
+    return await eventually(
+        dead.list, lambda found: len(found) == count, what=f"{count} letters in {dead.name}"
+    )
 
 
 async def until_cancelled() -> None:

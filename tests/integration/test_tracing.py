@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from taskq.telemetry import export_helper, logs, otlp_wire, tracing
 from taskq.telemetry.lean_span import LeanSpan, LeanSpans
 from tests.conftest import Backend
 from tests.otlp_format import unpack_span
+from tests.support import eventually
 
 DEADLINE = 10.0
 
@@ -67,11 +67,13 @@ class Traces:
     async def wait_for(self, name: str, count: int) -> list[ReadableSpan]:
         """The ended spans called `name` once there are `count` of them (polled, with a
         deadline: a process span ends just before its outcome is stored)."""
-        deadline = time.monotonic() + DEADLINE
-        while len(found := self.named(name)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(found)} {name!r} spans, not {count}: {self.spans()}")
-            await asyncio.sleep(0.02)
+
+        async def named() -> list[ReadableSpan]:
+            return self.named(name)
+
+        found = await eventually(
+            named, lambda spans: len(spans) >= count, what=f"{count} {name!r} spans"
+        )
         assert len(found) == count, found
         return found
 
@@ -396,10 +398,8 @@ async def test_dead_letter_replay_runs_in_the_trace_of_the_original_submit(
         with pytest.raises(taskq.TaskFailed):
             await handle.result(timeout=DEADLINE)
         dead = app.dlq("default")
-        deadline = time.monotonic() + DEADLINE
-        while not await dead.list():  # RabbitMQ dead-letters just after the row is written
-            assert time.monotonic() < deadline, "no dead letter"
-            await asyncio.sleep(0.05)
+        # (RabbitMQ dead-letters just after the row is written.)
+        await eventually(dead.list, what="a dead letter")
 
         # When it is replayed and succeeds
         assert await dead.replay([handle.id]) == 1

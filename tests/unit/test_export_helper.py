@@ -26,6 +26,7 @@ from taskq.exceptions import ConfigurationError
 from taskq.telemetry import export_helper, tracing
 from taskq.telemetry.export_helper import HelperSpanProcessor
 from taskq.telemetry.lean_span import LeanSpans
+from tests.support import eventually_sync
 
 DEADLINE = 10.0
 
@@ -63,10 +64,9 @@ class Sink:
         return found
 
     def wait_for(self, count: int) -> dict[str, Any]:
-        deadline = time.monotonic() + DEADLINE
-        while len(found := self.spans()) < count:
-            assert time.monotonic() < deadline, f"{len(found)} spans reached the sink"
-            time.sleep(0.02)
+        found: dict[str, Any] = eventually_sync(
+            self.spans, lambda found: len(found) >= count, what=f"{count} spans at the sink"
+        )
         return found
 
 

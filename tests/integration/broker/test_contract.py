@@ -19,6 +19,7 @@ import taskq
 import taskq.broker
 from taskq.broker import Broker, Delivery
 from taskq.broker.memory import MemoryBroker
+from tests.support import eventually
 
 DEADLINE = 10.0
 
@@ -92,21 +93,6 @@ class Inbox:
 
     async def take(self, count: int) -> list[Delivery]:
         return [await self.next() for _ in range(count)]
-
-
-async def eventually(read: Callable[[], Awaitable[int]], expected: int) -> None:
-    """Poll `read` until it returns `expected`, failing at the deadline.
-
-    For what the broker does on its own time (RabbitMQ dead-letters asynchronously and
-    tells no client when), so there is no event to wait on.
-    """
-    value = None
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while (value := await read()) != expected:  # noqa: ASYNC110 (no event exists)
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"still {value}, not {expected}, after {DEADLINE} s")
 
 
 def queue_name() -> str:
@@ -247,7 +233,10 @@ async def test_reject_without_requeue_dead_letters(broker: Broker, ready_count: 
     # Then it is out of its queue and waiting in <queue>.dlq (RabbitMQ moves it there
     # asynchronously, hence the poll)
     assert await ready_count(queue) == 0
-    await eventually(lambda: ready_count(queue + ".dlq"), 1)
+    # (RabbitMQ dead-letters on its own time and tells no client when: poll.)
+    await eventually(
+        lambda: ready_count(queue + ".dlq"), lambda n: n == 1, what="one dead letter ready"
+    )
     # And a consumer of the DLQ receives it
     dead = Inbox()
     await broker.consume([queue + ".dlq"], prefetch=1, on_delivery=dead)

@@ -18,6 +18,7 @@ import taskq.broker
 from taskq.broker import Broker
 from taskq.exceptions import BrokerError
 from tests.integration.broker.test_contract import DEADLINE, Inbox, publish, queue_name
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -66,9 +67,12 @@ async def ready_and_consumers(amqp_url: str, queue: str) -> tuple[int, int]:
 
 async def wait_for_consumers(amqp_url: str, queue: str, expected: int) -> None:
     """Poll (no event tells a client that a consumer was registered) until the deadline."""
-    async with asyncio.timeout(DEADLINE):
-        while (await ready_and_consumers(amqp_url, queue))[1] != expected:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await eventually(
+        lambda: ready_and_consumers(amqp_url, queue),
+        lambda found: found[1] == expected,
+        what=f"{expected} consumer(s) on {queue}",
+        within=DEADLINE,
+    )
 
 
 async def test_after_a_lost_connection_it_consumes_again_under_the_same_prefetch(
