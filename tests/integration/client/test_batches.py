@@ -1,9 +1,5 @@
 """`submit_many` batches, and results: waking on events, small results riding in them, queued
 events sent together.
-
-The client API on both backends (transactional submit: PostgreSQL only). Tasks run on an
-in-process `app.worker()`; waits are on results, on events the tasks set, or on polls with a
-deadline.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
 """Task events: `handle.events()` from the current state to the final one, and `app.events()`
 filtered by queue and task name.
-
-The client API on both backends (transactional submit: PostgreSQL only). Tasks run on an
-in-process `app.worker()`; waits are on results, on events the tasks set, or on polls with a
-deadline.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""Finding tasks: `app.list_tasks()`, `taskq tasks` and `taskq status`.
-
-The client API on both backends (transactional submit: PostgreSQL only). Tasks run on an
-in-process `app.worker()`; waits are on results, on events the tasks set, or on polls with a
-deadline.
-"""
+"""Finding tasks: `app.list_tasks()`, `taskq tasks` and `taskq status`."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Waiting for many (`gather`, `as_completed`) and cancelling many (`cancel_many`).
-
-The client API on both backends (transactional submit: PostgreSQL only). Tasks run on an
-in-process `app.worker()`; waits are on results, on events the tasks set, or on polls with a
-deadline.
-"""
+"""Waiting for many (`gather`, `as_completed`) and cancelling many (`cancel_many`)."""
 
 from __future__ import annotations
 

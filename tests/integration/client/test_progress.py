@@ -1,9 +1,4 @@
-"""Progress reports: seen while running, kept after the end, coalesced in the row, checked.
-
-The client API on both backends (transactional submit: PostgreSQL only). Tasks run on an
-in-process `app.worker()`; waits are on results, on events the tasks set, or on polls with a
-deadline.
-"""
+"""Progress reports: seen while running, kept after the end, coalesced in the row, checked."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Transactional submit on PostgreSQL: runs once committed, nothing after a rollback.
-
-The client API on both backends (transactional submit: PostgreSQL only). Tasks run on an
-in-process `app.worker()`; waits are on results, on events the tasks set, or on polls with a
-deadline.
-"""
+"""Transactional submit on PostgreSQL: runs once committed, nothing after a rollback."""
 
 from __future__ import annotations
 
