@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from taskq import protocol
 from taskq.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -106,12 +107,23 @@ def compose_run(middlewares: Sequence[Middleware], last: RunNext) -> RunNext | N
 
 
 def check_headers(headers: object) -> dict[str, str]:
+    """The headers as a worker will accept them (`protocol`'s limits), or a clear error."""
     if not isinstance(headers, dict) or not all(
         isinstance(key, str) and isinstance(value, str) for key, value in headers.items()
     ):
         raise ConfigurationError(
             f"submission headers must map str to str, not {headers!r}: a middleware "
             "put something else there"
+        )
+    if len(headers) > protocol.MAX_HEADERS or not all(
+        0 < len(key) <= protocol.MAX_NAME_CHARS
+        and key.isprintable()
+        and len(value) <= protocol.MAX_HEADER_CHARS
+        for key, value in headers.items()
+    ):
+        raise ConfigurationError(
+            f"submission headers: at most {protocol.MAX_HEADERS}, each a name of printable "
+            f"characters and a value of at most {protocol.MAX_HEADER_CHARS} characters"
         )
     return headers
 

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
 
+from taskq import values
 from taskq.exceptions import PayloadTooLarge, ProtocolError, SerializationError
 
 VERSION = 1
-SUPPORTED_TYPES = "None, bool, int, float, str, bytes, list, tuple and dict with str keys"
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+# A message holds at most MAX_CONTAINERS lists and maps, counted while decoding (anyone who
+# may publish can send bytes: a megabyte of empty maps would otherwise cost hundreds of MB).
+MAX_CONTAINERS = 100_000
+MAX_NAME_CHARS = 255
+MAX_HEADERS, MAX_HEADER_CHARS = 64, 4096
+_MAX_PRIORITY, _MAX_RETRIES, _MAX_SECONDS = 255, 2**31 - 1, 2.0**31
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,9 +64,9 @@ def encode(envelope: Envelope, *, max_bytes: int) -> bytes:
         data: bytes = msgpack.packb(body, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         for index, value in enumerate(envelope.args):
-            check_value(value, f"argument {index}")
+            values.check_value(value, f"argument {index}")
         for name, value in envelope.kwargs.items():
-            check_value(value, f"argument {name!r}")
+            values.check_value(value, f"argument {name!r}")
         raise SerializationError(
             f"task {envelope.task!r}: arguments cannot be encoded: {exc}"
         ) from exc
@@ -86,12 +92,7 @@ def decode(data: bytes, *, max_bytes: int) -> Envelope:
     if len(data) > max_bytes:
         raise ProtocolError(f"message of {len(data):,} bytes is over the limit of {max_bytes:,}")
     try:
-        raw = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            ext_hook=_refuse_ext,
-        )
+        raw = _unpack(data)
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types on bad input
@@ -102,48 +103,30 @@ def decode(data: bytes, *, max_bytes: int) -> Envelope:
         return _envelope_from(raw)
     except ProtocolError as exc:
         task_id = raw.get("id")
-        raise ProtocolError(
-            str(exc), task_id=task_id if isinstance(task_id, str) else None
-        ) from None
+        known = isinstance(task_id, str) and _is_uuid(task_id)
+        raise ProtocolError(str(exc), task_id=task_id if known else None) from None
 
 
-def check_value(value: object, where: str) -> None:
-    """Raise `SerializationError` naming where in `value` an unsupported type sits."""
-    path = _find_unsupported(value, "")
-    if path is not None:
-        location, culprit = path
-        if isinstance(culprit, str):
-            raise SerializationError(
-                f"{where}{location}: dict keys must not contain NUL characters "
-                "(PostgreSQL cannot store them)"
-            )
-        raise SerializationError(
-            f"{where}{location} has type {type(culprit).__module__}.{type(culprit).__qualname__}, "
-            f"which taskq cannot serialise (msgpack carries {SUPPORTED_TYPES}); "
-            "convert it first, e.g. a datetime to an ISO string"
-        )
+def _unpack(data: bytes) -> Any:
+    """msgpack → Python, stopping as soon as the message holds more than MAX_CONTAINERS
+    lists and maps (counted as they are built, before the rest is read)."""
+    built = 0
 
+    def counted(container: Any) -> Any:
+        nonlocal built
+        built += 1
+        if built > MAX_CONTAINERS:
+            raise ProtocolError(f"message holds more than {MAX_CONTAINERS:,} lists and maps")
+        return container
 
-def _find_unsupported(value: object, path: str) -> tuple[str, object] | None:
-    if value is None or isinstance(value, bool | str | bytes):
-        return None
-    if isinstance(value, int):
-        return None if _INT_MIN <= value <= _INT_MAX else (path, value)
-    if isinstance(value, float):
-        return None
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            if (found := _find_unsupported(item, f"{path}[{index}]")) is not None:
-                return found
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str) or "\x00" in key:
-                return (f"{path} key {key!r}", key)
-            if (found := _find_unsupported(item, f"{path}[{key!r}]")) is not None:
-                return found
-        return None
-    return (path, value)
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        strict_map_key=True,
+        ext_hook=_refuse_ext,
+        object_hook=counted,
+        list_hook=counted,
+    )
 
 
 def _refuse_ext(code: int, data: bytes) -> object:
@@ -182,15 +165,13 @@ def _envelope_from(raw: dict[str, Any]) -> Envelope:
         if not isinstance(raw[name], types) or (integer_field and isinstance(raw[name], bool)):
             raise ProtocolError(f"message field {name!r} has type {type(raw[name]).__name__}")
     headers = raw.get("headers", {})
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise ProtocolError("message headers must map str to str")
+    _check_fields(raw, headers)
     # msgpack's strict_map_key still lets bytes keys through; taskq never sends them.
     for name in ("args", "kwargs"):
-        if (found := _find_unsupported(raw[name], "")) is not None:
-            raise ProtocolError(f"message field {name!r}{found[0]} holds an unsupported value")
+        if (found := values.find_unsupported(raw[name], "")) is not None:
+            what = "nests too deep" if found[1] is values.TOO_DEEP else "holds an unsupported value"
+            raise ProtocolError(f"message field {name!r}{found[0]} {what}")
     timeout = raw.get("timeout")
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise ProtocolError(f"message timeout {timeout!r} is not a positive number")
     return Envelope(
         id=raw["id"],
         task=raw["task"],
@@ -204,6 +185,55 @@ def _envelope_from(raw: dict[str, Any]) -> Envelope:
         max_retries=raw.get("max_retries", 0),
         expires_at=None if raw.get("expires_at") is None else float(raw["expires_at"]),
     )
+
+
+def _check_fields(raw: dict[str, Any], headers: dict[Any, Any]) -> None:
+    """Each field within what taskq itself would send: what would fail in the store (a
+    priority past smallint, an id that is no UUID) or forge a log line never gets that far."""
+    if not _is_uuid(raw["id"]):
+        raise ProtocolError(f"message id {raw['id'][:64]!r} is not a UUID")
+    for name in ("task", "queue"):
+        if not _is_plain_name(raw[name]):
+            raise ProtocolError(
+                f"message {name} {raw[name][:64]!r} is empty, over {MAX_NAME_CHARS} "
+                "characters, or holds control characters"
+            )
+    if not 0 <= raw.get("priority", 0) <= _MAX_PRIORITY:
+        raise ProtocolError(f"message priority {raw['priority']} is outside 0..{_MAX_PRIORITY}")
+    if not 0 <= raw.get("max_retries", 0) <= _MAX_RETRIES:
+        raise ProtocolError(f"message max_retries {raw['max_retries']} is out of range")
+    timeout = raw.get("timeout")
+    if timeout is not None and not (math.isfinite(timeout) and 0 < timeout <= _MAX_SECONDS):
+        raise ProtocolError(f"message timeout {timeout!r} is not a positive number of seconds")
+    for name in ("created_at", "expires_at"):
+        moment = raw.get(name)
+        if moment is not None and not (math.isfinite(moment) and 0 <= moment <= 1e11):
+            raise ProtocolError(f"message {name} {moment!r} is not a time")
+    if len(headers) > MAX_HEADERS or not all(
+        isinstance(key, str)
+        and isinstance(value, str)
+        and _is_plain_name(key)
+        and len(value) <= MAX_HEADER_CHARS
+        for key, value in headers.items()
+    ):
+        raise ProtocolError(
+            f"message headers must map at most {MAX_HEADERS} plain names to strings of at "
+            f"most {MAX_HEADER_CHARS} characters"
+        )
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+def _is_uuid(text: str) -> bool:
+    """In the form taskq writes (lowercase, hyphenated), as `str(uuid.UUID(...))` gives."""
+    return _UUID.match(text) is not None
+
+
+def _is_plain_name(text: str) -> bool:
+    """Non-empty, at most MAX_NAME_CHARS, and no control characters (log and terminal
+    injection: a newline forges a log line, an escape sequence drives a terminal)."""
+    return 0 < len(text) <= MAX_NAME_CHARS and text.isprintable()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -287,7 +317,7 @@ def decode_event(data: bytes) -> Event:
 
 def _unpack_event(data: bytes) -> Any:
     try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+        raw = _unpack(data)
     except Exception as exc:
         raise ProtocolError(f"event is not valid msgpack: {exc}") from None
     if not isinstance(raw, dict):
@@ -316,7 +346,7 @@ def _event_from(raw: Any) -> Event:
             raise ProtocolError(f"event field {key!r} has type {type(value).__name__}")
         fields[attribute] = value
     for key in ("data", "result"):
-        if fields.get(key) is not None and _find_unsupported(fields[key], "") is not None:
+        if fields.get(key) is not None and values.find_unsupported(fields[key], "") is not None:
             raise ProtocolError(f"event field {key!r} holds an unsupported value")
     if fields.get("result") is not None and len(fields["result"]) != 1:
         raise ProtocolError("event field 'result' is not a one-item list")

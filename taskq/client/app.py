@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from taskq import broker as brokers
 from taskq import middleware as middlewares
-from taskq import protocol
+from taskq import values
 from taskq.client import batch as batches
 from taskq.client import cancel
 from taskq.client import submit as submission
@@ -199,9 +199,9 @@ class App:
             )
             task.check_arguments(tuple(schedule.args), dict(schedule.kwargs))
             for index, value in enumerate(schedule.args):
-                protocol.check_value(value, f"periodic task {task.name!r}: argument {index}")
+                values.check_value(value, f"periodic task {task.name!r}: argument {index}")
             for key, value in schedule.kwargs.items():
-                protocol.check_value(value, f"periodic task {task.name!r}: argument {key!r}")
+                values.check_value(value, f"periodic task {task.name!r}: argument {key!r}")
             self._schedules[schedule.name] = schedule
 
         return _TaskDecorator(self, name, options, then=register)

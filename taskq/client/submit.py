@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from taskq import middleware, protocol
+from taskq import middleware, protocol, values
 from taskq.broker import Broker, topology
 from taskq.client import events
 from taskq.exceptions import ConfigurationError, PublishError, TaskqError
@@ -227,9 +227,9 @@ def _envelope(submission: middleware.Submission, *, where: str) -> protocol.Enve
     expires_at = expiry_time(options)
     headers = middleware.check_headers(submission.headers)
     for index, value in enumerate(args):
-        protocol.check_value(value, f"{where}: argument {index}")
+        values.check_value(value, f"{where}: argument {index}")
     for key, value in kwargs.items():
-        protocol.check_value(value, f"{where}: argument {key!r}")
+        values.check_value(value, f"{where}: argument {key!r}")
     return protocol.Envelope(
         id=str(uuid.uuid4()),
         task=submission.name,

@@ -112,7 +112,9 @@ class Executor:
     async def execute(self, delivery: Delivery) -> None:
         try:
             envelope = protocol.decode(delivery.body, max_bytes=self._max_bytes)
-        except ProtocolError as exc:
+        except Exception as exc:  # (a decoder bug too must cost one message, never a slot)
+            if not isinstance(exc, ProtocolError):
+                exc = ProtocolError(f"message could not be decoded: {exc!r}")
             await settling.reject_malformed(self._store, self._events, delivery, exc)
             return
         logs.handling.set(
@@ -159,7 +161,10 @@ class Executor:
             return
         if (fields := logs.handling.get()) is not None:
             fields["attempt"] = claimed.attempt  # (this delivery's own dict, set in `execute`)
-        runs = not claimed.cancel_requested and claimed.deliveries <= _max_deliveries(task)
+        runs = (
+            not claimed.cancel_requested
+            and claimed.deliveries <= task.default_options.max_deliveries
+        )
         attempt = Attempt(
             envelope=envelope, task=task, claimed=claimed, delivery=delivery, runs=runs
         )
@@ -176,7 +181,7 @@ class Executor:
             "started_at": datetime.now(UTC),
         }
         if not attempt.runs and not claimed.cancel_requested:
-            limit = _max_deliveries(attempt.task)
+            limit = attempt.task.default_options.max_deliveries
             message = (
                 f"delivered {claimed.deliveries} times without an outcome (max_deliveries="
                 f"{limit}): the task probably kills its worker (os._exit, out of memory, a "
@@ -292,7 +297,3 @@ class Executor:
             await self._store.insert_task_if_missing(new_task_row(envelope))
             claimed = await claim(envelope.id, self._worker_id, redelivered=redelivered)
         return claimed
-
-
-def _max_deliveries(task: Task[Any, Any]) -> int:
-    return task.default_options.max_deliveries

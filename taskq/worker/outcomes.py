@@ -6,7 +6,7 @@ import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from taskq import protocol
+from taskq import protocol, values
 from taskq.client.task import Task
 from taskq.exceptions import PayloadTooLarge, SerializationError, TaskTimeout
 from taskq.retry import Retry
@@ -30,7 +30,7 @@ def decide(
     """The outcome of one attempt. `base` holds the fields every outcome shares."""
     if finished.kind == "value":
         try:
-            protocol.check_value(finished.value, f"result of task {task.name!r}")
+            values.check_value(finished.value, f"result of task {task.name!r}")
             size = protocol.check_size(
                 finished.value, max_bytes=max_bytes, what=f"result of {task.name!r}"
             )

@@ -6,7 +6,7 @@ import itertools
 import time
 from typing import Any
 
-from taskq import protocol
+from taskq import protocol, values
 from taskq.client.events import EventBatcher, task_event
 from taskq.context import ProgressReporter
 from taskq.status import TaskStatus
@@ -24,7 +24,7 @@ def reporter(
     numbers = itertools.count(1)
 
     async def report(fraction: float, message: str | None, data: dict[str, Any]) -> None:
-        protocol.check_value(data, "progress data")
+        values.check_value(data, "progress data")
         protocol.check_size(data, max_bytes=max_bytes, what="progress data")
         n, at = next(numbers), time.time()
         stored = {"fraction": fraction, "message": message, "data": data, "n": n, "at": at}

@@ -16,6 +16,7 @@ from taskq import protocol
 from taskq.cli import app as cli
 from taskq.client.submit import new_task_row
 from tests.conftest import Backend
+from tests.support import eventually
 
 
 async def test_async_task_result(backend: Backend) -> None:
@@ -203,6 +204,50 @@ async def test_corrupt_message_is_reported_and_worker_survives(
     reports = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
     assert len(reports) == 2, reports
     assert any(task_id in report for report in reports)
+
+
+def hostile(**changes: object) -> bytes:
+    body = {"v": 1, "id": str(uuid.uuid4()), "task": "hostile.ping", "queue": "default"}
+    body.update({"args": [], "kwargs": {}, **changes})
+    return msgpack.packb(body)
+
+
+def nested(depth: int) -> object:
+    value: object = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_hostile_messages_are_dead_lettered_once_and_hold_no_slot(backend: Backend) -> None:
+    """Before the boundary checks, a message nested 990 deep raised RecursionError past the
+    executor (never settled: a prefetch slot lost for good), and an out-of-range priority or
+    a non-UUID id failed in PostgreSQL and was requeued every second without end."""
+    app = backend.app()
+
+    @app.task(name="hostile.ping")
+    async def ping() -> str:
+        return "pong"
+
+    bodies = [
+        hostile(args=[nested(990)]),
+        hostile(priority=2**15),
+        hostile(max_retries=2**31),
+        hostile(id="not-a-uuid"),
+        hostile(queue="q" * 300),
+        hostile(args=[{} for _ in range(200_000)]),
+    ]
+    # Given a worker with as many slots as there are hostile messages
+    async with app, app.worker(concurrency=len(bodies)):
+        # When each is published straight to the queue
+        for index, body in enumerate(bodies):
+            await app.broker.publish("default", body, priority=0, message_id=f"h{index}")
+        # Then every one ends in the dead-letter queue, and the worker still runs tasks
+        letters = await eventually(
+            app.dlq("default").list, lambda found: len(found) == len(bodies), what="dead letters"
+        )
+        assert {letter.reason for letter in letters} == {"malformed"}
+        assert await (await ping.submit()).result(timeout=10) == "pong"
 
 
 async def test_unserialisable_argument_is_refused_at_submit(backend: Backend) -> None:

@@ -171,11 +171,17 @@ def test_no_module_of_taskq_is_part_of_an_import_cycle() -> None:
     assert cycles(graph) == []
 
 
-def test_protocol_imports_only_exceptions_of_taskq() -> None:
-    names = {name for _, name in imported(PACKAGE / "protocol.py")}
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [("protocol.py", ("taskq.exceptions", "taskq.values")), ("values.py", ("taskq.exceptions",))],
+)
+def test_protocol_and_values_import_only_exceptions_of_taskq(
+    module: str, allowed: tuple[str, ...]
+) -> None:
+    names = {name for _, name in imported(PACKAGE / module)}
     ours = {name for name in names if name == "taskq" or name.startswith("taskq.")}
     assert ours
-    assert all(name.startswith("taskq.exceptions") for name in ours), ours
+    assert all(name.startswith(allowed) for name in ours - {"taskq"}), ours
 
 
 def test_exceptions_is_a_leaf() -> None:

@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 import taskq
-from taskq import protocol
+from taskq import protocol, values
 
 MAX = 1024 * 1024
 
@@ -53,7 +53,7 @@ def raw_message(**changes: Any) -> dict[str, Any]:
     """A valid message as a plain map, with `changes` applied (see `without` to drop a key)."""
     body: dict[str, Any] = {
         "v": protocol.VERSION,
-        "id": "task-1",
+        "id": "5f0c8a3e-2b1d-4e6f-8a9b-0c1d2e3f4a5b",
         "task": "t",
         "queue": "default",
         "args": [],
@@ -105,7 +105,7 @@ def test_golden_bytes_decode_to_the_envelope() -> None:
 def test_round_trip_keeps_every_field() -> None:
     # Given an envelope using every field, with values of each supported type
     envelope = protocol.Envelope(
-        id="id",
+        id="5f0c8a3e-2b1d-4e6f-8a9b-0c1d2e3f4a5b",
         task="pkg.mod.task",
         queue="emails",
         args=[None, True, -(2**63), 2**64 - 1, 1.5, "é", b"\x00\xff", [1, [2]], {"k": {"n": 1}}],
@@ -123,7 +123,9 @@ def test_round_trip_keeps_every_field() -> None:
 
 def test_round_trip_fills_defaults_for_optional_fields() -> None:
     decoded = protocol.decode(pack(raw_message()), max_bytes=MAX)
-    assert decoded == protocol.Envelope(id="task-1", task="t", queue="default", args=[], kwargs={})
+    assert decoded == protocol.Envelope(
+        id="5f0c8a3e-2b1d-4e6f-8a9b-0c1d2e3f4a5b", task="t", queue="default", args=[], kwargs={}
+    )
 
 
 def test_encode_refuses_a_payload_over_the_limit_and_names_it() -> None:
@@ -225,15 +227,24 @@ def test_oversize_message_is_refused_before_unpacking() -> None:
 
 
 def test_protocol_error_carries_the_task_id_when_the_map_named_one() -> None:
-    # Given a map with a str id but a missing field
+    # Given a map with a UUID id but a missing field
     body = without("task")
-    body["id"] = "0b4e2a7c"
+    body["id"] = "0b4e2a7c-3f1d-4c55-9a6e-1d2f3a4b5c6d"
     # When it is decoded
     with pytest.raises(taskq.ProtocolError) as caught:
         protocol.decode(pack(body), max_bytes=MAX)
     # Then the error says which field and still names the task, so its row can be failed
     assert "'task'" in str(caught.value)
-    assert caught.value.task_id == "0b4e2a7c"
+    assert caught.value.task_id == "0b4e2a7c-3f1d-4c55-9a6e-1d2f3a4b5c6d"
+
+
+def test_an_id_that_is_no_uuid_is_refused_and_names_no_task() -> None:
+    # (An id PostgreSQL cannot store must not reach the store as a row to fail.)
+    body = without("task")
+    body["id"] = "0b4e2a7c"
+    with pytest.raises(taskq.ProtocolError) as caught:
+        protocol.decode(pack(body), max_bytes=MAX)
+    assert caught.value.task_id is None
 
 
 @pytest.mark.parametrize(
@@ -285,7 +296,7 @@ class Opaque:
 def test_check_value_names_the_path_and_the_type(value: object, path: str, type_name: str) -> None:
     # When a value holding something msgpack cannot carry is checked
     with pytest.raises(taskq.SerializationError) as caught:
-        protocol.check_value(value, "argument 0")
+        values.check_value(value, "argument 0")
     # Then the message says where it is and what type it has, and is also a TypeError
     message = str(caught.value)
     assert message.startswith(f"{path} has type {type_name},"), message
@@ -309,7 +320,7 @@ def test_check_value_names_the_path_and_the_type(value: object, path: str, type_
     ],
 )
 def test_check_value_accepts_what_msgpack_carries(value: object) -> None:
-    protocol.check_value(value, "argument 0")
+    values.check_value(value, "argument 0")
 
 
 def test_check_size_refuses_a_value_over_the_limit() -> None:
@@ -405,3 +416,48 @@ def test_event_with_empty_state_round_trips() -> None:
 def test_malformed_event_is_a_protocol_error(data: bytes) -> None:
     with pytest.raises(taskq.ProtocolError):
         protocol.decode_event(data)
+
+
+def nested(depth: int) -> object:
+    value: object = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"args": [nested(990)]}, "nests too deep"),
+        ({"kwargs": {"a": nested(values.MAX_DEPTH)}}, "nests too deep"),
+        ({"args": [{} for _ in range(protocol.MAX_CONTAINERS + 1)]}, "more than 100,000"),
+        ({"priority": 2**15}, "priority"),
+        ({"priority": -1}, "priority"),
+        ({"max_retries": 2**31}, "max_retries"),
+        ({"id": "not-a-uuid"}, "not a UUID"),
+        ({"queue": "q" * 256}, "queue"),
+        ({"queue": "default\nCRITICAL forged"}, "control characters"),
+        ({"task": "add\x1b]52;c;ZXZpbA==\x07"}, "control characters"),
+        ({"task": ""}, "task"),
+        ({"timeout": 1e300}, "timeout"),
+        ({"created_at": float("nan")}, "created_at"),
+        ({"headers": {f"h{i}": "v" for i in range(65)}}, "headers"),
+        ({"headers": {"k": "v" * 4097}}, "headers"),
+    ],
+)
+def test_hostile_fields_are_refused_while_decoding(changes: dict[str, Any], message: str) -> None:
+    # Given a message whose fields are each as a producer could send them, one out of range
+    body = raw_message(**changes)
+    # When it is decoded, Then it is refused as malformed, naming what is wrong
+    with pytest.raises(taskq.ProtocolError, match=message):
+        protocol.decode(pack(body), max_bytes=10 * MAX)
+
+
+def test_the_deepest_value_a_message_may_carry_still_round_trips() -> None:
+    body = raw_message(args=[nested(values.MAX_DEPTH - 2)])
+    assert protocol.decode(pack(body), max_bytes=MAX).args == body["args"]
+
+
+def test_a_client_value_nested_too_deep_is_a_serialization_error() -> None:
+    with pytest.raises(taskq.SerializationError, match="deeper than 64 levels"):
+        values.check_value([nested(2000)], "argument 0")
