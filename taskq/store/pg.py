@@ -51,7 +51,11 @@ _CLAIMED = """claimed AS (
         state = 'running', attempts = t.attempts + 1, deliveries = t.deliveries + 1,
         worker_id = {worker_id}::text, started_at = {now}::timestamptz, finished_at = NULL,
         lease_until = NULL, progress = NULL, expires_at = NULL
-    WHERE t.id = ANY({claim_ids}::uuid[]) AND CASE t.state
+    FROM unnest({claim_ids}::uuid[], {claim_names}::text[], {claim_queues}::text[])
+        AS c (id, name, queue)
+    WHERE t.id = ANY({claim_ids}::uuid[]) AND t.id = c.id
+        AND t.name = coalesce(c.name, t.name) AND t.queue = coalesce(c.queue, t.queue)
+        AND CASE t.state
         WHEN 'queued' THEN true
         WHEN 'running' THEN t.id = ANY({redelivered_ids}::uuid[])
         WHEN 'scheduled' THEN t.run_at <= now()
@@ -261,6 +265,8 @@ def _values(
         "worker_id": worker_id,
         "claim_ids": [c.task_id for c in claims],
         "redelivered_ids": [c.task_id for c in claims if c.redelivered],
+        "claim_names": [c.name for c in claims],
+        "claim_queues": [c.queue for c in claims],
         "final_ids": [o.task_id for o in finals],
         "final_attempts": [o.attempt for o in finals],
         "final_states": [o.state.value for o in finals],

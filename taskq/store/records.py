@@ -112,6 +112,10 @@ class ClaimRequest(NamedTuple):
     task_id: str
     worker_id: str
     redelivered: bool
+    # The task name and queue the message gives: a row that says otherwise is not claimed
+    # (a message reusing another task's id must not run in its place). None: not checked.
+    name: str | None = None
+    queue: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

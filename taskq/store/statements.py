@@ -82,7 +82,13 @@ async def get_states(conn: Connection, task_ids: Iterable[str]) -> dict[str, Tas
 
 
 async def claim(
-    conn: Connection, task_ids: Sequence[str], worker_id: str, *, redelivered: bool
+    conn: Connection,
+    task_ids: Sequence[str],
+    worker_id: str,
+    *,
+    redelivered: bool,
+    name: str | None = None,
+    queue: str | None = None,
 ) -> dict[str, records.Claimed]:
     """Mark tasks `running` and count the attempt and delivery, in one statement.
 
@@ -98,6 +104,8 @@ async def claim(
         update(tasks)
         .where(
             _c.id.in_(list(task_ids)),
+            _c.name == (_c.name if name is None else name),
+            _c.queue == (_c.queue if queue is None else queue),
             or_(
                 _c.state.in_(claimable),
                 # A due `scheduled` row is being published by the leader right now. Matching it
@@ -291,15 +299,17 @@ async def write_batch(
     outcomes: Sequence[records.Outcome],
 ) -> dict[str, records.Claimed]:
     """A writer's flush in one transaction: outcomes in one executemany each, then claims
-    in one UPDATE per (worker, redelivered)."""
+    in one UPDATE per (worker, redelivered, task name, queue)."""
     if outcomes:
         await record_outcomes(conn, outcomes)
-    groups: dict[tuple[str, bool], list[str]] = {}
-    for task_id, worker_id, redelivered in claims:
-        groups.setdefault((worker_id, redelivered), []).append(task_id)
+    groups: dict[tuple[str, bool, str | None, str | None], list[str]] = {}
+    for task_id, worker_id, redelivered, name, queue in claims:
+        groups.setdefault((worker_id, redelivered, name, queue), []).append(task_id)
     claimed: dict[str, records.Claimed] = {}
-    for (worker_id, redelivered), ids in groups.items():
-        claimed.update(await claim(conn, ids, worker_id, redelivered=redelivered))
+    for (worker_id, redelivered, name, queue), ids in groups.items():
+        claimed.update(
+            await claim(conn, ids, worker_id, redelivered=redelivered, name=name, queue=queue)
+        )
     return claimed
 
 

@@ -89,11 +89,19 @@ class Writer:
         self._closing = False
 
     async def claim(
-        self, task_id: str, worker_id: str, *, redelivered: bool
+        self,
+        task_id: str,
+        worker_id: str,
+        *,
+        redelivered: bool,
+        name: str | None = None,
+        queue: str | None = None,
     ) -> records.Claimed | None:
-        """Count an attempt and mark `running`; → the claim, or None if not claimable."""
+        """Count an attempt and mark `running`; → the claim, or None if not claimable (or
+        the row's task name or queue is not `name` or `queue`, when given)."""
         future: asyncio.Future[records.Claimed | None] = asyncio.get_running_loop().create_future()
-        self._claims.append((ClaimRequest(task_id, worker_id, redelivered), future))
+        request = ClaimRequest(task_id, worker_id, redelivered, name, queue)
+        self._claims.append((request, future))
         self._wake.set()
         return await future
 

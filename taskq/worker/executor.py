@@ -21,15 +21,14 @@ from typing import Any
 from taskq import middleware, protocol
 from taskq.broker import Broker, Delivery
 from taskq.client.events import EventBatcher, task_event
-from taskq.client.submit import new_task_row
 from taskq.client.task import Task
 from taskq.context import TaskContext
 from taskq.exceptions import ProtocolError, StoreConnectionError, StoreError, TaskqError
 from taskq.middleware import RunNext
 from taskq.status import TaskStatus
-from taskq.store import Claimed, Outcome, Store, TaskError, Writer
+from taskq.store import Outcome, Store, TaskError, TaskRecord, Writer
 from taskq.telemetry import logs
-from taskq.worker import instruments, outcomes, progress, settling
+from taskq.worker import claims, instruments, outcomes, progress, settling
 from taskq.worker.instruments import Attempt
 from taskq.worker.running import Finished, Run
 from taskq.worker.settling import settle, shielded
@@ -152,7 +151,12 @@ class Executor:
         if envelope.expires_at is not None and time.time() >= envelope.expires_at:
             if await settling.expire(self._store, self._events, delivery, envelope):
                 return  # (else it had started before: a redelivery, which runs on)
-        claimed = await self._claim(envelope, delivery.redelivered)
+        claimed = await claims.claim(
+            self._writer, self._store, envelope, self._worker_id, redelivered=delivery.redelivered
+        )
+        if isinstance(claimed, TaskRecord):
+            await settling.reject_impostor(delivery, envelope, claimed)
+            return
         if claimed is None:
             # Final, running elsewhere, or not yet due: a duplicate copy. Nothing to run.
             logger.info("task %s is not claimable; acking a duplicate delivery", envelope.id)
@@ -288,12 +292,3 @@ class Executor:
             failed = outcomes.failed(base, error)
             await shielded(self._writer.record(failed))
             return failed
-
-    async def _claim(self, envelope: protocol.Envelope, redelivered: bool) -> Claimed | None:
-        claim = self._writer.claim
-        claimed = await claim(envelope.id, self._worker_id, redelivered=redelivered)
-        if claimed is None and await self._store.get_task(envelope.id) is None:
-            # A message with no row (published by other means): record it, then run it.
-            await self._store.insert_task_if_missing(new_task_row(envelope))
-            claimed = await claim(envelope.id, self._worker_id, redelivered=redelivered)
-        return claimed

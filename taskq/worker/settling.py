@@ -15,7 +15,7 @@ from taskq.client.events import EventBatcher, event, task_event
 from taskq.client.submit import new_task_row
 from taskq.exceptions import ProtocolError, TaskqError
 from taskq.status import TaskStatus
-from taskq.store import Store, TaskError
+from taskq.store import Store, TaskError, TaskRecord
 from taskq.telemetry import metrics, semconv
 
 logger = logging.getLogger("taskq.worker.executor")
@@ -93,6 +93,24 @@ async def reject_unknown(
     count_dead(envelope.queue, "unknown_task")
     await settle(delivery.reject(requeue=False))
     events.add(task_event(envelope, TaskStatus.FAILED))
+
+
+async def reject_impostor(
+    delivery: Delivery, envelope: protocol.Envelope, record: TaskRecord
+) -> None:
+    """A message whose id is another task's: dead-lettered, that task's row left alone."""
+    logger.error(
+        "dead-lettering a message for task %r on queue %s whose id %s belongs to task %r on "
+        "queue %s: it must not run in that task's place",
+        envelope.task,
+        delivery.queue,
+        envelope.id,
+        record.name,
+        record.queue,
+        extra={"action": "reject_impostor", "task_id": envelope.id},
+    )
+    count_dead(delivery.queue, "impostor")
+    await settle(delivery.reject(requeue=False))
 
 
 async def expire(

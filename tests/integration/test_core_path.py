@@ -329,3 +329,37 @@ def test_protocol_refuses_unknown_version() -> None:
     data = msgpack.packb({"v": 99, "id": "x", "task": "t", "queue": "q", "args": [], "kwargs": {}})
     with pytest.raises(taskq.ProtocolError, match="version 99"):
         protocol.decode(data, max_bytes=1024)
+
+
+async def test_a_message_reusing_another_tasks_id_is_refused_and_that_task_still_runs(
+    backend: Backend,
+) -> None:
+    """Before the claim was fenced by name and queue too, the forged `add(666, 1)` ran as the
+    victim (its row ended `succeeded` with 667), and the victim's own message was later
+    acked as a duplicate: the real task never ran."""
+    app = backend.app()
+
+    @app.task(name="hijack.add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with app:
+        # Given a task waiting on a queue no worker consumes yet
+        victim = await add.options(queue="victims").submit(1, 2)
+        # And a message on another queue that reuses its id
+        forged = msgpack.packb(
+            {"v": 1, "id": victim.id, "task": "hijack.add", "queue": "default",
+             "args": [666, 1], "kwargs": {}}
+        )  # fmt: skip
+        await app.declare("default")
+        await app.broker.publish("default", forged, priority=0, message_id=victim.id)
+        # When a worker consumes that other queue
+        async with app.worker(queues=["default"]):
+            letters = await eventually(app.dlq("default").list, what="the forged dead letter")
+        # Then the forged message is dead-lettered and the victim's row is untouched
+        assert [letter.task_id for letter in letters] == [victim.id]
+        record = await victim.info()
+        assert (record.state, record.args, record.attempts) == (taskq.TaskStatus.QUEUED, [1, 2], 0)
+        # And the victim runs as submitted once its own queue is consumed
+        async with app.worker(queues=["victims"]):
+            assert await victim.result(timeout=10) == 3

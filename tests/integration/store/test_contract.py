@@ -361,6 +361,40 @@ async def test_writer_claim_of_a_final_task_is_none(store: Store) -> None:
             await running
 
 
+async def test_a_claim_is_fenced_by_task_name_and_queue(store: Store) -> None:
+    # Given three queued tasks (new_task: name "tests.task", queue "default")
+    wrong_name, wrong_queue, right = await insert(store, new_task(), new_task(), new_task())
+    writer = store.writer(flush_interval=0.001)
+    running = asyncio.create_task(writer.run(), name="writer")
+    try:
+        async with asyncio.timeout(30):
+            # When messages claim them naming another task, another queue, and the right ones
+            assert (
+                await writer.claim(
+                    wrong_name, "w1", redelivered=False, name="other.task", queue="default"
+                )
+                is None
+            )
+            assert (
+                await writer.claim(
+                    wrong_queue, "w1", redelivered=False, name="tests.task", queue="other"
+                )
+                is None
+            )
+            taken = await writer.claim(
+                right, "w1", redelivered=False, name="tests.task", queue="default"
+            )
+    finally:
+        writer.close()
+        async with asyncio.timeout(30):
+            await running
+    # Then only the last is claimed; the others stay queued with no attempt counted
+    assert taken is not None and taken.attempt == 1
+    for task_id in (wrong_name, wrong_queue):
+        record = await state_of(store, task_id)
+        assert (record.state, record.attempts) == (TaskStatus.QUEUED, 0)
+
+
 async def test_writer_close_flushes_pending_items_before_run_returns(store: Store) -> None:
     # Given claims and an outcome queued on a writer that has not flushed yet
     # (more than one batch of them, so close() must flush several times)
