@@ -121,12 +121,18 @@ async def requeue_lapsed(conn: Connection, limit: int) -> list[str]:
 async def reset_for_replay(conn: Connection, task_ids: Sequence[str]) -> list[str]:
     """Dead tasks back as due `scheduled` rows, for new attempts (numbers keep counting).
 
-    The leader publishes them as it does any due task: in the transaction that marks
-    them `queued`, so no crash can leave a replayed task without its message.
+    Only tasks that ended without succeeding: a dead letter naming a succeeded task (a stale
+    copy, or bytes anyone could publish) must never run it again. The leader publishes
+    them as it does any due task: in the transaction that marks them `queued`, so no crash
+    can leave a replayed task without its message.
     """
     statement = (
         update(tasks)
-        .where(_c.id.in_(list(task_ids)), _c.state.in_(_FINAL))
+        .where(
+            _c.id.in_(list(task_ids)),
+            _c.state.in_(_FINAL),
+            _c.state != TaskStatus.SUCCEEDED.value,
+        )
         .values(
             state=TaskStatus.SCHEDULED.value,
             run_at=now(),

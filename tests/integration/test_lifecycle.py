@@ -595,3 +595,30 @@ async def test_dlq_replay_by_id_reruns_a_fixed_task_and_purge_empties_the_queue(
         kept = await left.info()
     assert (kept.state, kept.dead_reason) == (taskq.TaskStatus.FAILED, "failed")
     assert kept.error is not None and kept.error.message == "second: dependency down"
+
+
+async def test_replay_never_runs_a_task_that_succeeded(backend: Backend) -> None:
+    """Before, `replay()` reset any final row: a 4-byte junk dead letter carrying a succeeded
+    task's id was replayed, and the task ran a second time."""
+    app = backend.app()
+    runs: list[int] = []
+
+    @app.task(name="once")
+    async def once() -> str:
+        runs.append(1)
+        return "done"
+
+    async with app, app.worker():
+        # Given a task that succeeded, and a junk dead letter that names it
+        handle = await once.submit()
+        assert await handle.result(timeout=DEADLINE) == "done"
+        await app.declare("default")
+        await app.broker.publish_dead("default", b"junk", message_id=handle.id)
+        dead = app.dlq("default")
+        await letters_of(dead, 1)
+        # When every dead letter is replayed
+        assert await dead.replay() == 0
+        # Then the task did not run again, and the letter stays for a person to read
+        info = await handle.info()
+        assert (info.state, info.attempts, runs) == (taskq.TaskStatus.SUCCEEDED, 1, [1])
+        assert [letter.task_id for letter in await dead.list()] == [handle.id]
