@@ -116,6 +116,10 @@ class Executor:
                 exc = ProtocolError(f"message could not be decoded: {exc!r}")
             await settling.reject_malformed(self._store, self._events, delivery, exc)
             return
+        if envelope.queue != delivery.queue:  # (taskq publishes a task to its own queue)
+            wrong = ProtocolError(f"message for queue {envelope.queue!r} came from another")
+            await settling.reject_malformed(self._store, self._events, delivery, wrong)
+            return
         logs.handling.set(
             {"task_id": envelope.id, "task_name": envelope.task, "queue": envelope.queue}
         )

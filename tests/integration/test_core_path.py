@@ -363,3 +363,27 @@ async def test_a_message_reusing_another_tasks_id_is_refused_and_that_task_still
         # And the victim runs as submitted once its own queue is consumed
         async with app.worker(queues=["victims"]):
             assert await victim.result(timeout=10) == 3
+
+
+async def test_a_message_naming_another_queue_than_its_own_is_refused(backend: Backend) -> None:
+    """Before, a message published to `default` naming queue `elsewhere` was stored and run
+    under that queue, whose name (any string a producer chose) then labelled the metrics."""
+    app = backend.app()
+
+    @app.task(name="routed.ping")
+    async def ping() -> str:
+        return "pong"
+
+    async with app, app.worker():
+        # Given a message on `default` whose envelope names another queue
+        task_id = str(uuid.uuid4())
+        body = msgpack.packb(
+            {"v": 1, "id": task_id, "task": "routed.ping", "queue": "elsewhere",
+             "args": [], "kwargs": {}}
+        )  # fmt: skip
+        await app.broker.publish("default", body, priority=0, message_id=task_id)
+        # Then it is dead-lettered as malformed, no row is made for it, and tasks still run
+        letters = await eventually(app.dlq("default").list, what="the misrouted dead letter")
+        assert [letter.reason for letter in letters] == ["malformed"]
+        assert await app.store.get_task(task_id) is None
+        assert await (await ping.submit()).result(timeout=10) == "pong"
