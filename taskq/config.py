@@ -9,7 +9,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from taskq.exceptions import ConfigurationError
 
@@ -113,17 +113,29 @@ def _check_scheme(name: str, url: str, allowed: tuple[str, ...]) -> None:
         )
 
 
+# Query parameters that carry a secret (asyncpg and libpq take `password` there too).
+_SECRET_PARAMETERS = frozenset({"password", "passwd", "pwd", "sslpassword", "secret", "token"})
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by `***`, safe for logs and errors."""
+    """The URL with its password, in the user part or the query, replaced by `***`: safe
+    for logs and errors."""
     try:
         parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return "<unparseable url>"
+    secret_query = any(name.lower() in _SECRET_PARAMETERS for name, _ in query)
     userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+    secret_user = bool(at) and ":" in userinfo
+    if not (secret_query or secret_user):
+        return url  # (as given: urlunsplit would turn `memory://` into `memory:`)
+    if secret_query:
+        hidden = [(n, "***" if n.lower() in _SECRET_PARAMETERS else v) for n, v in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    if secret_user:
+        parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hostport}")
+    return urlunsplit(parts)
 
 
 def url_host(url: str) -> str:

@@ -183,7 +183,10 @@ def parse_since(text: str) -> datetime:
     """'10m' → ten minutes ago; an ISO 8601 time (UTC if it has no offset) → that time."""
     if match := _DURATION.match(text.strip()):
         amount, unit = match.groups()
-        return datetime.now(UTC) - timedelta(**{_UNITS[unit]: float(amount)})
+        try:
+            return datetime.now(UTC) - timedelta(**{_UNITS[unit]: float(amount)})
+        except OverflowError:
+            fail(f"--since {text!r} reaches back before the year 1: give a shorter duration")
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from taskq import broker as brokers
 from taskq import middleware as middlewares
-from taskq import values
+from taskq import protocol, values
 from taskq.client import batch as batches
 from taskq.client import cancel
 from taskq.client import submit as submission
@@ -148,7 +148,13 @@ class App:
     def _register(
         self, fn: Callable[..., Any], name: str | None, options: TaskOptions
     ) -> Task[Any, Any]:
-        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        task_name = f"{fn.__module__}.{fn.__qualname__}" if name is None else name
+        if not (0 < len(task_name) <= protocol.MAX_NAME_CHARS and task_name.isprintable()):
+            # (what a worker would refuse in a message: better said once, here)
+            raise ConfigurationError(
+                f"task name {task_name[:64]!r} must be 1 to {protocol.MAX_NAME_CHARS} "
+                "printable characters"
+            )
         if task_name in self._tasks:
             raise DuplicateTaskName(
                 f"a task named {task_name!r} is already registered; "

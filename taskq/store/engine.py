@@ -21,6 +21,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import StaticPool
 
+from taskq.config import redact_url
 from taskq.exceptions import ConfigurationError, StoreConnectionError, StoreError, TaskqError
 from taskq.store.async_core import Connection, Engine, create_async_engine
 
@@ -37,8 +38,8 @@ def parse_url(url: str) -> URL:
 
 
 def shown(url: URL) -> str:
-    """The URL for messages: password hidden."""
-    return url.render_as_string(hide_password=True)
+    """The URL for messages: password hidden (in the query too)."""
+    return redact_url(url.render_as_string(hide_password=True))
 
 
 def create_engine(url: str) -> Engine:

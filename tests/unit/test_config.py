@@ -237,3 +237,13 @@ def test_app_reads_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert app.settings.broker_url == AMQP
     assert app.settings.store_url == POSTGRES
     assert "s3cr3t" not in repr(app)
+
+
+def test_a_password_in_the_query_is_redacted_too() -> None:
+    # (asyncpg and libpq take `?password=`: it must not show in repr or errors either)
+    url = "postgresql+asyncpg://app@db:5432/taskq?password=s3cret-q&sslmode=require"
+    shown = config.redact_url(url)
+    assert "s3cret-q" not in shown
+    assert "password=***" in shown and "sslmode=require" in shown
+    app = taskq.App("memory://", url)
+    assert "s3cret-q" not in repr(app) and "s3cret-q" not in repr(app.settings)

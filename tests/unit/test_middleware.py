@@ -93,3 +93,10 @@ async def test_only_middlewares_that_override_a_side_join_its_chain() -> None:
     chain = middleware.compose_run([taskq.Middleware(), RunOnly()], last)
     assert chain is not None
     assert await chain(None) == "value"  # type: ignore[arg-type]
+
+
+def test_a_task_name_a_worker_would_refuse_is_refused_at_registration(tmp_path: Path) -> None:
+    app = embedded(tmp_path)
+    for bad in ("", "evil\nCRITICAL forged", "x" * 256):
+        with pytest.raises(taskq.ConfigurationError, match="printable characters"):
+            app.task(name=bad)(lambda: None)
