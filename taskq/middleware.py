@@ -115,12 +115,7 @@ def check_headers(headers: object) -> dict[str, str]:
             f"submission headers must map str to str, not {headers!r}: a middleware "
             "put something else there"
         )
-    if len(headers) > protocol.MAX_HEADERS or not all(
-        0 < len(key) <= protocol.MAX_NAME_CHARS
-        and key.isprintable()
-        and len(value) <= protocol.MAX_HEADER_CHARS
-        for key, value in headers.items()
-    ):
+    if not protocol.headers_fit(headers):
         raise ConfigurationError(
             f"submission headers: at most {protocol.MAX_HEADERS}, each a name of printable "
             f"characters and a value of at most {protocol.MAX_HEADER_CHARS} characters"

@@ -193,7 +193,7 @@ def _check_fields(raw: dict[str, Any], headers: dict[Any, Any]) -> None:
     if not _is_uuid(raw["id"]):
         raise ProtocolError(f"message id {raw['id'][:64]!r} is not a UUID")
     for name in ("task", "queue"):
-        if not _is_plain_name(raw[name]):
+        if not is_plain_name(raw[name]):
             raise ProtocolError(
                 f"message {name} {raw[name][:64]!r} is empty, over {MAX_NAME_CHARS} "
                 "characters, or holds control characters"
@@ -209,12 +209,8 @@ def _check_fields(raw: dict[str, Any], headers: dict[Any, Any]) -> None:
         moment = raw.get(name)
         if moment is not None and not (math.isfinite(moment) and 0 <= moment <= 1e11):
             raise ProtocolError(f"message {name} {moment!r} is not a time")
-    if len(headers) > MAX_HEADERS or not all(
-        isinstance(key, str)
-        and isinstance(value, str)
-        and _is_plain_name(key)
-        and len(value) <= MAX_HEADER_CHARS
-        for key, value in headers.items()
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()) or (
+        not headers_fit(headers)
     ):
         raise ProtocolError(
             f"message headers must map at most {MAX_HEADERS} plain names to strings of at "
@@ -230,7 +226,15 @@ def _is_uuid(text: str) -> bool:
     return _UUID.match(text) is not None
 
 
-def _is_plain_name(text: str) -> bool:
+def headers_fit(headers: Mapping[str, str]) -> bool:
+    """Within what a worker accepts: at most MAX_HEADERS, each a plain name with a value of
+    at most MAX_HEADER_CHARS (the client checks what middleware added with this too)."""
+    return len(headers) <= MAX_HEADERS and all(
+        is_plain_name(key) and len(value) <= MAX_HEADER_CHARS for key, value in headers.items()
+    )
+
+
+def is_plain_name(text: str) -> bool:
     """Non-empty, at most MAX_NAME_CHARS, and no control characters (log and terminal
     injection: a newline forges a log line, an escape sequence drives a terminal)."""
     return 0 < len(text) <= MAX_NAME_CHARS and text.isprintable()

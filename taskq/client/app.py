@@ -149,7 +149,7 @@ class App:
         self, fn: Callable[..., Any], name: str | None, options: TaskOptions
     ) -> Task[Any, Any]:
         task_name = f"{fn.__module__}.{fn.__qualname__}" if name is None else name
-        if not (0 < len(task_name) <= protocol.MAX_NAME_CHARS and task_name.isprintable()):
+        if not protocol.is_plain_name(task_name):
             # (what a worker would refuse in a message: better said once, here)
             raise ConfigurationError(
                 f"task name {task_name[:64]!r} must be 1 to {protocol.MAX_NAME_CHARS} "
