@@ -40,7 +40,6 @@ class Worker:
     def __init__(self, app: App, options: WorkerOptions = DEFAULTS) -> None:
         self.app = app
         self.options = options
-        self.concurrency = options.concurrency
         self.queues = list(options.queues or _queues_of(app))
         self.recycled: str | None = None  # why the worker stopped itself, if it did
         self.bound_health_port: int | None = None
@@ -49,6 +48,10 @@ class Worker:
         self._force = asyncio.Event()
         self.started = asyncio.Event()
         self._deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue()
+
+    @property
+    def concurrency(self) -> int:
+        return self.options.concurrency
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
