@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from taskq.client import events
@@ -18,7 +18,7 @@ from taskq.client import submit as submission
 from taskq.client.periodic import Periodic, tick_key
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
 from taskq.status import TaskStatus
-from taskq.store import TaskRecord
+from taskq.store import SILENT_FOR, TaskRecord
 
 if TYPE_CHECKING:
     from taskq.client.app import App
@@ -30,7 +30,6 @@ POLL_INTERVAL = 0.25  # the longest a newly due task waits to be noticed
 CRON_INTERVAL = 1.0
 REAP_INTERVAL = 5.0
 SWEEP_INTERVAL = 1.0
-SILENT_FOR = timedelta(seconds=30)  # a worker this long without a heartbeat is dead
 RETRY_AFTER_ERROR = 1.0
 
 

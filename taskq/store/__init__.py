@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import text
 
-from taskq.exceptions import AppNotOpen, ConfigurationError, SchemaOutOfDate, StoreError
+from taskq.exceptions import AppNotOpen, ConfigurationError, StoreError
 from taskq.status import TaskStatus
 from taskq.store import coordination, lifecycle, locks, migrations, pg, statements
 from taskq.store import engine as engines
 from taskq.store.async_core import Connection, Engine
 from taskq.store.records import (
+    SILENT_FOR,
     Claimed,
     ClaimRequest,
     NewTask,
@@ -35,6 +36,7 @@ from taskq.store.records import (
     TaskError,
     TaskRecord,
     WorkerRecord,
+    Written,
 )
 from taskq.store.writer import Batches, SqlBatches, Writer
 
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DUE_CHANNEL",
+    "SILENT_FOR",
     "ClaimRequest",
     "Claimed",
     "NewTask",
@@ -53,6 +56,7 @@ __all__ = [
     "TaskRecord",
     "WorkerRecord",
     "Writer",
+    "Written",
 ]
 
 T = TypeVar("T")
@@ -98,7 +102,7 @@ class Store:
                     # The embedded default needs no setup step: migrate on open.
                     await migrations.upgrade(conn)
                 else:
-                    await _check_schema(conn, engines.shown(self._url))
+                    await migrations.check(conn, engines.shown(self._url))
         except BaseException:
             await engine.dispose()
             raise
@@ -127,9 +131,9 @@ class Store:
     def _translated(self) -> contextlib.AbstractAsyncContextManager[None]:
         return engines.translated_errors(self._url)
 
-    def _held_connection(self) -> pg.HeldConnection:
+    def _held_connection(self, name: str | None = None) -> pg.HeldConnection:
         assert self._engine is not None
-        return pg.HeldConnection(self._engine.connect, self._translated)
+        return pg.HeldConnection(self._engine.connect, self._translated, application_name=name)
 
     async def ping(self, within: float = 2.0) -> bool:
         """Whether the database answers within `within` seconds."""
@@ -275,22 +279,21 @@ class Store:
 
     # -- running -----------------------------------------------------------------------------
 
-    def writer(self, *, flush_interval: float) -> Writer:
-        """The worker's write-behind: on PostgreSQL, one statement per flush, on a
-        connection of the writer's own."""
+    def writer(self, *, flush_interval: float, worker_id: str | None = None) -> Writer:
+        """The worker's write-behind: on PostgreSQL, one statement per flush, on a session
+        of its own named `worker_id`, which shows others the worker lives (`statements.claim`)."""
         if self._engine is None:
             raise AppNotOpen("the store is not open: use `async with app:` first")
         batches: Batches
         if self.dialect == "postgresql":
-            batches = pg.PgBatches(self._held_connection(), self.write_progress)
+            batches = pg.PgBatches(self._held_connection(worker_id), self.write_progress)
         else:
             batches = SqlBatches(self._run, self.write_progress)
         return Writer(batches, flush_interval=flush_interval)
 
-    async def write(
-        self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
-    ) -> dict[str, Claimed]:
-        """Outcomes (fenced by attempt), then claims, as one flush; → the claims that took.
+    async def write(self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]) -> Written:
+        """Outcomes (fenced by attempt), then claims, as one flush; → the claims that took
+        and the outcomes stored.
         (The writer batches calls to this; call it directly only for one-off writes.)"""
         if self._pooled is not None:
             return await pg.flush(self._pooled, claims, outcomes)
@@ -354,13 +357,15 @@ class Store:
         )
 
     async def heartbeat(
-        self, worker_id: str, *, running: int, memory: int, leases_until: datetime
+        self, worker_id: str, *, running: Sequence[str], memory: int, leases_until: datetime
     ) -> None:
-        """Refresh the worker's row and extend its long tasks' leases, in one transaction."""
+        """Refresh the worker's row and extend the leases of the tasks it runs (their ids),
+        in one transaction: a lease of a task it no longer runs lapses."""
 
         async def beat(conn: Connection) -> None:
-            await coordination.heartbeat(conn, worker_id, running=running, memory=memory)
-            await lifecycle.extend_leases(conn, worker_id, leases_until)
+            await coordination.heartbeat(conn, worker_id, running=len(running), memory=memory)
+            if running:
+                await lifecycle.extend_leases(conn, worker_id, running, leases_until)
 
         await self._run(beat)
 
@@ -436,13 +441,3 @@ class Store:
 def _chunks(ids: Sequence[str]) -> list[list[str]]:
     unique = list(dict.fromkeys(ids))
     return [unique[start : start + READ_CHUNK] for start in range(0, len(unique), READ_CHUNK)]
-
-
-async def _check_schema(conn: Connection, shown_url: str) -> None:
-    current, head = await migrations.current(conn), migrations.head()
-    if current != head:
-        raise SchemaOutOfDate(
-            f"the database at {shown_url} is at schema revision {current or 'none'}, "
-            f"but this taskq needs {head}: run `taskq db upgrade` "
-            "(with TASKQ_STORE_URL set to this database)"
-        )

@@ -87,10 +87,13 @@ async def hand_off(conn: Connection, task_id: str, attempt: int, until: datetime
     return (await conn.execute(statement)).first() is not None
 
 
-async def extend_leases(conn: Connection, worker_id: str, until: datetime) -> None:
+async def extend_leases(
+    conn: Connection, worker_id: str, task_ids: Sequence[str], until: datetime
+) -> None:
     await conn.execute(
         update(tasks)
         .where(
+            _c.id.in_(list(task_ids)),
             _c.worker_id == worker_id,
             _c.state == TaskStatus.RUNNING.value,
             _c.lease_until.is_not(None),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import inspect, text
 
+from taskq.exceptions import SchemaOutOfDate
 from taskq.store import engine as engines
 from taskq.store.async_core import Connection
 
@@ -96,3 +97,14 @@ async def database_revision(url: str) -> str | None:
             return await current(conn)
     finally:
         await engine.dispose()
+
+
+async def check(conn: Connection, shown_url: str) -> None:
+    """Refuse a database whose schema is not this taskq's."""
+    now, wanted = await current(conn), head()
+    if now != wanted:
+        raise SchemaOutOfDate(
+            f"the database at {shown_url} is at schema revision {now or 'none'}, "
+            f"but this taskq needs {wanted}: run `taskq db upgrade` "
+            "(with TASKQ_STORE_URL set to this database)"
+        )

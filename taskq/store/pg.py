@@ -33,7 +33,15 @@ from taskq.exceptions import StoreConnectionError, StoreError
 from taskq.status import TaskStatus
 from taskq.store import codec, records
 from taskq.store.async_core import Connection, Engine
-from taskq.store.records import Claimed, ClaimRequest, NewTask, Outcome, ProgressReport, TaskRecord
+from taskq.store.records import (
+    Claimed,
+    ClaimRequest,
+    NewTask,
+    Outcome,
+    ProgressReport,
+    TaskRecord,
+    Written,
+)
 from taskq.store.tables import tasks
 
 logger = logging.getLogger(__name__)
@@ -57,7 +65,13 @@ _CLAIMED = """claimed AS (
         AND t.name = coalesce(c.name, t.name) AND t.queue = coalesce(c.queue, t.queue)
         AND CASE t.state
         WHEN 'queued' THEN true
-        WHEN 'running' THEN t.id = ANY({redelivered_ids}::uuid[])
+        WHEN 'running' THEN t.id = ANY({redelivered_ids}::uuid[]) AND (
+            t.worker_id = {worker_id}::text OR NOT EXISTS (
+                SELECT 1 FROM taskq_workers AS w
+                WHERE w.id = t.worker_id AND w.state = 'running'
+                    AND w.heartbeat_at > now() - {silent_for}::interval
+                    AND EXISTS (
+                        SELECT 1 FROM pg_stat_activity AS a WHERE a.application_name = w.id)))
         WHEN 'scheduled' THEN t.run_at <= now()
         ELSE false END
     RETURNING t.id::text AS id, t.attempts, t.deliveries, t.retries, t.max_retries,
@@ -72,6 +86,7 @@ _FINISHED = """finished AS (
         AS o (id, attempt, state, result, error, dead_reason)
     WHERE t.id = ANY({final_ids}::uuid[]) AND t.id = o.id AND t.attempts = o.attempt
         AND CASE t.state WHEN 'running' THEN true ELSE false END
+    RETURNING t.id, t.attempts
 )"""
 _RETRIED = """retried AS (
     UPDATE taskq_tasks AS t SET
@@ -81,10 +96,13 @@ _RETRIED = """retried AS (
         {retry_run_ats}::timestamptz[]) AS r (id, attempt, error, run_at)
     WHERE t.id = ANY({retry_ids}::uuid[]) AND t.id = r.id AND t.attempts = r.attempt
         AND CASE t.state WHEN 'running' THEN true ELSE false END
+    RETURNING t.id, t.attempts
 )"""
 _LOGGED = """logged AS (
     INSERT INTO taskq_attempts (task_id, attempt, worker_id, state, started_at, finished_at, error)
-    SELECT a.task_id, a.attempt, a.worker_id, a.state, a.started_at, {now}::timestamptz, a.error
+    SELECT a.task_id, a.attempt, a.worker_id,
+        CASE WHEN (a.task_id, a.attempt) IN ({stored}) THEN a.state ELSE 'superseded' END,
+        a.started_at, {now}::timestamptz, a.error
     FROM unnest({log_ids}::uuid[], {log_attempts}::int[], {log_workers}::text[],
         {log_states}::text[], {log_started}::timestamptz[], {log_errors}::jsonb[])
         AS a (task_id, attempt, worker_id, state, started_at, error)
@@ -94,18 +112,38 @@ _LOGGED = """logged AS (
 
 @functools.cache
 def _flush_statement(claims: bool, finals: bool, retries: bool) -> tuple[str, tuple[str, ...]]:
-    """→ (SQL, the parameter names in $1, $2, ... order) for a flush with these parts."""
+    """→ (SQL, the parameter names in $1, $2, ... order) for a flush with these parts.
+
+    It returns a row per claim that took (`kind` 'claim') and per outcome that was stored
+    (`kind` 'stored': its attempt was still the row's latest)."""
+    stored = " UNION ALL ".join(
+        f"SELECT id, attempts FROM {part}"
+        for part, wanted in (("finished", finals), ("retried", retries))
+        if wanted
+    )
     parts = [
         part
         for part, wanted in (
             (_CLAIMED, claims),
             (_FINISHED, finals),
             (_RETRIED, retries),
-            (_LOGGED, finals or retries),
+            (_LOGGED.replace("{stored}", stored), finals or retries),
         )
         if wanted
     ]
-    returning = "SELECT * FROM claimed" if claims else "SELECT NULL LIMIT 0"
+    selects = []
+    if claims:
+        selects.append(
+            "SELECT 'claim' AS kind, id, attempts, deliveries, retries, max_retries, "
+            "cancel_requested FROM claimed"
+        )
+    if stored:
+        selects.append(
+            "SELECT 'stored' AS kind, id::text AS id, attempts, NULL::int AS deliveries, "
+            "NULL::int AS retries, NULL::int AS max_retries, NULL::bool AS cancel_requested "
+            f"FROM ({stored}) AS s"
+        )
+    returning = " UNION ALL ".join(selects) or "SELECT NULL LIMIT 0"
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -175,9 +213,12 @@ class HeldConnection:
         self,
         connect: Callable[[], Awaitable[Connection]],
         translated: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+        *,
+        application_name: str | None = None,
     ) -> None:
         self._connect = connect
         self._translated = translated
+        self._application_name = application_name
         self._conn: Connection | None = None
         self._raw: Any = None  # its asyncpg connection, asked for once
 
@@ -188,6 +229,11 @@ class HeldConnection:
                     self._conn = await self._connect()
                     self._raw = (await self._conn.get_raw_connection()).driver_connection
                     assert self._raw is not None
+                    if self._application_name is not None:
+                        await self._raw.execute(
+                            "SELECT set_config('application_name', $1, false)",
+                            self._application_name,
+                        )
                 rows: list[Any] = await self._raw.fetch(statement, *arguments)
             except BaseException:
                 await self.close()  # it may be broken: the next statement takes a fresh one
@@ -218,9 +264,7 @@ class PgBatches:
     async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
         await self._write_progress(reports)
 
-    async def write(
-        self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
-    ) -> dict[str, Claimed]:
+    async def write(self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]) -> Written:
         return await flush(self._connection, claims, outcomes)
 
     async def close(self) -> None:
@@ -229,9 +273,9 @@ class PgBatches:
 
 async def flush(
     connection: Fetch, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
-) -> dict[str, Claimed]:
+) -> Written:
     """Outcomes and claims in one statement (one per worker id among the claims: a
-    worker's writer has one); → the claims that took."""
+    worker's writer has one); → the claims that took, and the outcomes stored."""
     by_worker: dict[str, list[ClaimRequest]] = {}
     for claim in claims:
         by_worker.setdefault(claim.worker_id, []).append(claim)
@@ -243,16 +287,20 @@ async def flush(
             bool(group), bool(values["final_ids"]), bool(values["retry_ids"])
         )
         rows += await connection.fetch(sql, *(values[name] for name in names))
-    return {
-        row["id"]: Claimed(
-            attempt=row["attempts"],
-            deliveries=row["deliveries"],
-            retries=row["retries"],
-            max_retries=row["max_retries"],
-            cancel_requested=row["cancel_requested"],
-        )
-        for row in rows
-    }
+    return Written(
+        claimed={
+            row["id"]: Claimed(
+                attempt=row["attempts"],
+                deliveries=row["deliveries"],
+                retries=row["retries"],
+                max_retries=row["max_retries"],
+                cancel_requested=row["cancel_requested"],
+            )
+            for row in rows
+            if row["kind"] == "claim"
+        },
+        stored=frozenset((row["id"], row["attempts"]) for row in rows if row["kind"] == "stored"),
+    )
 
 
 def _values(
@@ -263,6 +311,7 @@ def _values(
     return {
         "now": records.now(),
         "worker_id": worker_id,
+        "silent_for": records.SILENT_FOR,
         "claim_ids": [c.task_id for c in claims],
         "redelivered_ids": [c.task_id for c in claims if c.redelivered],
         "claim_names": [c.name for c in claims],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import RowMapping
@@ -20,6 +20,10 @@ from taskq.store import codec
 # Columns stored as JSON (jsonb on PostgreSQL): raw asyncpg reads cast them to text and
 # decode here, so no read depends on a codec registered on the connection.
 JSON_COLUMNS = ("args", "kwargs", "result", "error", "progress", "headers")
+
+# A worker this long without a heartbeat is dead: the leader marks it so, and a running
+# task it held may be taken over by a redelivery of its message.
+SILENT_FOR = timedelta(seconds=30)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,6 +131,15 @@ class Claimed:
     retries: int  # used so far
     max_retries: int
     cancel_requested: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Written:
+    """What one flush did: the claims that took, and the outcomes stored, as (task id,
+    attempt) — an outcome whose attempt was no longer the row's latest is not."""
+
+    claimed: dict[str, Claimed]
+    stored: frozenset[tuple[str, int]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

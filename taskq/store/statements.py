@@ -10,13 +10,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, text, update
+from sqlalchemy import String, and_, bindparam, func, or_, select, text, update
 
 from taskq.status import FINAL, TaskStatus
 from taskq.store import codec, records
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock, insert_ignoring_duplicates
-from taskq.store.tables import attempts, tasks
+from taskq.store.tables import attempts, tasks, workers
 
 _c = tasks.c
 _NOT_FINAL = tuple(s.value for s in TaskStatus if s not in FINAL)
@@ -93,13 +93,12 @@ async def claim(
     """Mark tasks `running` and count the attempt and delivery, in one statement.
 
     Rows already final (a duplicate delivery) or missing are left alone and absent from
-    the result. A `running` row is taken over only by a redelivery (its worker died): a
-    first delivery of a running task is a duplicate publish, not a crash. The caller must
-    commit before any task starts.
+    the result. A `running` row is taken over only by a redelivery whose attempt's worker
+    is gone (see `_owner_gone`): a first delivery of a running task is a duplicate publish,
+    and a redelivery while its worker lives follows a dropped connection, not a crash. The
+    caller must commit before any task starts.
     """
-    claimable = [TaskStatus.QUEUED.value]
-    if redelivered:
-        claimable.append(TaskStatus.RUNNING.value)
+    takeover = [and_(_c.state == TaskStatus.RUNNING.value, _owner_gone(conn, worker_id))]
     statement = (
         update(tasks)
         .where(
@@ -107,7 +106,8 @@ async def claim(
             _c.name == (_c.name if name is None else name),
             _c.queue == (_c.queue if queue is None else queue),
             or_(
-                _c.state.in_(claimable),
+                _c.state == TaskStatus.QUEUED.value,
+                *(takeover if redelivered else ()),
                 # A due `scheduled` row is being published by the leader right now. Matching it
                 # makes PostgreSQL wait for the leader's row lock and then re-check the row,
                 # now `queued`. (Not matching it would skip the row: the claim would miss.)
@@ -146,6 +146,26 @@ _FENCE = (
     _c.attempts == bindparam("b_attempt"),
     _c.state == TaskStatus.RUNNING.value,
 )
+
+
+def _owner_gone(conn: Connection, claimer: str) -> Any:
+    """The row's attempt belongs to the claimer itself, or to a worker that no longer beats
+    (or, on PostgreSQL, whose session is gone: a killed process's connection closes with it)."""
+    alive = [
+        workers.c.id == _c.worker_id,
+        workers.c.state == "running",
+        workers.c.heartbeat_at > records.now() - records.SILENT_FOR,
+    ]
+    if conn.dialect.name == "postgresql":
+        sessions = (
+            text("SELECT application_name FROM pg_stat_activity")
+            .columns(application_name=String)
+            .subquery()
+        )
+        alive.append(workers.c.id.in_(select(sessions.c.application_name)))
+    return or_(_c.worker_id == claimer, ~select(workers.c.id).where(*alive).exists())
+
+
 _record_final = (
     update(tasks)
     .where(*_FENCE)
@@ -172,41 +192,33 @@ _record_retry = (
 )
 
 
-async def record_outcomes(conn: Connection, outcomes: Sequence[records.Outcome]) -> None:
-    """Write outcomes (finals, retries) as one executemany each, fenced by attempt so a
-    stale one is a no-op, and log each attempt in `taskq_attempts`."""
+async def record_outcomes(
+    conn: Connection, outcomes: Sequence[records.Outcome]
+) -> frozenset[tuple[str, int]]:
+    """Write outcomes, each fenced by attempt so a stale one is a no-op, and log each
+    attempt in `taskq_attempts` (a stale one as `superseded`); → (id, attempt) of those
+    stored."""
     finished = records.now()
-    finals = [o for o in outcomes if o.state is not TaskStatus.SCHEDULED]
-    retries = [o for o in outcomes if o.state is TaskStatus.SCHEDULED]
-    if finals:
-        await conn.execute(
-            _record_final,
-            [
-                {
-                    "b_id": o.task_id,
-                    "b_attempt": o.attempt,
-                    "b_state": o.state.value,
-                    "b_result": codec.to_json(o.result),
-                    "b_error": records.error_json(o.error),
-                    "b_dead_reason": o.dead_reason,
-                    "b_finished_at": finished,
-                }
-                for o in finals
-            ],
+    stored = set()
+    for o in outcomes:
+        parameters: dict[str, Any]
+        if o.state is TaskStatus.SCHEDULED:
+            parameters = {"b_error": records.error_json(o.error), "b_run_at": o.retry_at}
+            statement = _record_retry
+        else:
+            parameters = {
+                "b_state": o.state.value,
+                "b_result": codec.to_json(o.result),
+                "b_error": records.error_json(o.error),
+                "b_dead_reason": o.dead_reason,
+                "b_finished_at": finished,
+            }
+            statement = _record_final
+        written = await conn.execute(
+            statement, {"b_id": o.task_id, "b_attempt": o.attempt, **parameters}
         )
-    if retries:
-        await conn.execute(
-            _record_retry,
-            [
-                {
-                    "b_id": o.task_id,
-                    "b_attempt": o.attempt,
-                    "b_error": records.error_json(o.error),
-                    "b_run_at": o.retry_at,
-                }
-                for o in retries
-            ],
-        )
+        if written.rowcount:
+            stored.add((o.task_id, o.attempt))
     await conn.execute(
         insert_ignoring_duplicates(conn, attempts),
         [
@@ -214,7 +226,7 @@ async def record_outcomes(conn: Connection, outcomes: Sequence[records.Outcome])
                 "task_id": o.task_id,
                 "attempt": o.attempt,
                 "worker_id": o.worker_id,
-                "state": o.logged_state,
+                "state": o.logged_state if (o.task_id, o.attempt) in stored else "superseded",
                 "started_at": o.started_at,
                 "finished_at": finished,
                 "error": records.error_json(o.error),
@@ -222,6 +234,7 @@ async def record_outcomes(conn: Connection, outcomes: Sequence[records.Outcome])
             for o in outcomes
         ],
     )
+    return frozenset(stored)
 
 
 async def fail_unclaimed(
@@ -297,11 +310,10 @@ async def write_batch(
     conn: Connection,
     claims: Sequence[records.ClaimRequest],
     outcomes: Sequence[records.Outcome],
-) -> dict[str, records.Claimed]:
-    """A writer's flush in one transaction: outcomes in one executemany each, then claims
-    in one UPDATE per (worker, redelivered, task name, queue)."""
-    if outcomes:
-        await record_outcomes(conn, outcomes)
+) -> records.Written:
+    """A writer's flush in one transaction: outcomes, then claims in one UPDATE per
+    (worker, redelivered, task name, queue)."""
+    stored = await record_outcomes(conn, outcomes) if outcomes else frozenset()
     groups: dict[tuple[str, bool, str | None, str | None], list[str]] = {}
     for task_id, worker_id, redelivered, name, queue in claims:
         groups.setdefault((worker_id, redelivered, name, queue), []).append(task_id)
@@ -310,7 +322,7 @@ async def write_batch(
         claimed.update(
             await claim(conn, ids, worker_id, redelivered=redelivered, name=name, queue=queue)
         )
-    return claimed
+    return records.Written(claimed=claimed, stored=stored)
 
 
 _record_progress = (

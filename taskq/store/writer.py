@@ -34,8 +34,9 @@ class Batches(Protocol):
 
     async def write(
         self, claims: Sequence[ClaimRequest], outcomes: Sequence[records.Outcome]
-    ) -> dict[str, records.Claimed]:
-        """Store outcomes, then claims (see `statements.claim`); → the claims that took."""
+    ) -> records.Written:
+        """Store outcomes, then claims (see `statements.claim`); → the claims that took and
+        the outcomes stored."""
         ...
 
     async def write_progress(self, reports: Sequence[ProgressReport]) -> None: ...
@@ -56,8 +57,8 @@ class SqlBatches:
 
     async def write(
         self, claims: Sequence[ClaimRequest], outcomes: Sequence[records.Outcome]
-    ) -> dict[str, records.Claimed]:
-        result: dict[str, records.Claimed] = await self._run(
+    ) -> records.Written:
+        result: records.Written = await self._run(
             lambda conn: statements.write_batch(conn, claims, outcomes)
         )
         return result
@@ -70,7 +71,7 @@ class SqlBatches:
 
 
 _Claim = tuple[ClaimRequest, "asyncio.Future[records.Claimed | None]"]
-_Outcome = tuple[records.Outcome, "asyncio.Future[None]"]
+_Outcome = tuple[records.Outcome, "asyncio.Future[bool]"]
 
 
 class Writer:
@@ -105,9 +106,10 @@ class Writer:
         self._wake.set()
         return await future
 
-    def record(self, outcome: records.Outcome) -> asyncio.Future[None]:
-        """Queue a final state; → a future done once it is committed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def record(self, outcome: records.Outcome) -> asyncio.Future[bool]:
+        """Queue a final state; → a future done once it is committed: True if stored, False
+        if its attempt was no longer the row's latest (another attempt took the row over)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._outcomes.append((outcome, future))
         self._wake.set()
         return future
@@ -171,7 +173,7 @@ class Writer:
 
     async def _write(self, claims: list[_Claim], outcomes: list[_Outcome]) -> None:
         try:
-            claimed = await self._batches.write(
+            written = await self._batches.write(
                 [claim for claim, _ in claims], [outcome for outcome, _ in outcomes]
             )
         except StoreError as exc:
@@ -194,11 +196,12 @@ class Writer:
             for _, outcome_future in outcomes:
                 _settle(outcome_future, exc=exc)
             return
+        claimed = dict(written.claimed)
         for request, claim_future in claims:
             # Two copies of one message in one batch: only the first runs the attempt.
             _settle(claim_future, claimed.pop(request.task_id, None))
-        for _, outcome_future in outcomes:
-            _settle(outcome_future, None)
+        for done, outcome_future in outcomes:
+            _settle(outcome_future, (done.task_id, done.attempt) in written.stored)
 
 
 def _now() -> float:
@@ -206,8 +209,8 @@ def _now() -> float:
 
 
 def _settle(
-    future: asyncio.Future[records.Claimed | None] | asyncio.Future[None],
-    value: records.Claimed | None = None,
+    future: asyncio.Future[records.Claimed | None] | asyncio.Future[bool],
+    value: records.Claimed | bool | None = None,
     exc: BaseException | None = None,
 ) -> None:
     with contextlib.suppress(asyncio.InvalidStateError):  # the waiter was cancelled

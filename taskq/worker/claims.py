@@ -2,17 +2,55 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
 from taskq import protocol
 from taskq.client.submit import new_task_row
+from taskq.status import TaskStatus
 from taskq.store import Claimed, Store, TaskRecord, Writer
+
+# Reads of the row before a delivery whose claim keeps missing is taken for a duplicate.
+TRIES = 3
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Impostor:
+    """The message reuses the id of another task (its row names another task or queue): it
+    must not run in that task's place, nor settle that task's own message."""
+
+    record: TaskRecord
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Leased:
+    """A redelivery of a task that a live worker still runs (its connection dropped, or
+    RabbitMQ's consumer_timeout closed its channel): the row is now kept by a lease, which
+    that worker renews while it runs the task and which lapses if it does not, so this
+    copy is acked rather than run beside it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Duplicate:
+    """Nothing to run: the row is final, not yet due, or a first delivery of a task that
+    runs. `record` is the row as read (None if it could not be told apart)."""
+
+    record: TaskRecord | None
+
+
+Claim = Claimed | Impostor | Leased | Duplicate
 
 
 async def claim(
-    writer: Writer, store: Store, envelope: protocol.Envelope, worker_id: str, *, redelivered: bool
-) -> Claimed | TaskRecord | None:
-    """The claim (run it); None (a duplicate: final, running elsewhere, or not yet due); or
-    the row of another task, when the message reuses an id whose row names another task or
-    queue (it must not run in that task's place, nor settle that task's own message)."""
+    writer: Writer,
+    store: Store,
+    envelope: protocol.Envelope,
+    worker_id: str,
+    *,
+    redelivered: bool,
+    lease_duration: float,
+) -> Claim:
+    """Claim the delivery's task: the claim (run it), or why not."""
 
     async def claimed() -> Claimed | None:
         return await writer.claim(
@@ -23,13 +61,23 @@ async def claim(
             queue=envelope.queue,
         )
 
-    if (taken := await claimed()) is not None:
-        return taken
-    record = await store.get_task(envelope.id)
-    if record is None:
-        # A message with no row (published by other means): record it, then run it.
-        await store.insert_task_if_missing(new_task_row(envelope))
-        return await claimed()
-    if (record.name, record.queue) != (envelope.task, envelope.queue):
-        return record
-    return None
+    for _ in range(TRIES):
+        if (taken := await claimed()) is not None:
+            return taken
+        record = await store.get_task(envelope.id)
+        if record is None:
+            # A message with no row (published by other means): record it, then run it.
+            await store.insert_task_if_missing(new_task_row(envelope))
+            continue
+        if (record.name, record.queue) != (envelope.task, envelope.queue):
+            return Impostor(record)
+        if not (redelivered and record.state is TaskStatus.RUNNING):
+            return Duplicate(record)
+        if record.lease_until is not None:
+            return Leased()
+        # Its worker lives (else the claim would have taken the row over): lease it.
+        until = datetime.now(UTC) + timedelta(seconds=lease_duration)
+        if await store.hand_off(record.id, record.attempts, until):
+            return Leased()
+        # The row moved on meanwhile (it ended, or was handed back): look again.
+    return Duplicate(None)

@@ -11,32 +11,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import Any
 
 from taskq import middleware, protocol
 from taskq.broker import Broker, Delivery
-from taskq.client.events import EventBatcher, task_event
+from taskq.client.events import EventBatcher
 from taskq.client.task import Task
 from taskq.context import TaskContext
 from taskq.exceptions import ProtocolError, StoreConnectionError, StoreError, TaskqError
 from taskq.middleware import RunNext
 from taskq.status import TaskStatus
-from taskq.store import Outcome, Store, TaskError, TaskRecord, Writer
+from taskq.store import Claimed, Outcome, Store, TaskError, Writer
 from taskq.telemetry import logs
 from taskq.worker import claims, instruments, outcomes, progress, settling
 from taskq.worker.instruments import Attempt
-from taskq.worker.running import Finished, Run
+from taskq.worker.isolation import Isolation, Turn
+from taskq.worker.running import Finished, Run, Runs
 from taskq.worker.settling import settle, shielded
 
 logger = logging.getLogger(__name__)
 
 STORE_RETRY_DELAY = 1.0
-EARLY_CANCEL_TTL = 60.0
 
 
 class Executor:
@@ -69,44 +67,13 @@ class Executor:
         self._lease_duration = lease_duration
         self._run_chain = run_chain
         self._attempt_chain = middleware.compose(instruments.builtin(events), self._attempt)
-        self._runs: dict[str, Run] = {}
-        # Deliveries of long tasks whose message was acked early (kept by a lease instead).
-        self._handed_off: weakref.WeakSet[Delivery] = weakref.WeakSet()
-        # Cancel requests that came before their task was registered here (monotonic time).
-        self._early_cancels: dict[str, float] = {}
+        self.runs = Runs()  # what runs here now
+        self._isolation = Isolation()
+        self._turns: dict[str, Turn] = {}  # of the attempts running (see `isolation`)
+        # Tasks running here whose message was acked early (kept by a lease instead).
+        self._handed_off: set[str] = set()
         # Set by the worker: lowers and restores the prefetch around early-acked long tasks.
         self.on_lease: Callable[[int], Awaitable[None]] | None = None
-
-    def blame(self, frame: FrameType) -> str | None:
-        """The running task whose code is on this stack (the watchdog asks), if any."""
-        codes = {run.code: task_id for task_id, run in self._runs.items()}
-        current: FrameType | None = frame
-        while current is not None:
-            if (task_id := codes.get(current.f_code)) is not None:
-                return f"{self._runs[task_id].name}[{task_id}]"
-            current = current.f_back
-        return None
-
-    def running(self) -> int:
-        return len(self._runs)
-
-    def cancel(self, task_id: str) -> bool:
-        """Cancel the task if it runs here (a control message asked); → whether it did.
-
-        A request for a task not (yet) registered is kept for a minute: it may be one this
-        worker has just claimed and is about to start.
-        """
-        run = self._runs.get(task_id)
-        if run is None:
-            now = time.monotonic()
-            self._early_cancels = {
-                i: t for i, t in self._early_cancels.items() if now - t < EARLY_CANCEL_TTL
-            }
-            self._early_cancels[task_id] = now
-            return False
-        logger.info("cancelling running task %s on request", task_id, extra={"task_id": task_id})
-        run.cancel()
-        return True
 
     async def execute(self, delivery: Delivery) -> None:
         try:
@@ -155,29 +122,57 @@ class Executor:
         if envelope.expires_at is not None and time.time() >= envelope.expires_at:
             if await settling.expire(self._store, self._events, delivery, envelope):
                 return  # (else it had started before: a redelivery, which runs on)
-        claimed = await claims.claim(
-            self._writer, self._store, envelope, self._worker_id, redelivered=delivery.redelivered
-        )
-        if isinstance(claimed, TaskRecord):
-            await settling.reject_impostor(delivery, envelope, claimed)
+        if delivery.redelivered and await self._keep_running(delivery, envelope.id):
             return
-        if claimed is None:
-            # Final, running elsewhere, or not yet due: a duplicate copy. Nothing to run.
-            logger.info("task %s is not claimable; acking a duplicate delivery", envelope.id)
+        async with self._isolation.turn(redelivered=delivery.redelivered) as turn:
+            claimed = await claims.claim(
+                self._writer,
+                self._store,
+                envelope,
+                self._worker_id,
+                redelivered=delivery.redelivered,
+                lease_duration=self._lease_duration,
+            )
+            if not isinstance(claimed, Claimed):
+                turn.done()
+                await settling.not_claimed(self._events, delivery, envelope, claimed)
+                return
+            suspect = claimed.deliveries > 1
+            turn.claimed(suspect=suspect)
+            if suspect:
+                await turn.alone()
+            if (fields := logs.handling.get()) is not None:
+                fields["attempt"] = claimed.attempt  # (this delivery's own dict, set in `execute`)
+            runs = (
+                not claimed.cancel_requested
+                and claimed.deliveries <= task.default_options.max_deliveries
+            )
+            attempt = Attempt(
+                envelope=envelope, task=task, claimed=claimed, delivery=delivery, runs=runs
+            )
+            self._turns[envelope.id] = turn
+            try:
+                outcome = await self._attempt_chain(attempt)
+            finally:
+                self._turns.pop(envelope.id, None)
+        await self._settle(delivery, envelope, outcome, stored=attempt.stored)
+
+    async def _keep_running(self, delivery: Delivery, task_id: str) -> bool:
+        """A redelivery of a task this worker runs now (its channel closed under it): keep
+        the run, by a lease from now, and ack the copy; → whether it did."""
+        run = self.runs.get(task_id)
+        if run is None:
+            return False
+        logger.warning(
+            "task %s was delivered again while it runs here (the connection or channel "
+            "closed under it); it runs on, kept by a lease, and the copy is acked",
+            task_id,
+            extra={"action": "keep_running", "task_id": task_id},
+        )
+        if task_id in self._handed_off:
             await settle(delivery.ack())
-            self._events.add(task_event(envelope, None))
-            return
-        if (fields := logs.handling.get()) is not None:
-            fields["attempt"] = claimed.attempt  # (this delivery's own dict, set in `execute`)
-        runs = (
-            not claimed.cancel_requested
-            and claimed.deliveries <= task.default_options.max_deliveries
-        )
-        attempt = Attempt(
-            envelope=envelope, task=task, claimed=claimed, delivery=delivery, runs=runs
-        )
-        outcome = await self._attempt_chain(attempt)
-        await self._settle(delivery, envelope, outcome)
+            return True
+        return await self._hand_off(delivery, task_id, run.attempt)
 
     async def _attempt(self, attempt: Attempt) -> Outcome:
         """The end of the attempt chain: run (unless the claim decided), decide, store."""
@@ -190,13 +185,7 @@ class Executor:
         }
         if not attempt.runs and not claimed.cancel_requested:
             limit = attempt.task.default_options.max_deliveries
-            message = (
-                f"delivered {claimed.deliveries} times without an outcome (max_deliveries="
-                f"{limit}): the task probably kills its worker (os._exit, out of memory, a "
-                "crash in native code), so it is dead-lettered rather than run again"
-            )
-            error = TaskError("MaxDeliveriesExceeded", message)
-            outcome = outcomes.failed(base, error, reason="max_deliveries")
+            outcome = outcomes.too_many_deliveries(base, claimed.deliveries, limit)
         else:
             finished = await self._run(attempt) if attempt.runs else Finished("cancelled")
             outcome = outcomes.decide(
@@ -209,7 +198,7 @@ class Executor:
                 base=base,
             )
         attempt.ran = time.monotonic() - attempt.started
-        return await self._store_outcome(outcome)
+        return await self._store_outcome(attempt, outcome)
 
     async def _run(self, attempt: Attempt) -> Finished:
         """Run the task's own code (through users' run middleware) and wait for its end."""
@@ -221,9 +210,7 @@ class Executor:
             envelope.id, attempt.task.name, envelope.queue, number, report, loop, envelope.headers
         )
         run = Run(attempt.task, envelope, ctx, self._threads, self._run_chain)
-        self._runs[envelope.id] = run
-        if self._early_cancels.pop(envelope.id, None) is not None:
-            run.cancel()  # the request came between the claim and now
+        self.runs.start(envelope.id, run)
         try:
             return await run.wait(
                 envelope.timeout,
@@ -235,34 +222,42 @@ class Executor:
             await shielded(self._release(delivery, envelope.id, number))
             raise
         finally:
-            self._runs.pop(envelope.id, None)
-            if delivery in self._handed_off and self.on_lease is not None:
+            self.runs.end(envelope.id)
+            if envelope.id in self._handed_off and self.on_lease is not None:
                 await self.on_lease(+1)  # its prefetch slot comes back
 
     async def _settle(
-        self, delivery: Delivery, envelope: protocol.Envelope, outcome: Outcome
+        self, delivery: Delivery, envelope: protocol.Envelope, outcome: Outcome, *, stored: bool
     ) -> None:
-        if outcome.dead_reason is None:
-            if delivery not in self._handed_off:  # (a long task's was acked already)
+        acked_early = envelope.id in self._handed_off  # (a long task's, or a copy's)
+        self._handed_off.discard(envelope.id)
+        if outcome.dead_reason is None or not stored:
+            if not acked_early:
                 await settle(delivery.ack())
-        elif delivery in self._handed_off:
-            # Acked early (a long task): put a copy in the dead-letter queue ourselves.
+        elif acked_early or not await settle(delivery.reject(requeue=False)):
+            # Acked early, or the channel that held it is gone: put a copy in the dead-letter
+            # queue ourselves (the broker's redelivery, if any, finds the row final).
             await self._broker.publish_dead(envelope.queue, delivery.body, message_id=envelope.id)
-        else:
-            await settle(delivery.reject(requeue=False))
 
-    async def _hand_off(self, delivery: Delivery, task_id: str, attempt: int) -> None:
-        """A long task: keep it by a lease in the store, and ack its message now, before
-        RabbitMQ's consumer_timeout closes the channel and redelivers it to run twice."""
+    async def _hand_off(self, delivery: Delivery, task_id: str, attempt: int) -> bool:
+        """A long task (or one whose message came again while it runs): keep it by a lease
+        in the store, and ack its message now, before RabbitMQ's consumer_timeout closes
+        the channel and redelivers it to run twice. → whether it is kept by a lease."""
+        if task_id in self._handed_off:
+            return True
         until = datetime.now(UTC) + timedelta(seconds=self._lease_duration)
-        if await self._store.hand_off(task_id, attempt, until):
-            # The ack frees a prefetch slot while the task still runs: take the slot out of
-            # the prefetch first, so the worker never holds more messages than free slots.
-            if self.on_lease is not None:
-                await self.on_lease(-1)
-            await settle(delivery.ack())
-            self._handed_off.add(delivery)
-            logger.info("task %s runs long: acked early, now kept by a lease", task_id)
+        if not await self._store.hand_off(task_id, attempt, until):
+            return False
+        # The ack frees a prefetch slot while the task still runs: take the slot out of
+        # the prefetch first, so the worker never holds more messages than free slots.
+        if self.on_lease is not None:
+            await self.on_lease(-1)
+        self._handed_off.add(task_id)
+        await settle(delivery.ack())
+        if (turn := self._turns.get(task_id)) is not None:
+            turn.done()  # a suspect kept by a lease no longer runs alone
+        logger.info("task %s runs long: acked early, now kept by a lease", task_id)
+        return True
 
     async def _release(self, delivery: Delivery, task_id: str, attempt: int) -> None:
         logger.warning(
@@ -274,14 +269,15 @@ class Executor:
             await self._store.release(task_id, attempt)
         except TaskqError as exc:
             logger.error("could not hand task %s back in the store: %s", task_id, exc)
-        if delivery not in self._handed_off:
+        if task_id not in self._handed_off:
             await settle(delivery.reject(requeue=True))
 
-    async def _store_outcome(self, outcome: Outcome) -> Outcome:
+    async def _store_outcome(self, attempt: Attempt, outcome: Outcome) -> Outcome:
         """Write the outcome, even while being cancelled; a row that cannot hold it fails.
-        → the outcome stored."""
+        → the outcome meant for the row. `attempt.stored` is False if the row had moved on
+        (another attempt took it over): then it must not be announced."""
         try:
-            await shielded(self._writer.record(outcome))
+            attempt.stored = await shielded(self._writer.record(outcome))
             return outcome
         except StoreError as exc:
             if isinstance(exc, StoreConnectionError) or outcome.state is TaskStatus.FAILED:
@@ -294,5 +290,5 @@ class Executor:
                 "started_at": outcome.started_at,
             }
             failed = outcomes.failed(base, error)
-            await shielded(self._writer.record(failed))
+            attempt.stored = await shielded(self._writer.record(failed))
             return failed

@@ -27,8 +27,9 @@ def rss_bytes() -> int:
 
 
 def new_process_id() -> str:
-    """`host:pid:random`: unique, and tells an operator where to look."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """`host:pid:random`: unique, and tells an operator where to look. At most 63
+    characters: it is also the application name of the worker's store session."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @contextlib.asynccontextmanager
@@ -40,10 +41,10 @@ async def registered(
     queues: Sequence[str],
     concurrency: int,
     lease_duration: float = 60.0,
-    running: Callable[[], int] = lambda: 0,
+    running: Callable[[], Sequence[str]] = lambda: (),
 ) -> AsyncIterator[None]:
     """A `running` row for the block (beating every INTERVAL s, which also renews the
-    leases of this process's long tasks), then `stopped`."""
+    leases of the tasks `running()` names), then `stopped`."""
     await store.register_worker(process_id, role=role, queues=queues, concurrency=concurrency)
     beating = asyncio.create_task(
         _beat(store, process_id, lease_duration, running), name="taskq-heartbeat"
@@ -61,7 +62,7 @@ async def registered(
 
 
 async def _beat(
-    store: Store, process_id: str, lease_duration: float, running: Callable[[], int]
+    store: Store, process_id: str, lease_duration: float, running: Callable[[], Sequence[str]]
 ) -> None:
     while True:
         await asyncio.sleep(INTERVAL)

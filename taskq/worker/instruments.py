@@ -40,6 +40,9 @@ class Attempt:
     span: Span = INVALID_SPAN  # the tracing step's, for progress reports
     started: float = dataclasses.field(default_factory=time.monotonic)
     ran: float = 0.0  # seconds from start to the outcome decided (the store write excluded)
+    # False when the outcome was not stored: the row had moved on to another attempt (this
+    # one's worker was taken for dead), so it is neither announced nor counted as the task's.
+    stored: bool = True
 
 
 AttemptNext = Callable[[Attempt], Awaitable[Outcome]]
@@ -54,9 +57,8 @@ class Tracing:
         with tracing.processing(attempt.envelope, attempt.claimed.attempt) as span:
             attempt.span = span
             outcome = await call_next(attempt)
-            retrying = outcome.state is TaskStatus.SCHEDULED
             failure = None if outcome.error is None else outcome.error.to_json()
-            tracing.outcome(span, "retried" if retrying else outcome.state.value, failure)
+            tracing.outcome(span, _outcome_name(attempt, outcome), failure)
         return outcome
 
 
@@ -78,11 +80,11 @@ class Metrics:
                 outcome = await call_next(attempt)
             finally:
                 active[key] -= 1
-        retrying = outcome.state is TaskStatus.SCHEDULED
-        state = "retried" if retrying else outcome.state.value
-        outcome_attributes = {**attributes, semconv.TASK_OUTCOME: state}
+        outcome_attributes = {**attributes, semconv.TASK_OUTCOME: _outcome_name(attempt, outcome)}
         metrics.batched.record(metrics.duration, attempt.ran, outcome_attributes)
-        if retrying:
+        if not attempt.stored:
+            return outcome
+        if outcome.state is TaskStatus.SCHEDULED:
             metrics.retried.add(1, attributes)
         if outcome.dead_reason is not None:
             reason = {**attributes, semconv.DEAD_LETTER_REASON: outcome.dead_reason}
@@ -102,6 +104,8 @@ class Events:
         if attempt.runs:
             self._events.add(task_event(envelope, TaskStatus.RUNNING, attempt=number))
         outcome = await call_next(attempt)
+        if not attempt.stored:
+            return outcome
         result = None
         if outcome.state is TaskStatus.SUCCEEDED:
             result = protocol.result_for_event(outcome.result, outcome.result_size)
@@ -115,15 +119,17 @@ class TaskLog:
     async def __call__(self, attempt: Attempt, call_next: AttemptNext) -> Outcome:
         outcome = await call_next(attempt)
         envelope = attempt.envelope
-        log = logger.info if outcome.state is TaskStatus.SUCCEEDED else logger.warning
+        succeeded = outcome.state is TaskStatus.SUCCEEDED and attempt.stored
+        log = logger.info if succeeded else logger.warning
         log(
-            "%6.3fs %s %s[%s] attempt %d → %s",
+            "%6.3fs %s %s[%s] attempt %d → %s%s",
             attempt.ran,
             envelope.queue,
             envelope.task,
             envelope.id,
             outcome.attempt,
-            "retry" if outcome.state is TaskStatus.SCHEDULED else outcome.state,
+            _outcome_name(attempt, outcome),
+            "" if attempt.stored else " (not stored: another attempt had taken the task over)",
             extra={
                 "action": "task_done",
                 "task_id": envelope.id,
@@ -133,6 +139,13 @@ class TaskLog:
             },
         )
         return outcome
+
+
+def _outcome_name(attempt: Attempt, outcome: Outcome) -> str:
+    """`succeeded`, `failed`, ..., `retried`, or `superseded` (not stored)."""
+    if not attempt.stored:
+        return "superseded"
+    return "retried" if outcome.state is TaskStatus.SCHEDULED else outcome.state.value
 
 
 def builtin(events: EventBatcher) -> list[Callable[[Attempt, AttemptNext], Awaitable[Outcome]]]:

@@ -70,6 +70,16 @@ def failed(base: dict[str, Any], error: TaskError, reason: str = "failed") -> Ou
     return Outcome(**base, state=TaskStatus.FAILED, error=error, dead_reason=reason)
 
 
+def too_many_deliveries(base: dict[str, Any], deliveries: int, limit: int) -> Outcome:
+    """A task delivered again and again without an outcome: it kills its worker."""
+    message = (
+        f"delivered {deliveries} times without an outcome (max_deliveries={limit}): the task "
+        "probably kills its worker (os._exit, out of memory, a crash in native code), so it "
+        "is dead-lettered rather than run again"
+    )
+    return failed(base, TaskError("MaxDeliveriesExceeded", message), reason="max_deliveries")
+
+
 def error_of(exc: BaseException) -> TaskError:
     cls = type(exc)
     module = cls.__module__

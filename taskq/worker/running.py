@@ -10,8 +10,11 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
 from typing import Any, Literal
 
 from taskq import protocol
@@ -19,8 +22,12 @@ from taskq.client.task import Task
 from taskq.context import TaskContext, _current
 from taskq.middleware import RunNext
 
+logger = logging.getLogger("taskq.worker.executor")  # (where these lines always came from)
+
 # How long a cancelled (timed out) async task may take to run its cleanup.
 CLEANUP_GRACE = 5.0
+# How long a cancel request for a task not running here (yet) is kept.
+EARLY_CANCEL_TTL = 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,6 +61,7 @@ class Run:
     ) -> None:
         self.cancel_requested = False
         self.name = task.name
+        self.attempt = ctx.attempt
         self.code = getattr(task.fn, "__code__", None)  # for the watchdog's blame
         self._is_thread = not task.is_async
         self._call: asyncio.Future[Any]
@@ -88,7 +96,7 @@ class Run:
         limit: float | None,
         *,
         hand_off_after: float | None,
-        hand_off: Callable[[], Awaitable[None]],
+        hand_off: Callable[[], Awaitable[object]],
     ) -> Finished:
         """Wait for the end, at most `limit` s (the task's timeout); after `hand_off_after` s
         still running, await `hand_off()` once."""
@@ -129,6 +137,58 @@ class Run:
         if error is not None:
             return Finished("error", error=error)
         return Finished("value", value=self._call.result())
+
+
+class Runs:
+    """The attempts running in this worker now, by task id: for cancel requests, the
+    watchdog's blame, the heartbeat's leases, and redeliveries of what runs here."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, Run] = {}
+        # Cancel requests that came before their task was registered here (monotonic time).
+        self._early_cancels: dict[str, float] = {}
+
+    def get(self, task_id: str) -> Run | None:
+        return self._runs.get(task_id)
+
+    def ids(self) -> list[str]:
+        return list(self._runs)
+
+    def start(self, task_id: str, run: Run) -> None:
+        self._runs[task_id] = run
+        if self._early_cancels.pop(task_id, None) is not None:
+            run.cancel()  # the request came between the claim and now
+
+    def end(self, task_id: str) -> None:
+        self._runs.pop(task_id, None)
+
+    def blame(self, frame: FrameType) -> str | None:
+        """The running task whose code is on this stack (the watchdog asks), if any."""
+        codes = {run.code: task_id for task_id, run in self._runs.items()}
+        current: FrameType | None = frame
+        while current is not None:
+            if (task_id := codes.get(current.f_code)) is not None:
+                return f"{self._runs[task_id].name}[{task_id}]"
+            current = current.f_back
+        return None
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel the task if it runs here (a control message asked); → whether it did.
+
+        A request for a task not (yet) registered is kept for a minute: it may be one this
+        worker has just claimed and is about to start.
+        """
+        run = self._runs.get(task_id)
+        if run is None:
+            now = time.monotonic()
+            self._early_cancels = {
+                i: t for i, t in self._early_cancels.items() if now - t < EARLY_CANCEL_TTL
+            }
+            self._early_cancels[task_id] = now
+            return False
+        logger.info("cancelling running task %s on request", task_id, extra={"task_id": task_id})
+        run.cancel()
+        return True
 
 
 async def _call(

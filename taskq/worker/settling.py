@@ -7,7 +7,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeVar
 
 from taskq import protocol
 from taskq.broker import Delivery, topology
@@ -17,23 +17,29 @@ from taskq.exceptions import ProtocolError, TaskqError
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskError, TaskRecord
 from taskq.telemetry import metrics, semconv
+from taskq.worker import claims
 
 logger = logging.getLogger("taskq.worker.executor")
 
+T = TypeVar("T")
 
-async def settle(settling: Awaitable[Any]) -> None:
-    """Ack or reject; a broken channel means the broker will redeliver, which is safe."""
+
+async def settle(settling: Awaitable[Any]) -> bool:
+    """Ack or reject; a broken channel means the broker will redeliver, which is safe.
+    → whether it was settled."""
     try:
         await settling
     except TaskqError as exc:
         logger.info("could not settle a delivery (%s); the broker will redeliver it", exc)
+        return False
+    return True
 
 
-async def shielded(write: Awaitable[Any]) -> None:
+async def shielded(write: Awaitable[T]) -> T:
     """Await `write` to its end even if the worker is being cancelled, then re-raise."""
     future = asyncio.ensure_future(write)  # (a future stays as it is: no task is made)
     try:
-        await asyncio.shield(future)
+        return await asyncio.shield(future)
     except asyncio.CancelledError:
         await future
         raise
@@ -93,6 +99,37 @@ async def reject_unknown(
     count_dead(envelope.queue, "unknown_task")
     await settle(delivery.reject(requeue=False))
     events.add(task_event(envelope, TaskStatus.FAILED))
+
+
+async def not_claimed(
+    events: EventBatcher,
+    delivery: Delivery,
+    envelope: protocol.Envelope,
+    claim: claims.Impostor | claims.Leased | claims.Duplicate,
+) -> None:
+    """Settle a delivery whose claim did not take (`claims.Impostor`, `Leased`, `Duplicate`)."""
+    if isinstance(claim, claims.Impostor):
+        await reject_impostor(delivery, envelope, claim.record)
+        return
+    if isinstance(claim, claims.Leased):
+        logger.warning(
+            "task %s was delivered again while a live worker runs it (its connection or "
+            "channel closed); the run is kept by a lease from now, and this copy is acked",
+            envelope.id,
+            extra={"action": "leased", "task_id": envelope.id},
+        )
+        await settle(delivery.ack())
+        return
+    record = claim.record
+    if delivery.redelivered and record is not None and record.dead_reason is not None:
+        # The worker that ended it could not reject its copy (its channel closed, or it
+        # died after storing the outcome): this copy goes to the dead letters instead.
+        await settle(delivery.reject(requeue=False))
+    else:
+        # Final, not yet due, or running: a duplicate copy. Nothing to run.
+        logger.info("task %s is not claimable; acking a duplicate delivery", envelope.id)
+        await settle(delivery.ack())
+    events.add(task_event(envelope, None))
 
 
 async def reject_impostor(

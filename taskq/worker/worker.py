@@ -68,7 +68,7 @@ class Worker:
         app = self.app
         for queue in self.queues:
             await app.declare(queue)
-        writer = app.store.writer(flush_interval=app.settings.flush_interval)
+        writer = app.store.writer(flush_interval=app.settings.flush_interval, worker_id=self.id)
         events = EventBatcher(app.broker)
         # Twice the slots: a plain def task that timed out or was cancelled keeps its thread
         # until it returns (a thread cannot be stopped), and must not starve the next ones.
@@ -102,12 +102,12 @@ class Worker:
                     queues=self.queues,
                     concurrency=self.concurrency,
                     lease_duration=app.settings.lease_duration,
-                    running=executor.running,
+                    running=executor.runs.ids,
                 ),
                 asyncio.TaskGroup() as side,
             ):
                 side.create_task(writer.run(), name="taskq-writer")
-                watchdog = health.LoopWatchdog(self.options.blocked_threshold, executor.blame)
+                watchdog = health.LoopWatchdog(self.options.blocked_threshold, executor.runs.blame)
                 watching = side.create_task(watchdog.run(), name="taskq-watchdog")
                 observing = None
                 if self.options.observe_queues:
@@ -289,7 +289,7 @@ def _on_control(executor: Executor, body: bytes) -> None:
         logger.warning("ignored a malformed control message: %s", exc)
         return
     if command == "cancel":
-        executor.cancel(task_id)
+        executor.runs.cancel(task_id)
 
 
 def _queues_of(app: App) -> list[str]:

@@ -20,6 +20,7 @@ from taskq.store import (
     TaskError,
     TaskRecord,
     Writer,
+    Written,
 )
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -51,8 +52,8 @@ async def insert(store: Store, *tasks: NewTask) -> list[str]:
 async def claim(
     store: Store, ids: Sequence[str], worker_id: str = "w1", *, redelivered: bool = False
 ) -> dict[str, int]:
-    claimed = await store.write([ClaimRequest(i, worker_id, redelivered) for i in ids], [])
-    return {task_id: claim.attempt for task_id, claim in claimed.items()}
+    written = await store.write([ClaimRequest(i, worker_id, redelivered) for i in ids], [])
+    return {task_id: claim.attempt for task_id, claim in written.claimed.items()}
 
 
 async def record(store: Store, *outcomes: Outcome) -> None:
@@ -312,9 +313,7 @@ class CountingBatches:
         self.batches = store.writer(flush_interval=0)._batches
         self.calls = 0
 
-    async def write(
-        self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
-    ) -> dict[str, Claimed]:
+    async def write(self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]) -> Written:
         self.calls += 1
         return await self.batches.write(claims, outcomes)
 
@@ -408,7 +407,7 @@ async def test_writer_close_flushes_pending_items_before_run_returns(store: Stor
         for task_id in ids
     ]
     outcome = Outcome(task_id=done, attempt=1, state=TaskStatus.SUCCEEDED, result="flushed")
-    recording: asyncio.Future[None] = writer.record(outcome)
+    recording: asyncio.Future[bool] = writer.record(outcome)
     # When close() is called right after they were queued (call_soon runs it after the
     # tasks above have taken their first step, i.e. queued their items)
     asyncio.get_running_loop().call_soon(writer.close)
@@ -416,7 +415,7 @@ async def test_writer_close_flushes_pending_items_before_run_returns(store: Stor
         await running
     # Then by the time run() returned, every item was committed
     assert transactions.calls >= 3
-    assert all(task.done() for task in claims) and recording.done()
+    assert all(task.done() for task in claims) and recording.result() is True
     assert [task.result() for task in claims] == [1] * 25
     assert {(await state_of(store, task_id)).state for task_id in ids} == {TaskStatus.RUNNING}
     assert (await state_of(store, done)).result == "flushed"

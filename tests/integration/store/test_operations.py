@@ -44,8 +44,8 @@ async def got(store: Store, task_id: str) -> TaskRecord:
 
 
 async def claim(store: Store, task_id: str, worker_id: str = "w1") -> int:
-    claimed = await store.write([ClaimRequest(task_id, worker_id, False)], [])
-    return claimed[task_id].attempt
+    written = await store.write([ClaimRequest(task_id, worker_id, False)], [])
+    return written.claimed[task_id].attempt
 
 
 # -- headers, on every insert and read path ----------------------------------------------------
@@ -170,8 +170,9 @@ async def test_a_lease_is_handed_off_extended_released_and_requeued_when_lapsed(
     assert not await store.hand_off(kept.id, 2, past)  # a stale attempt holds nothing
     assert await store.hand_off(lapsed.id, attempt, past)
     await store.register_worker("w1", role="worker", queues=["default"], concurrency=1)
-    # The heartbeat extends w1's leases; then one lapses again and is requeued
-    await store.heartbeat("w1", running=2, memory=1, leases_until=datetime.now(UTC) + timedelta(1))
+    # The heartbeat extends the leases of the tasks w1 runs; then one lapses again and is requeued
+    until = datetime.now(UTC) + timedelta(1)
+    await store.heartbeat("w1", running=[kept.id, lapsed.id], memory=1, leases_until=until)
     assert await store.requeue_lapsed(10) == []
     await store.hand_off(lapsed.id, 1, past)
     assert await store.requeue_lapsed(10) == [lapsed.id]
@@ -254,7 +255,12 @@ async def test_workers_register_beat_lead_stop_and_die(store: Store) -> None:
         await store.register_worker(worker_id, role="worker", queues=["q"], concurrency=4)
     await store.set_leader("w1", True)
     await store.set_leader("w2", True)
-    await store.heartbeat("w2", running=3, memory=42, leases_until=datetime.now(UTC))
+    await store.heartbeat(
+        "w2",
+        running=[str(uuid.uuid4()) for _ in range(3)],
+        memory=42,
+        leases_until=datetime.now(UTC),
+    )
     await store.stop_worker("w3")
     workers = {w.id: w for w in await store.list_workers(include_stopped=True)}
     assert [workers[w].leader for w in ("w1", "w2")] == [False, True]

@@ -83,17 +83,17 @@ async def test_a_flush_is_one_statement_that_claims_records_and_logs_attempts(
         await store.insert_task(task)
     writer = store.writer(flush_interval=0)
     batches = writer._batches
-    claimed = await batches.write(
+    written = await batches.write(
         [ClaimRequest(t.id, "w1", False) for t in (done, final, retry)], []
     )
-    assert sorted(claimed) == sorted([done.id, final.id, retry.id])
+    assert sorted(written.claimed) == sorted([done.id, final.id, retry.id])
     await batches.write([], [Outcome(task_id=final.id, attempt=1, state=TaskStatus.SUCCEEDED)])
     # When one flush claims the queued task (and the final one again) and records an
     # outcome with a result and a retry
     retry_at = datetime.now(UTC) + timedelta(hours=1)
     started = datetime.now(UTC)
     error = TaskError("ValueError", "boom")
-    claims = await batches.write(
+    written = await batches.write(
         [ClaimRequest(queued.id, "w2", False), ClaimRequest(final.id, "w2", True)],
         [
             Outcome(
@@ -116,7 +116,9 @@ async def test_a_flush_is_one_statement_that_claims_records_and_logs_attempts(
         ],
     )
     await batches.close()
-    # Then only the queued task is claimed, by w2, as attempt 1
+    # Then only the queued task is claimed, by w2, as attempt 1, and both outcomes stored
+    claims = written.claimed
+    assert written.stored == {(done.id, 1), (retry.id, 1)}
     assert list(claims) == [queued.id]
     assert claims[queued.id].attempt == 1 and not claims[queued.id].cancel_requested
     running, succeeded, retried = [await row_of(store, t) for t in (queued, done, retry)]
