@@ -15,7 +15,7 @@ import pytest
 
 from taskq import protocol
 from taskq.status import TaskStatus
-from taskq.store import SILENT_FOR, NewTask, Outcome, Store, Writer
+from taskq.store import SILENT_FOR, Claimed, NewTask, Outcome, Store, Writer
 from taskq.worker import claims
 
 CREATED = datetime(2026, 1, 2, tzinfo=UTC)
@@ -78,7 +78,7 @@ async def test_a_live_workers_running_task_is_never_claimed_twice(
     await store.insert_task(row_of(message))
     async with Worker(store, "w1") as w1, Worker(store, "w2") as w2:
         first = await w1.claim(message, redelivered=False)
-        assert isinstance(first, claims.Claimed) and first.attempt == 1
+        assert isinstance(first, Claimed) and first.attempt == 1
         # When its message comes to w2 (a copy, or a redelivery after w1's channel closed)
         second = await w2.claim(message, redelivered=redelivered)
         row = await store.get_task(message.id)
@@ -102,7 +102,7 @@ async def test_a_redelivery_takes_over_from_a_worker_that_is_gone(store: Store) 
     message = envelope()
     await store.insert_task(row_of(message))
     async with Worker(store, "w1") as w1:
-        assert isinstance(await w1.claim(message, redelivered=False), claims.Claimed)
+        assert isinstance(await w1.claim(message, redelivered=False), Claimed)
     if store.dialect == "sqlite":
         await store.mark_dead(timedelta(0))
     else:
@@ -111,7 +111,7 @@ async def test_a_redelivery_takes_over_from_a_worker_that_is_gone(store: Store) 
     async with Worker(store, "w2") as w2:
         taken = await w2.claim(message, redelivered=True)
     # Then w2 runs it as attempt 2
-    assert isinstance(taken, claims.Claimed) and taken.attempt == 2 and taken.deliveries == 2
+    assert isinstance(taken, Claimed) and taken.attempt == 2 and taken.deliveries == 2
 
 
 async def test_an_outcome_of_an_attempt_taken_over_is_not_stored_and_says_so(
@@ -124,7 +124,7 @@ async def test_an_outcome_of_an_attempt_taken_over_is_not_stored_and_says_so(
         await w1.claim(message, redelivered=False)
     await store.mark_dead(timedelta(0))
     async with Worker(store, "w2") as w2, Worker(store, "w1b") as late:
-        assert isinstance(await w2.claim(message, redelivered=True), claims.Claimed)
+        assert isinstance(await w2.claim(message, redelivered=True), Claimed)
         # When attempt 1's outcome comes after all
         stale = Outcome(
             task_id=message.id, attempt=1, state=TaskStatus.SUCCEEDED, result=1, worker_id="w1"
