@@ -12,6 +12,7 @@
     ├── BrokerError
     │   ├── BrokerConnectionError cannot reach or log in to the broker
     │   ├── PublishError          the broker did not confirm a message
+    │   │   └── PublishUnconfirmed    ... because it could not be reached in time
     │   └── TopologyConflict      an existing queue was declared with other arguments
     ├── StoreError
     │   ├── StoreConnectionError  cannot reach the database
@@ -82,6 +83,11 @@ class BrokerConnectionError(BrokerError):
 
 class PublishError(BrokerError):
     """The broker did not confirm a published message."""
+
+
+class PublishUnconfirmed(PublishError):
+    """The broker could not be reached, or did not answer, in time: the message may or may
+    not have arrived (unlike a refusal, trying again later may work)."""
 
 
 class TopologyConflict(BrokerError):

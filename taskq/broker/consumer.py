@@ -53,6 +53,7 @@ class RawConsumer:
         self._lock = asyncio.Lock()  # one restore at a time: a reopen and a cancel may race
         self._recovery: asyncio.Task[None] | None = None
         channel.reopen_callbacks.add(self._on_reopen)
+        channel.close_callbacks.add(_explain_close)
 
     async def consume(self, queue: AbstractQueue, callback: RawCallback) -> str:
         """Consume `queue` (declared on this channel, robust: re-declared on reopen)."""
@@ -296,6 +297,21 @@ class RabbitDelivery(Delivery):
             raise BrokerError(f"could not settle a delivery: {type(exc).__name__}") from None
         finally:
             await self._subscription.settled()
+
+
+def _explain_close(channel: object, exc: BaseException | None) -> None:
+    """RabbitMQ closes a channel whose delivery went unacknowledged past its
+    consumer_timeout (a 406): say so, and what to do, rather than a bare reconnect."""
+    text = str(exc)
+    if "PRECONDITION_FAILED" in text and "acknowledgement" in text and "timed out" in text:
+        logger.error(
+            "RabbitMQ closed the consumer channel: a delivery went unacknowledged past its "
+            "consumer_timeout (%s). The tasks running keep running, kept by leases, and their "
+            "redelivered copies are acked, not run again; to avoid this, raise RabbitMQ's "
+            "consumer_timeout above TASKQ_LEASE_AFTER, or lower TASKQ_LEASE_AFTER below it",
+            text,
+            extra={"action": "consumer_timeout"},
+        )
 
 
 async def _ack_run(messages: list[Delivered]) -> BaseException | None:

@@ -39,7 +39,13 @@ from taskq.broker.base import (
 )
 from taskq.broker.consumer import CONNECTION_ERRORS, SHUTDOWN_CALL_TIMEOUT, Consumption
 from taskq.config import redact_url, url_host
-from taskq.exceptions import BrokerConnectionError, BrokerError, PublishError, TopologyConflict
+from taskq.exceptions import (
+    BrokerConnectionError,
+    BrokerError,
+    PublishError,
+    PublishUnconfirmed,
+    TopologyConflict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +196,7 @@ class RabbitMQBroker(Broker):
     ) -> None:
         queue, confirming = routing_key, self._confirming
         if confirming is None:
-            raise PublishError("the broker is not connected")
+            raise PublishUnconfirmed("the broker is not connected")
         deadline = time.monotonic() + self._publish_timeout
         attempt = 0
         while True:
@@ -232,7 +238,7 @@ class RabbitMQBroker(Broker):
             except (*CONNECTION_ERRORS, RuntimeError) as exc:
                 # Outcome unknown: retry on the reconnected channel; consumers dedupe.
                 if time.monotonic() >= deadline:
-                    raise PublishError(
+                    raise PublishUnconfirmed(
                         f"RabbitMQ at {self._host} did not confirm the message for queue "
                         f"{queue!r} within {self._publish_timeout} s "
                         f"({type(exc).__name__}: {exc})"

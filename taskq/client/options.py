@@ -26,6 +26,9 @@ class TaskOptions:
     retry_for: tuple[type[BaseException], ...] = (Exception,)
     backoff: Backoff = DEFAULT_BACKOFF
     max_deliveries: int = 5
+    # Return from submit() only once RabbitMQ confirmed the message (else PublishError);
+    # by default a message RabbitMQ cannot take now is left to the leader to publish.
+    confirm_publish: bool = False
     # A caller's AsyncConnection or AsyncSession: the task is written in its transaction.
     transaction: Any = None
 

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 from taskq import middleware, protocol, values
 from taskq.broker import Broker, topology
 from taskq.client import events
-from taskq.exceptions import ConfigurationError, PublishError, TaskqError
+from taskq.exceptions import (
+    BrokerConnectionError,
+    BrokerError,
+    ConfigurationError,
+    PublishError,
+    PublishUnconfirmed,
+    TaskqError,
+)
 from taskq.status import TaskStatus
 from taskq.store import NewTask, Store, TaskError, TaskRecord
 from taskq.telemetry import metrics, tracing
@@ -70,23 +77,47 @@ async def _store_and_publish(
     options: TaskOptions,
 ) -> str:
     store, broker = runtime.store, runtime.broker
-    await runtime.declare(options.queue)
+    relay = not options.confirm_publish
+    try:
+        await runtime.declare(options.queue)
+    except BrokerError:
+        if not relay:
+            raise
     row = new_task_row(envelope, run_at=run_at, idempotency_key=options.idempotency_key)
     # The row first, then the message: a worker never sees a task the store lacks.
     task_id = await store.insert_task(row)
     if task_id != envelope.id:
         await _republish_if_queued(runtime, task_id)  # an earlier submit with this key
     elif row.state is TaskStatus.QUEUED:
+        if relay and not broker.connected:
+            await _hand_to_relay(store, task_id, "the broker is not connected")
+            return task_id
         # The event leaves first: a worker can take the message and announce `running`
         # before RabbitMQ confirms it, and watchers must see `queued` before that.
         await runtime.events.announce(events.task_event(envelope, TaskStatus.QUEUED))
         try:
-            await publish(store, broker, options.queue, body, envelope)
-        except PublishError:
+            await publish(broker, options.queue, body, envelope)
+        except PublishError as exc:
+            if relay and isinstance(exc, PublishUnconfirmed):
+                await _hand_to_relay(store, task_id, str(exc))
+                return task_id
+            await _record_unpublished(store, task_id, exc)
             await runtime.events.announce(events.task_event(envelope, TaskStatus.FAILED))
             raise
     # (A `scheduled` row is published by the leader when it is due.)
     return task_id
+
+
+async def _hand_to_relay(store: Store, task_id: str, why: str) -> None:
+    """The row is committed: the leader publishes it once the broker is back."""
+    await store.hand_to_relay(task_id)
+    logger.warning(
+        "task %s is stored but not yet published (%s); the leader publishes it once "
+        "RabbitMQ is back",
+        task_id,
+        why,
+        extra={"action": "relay", "task_id": task_id},
+    )
 
 
 async def submit_many(
@@ -141,7 +172,7 @@ async def submit_many(
         ]
         await runtime.store.insert_tasks(rows, due_now=run_at is None)
         if run_at is None:
-            await publish_scheduled(runtime, messages)
+            await _publish_batch(runtime, messages, relay=not options.confirm_publish)
     except BaseException as exc:
         for span in sends:
             tracing.end(span, exc)
@@ -150,6 +181,27 @@ async def submit_many(
         tracing.end(span)
     metrics.submitted.add(len(rows), metrics.task_attributes(name, options.queue))
     return batch_id, [envelope.id for envelope, _ in messages]
+
+
+async def _publish_batch(
+    runtime: Runtime, messages: Sequence[tuple[protocol.Envelope, bytes]], *, relay: bool
+) -> None:
+    """Publish a stored batch; with `relay`, a broker out of reach leaves it to the leader
+    (its rows are due `scheduled` ones until published)."""
+    try:
+        if relay and not runtime.broker.connected:
+            raise PublishUnconfirmed("the broker is not connected")
+        await publish_scheduled(runtime, messages)
+    except BrokerError as exc:
+        if not relay or (isinstance(exc, PublishError) and not isinstance(exc, PublishUnconfirmed)):
+            raise
+        logger.warning(
+            "%d tasks are stored but not yet published (%s); the leader publishes them once "
+            "RabbitMQ is back",
+            len(messages),
+            exc,
+            extra={"action": "relay"},
+        )
 
 
 async def publish_scheduled(
@@ -264,24 +316,21 @@ async def _republish_if_queued(runtime: Runtime, task_id: str) -> None:
     if record is not None and record.state is TaskStatus.QUEUED:
         envelope = envelope_of(record)
         body = protocol.encode(envelope, max_bytes=runtime.settings.max_payload_bytes)
-        await runtime.declare(record.queue)
-        await publish(runtime.store, runtime.broker, record.queue, body, envelope)
+        try:
+            await runtime.declare(record.queue)
+            await publish(runtime.broker, record.queue, body, envelope)
+        except (PublishUnconfirmed, BrokerConnectionError) as exc:
+            await _hand_to_relay(runtime.store, task_id, str(exc))
 
 
-async def publish(
-    store: Store, broker: Broker, queue: str, body: bytes, envelope: protocol.Envelope
-) -> None:
-    try:
-        await broker.publish(
-            queue,
-            body,
-            priority=envelope.priority,
-            message_id=envelope.id,
-            expiration=time_left(envelope),
-        )
-    except PublishError as exc:
-        await _record_unpublished(store, envelope.id, exc)
-        raise
+async def publish(broker: Broker, queue: str, body: bytes, envelope: protocol.Envelope) -> None:
+    await broker.publish(
+        queue,
+        body,
+        priority=envelope.priority,
+        message_id=envelope.id,
+        expiration=time_left(envelope),
+    )
 
 
 def due_time(options: TaskOptions) -> datetime | None:

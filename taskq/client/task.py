@@ -55,6 +55,7 @@ class _Submitter(Generic[P, R]):
         expires: float | datetime | None = _UNSET,
         max_retries: int = _UNSET,
         transaction: AsyncConnection | AsyncSession | None = _UNSET,
+        confirm_publish: bool = _UNSET,
     ) -> BoundTask[P, R]:
         """A copy with other options: `await task.options(priority=9).submit(...)`.
 
@@ -64,7 +65,9 @@ class _Submitter(Generic[P, R]):
         now, or an aware datetime): a task not started by then never runs; it ends `expired`.
         `transaction` (a SQLAlchemy AsyncConnection or AsyncSession on the store's
         database): the task is written in that transaction and runs only if it commits.
-        Options not given keep their values; calls chain.
+        `confirm_publish=True`: return only once RabbitMQ confirmed the message, else raise
+        `PublishError` (by default a task RabbitMQ cannot take now is stored, and the leader
+        publishes it once RabbitMQ is back). Options not given keep their values; calls chain.
         """
         task, options = self._target()
         merged = options.merged(
@@ -77,6 +80,7 @@ class _Submitter(Generic[P, R]):
             expires=expires,
             max_retries=max_retries,
             transaction=transaction,
+            confirm_publish=confirm_publish,
         )
         return BoundTask(task, merged)
 

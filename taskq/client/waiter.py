@@ -119,8 +119,10 @@ class Waiter:
         """Whether events for `watch` can be relied on to arrive (else re-read often)."""
         return watch.bound and time.monotonic() >= self._degraded_until
 
-    async def _bind(self, subscription: EventSubscription) -> bool:
+    async def _bind(self, subscription: EventSubscription | None) -> bool:
         self._watching += 1
+        if subscription is None:
+            return False
         async with self._binding:
             if not self._bound:
                 try:
@@ -154,12 +156,17 @@ class Waiter:
                     with contextlib.suppress(BrokerError):
                         await self._subscription.unbind(topology.EVENTS_KEY)
 
-    async def _ensure_subscription(self) -> EventSubscription:
+    async def _ensure_subscription(self) -> EventSubscription | None:
+        """The events subscription; None while the broker is out of reach (a waiter then
+        re-reads the store instead, and the next watch tries again)."""
         async with self._subscribing:
             if self._subscription is None:
-                self._subscription = await self._broker.subscribe_events(
-                    self._on_event, self._on_reconnect
-                )
+                try:
+                    self._subscription = await self._broker.subscribe_events(
+                        self._on_event, self._on_reconnect
+                    )
+                except BrokerError as exc:
+                    logger.warning("watching tasks without events for now: %s", exc)
             return self._subscription
 
     def _on_event(self, body: bytes) -> None:

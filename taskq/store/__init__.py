@@ -64,7 +64,7 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 # The channel the leader listens on, so a committed transactional task is published at once.
-DUE_CHANNEL = "taskq_due"
+DUE_CHANNEL = lifecycle.DUE_CHANNEL
 # Ids per statement in reads of many tasks (an IN list this long is still cheap to plan).
 READ_CHUNK = 1_000
 
@@ -184,9 +184,14 @@ class Store:
             )
         async with self._translated():
             task_id = await statements.insert_task(conn, task, due_now=due_now)
-            if conn.dialect.name == "postgresql" and due_now:
-                await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL})
+            if due_now:
+                await lifecycle.wake_leader(conn)
         return task_id
+
+    async def hand_to_relay(self, task_id: str) -> bool:
+        """A `queued` task whose message could not be published becomes a due `scheduled`
+        row, which the leader publishes (woken at once on PostgreSQL); → whether it did."""
+        return await self._run(lambda conn: lifecycle.hand_to_relay(conn, task_id))
 
     async def publish_scheduled(
         self, task_ids: Sequence[str], publish: Callable[[list[str]], Awaitable[None]]

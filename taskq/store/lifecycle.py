@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, select, text, update
 
 from taskq.status import TaskStatus
 from taskq.store import records
@@ -15,6 +15,9 @@ from taskq.store.records import now
 from taskq.store.tables import attempts, tasks
 
 _c = tasks.c
+
+# Where a transaction that made a task due says so (see `Store.due_soon`).
+DUE_CHANNEL = "taskq_due"
 _WAITING = (TaskStatus.SCHEDULED.value, TaskStatus.QUEUED.value)
 _FINAL = tuple(state.value for state in TaskStatus if state.is_final)
 
@@ -100,6 +103,25 @@ async def extend_leases(
         )
         .values(lease_until=until)
     )
+
+
+async def hand_to_relay(conn: Connection, task_id: str) -> bool:
+    """`queued` → due `scheduled`, for the leader to publish (see `Store.hand_to_relay`)."""
+    statement = (
+        update(tasks)
+        .where(_c.id == task_id, _c.state == TaskStatus.QUEUED.value)
+        .values(state=TaskStatus.SCHEDULED.value, run_at=clock(conn))
+        .returning(_c.id)
+    )
+    if handed := (await conn.execute(statement)).first() is not None:
+        await wake_leader(conn)
+    return handed
+
+
+async def wake_leader(conn: Connection) -> None:
+    """Tell the leader (LISTENing on PostgreSQL) that a task is due, once this commits."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL})
 
 
 async def requeue_lapsed(conn: Connection, limit: int) -> list[str]:

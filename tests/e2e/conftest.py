@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -9,6 +11,47 @@ import pytest
 
 from tests.conftest import Backend
 from tests.e2e.processes import Workers
+from tests.servers import RabbitNode
+
+
+@pytest.fixture(scope="session")
+def private_rabbit() -> Iterator[RabbitNode]:
+    """A RabbitMQ node of this run's own, for tests that stop or restart the broker (the
+    machine's shared node is never stopped); started on first use, removed at the end."""
+    node = RabbitNode()
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def private_production(private_rabbit: RabbitNode, postgres_url: str) -> Backend:
+    """The production backend on `private_rabbit`, in a fresh vhost of its own."""
+    vhost = f"t_{uuid.uuid4().hex[:8]}"
+    for args in (("add_vhost", vhost), ("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
+        done = private_rabbit.ctl_sync(*args)
+        if done.returncode != 0:
+            raise subprocess.SubprocessError(f"rabbitmqctl {args}: {done.stderr}")
+    return Backend("private", f"{private_rabbit.url}{vhost}", postgres_url)
+
+
+@pytest.fixture
+def private_workers(
+    private_production: Backend, private_rabbit: RabbitNode, tmp_path: Path
+) -> Iterator[Workers]:
+    """`workers`, on `private_production`."""
+    started = Workers(
+        amqp_url=private_production.broker_url,
+        store_url=private_production.store_url,
+        workdir=tmp_path,
+        ctl=private_rabbit.ctl,
+    )
+    try:
+        yield started
+    finally:
+        started.stop_all()
 
 
 @pytest.fixture
@@ -33,7 +76,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.failed and report.when in ("call", "teardown"):
-        started = getattr(item, "funcargs", {}).get("workers")
+        arguments = getattr(item, "funcargs", {})
+        started = arguments.get("workers") or arguments.get("private_workers")
         if isinstance(started, Workers):
             for title, text in started.outputs():
                 report.sections.append((f"stderr of {title}", text))

@@ -125,8 +125,11 @@ async def rabbitmqctl(*args: str) -> str:
     return output
 
 
-async def consumer_count(vhost: str, queue: str) -> int:
-    output = await rabbitmqctl("list_consumers", "-p", vhost, "--no-table-headers", "queue_name")
+Ctl = Callable[..., Awaitable[str]]
+
+
+async def consumer_count(vhost: str, queue: str, ctl: Ctl = rabbitmqctl) -> int:
+    output = await ctl("list_consumers", "-p", vhost, "--no-table-headers", "queue_name")
     return sum(1 for line in output.splitlines() if line.strip() == queue)
 
 
@@ -234,7 +237,10 @@ class Workers:
     """Starts `taskq worker` (and `taskq scheduler`) subprocesses against one vhost +
     database, and stops them all later."""
 
-    def __init__(self, *, amqp_url: str, store_url: str, workdir: Path) -> None:
+    def __init__(
+        self, *, amqp_url: str, store_url: str, workdir: Path, ctl: Ctl = rabbitmqctl
+    ) -> None:
+        self.ctl = ctl  # rabbitmqctl against the node the workers use
         self.amqp_url = amqp_url
         self.store_url = store_url
         self.vhost = vhost_of(amqp_url)
@@ -365,7 +371,7 @@ class Workers:
                     f"taskq worker exited with {also.process.returncode} before consuming:\n"
                     + also.output()
                 )
-            return await consumer_count(self.vhost, "default") == count
+            return await consumer_count(self.vhost, "default", self.ctl) == count
 
         await wait_until(
             reached, within=START_DEADLINE, what=f"{count} consumer(s) on queue 'default'"

@@ -29,6 +29,7 @@ from taskq.client.submit import new_task_row
 from tests.conftest import Backend
 from tests.e2e import lifecycle_app
 from tests.e2e.processes import (
+    Ctl,
     WorkerProcess,
     Workers,
     cli_env,
@@ -39,6 +40,7 @@ from tests.e2e.processes import (
     sql,
     wait_until,
 )
+from tests.servers import RabbitNode
 
 LIFECYCLE_APP = "tests.e2e.lifecycle_app:app"
 DEFAULT_CONSUMER_TIMEOUT_MS = 1_800_000
@@ -82,9 +84,9 @@ async def dead_letters_json(production: Backend, count: int) -> list[dict[str, A
     return found
 
 
-async def queue_counts(vhost: str, queue: str) -> tuple[int, int]:
+async def queue_counts(vhost: str, queue: str, ctl: Ctl = rabbitmqctl) -> tuple[int, int]:
     """(ready, unacknowledged) messages of `queue`, as RabbitMQ counts them."""
-    output = await rabbitmqctl(
+    output = await ctl(
         "list_queues",
         "-p",
         vhost,
@@ -101,19 +103,19 @@ async def queue_counts(vhost: str, queue: str) -> tuple[int, int]:
 
 
 @contextlib.asynccontextmanager
-async def lowered_consumer_timeout(milliseconds: int) -> AsyncIterator[None]:
+async def lowered_consumer_timeout(node: RabbitNode, milliseconds: int) -> AsyncIterator[None]:
     """RabbitMQ closes a channel whose delivery stays unacked past `milliseconds`, checked
     every second. Both are read when a channel opens: start workers inside the block."""
     try:
-        await rabbitmqctl("eval", f"application:set_env(rabbit, consumer_timeout, {milliseconds}).")
-        await rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 1000).")
+        await node.ctl("eval", f"application:set_env(rabbit, consumer_timeout, {milliseconds}).")
+        await node.ctl("eval", "application:set_env(rabbit, channel_tick_interval, 1000).")
         yield
     finally:
-        await rabbitmqctl(
+        await node.ctl(
             "eval",
             f"application:set_env(rabbit, consumer_timeout, {DEFAULT_CONSUMER_TIMEOUT_MS}).",
         )
-        await rabbitmqctl(
+        await node.ctl(
             "eval",
             f"application:set_env(rabbit, channel_tick_interval, {DEFAULT_CHANNEL_TICK_MS}).",
         )
@@ -361,35 +363,50 @@ async def test_garbage_on_the_queue_is_dead_lettered_with_reasons_and_the_worker
 # -- long tasks and RabbitMQ's consumer_timeout ---------------------------------------------
 
 
-async def test_without_a_lease_a_task_past_consumer_timeout_is_redelivered_and_runs_twice(
-    production: Backend, workers: Workers, tmp_path: Path
+async def test_a_task_past_consumer_timeout_without_a_lease_still_runs_once(
+    private_production: Backend,
+    private_workers: Workers,
+    private_rabbit: RabbitNode,
+    tmp_path: Path,
 ) -> None:
-    """The hazard: RabbitMQ closes the channel of a delivery unacked past consumer_timeout
-    and redelivers the message, so the task runs a second time alongside the first."""
-    e2e = lifecycle_app.build(production.broker_url, production.store_url)
+    """RabbitMQ closes the channel of a delivery unacked past consumer_timeout and
+    redelivers the message; the worker that runs the task keeps it by a lease from then on
+    and acks the copy, so it runs once (issue 17, defect 4: it used to run again)."""
+    e2e = lifecycle_app.build(private_production.broker_url, private_production.store_url)
     runs = tmp_path / "runs"
-    async with lowered_consumer_timeout(3000):
+    async with lowered_consumer_timeout(private_rabbit, 3000):
         # Given a worker that would ack early only after 600 s, and a 3 s consumer_timeout
-        await workers.start(concurrency=2, app=LIFECYCLE_APP, env={"TASKQ_LEASE_AFTER": "600"})
+        await private_workers.start(
+            concurrency=2, app=LIFECYCLE_APP, env={"TASKQ_LEASE_AFTER": "600"}
+        )
         async with e2e.app:
             # When a task runs for 6 s
             handle = await e2e.long.submit(6.0, str(runs))
 
-            # Then RabbitMQ took the message back and it ran again, as attempt 2
-            assert await handle.result(timeout=20) == 2
-    assert len(lines(runs)) == 2
+            # Then RabbitMQ took the message back, and the worker kept the run by a lease
+            assert await handle.result(timeout=20) == 1
+            info = await handle.info()
+    assert (info.state, info.attempts) == (taskq.TaskStatus.SUCCEEDED, 1)
+    assert len(lines(runs)) == 1
+    worker_log = "".join(text for _, text in private_workers.outputs())
+    assert "consumer_timeout" in worker_log and "kept by a lease" in worker_log
 
 
 async def test_lease_keeps_a_task_past_consumer_timeout_running_exactly_once(
-    production: Backend, workers: Workers, tmp_path: Path
+    private_production: Backend,
+    private_workers: Workers,
+    private_rabbit: RabbitNode,
+    tmp_path: Path,
 ) -> None:
     """The fix: past `lease_after` the worker acks the message and keeps the task by a lease
     in the store, so consumer_timeout has nothing to time out."""
-    e2e = lifecycle_app.build(production.broker_url, production.store_url)
+    e2e = lifecycle_app.build(private_production.broker_url, private_production.store_url)
     runs = tmp_path / "runs"
-    async with lowered_consumer_timeout(3000):
+    async with lowered_consumer_timeout(private_rabbit, 3000):
         # Given a worker that acks after 1 s, and a 3 s consumer_timeout
-        await workers.start(concurrency=2, app=LIFECYCLE_APP, env={"TASKQ_LEASE_AFTER": "1"})
+        await private_workers.start(
+            concurrency=2, app=LIFECYCLE_APP, env={"TASKQ_LEASE_AFTER": "1"}
+        )
         async with e2e.app:
             # When a task runs for 8 s
             begun = time.monotonic()
@@ -400,7 +417,10 @@ async def test_lease_keeps_a_task_past_consumer_timeout_running_exactly_once(
                 return (await handle.info()).lease_until is not None
 
             await wait_until(leased, within=10, what="the task to be kept by a lease")
-            assert await queue_counts(workers.vhost, "default") == (0, 0)
+            assert await queue_counts(private_workers.vhost, "default", private_rabbit.ctl) == (
+                0,
+                0,
+            )
 
             # And it runs to the end exactly once
             assert await handle.result(timeout=30) == 1
@@ -494,17 +514,22 @@ async def test_graceful_stop_after_a_leased_task_does_not_hand_back_a_running_ta
 
 
 async def test_task_prefetched_behind_leased_tasks_runs_exactly_once(
-    production: Backend, workers: Workers, tmp_path: Path
+    private_production: Backend,
+    private_workers: Workers,
+    private_rabbit: RabbitNode,
+    tmp_path: Path,
 ) -> None:
     """Leased tasks hold no prefetch slot, so RabbitMQ hands their worker more messages
     than it has free slots; such a message waits in the worker, unacked, and must still
     not outlive consumer_timeout into a second delivery that runs the task twice."""
-    e2e = lifecycle_app.build(production.broker_url, production.store_url)
+    e2e = lifecycle_app.build(private_production.broker_url, private_production.store_url)
     long_runs, waiting_runs = tmp_path / "long-runs", tmp_path / "waiting-runs"
-    async with lowered_consumer_timeout(3000):
+    async with lowered_consumer_timeout(private_rabbit, 3000):
         # Given a worker with two slots that acks long tasks after 1 s, and a 3 s
         # consumer_timeout
-        await workers.start(concurrency=2, app=LIFECYCLE_APP, env={"TASKQ_LEASE_AFTER": "1"})
+        await private_workers.start(
+            concurrency=2, app=LIFECYCLE_APP, env={"TASKQ_LEASE_AFTER": "1"}
+        )
         async with e2e.app:
             # And two 8 s tasks on leases, which fill its slots
             long = [await e2e.long.submit(8.0, str(long_runs)) for _ in range(2)]

@@ -32,13 +32,13 @@ from tests.e2e.processes import (
     Workers,
     cli_env,
     leader_pid,
-    rabbitmqctl,
     run_cli,
     sql,
     state_counts,
     wait_for_amqp,
     wait_until,
 )
+from tests.servers import RabbitNode
 
 logger = logging.getLogger(__name__)  # figures the issues ask to see: pytest -o log_cli=true
 
@@ -91,57 +91,58 @@ def ran_labels(workers: Workers) -> collections.Counter[str]:
 
 
 async def test_delayed_tasks_survive_every_taskq_process_stopping_and_a_broker_restart(
-    production: Backend, workers: Workers
+    private_production: Backend, private_workers: Workers, private_rabbit: RabbitNode
 ) -> None:
     # Given 100 tasks due in 5 s, submitted while no taskq process runs
-    e2e = worker_app.build(production.broker_url, production.store_url)
+    e2e = worker_app.build(private_production.broker_url, private_production.store_url)
     labels = [f"delayed-{i}" for i in range(100)]
     async with e2e.app:
         await asyncio.gather(*(e2e.record.options(countdown=5).submit(x) for x in labels))
-    assert await state_counts(production.store_url) == {"scheduled": 100}
+    assert await state_counts(private_production.store_url) == {"scheduled": 100}
     (times,) = await sql(
-        production.store_url, "SELECT min(run_at) AS first, max(run_at) AS last FROM taskq_tasks"
+        private_production.store_url,
+        "SELECT min(run_at) AS first, max(run_at) AS last FROM taskq_tasks",
     )
     first_due: float = times["first"].timestamp()
     last_due: float = times["last"].timestamp()
 
     # When a worker starts and leads, then every taskq process is stopped before they are due
-    first = await workers.start(concurrency=10)
+    first = await private_workers.start(concurrency=10)
 
     async def first_leads() -> bool:
-        return await leader_pid(production.store_url) == first.pid
+        return await leader_pid(private_production.store_url) == first.pid
 
     await wait_until(first_leads, within=15, what="the first worker to lead")
     await asyncio.to_thread(first.stop)
     assert first.process.returncode == 0, first.output()
     assert time.time() < first_due, "the worker was stopped too late for this test to mean much"
-    assert await state_counts(production.store_url) == {"scheduled": 100}
+    assert await state_counts(private_production.store_url) == {"scheduled": 100}
 
     # And RabbitMQ restarts meanwhile (the delayed tasks live in PostgreSQL alone)
     try:
-        await rabbitmqctl("stop_app")
+        await private_rabbit.ctl("stop_app")
     finally:
-        await rabbitmqctl("start_app")
-        await wait_for_amqp(production.broker_url)
+        await private_rabbit.ctl("start_app")
+        await wait_for_amqp(private_production.broker_url)
 
     # And nothing runs them while no process runs, past their due time
     async def past_due() -> bool:
         return time.time() > last_due + 0.5
 
     await wait_until(past_due, within=10, what="the due time to pass", interval=0.05)
-    assert await state_counts(production.store_url) == {"scheduled": 100}
+    assert await state_counts(private_production.store_url) == {"scheduled": 100}
 
     # And a new worker starts after the due time
-    await workers.start(concurrency=10)
+    await private_workers.start(concurrency=10)
 
     # Then all 100 run, each exactly once, none before it was due
     async def all_succeeded() -> bool:
-        return await state_counts(production.store_url) == {"succeeded": 100}
+        return await state_counts(private_production.store_url) == {"succeeded": 100}
 
     await wait_until(all_succeeded, within=30, what="the 100 delayed tasks to succeed")
-    assert ran_labels(workers) == collections.Counter(labels)
+    assert ran_labels(private_workers) == collections.Counter(labels)
     early = await sql(
-        production.store_url,
+        private_production.store_url,
         "SELECT id FROM taskq_tasks WHERE started_at < run_at OR attempts <> 1",
     )
     assert early == []

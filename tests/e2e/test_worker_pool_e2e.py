@@ -32,13 +32,13 @@ from tests.e2e.processes import (
     Workers,
     cli_env,
     queue_messages,
-    rabbitmqctl,
     run_cli,
     sql,
     state_counts,
     wait_for_amqp,
     wait_until,
 )
+from tests.servers import RabbitNode
 
 logger = logging.getLogger(__name__)  # figures the issues ask to see: pytest -o log_cli=true
 
@@ -405,10 +405,12 @@ async def test_two_workers_share_tasks_by_their_concurrency(
     assert await state_counts(production.store_url) == {"succeeded": 200}
 
 
-async def test_health_probes_follow_the_broker(production: Backend, workers: Workers) -> None:
+async def test_health_probes_follow_the_broker(
+    private_production: Backend, private_workers: Workers, private_rabbit: RabbitNode
+) -> None:
     # Given a worker serving probes on a free port
     port = free_port()
-    worker = await workers.start(
+    worker = await private_workers.start(
         concurrency=2, app=POOL_APP, options=["--health-port", str(port)], grace=GRACE
     )
 
@@ -426,7 +428,7 @@ async def test_health_probes_follow_the_broker(production: Backend, workers: Wor
     try:
         # When RabbitMQ stops
         stopping = time.monotonic()
-        await rabbitmqctl("stop_app")
+        await private_rabbit.ctl("stop_app")
 
         # Then /readyz turns 503 with broker false within seconds; /healthz stays 200
         async def unready() -> bool:
@@ -439,8 +441,8 @@ async def test_health_probes_follow_the_broker(production: Backend, workers: Wor
         logger.info(f"/readyz 503 {time.monotonic() - stopping:.2f} s after stop_app began")
         assert await probe(port, "/healthz") == (200, {"status": "ok"})
     finally:
-        await rabbitmqctl("start_app")
-        await wait_for_amqp(production.broker_url)
+        await private_rabbit.ctl("start_app")
+        await wait_for_amqp(private_production.broker_url)
     started = time.monotonic()
 
     # And once RabbitMQ is back, /readyz is 200 again

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiormq
 import pytest
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
+from taskq.broker import consumer
 from taskq.broker.consumer import Delivered
 
 
@@ -46,3 +48,20 @@ async def test_it_is_acked_or_rejected_once() -> None:
     with pytest.raises(RuntimeError, match="settled already"):
         await rejected.ack()
     assert len(channel.calls) == 2
+
+
+def test_a_consumer_timeout_close_is_explained_with_what_to_do(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given the close RabbitMQ sends when a delivery outlives its consumer_timeout
+    closed = aiormq.exceptions.ChannelPreconditionFailed(
+        "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value "
+        "used: 5000 ms. This timeout value can be configured, see consumers doc guide to learn more"
+    )
+    # When the consumer's channel reports it, and then an ordinary close
+    consumer._explain_close(None, closed)
+    consumer._explain_close(None, ConnectionResetError("reset by peer"))
+    # Then one error names consumer_timeout and both settings that avoid it
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "consumer_timeout" in errors[0] and "TASKQ_LEASE_AFTER" in errors[0]

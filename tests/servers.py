@@ -1,0 +1,130 @@
+"""Throwaway servers for tests that stop, restart or reconfigure one: a private RabbitMQ node
+on other ports with its own data directory, removed afterwards. The machine's shared node is
+never stopped (other test runs and developers use it).
+
+The node runs as the `rabbitmq` user (its Erlang cookie lives in that user's home), started
+the way Debian's wrapper starts the shared one, with every path and port of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+RABBITMQ_HOME = "/var/lib/rabbitmq"
+RABBITMQ_BIN = "/usr/lib/rabbitmq/bin"
+START_DEADLINE = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RabbitNode:
+    """A private RabbitMQ node: `start()`, `ctl(...)` (rabbitmqctl against it), `stop()`."""
+
+    def __init__(self, *, consumer_timeout_ms: int | None = None) -> None:
+        self.name = f"taskq-{uuid.uuid4().hex[:8]}@localhost"
+        self.port = free_port()
+        self._dist_port = free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="taskq-rabbit-"))
+        self._process: subprocess.Popen[bytes] | None = None
+        settings = [f"listeners.tcp.default = 127.0.0.1:{self.port}", "loopback_users = none"]
+        if consumer_timeout_ms is not None:
+            settings.append(f"consumer_timeout = {consumer_timeout_ms}")
+        (self._dir / "rabbitmq.conf").write_text("\n".join(settings) + "\n")
+        (self._dir / "enabled_plugins").write_text("[].\n")
+        (self._dir / "env.conf").write_text("")
+        for sub in ("mnesia", "log"):
+            (self._dir / sub).mkdir()
+        self._dir.chmod(0o755)
+        shutil.chown(self._dir, "rabbitmq", "rabbitmq")
+        for path in self._dir.iterdir():
+            shutil.chown(path, "rabbitmq", "rabbitmq")
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        environment = {
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self._dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self._dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self._dir / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self._dir / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self._dir / "enabled_plugins"),
+            "RABBITMQ_CONF_ENV_FILE": str(self._dir / "env.conf"),
+            "HOME": RABBITMQ_HOME,
+        }
+        assignments = " ".join(f"{key}={value}" for key, value in environment.items())
+        log = os.open(self._dir / "server.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._process = subprocess.Popen(
+            [
+                "su",
+                "rabbitmq",
+                "-s",
+                "/bin/sh",
+                "-c",
+                f"env {assignments} {RABBITMQ_BIN}/rabbitmq-server",
+            ],
+            cwd=RABBITMQ_HOME,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        os.close(log)  # (the server holds its own copy)
+        deadline = time.monotonic() + START_DEADLINE
+        while True:  # (await_startup fails at once until the node has registered with epmd)
+            if self._process.poll() is not None:
+                raise RuntimeError(f"RabbitMQ node {self.name} exited: {self.output()}")
+            if self.ctl_sync("await_startup", "--timeout", "30").returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RabbitMQ node {self.name} did not start: {self.output()}")
+            time.sleep(0.5)
+
+    def output(self) -> str:
+        path = self._dir / "server.out"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def ctl_sync(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = " ".join(f"'{arg}'" for arg in args)
+        return subprocess.run(
+            [
+                "su",
+                "rabbitmq",
+                "-s",
+                "/bin/sh",
+                "-c",
+                f"HOME={RABBITMQ_HOME} {RABBITMQ_BIN}/rabbitmqctl -q -n {self.name} {command}",
+            ],
+            cwd=RABBITMQ_HOME,
+            capture_output=True,
+            text=True,
+        )
+
+    async def ctl(self, *args: str) -> str:
+        """rabbitmqctl against this node (e.g. `stop_app`, `start_app`); fails loudly."""
+        done = await asyncio.to_thread(self.ctl_sync, *args)
+        assert done.returncode == 0, f"rabbitmqctl {args} on {self.name}: {done.stderr}"
+        return done.stdout
+
+    def stop(self) -> None:
+        self.ctl_sync("stop")
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, 9)
+        shutil.rmtree(self._dir, ignore_errors=True)
