@@ -8,7 +8,7 @@ from typing import Any
 
 from taskq import protocol, values
 from taskq.client.task import Task
-from taskq.exceptions import PayloadTooLarge, SerializationError, TaskTimeout
+from taskq.exceptions import InvalidArguments, PayloadTooLarge, SerializationError, TaskTimeout
 from taskq.retry import Retry
 from taskq.status import TaskStatus
 from taskq.store import Claimed, Outcome, TaskError
@@ -56,8 +56,8 @@ def decide(
 def retry_delay(task: Task[Any, Any], claimed: Claimed, exc: BaseException) -> float | None:
     """Seconds until the retry, or None if this failure is final."""
     options = task.default_options
-    if claimed.retries >= claimed.max_retries:
-        return None
+    if claimed.retries >= claimed.max_retries or isinstance(exc, InvalidArguments):
+        return None  # (arguments that do not fit now never will)
     if isinstance(exc, Retry):
         return exc.delay if exc.delay is not None else options.backoff.delay(claimed.retries + 1)
     if isinstance(exc, options.retry_for):

@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from taskq import protocol
 from taskq.client.task import Task
 from taskq.context import TaskContext, _current
+from taskq.exceptions import InvalidArguments
 from taskq.middleware import RunNext
 
 logger = logging.getLogger("taskq.worker.executor")  # (where these lines always came from)
@@ -77,7 +79,11 @@ class Run:
                 finally:
                     _invocation.reset(invocation)
             elif task.is_async:
-                self._call = asyncio.ensure_future(task.fn(*envelope.args, **envelope.kwargs))
+                try:
+                    coroutine = task.fn(*envelope.args, **envelope.kwargs)
+                except TypeError as exc:  # (arguments the signature refuses: the task's error)
+                    coroutine = _raise(misfit(task, envelope, exc))
+                self._call = asyncio.ensure_future(coroutine)
             else:
                 run = functools.partial(
                     contextvars.copy_context().run, task.fn, *envelope.args, **envelope.kwargs
@@ -191,11 +197,32 @@ class Runs:
         return True
 
 
+def misfit(task: Task[Any, Any], envelope: protocol.Envelope, exc: TypeError) -> Exception:
+    """`InvalidArguments` if the message's arguments do not fit the task's signature (a
+    message from an older or newer version of the task), else the TypeError itself."""
+    try:
+        inspect.signature(task.fn).bind(*envelope.args, **envelope.kwargs)
+    except TypeError as refused:
+        return InvalidArguments(
+            f"the message's arguments do not fit {task.name}'s signature ({refused}): was it "
+            "submitted by another version of the code?"
+        )
+    return exc
+
+
+async def _raise(exc: Exception) -> Any:
+    raise exc
+
+
 async def _call(
     task: Task[Any, Any], envelope: protocol.Envelope, threads: ThreadPoolExecutor
 ) -> Any:
     if task.is_async:
-        return await task.fn(*envelope.args, **envelope.kwargs)
+        try:
+            coroutine = task.fn(*envelope.args, **envelope.kwargs)
+        except TypeError as exc:
+            raise misfit(task, envelope, exc) from None
+        return await coroutine
     run = functools.partial(
         contextvars.copy_context().run, task.fn, *envelope.args, **envelope.kwargs
     )

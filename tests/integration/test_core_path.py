@@ -295,6 +295,35 @@ async def test_arguments_are_checked_against_the_signature(backend: Backend) -> 
             await add.submit(1)  # type: ignore[call-arg]
 
 
+async def test_a_message_whose_arguments_do_not_fit_fails_cleanly_once(
+    production: Backend,
+) -> None:
+    # Given a producer on an older version of a task (one argument) and a worker on a newer
+    # one (two), retried on any error (two processes' apps: RabbitMQ and PostgreSQL)
+    producer, consumer = production.app(), production.app()
+
+    @producer.task(name="versioned")
+    async def old(a: int) -> int:
+        return a
+
+    @consumer.task(name="versioned", max_retries=3)
+    async def new(a: int, b: int) -> int:
+        return a + b
+
+    async with producer, consumer:
+        handle = await old.submit(1)
+        # When the worker takes the message
+        async with consumer.worker(concurrency=1):
+            with pytest.raises(taskq.TaskFailed) as caught:
+                await handle.result(timeout=10)
+        info = await handle.info()
+    # Then it fails once, as the task's own error saying what does not fit (not retried,
+    # not an internal error of the worker)
+    assert caught.value.error_type == "taskq.exceptions.InvalidArguments"
+    assert "missing a required argument: 'b'" in str(caught.value)
+    assert (info.state, info.attempts) == (taskq.TaskStatus.FAILED, 1)
+
+
 def test_duplicate_task_names_are_an_error() -> None:
     app = taskq.App("memory://", "sqlite+aiosqlite:///:memory:")
 
