@@ -379,11 +379,11 @@ class Store:
 
     async def mark_process_dead(self, host: str, pid: int) -> None:
         """A supervisor saw its child die: its rows are dead at once."""
-        await self._run(lambda conn: coordination.mark_process_dead(conn, host, pid))
+        await self._run(lambda conn: lifecycle.bury_process(conn, host, pid))
 
     async def mark_dead(self, silent_for: timedelta) -> list[str]:
         """Workers silent for `silent_for` are `dead`; → their ids."""
-        return await self._run(lambda conn: coordination.mark_dead(conn, silent_for))
+        return await self._run(lambda conn: lifecycle.bury_silent(conn, silent_for))
 
     async def set_leader(self, worker_id: str, leading: bool) -> None:
         await self._run(lambda conn: coordination.set_leader(conn, worker_id, leading))

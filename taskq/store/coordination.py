@@ -78,13 +78,15 @@ async def mark_dead(conn: Connection, silent_for: timedelta) -> list[str]:
     return [row.id for row in await conn.execute(statement)]
 
 
-async def mark_process_dead(conn: Connection, host: str, pid: int) -> None:
-    """A supervisor saw its child die: its rows are dead at once, not after 30 s."""
-    await conn.execute(
+async def mark_process_dead(conn: Connection, host: str, pid: int) -> list[str]:
+    """A supervisor saw its child die: its rows are dead at once, not after 30 s; → their ids."""
+    statement = (
         update(workers)
         .where(_w.host == host, _w.pid == pid, _w.state == "running")
         .values(state="dead", leader=False)
+        .returning(_w.id)
     )
+    return [row.id for row in await conn.execute(statement)]
 
 
 async def list_workers(conn: Connection, *, include_stopped: bool) -> list[records.WorkerRecord]:

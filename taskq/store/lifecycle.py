@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import case, select, text, update
 
 from taskq.status import TaskStatus
-from taskq.store import records
+from taskq.store import coordination, records
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock
 from taskq.store.records import now
@@ -122,6 +122,34 @@ async def wake_leader(conn: Connection) -> None:
     """Tell the leader (LISTENing on PostgreSQL) that a task is due, once this commits."""
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL})
+
+
+async def bury_silent(conn: Connection, silent_for: timedelta) -> list[str]:
+    """Workers silent for `silent_for` are `dead`, their running tasks orphans; → their ids."""
+    worker_ids = await coordination.mark_dead(conn, silent_for)
+    await lease_orphans(conn, worker_ids)
+    return worker_ids
+
+
+async def bury_process(conn: Connection, host: str, pid: int) -> None:
+    """A supervisor saw its child die: its workers are `dead`, their running tasks orphans."""
+    await lease_orphans(conn, await coordination.mark_process_dead(conn, host, pid))
+
+
+async def lease_orphans(conn: Connection, worker_ids: Sequence[str]) -> None:
+    """Running tasks of dead workers get a lease that nobody renews: if no redelivery of
+    their message takes them over (the usual way) before it lapses, the leader requeues
+    them, so no row stays `running` with no live worker."""
+    if worker_ids:
+        await conn.execute(
+            update(tasks)
+            .where(
+                _c.worker_id.in_(list(worker_ids)),
+                _c.state == TaskStatus.RUNNING.value,
+                _c.lease_until.is_(None),
+            )
+            .values(lease_until=now() + records.SILENT_FOR)
+        )
 
 
 async def requeue_lapsed(conn: Connection, limit: int) -> list[str]:

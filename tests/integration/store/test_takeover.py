@@ -157,3 +157,26 @@ async def test_the_heartbeat_extends_only_the_leases_of_tasks_the_worker_runs(
         await store.heartbeat("w1", running=[kept.id], memory=0, leases_until=until)
         # Then only the other lapses, and is requeued
         assert await store.requeue_lapsed(10) == [dropped.id]
+
+
+async def test_a_dead_workers_running_task_gets_a_lease_that_nobody_renews(
+    store: Store,
+) -> None:
+    # Given a task running on w1, whose worker then stops beating
+    message = envelope()
+    await store.insert_task(row_of(message))
+    async with Worker(store, "w1") as w1:
+        await w1.claim(message, redelivered=False)
+    # When the leader marks w1 dead
+    assert await store.mark_dead(timedelta(0)) == ["w1"]
+    # Then the row is kept by a lease that lapses within SILENT_FOR (then the leader requeues
+    # it, should no redelivery of its message come)
+    row = await store.get_task(message.id)
+    assert row is not None and row.lease_until is not None
+    assert row.lease_until <= datetime.now(UTC) + SILENT_FOR
+    # And a redelivery still takes it over at once, ending that lease
+    async with Worker(store, "w2") as w2:
+        taken = await w2.claim(message, redelivered=True)
+    assert isinstance(taken, Claimed) and taken.attempt == 2
+    row = await store.get_task(message.id)
+    assert row is not None and row.lease_until is None
