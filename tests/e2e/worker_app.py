@@ -43,12 +43,26 @@ async def slow(seconds: float, marker: str) -> int:
     return attempt
 
 
+async def steady(seconds: float) -> int:
+    """Sleep `seconds` on every attempt; → the attempt."""
+    await asyncio.sleep(seconds)
+    return taskq.context().attempt
+
+
+async def poison(delay: float) -> None:
+    """Kill the worker process `delay` s in, every time: a task that can never succeed."""
+    await asyncio.sleep(delay)
+    os._exit(1)
+
+
 @dataclasses.dataclass(frozen=True)
 class E2EApp:
     app: taskq.App
     noop: taskq.Task[[int], int]
     record: taskq.Task[[str], None]
     slow: taskq.Task[[float, str], int]
+    steady: taskq.Task[[float], int]
+    poison: taskq.Task[[float], None]
 
 
 def build(broker_url: str | None = None, store_url: str | None = None, **settings: Any) -> E2EApp:
@@ -59,6 +73,8 @@ def build(broker_url: str | None = None, store_url: str | None = None, **setting
         noop=app.task(name="e2e.noop")(noop),
         record=app.task(name="e2e.record")(record),
         slow=app.task(name="e2e.slow")(slow),
+        steady=app.task(name="e2e.steady")(steady),
+        poison=app.task(name="e2e.poison")(poison),
     )
 
 

@@ -1,0 +1,59 @@
+"""A task that kills its worker, next to innocent ones (issue 17, defect 2): only the poison
+is dead-lettered; what was in flight with it runs alone afterwards and finishes.
+
+Real `taskq worker` processes, restarted by the test each time the poison kills one (as
+systemd or Docker would), on RabbitMQ + PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import taskq
+from tests.conftest import Backend
+from tests.e2e import worker_app
+from tests.e2e.processes import Workers, sql, state_counts
+
+DEADLINE = 120.0
+
+
+async def test_only_the_task_that_kills_its_worker_is_dead_lettered(
+    production: Backend, workers: Workers
+) -> None:
+    # Given an innocent task that takes 1 s on every attempt, a task that kills its worker
+    # 0.2 s in, and 30 quick ones, all queued before a worker with two slots starts (so the
+    # first two run together)
+    e2e = worker_app.build(production.broker_url, production.store_url)
+    async with e2e.app:
+        innocent = await e2e.steady.submit(1.0)
+        poison = await e2e.poison.submit(0.2)
+        quick = [await e2e.noop.submit(i) for i in range(30)]
+
+        # When the worker is restarted each time the poison kills it
+        worker = await workers.spawn(concurrency=2)
+        deaths = 0
+        deadline = time.monotonic() + DEADLINE
+        while not (await poison.info()).state.is_final:
+            assert time.monotonic() < deadline, f"poison not final after {deaths} deaths"
+            if worker.process.poll() is not None:
+                deaths += 1
+                worker = await workers.spawn(concurrency=2)
+            await asyncio.sleep(0.1)  # (a poll with a deadline: a death gives no event)
+
+        # Then the poison, and only it, ends failed for too many deliveries
+        with_poison = await poison.info()
+        assert with_poison.state is taskq.TaskStatus.FAILED
+        assert with_poison.error is not None
+        assert with_poison.error.type == "MaxDeliveriesExceeded"
+        # And the innocent task in flight with it finished, on its second attempt (alone)
+        assert await innocent.result(timeout=DEADLINE) == 2
+        assert await asyncio.gather(*(h.result(timeout=DEADLINE) for h in quick)) == [
+            2 * i for i in range(30)
+        ]
+    assert deaths >= 5, deaths
+    assert await state_counts(production.store_url) == {"succeeded": 31, "failed": 1}
+    dead = await sql(
+        production.store_url, "SELECT name FROM taskq_tasks WHERE dead_reason IS NOT NULL"
+    )
+    assert [row["name"] for row in dead] == ["e2e.poison"]
