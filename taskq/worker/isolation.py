@@ -6,8 +6,9 @@ the guilty one dies again, so only it reaches `max_deliveries`; the innocents fi
 
 Redelivered messages take their claims one at a time (a suspect waiting its turn has not
 been claimed, so another's crash does not count against it); a suspect then waits for the
-tasks already running to end, and no new task starts until it ends or is handed off to a
-lease (a long task: it has outlived the moment a crash would most likely come).
+tasks already running to end, and no new task starts until it ends, is handed off to a
+lease, or has run alone for `ALONE_FOR` seconds (a crash most likely comes early: a worker
+must not stall for as long as one long suspect runs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+
+ALONE_FOR = 60.0
 
 
 class Isolation:
@@ -54,6 +57,7 @@ class Turn:
         self._holds_lock = holds_lock
         self._counted = True
         self._alone = False
+        self._alone_until: asyncio.TimerHandle | None = None
 
     def claimed(self, *, suspect: bool) -> None:
         """A redelivery that is no suspect lets the next redelivery claim."""
@@ -75,8 +79,12 @@ class Turn:
         isolation._idle = None
         isolation._count(+1)
         self._counted = True
+        self._alone_until = asyncio.get_running_loop().call_later(ALONE_FOR, self.done)
 
     def done(self) -> None:
+        if self._alone_until is not None:
+            self._alone_until.cancel()
+            self._alone_until = None
         self._uncount()
         if self._alone:
             self._alone = False
