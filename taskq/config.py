@@ -38,6 +38,9 @@ class Settings:
     # Names of installed middleware plugins to enable (entry-point group taskq.middleware),
     # comma-separated: TASKQ_MIDDLEWARE=tenant,audit.
     middleware: str = ""
+    # HMAC keys for task messages and events, comma-separated, the signing one first
+    # (TASKQ_SIGNING_KEY, or one per line in TASKQ_SIGNING_KEY_FILE); see taskq.signing.
+    signing_key: str = ""
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={self._shown(f.name)!r}" for f in dataclasses.fields(self))
@@ -45,6 +48,8 @@ class Settings:
 
     def _shown(self, name: str) -> object:
         value = getattr(self, name)
+        if name == "signing_key":
+            return "***" if value else ""
         return redact_url(value) if name.endswith("_url") else value
 
     @classmethod

@@ -67,6 +67,7 @@ class App:
         flush_interval: float | None = None,
         lease_after: float | None = None,
         lease_duration: float | None = None,
+        signing_key: str | None = None,
         middleware: Iterable[Middleware] = (),
     ) -> None:
         self.settings = Settings.load(
@@ -78,6 +79,7 @@ class App:
             flush_interval=flush_interval,
             lease_after=lease_after,
             lease_duration=lease_duration,
+            signing_key=signing_key,
         )
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._schedules: dict[str, Periodic] = {}
@@ -335,7 +337,7 @@ class App:
     ) -> AsyncIterator[TaskEvent]:
         """Every task's events, live, across the cluster (optionally one queue's or one
         task name's), until the loop stops. Events sent before the call are not replayed."""
-        return tail_events(self.broker, queue=queue, task=task)
+        return tail_events(self.broker, queue=queue, task=task, signer=self.runtime.signer)
 
     async def list_tasks(
         self,

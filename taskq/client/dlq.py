@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from taskq import protocol
 from taskq.broker import Browsed, topology
 from taskq.exceptions import ProtocolError
+from taskq.signing import BadSignature, unwrap
 
 if TYPE_CHECKING:
     from taskq.client.runtime import Runtime
@@ -85,6 +86,12 @@ class DeadLetters:
         return await self._runtime.broker.purge(self.name)
 
     async def _describe(self, message: Browsed) -> DeadLetter:
+        signer = self._runtime.signer
+        if signer is not None:
+            try:
+                signer.open(message.body)
+            except BadSignature:  # (it names no task of ours, whatever id it carries)
+                return DeadLetter(None, None, "bad_signature", None, None, None)
         task_id = _task_id(message)
         record = None if task_id is None else await self._runtime.store.get_task(task_id)
         if record is None:  # bytes that never were a task of this store
@@ -101,7 +108,7 @@ class DeadLetters:
 
 def _task_id(message: Browsed) -> str | None:
     try:
-        return protocol.decode(message.body, max_bytes=len(message.body)).id
+        return protocol.decode(unwrap(message.body)[0], max_bytes=len(message.body)).id
     except ProtocolError as exc:
         if exc.task_id is not None:
             return exc.task_id

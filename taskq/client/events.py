@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from taskq import protocol
 from taskq.broker import topology
 from taskq.exceptions import ProtocolError, TaskqError
+from taskq.signing import Signer, open_message
 from taskq.status import TaskStatus
 
 if TYPE_CHECKING:
@@ -146,21 +147,26 @@ def queued(record: TaskRecord) -> protocol.Event:
     )
 
 
-async def announce_many(broker: Broker, events: Sequence[protocol.Event]) -> None:
-    """Publish events in one message; never raises (events are hints, the store has the
-    facts)."""
+async def announce_many(
+    broker: Broker, events: Sequence[protocol.Event], signer: Signer | None = None
+) -> None:
+    """Publish events in one message (signed, with a signer); never raises (events are
+    hints, the store has the facts)."""
     if not events:
         return
     now = time.time()
     stamped = [event if event.at else dataclasses.replace(event, at=now) for event in events]
+    body = protocol.encode_events(stamped)
+    if signer is not None:
+        body = signer.sign(body)
     try:
-        await broker.publish_event(topology.EVENTS_KEY, protocol.encode_events(stamped))
+        await broker.publish_event(topology.EVENTS_KEY, body)
     except TaskqError as exc:
         logger.warning("%d task events not sent: %s", len(events), exc)
 
 
-async def announce(broker: Broker, event: protocol.Event) -> None:
-    await announce_many(broker, [event])
+async def announce(broker: Broker, event: protocol.Event, signer: Signer | None = None) -> None:
+    await announce_many(broker, [event], signer)
 
 
 class EventBatcher:
@@ -169,8 +175,9 @@ class EventBatcher:
     (concurrent submits). `announce` also waits until its message is written, so what its
     caller sends next follows it."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, signer: Signer | None = None) -> None:
         self._broker = broker
+        self._signer = signer
         self._pending: list[protocol.Event] = []
         self._sending: asyncio.Future[None] | None = None
 
@@ -197,13 +204,17 @@ class EventBatcher:
             await asyncio.sleep(0)  # the rest of this turn's events join
             while self._pending:  # (events added while one message is sent go in the next)
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                await announce_many(self._broker, batch)
+                await announce_many(self._broker, batch, self._signer)
         finally:
             self._sending = None
 
 
 async def tail_events(
-    broker: Broker, *, queue: str | None = None, task: str | None = None
+    broker: Broker,
+    *,
+    queue: str | None = None,
+    task: str | None = None,
+    signer: Signer | None = None,
 ) -> AsyncIterator[TaskEvent]:
     """Every task's events from now on (those of `queue` / task name `task` if given)."""
     arrived: asyncio.Queue[bytes] = asyncio.Queue()
@@ -222,7 +233,7 @@ async def tail_events(
         await subscription.bind(topology.EVENTS_KEY)
         while True:
             try:
-                wires = protocol.decode_events(await arrived.get())
+                wires = protocol.decode_events(open_message(signer, await arrived.get()))
             except ProtocolError as exc:
                 logger.warning("ignored a malformed task event: %s", exc)
                 continue

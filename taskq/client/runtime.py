@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from taskq import broker as brokers
-from taskq import middleware
+from taskq import middleware, signing
 from taskq.client.events import EventBatcher
 from taskq.client.waiter import Waiter
 from taskq.config import Settings
@@ -23,6 +23,8 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Signs task messages and events, and verifies them (None: TASKQ_SIGNING_KEY unset).
+        self.signer = signing.Signer.from_setting(settings.signing_key)
         self._broker: brokers.Broker | None = None
         self._store: Store | None = None
         self._waiter: Waiter | None = None
@@ -58,8 +60,8 @@ class Runtime:
             await store.close()
             raise
         self._store, self._broker = store, broker
-        self._waiter = Waiter(broker)
-        self._events = EventBatcher(broker)
+        self._waiter = Waiter(broker, self.signer)
+        self._events = EventBatcher(broker, self.signer)
         self._declared.clear()
 
     async def close(self) -> None:

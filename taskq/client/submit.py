@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from taskq import middleware, protocol, values
-from taskq.broker import Broker, topology
+from taskq.broker import topology
 from taskq.client import events
+from taskq.client.rows import envelope_of, new_task_row
 from taskq.exceptions import (
     BrokerConnectionError,
     BrokerError,
@@ -27,7 +28,7 @@ from taskq.exceptions import (
     TaskqError,
 )
 from taskq.status import TaskStatus
-from taskq.store import NewTask, Store, TaskError, TaskRecord
+from taskq.store import Store, TaskError
 from taskq.telemetry import metrics, tracing
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ async def _store_and_publish(
         # before RabbitMQ confirms it, and watchers must see `queued` before that.
         await runtime.events.announce(events.task_event(envelope, TaskStatus.QUEUED))
         try:
-            await publish(broker, options.queue, body, envelope)
+            await publish(runtime, options.queue, body, envelope)
         except PublishError as exc:
             if relay and isinstance(exc, PublishUnconfirmed):
                 await _hand_to_relay(store, task_id, str(exc))
@@ -239,7 +240,7 @@ async def publish_many(
         *(
             runtime.broker.publish(
                 envelope.queue,
-                body,
+                signed(runtime, body),
                 priority=envelope.priority,
                 message_id=envelope.id,
                 expiration=time_left(envelope),
@@ -247,6 +248,11 @@ async def publish_many(
             for envelope, body in messages
         )
     )
+
+
+def signed(runtime: Runtime, body: bytes) -> bytes:
+    """The bytes to publish: signed when the app has a signing key."""
+    return body if runtime.signer is None else runtime.signer.sign(body)
 
 
 def encoded(
@@ -318,15 +324,15 @@ async def _republish_if_queued(runtime: Runtime, task_id: str) -> None:
         body = protocol.encode(envelope, max_bytes=runtime.settings.max_payload_bytes)
         try:
             await runtime.declare(record.queue)
-            await publish(runtime.broker, record.queue, body, envelope)
+            await publish(runtime, record.queue, body, envelope)
         except (PublishUnconfirmed, BrokerConnectionError) as exc:
             await _hand_to_relay(runtime.store, task_id, str(exc))
 
 
-async def publish(broker: Broker, queue: str, body: bytes, envelope: protocol.Envelope) -> None:
-    await broker.publish(
+async def publish(runtime: Runtime, queue: str, body: bytes, envelope: protocol.Envelope) -> None:
+    await runtime.broker.publish(
         queue,
-        body,
+        signed(runtime, body),
         priority=envelope.priority,
         message_id=envelope.id,
         expiration=time_left(envelope),
@@ -386,56 +392,6 @@ def check_options(options: TaskOptions, max_priority: int) -> None:
         raise ConfigurationError("idempotency_key must be 1 to 255 characters")
     if options.max_retries < 0 or options.max_deliveries < 1:
         raise ConfigurationError("max_retries must be >= 0 and max_deliveries >= 1")
-
-
-def new_task_row(
-    envelope: protocol.Envelope,
-    *,
-    run_at: datetime | None = None,
-    idempotency_key: str | None = None,
-    batch_id: str | None = None,
-    scheduled: bool = False,
-) -> NewTask:
-    """The row a message stands for; `scheduled` if it has a due time (or is to be
-    published by whoever finds it due)."""
-    return NewTask(
-        id=envelope.id,
-        name=envelope.task,
-        queue=envelope.queue,
-        priority=envelope.priority,
-        args=envelope.args,
-        kwargs=envelope.kwargs,
-        timeout=envelope.timeout,
-        created_at=datetime.fromtimestamp(envelope.created_at or time.time(), UTC),
-        state=TaskStatus.SCHEDULED if scheduled or run_at is not None else TaskStatus.QUEUED,
-        run_at=run_at,
-        idempotency_key=idempotency_key,
-        max_retries=envelope.max_retries,
-        expires_at=(
-            None
-            if envelope.expires_at is None
-            else datetime.fromtimestamp(envelope.expires_at, UTC)
-        ),
-        batch_id=batch_id,
-        headers=envelope.headers or None,
-    )
-
-
-def envelope_of(record: TaskRecord) -> protocol.Envelope:
-    """The message for a stored task (a delayed one coming due, or a replay)."""
-    return protocol.Envelope(
-        id=record.id,
-        task=record.name,
-        queue=record.queue,
-        args=record.args,
-        kwargs=record.kwargs,
-        priority=record.priority,
-        timeout=record.timeout,
-        created_at=record.created_at.timestamp(),
-        max_retries=record.max_retries,
-        expires_at=None if record.expires_at is None else record.expires_at.timestamp(),
-        headers=dict(record.headers or {}),
-    )
 
 
 async def _record_unpublished(store: Store, task_id: str, exc: PublishError) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from taskq import protocol
 from taskq.broker import Broker, EventSubscription, topology
 from taskq.exceptions import BrokerError, ProtocolError
+from taskq.signing import Signer, open_message
 from taskq.status import FINAL, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ _NOT_FINAL = frozenset(state.value for state in TaskStatus if state not in FINAL
 
 # How long after a reconnect waiters distrust events and re-read the store often.
 DEGRADED_AFTER_RECONNECT = 15.0
+# Ignored events are logged at most once per this many seconds (a flood must not flood logs).
+REFUSED_LOG_INTERVAL = 60.0
 # How many recently ended tasks a client remembers (see `may_have_ended_since`).
 REMEMBERED_ENDS = 4096
 # How long the events key stays bound once nothing is watched: a client awaiting results
@@ -54,8 +57,12 @@ class Watch:
 
 
 class Waiter:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, signer: Signer | None = None) -> None:
         self._broker = broker
+        # Events are signed and checked with it; without one, anyone who may publish on the
+        # vhost can send events, so they only wake waiters, who then read the store.
+        self._signer = signer
+        self._refused_at = -REFUSED_LOG_INTERVAL
         self._subscription: EventSubscription | None = None
         self._watches: dict[str, set[Watch]] = {}
         # The events key is bound while anything is watched; the lock orders bind and unbind.
@@ -171,9 +178,11 @@ class Waiter:
 
     def _on_event(self, body: bytes) -> None:
         try:
-            events = protocol.decode_events(body)
+            events = protocol.decode_events(open_message(self._signer, body))
         except ProtocolError as exc:
-            logger.warning("ignored a malformed task event: %s", exc)
+            if time.monotonic() - self._refused_at >= REFUSED_LOG_INTERVAL:
+                self._refused_at = time.monotonic()
+                logger.warning("ignored a task event (and any more within a minute): %s", exc)
             return
         for event in events:
             ending = event.state not in _NOT_FINAL
@@ -183,8 +192,9 @@ class Waiter:
                 watch.changed.set()
                 if ending:
                     watch.may_have_ended.set()
-                    if event.result is not None and event.state == TaskStatus.SUCCEEDED.value:
-                        watch.results[event.task_id] = event.result
+                    succeeded = event.state == TaskStatus.SUCCEEDED.value
+                    if self._signer is not None and event.result is not None and succeeded:
+                        watch.results[event.task_id] = event.result  # (signed: a worker's)
                 if watch.events is not None:
                     watch.events.put_nowait(event)
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from taskq.client import events
+from taskq.client import events, rows
 from taskq.client import submit as submission
 from taskq.client.periodic import Periodic, tick_key
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
@@ -89,7 +89,8 @@ class LeaderWork:
         due, next_due = await self._app.store.publish_due(BATCH, self._publish)
         if due:
             logger.debug("published %d due tasks", len(due))
-            await events.announce_many(self._app.broker, [events.queued(record) for record in due])
+            queued = [events.queued(record) for record in due]
+            await events.announce_many(self._app.broker, queued, self._app.runtime.signer)
         if len(due) >= BATCH:
             return 0.0
         if next_due is None:
@@ -97,7 +98,7 @@ class LeaderWork:
         return min(max((next_due - datetime.now(UTC)).total_seconds(), 0.0), POLL_INTERVAL)
 
     async def _publish(self, due: list[TaskRecord]) -> None:
-        envelopes = [submission.envelope_of(record) for record in due]
+        envelopes = [rows.envelope_of(record) for record in due]
         runtime = self._app.runtime
         await submission.publish_many(runtime, submission.encoded(runtime, envelopes))
 
@@ -109,7 +110,7 @@ class LeaderWork:
         for task_id, name, queue in expired:
             logger.info("task %s expired before it started", task_id, extra={"task_id": task_id})
             expiry = events.event(task_id, TaskStatus.EXPIRED, name=name, queue=queue)
-            await events.announce(self._app.broker, expiry)
+            await events.announce(self._app.broker, expiry, self._app.runtime.signer)
         requeued = await store.requeue_lapsed(BATCH)
         for task_id in requeued:
             logger.warning("task %s lost its worker (lease lapsed): requeued", task_id)

@@ -6,7 +6,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from taskq import protocol
-from taskq.client.submit import new_task_row
+from taskq.client.rows import new_task_row
 from taskq.status import TaskStatus
 from taskq.store import Claimed, Store, TaskRecord, Writer
 

@@ -23,6 +23,7 @@ from taskq.client.task import Task
 from taskq.context import TaskContext
 from taskq.exceptions import ProtocolError, StoreConnectionError, StoreError, TaskqError
 from taskq.middleware import RunNext
+from taskq.signing import Signer, open_message
 from taskq.status import TaskStatus
 from taskq.store import Claimed, Outcome, Store, TaskError, Writer
 from taskq.telemetry import logs
@@ -54,8 +55,10 @@ class Executor:
         lease_duration: float,
         events: EventBatcher,
         run_chain: RunNext | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self._tasks = tasks
+        self._signer = signer  # (with one, a message not signed by an accepted key never runs)
         self._events = events
         self._broker = broker
         self._store = store
@@ -77,7 +80,8 @@ class Executor:
 
     async def execute(self, delivery: Delivery) -> None:
         try:
-            envelope = protocol.decode(delivery.body, max_bytes=self._max_bytes)
+            body = open_message(self._signer, delivery.body)
+            envelope = protocol.decode(body, max_bytes=self._max_bytes)
         except Exception as exc:  # (a decoder bug too must cost one message, never a slot)
             if not isinstance(exc, ProtocolError):
                 exc = ProtocolError(f"message could not be decoded: {exc!r}")

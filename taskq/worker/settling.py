@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 from taskq import protocol
 from taskq.broker import Delivery, topology
 from taskq.client.events import EventBatcher, event, task_event
-from taskq.client.submit import new_task_row
+from taskq.client.rows import new_task_row
 from taskq.exceptions import ProtocolError, TaskqError
+from taskq.signing import BadSignature
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskError, TaskRecord
 from taskq.telemetry import metrics, semconv
@@ -63,17 +64,22 @@ async def reject_malformed(
     store: Store, events: EventBatcher, delivery: Delivery, exc: ProtocolError
 ) -> None:
     task_id = exc.task_id or _task_id_of(delivery)
+    forged = isinstance(exc, BadSignature)
+    reason = "bad_signature" if forged else "malformed"
     logger.error(
-        "dead-lettering a malformed message from queue %s (task id %s): %s",
+        "dead-lettering a %s message from queue %s (task id %s): %s",
+        "forged" if forged else "malformed",
         delivery.queue,
         task_id or "unknown",
         exc,
         extra={"action": "reject_malformed", "task_id": task_id},
     )
+    if forged:
+        task_id = None  # (whatever id it names, it must not touch that task's row)
     if task_id is not None:
         error = TaskError("ProtocolError", str(exc))
-        await quietly(store.fail_unclaimed(task_id, error, dead_reason="malformed"))
-    count_dead(delivery.queue, "malformed")
+        await quietly(store.fail_unclaimed(task_id, error, dead_reason=reason))
+    count_dead(delivery.queue, reason)
     await settle(delivery.reject(requeue=False))
     if task_id is not None:
         events.add(event(task_id, TaskStatus.FAILED))

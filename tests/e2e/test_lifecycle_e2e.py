@@ -25,7 +25,7 @@ import msgpack
 
 import taskq
 from taskq import protocol
-from taskq.client.submit import new_task_row
+from taskq.client.rows import new_task_row
 from tests.conftest import Backend
 from tests.e2e import lifecycle_app
 from tests.e2e.processes import (

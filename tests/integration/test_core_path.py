@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import taskq
 from taskq import protocol
 from taskq.cli import app as cli
-from taskq.client.submit import new_task_row
+from taskq.client.rows import new_task_row
 from tests.conftest import Backend
 from tests.support import eventually
 

@@ -17,8 +17,8 @@ import pytest
 
 import taskq
 from taskq import protocol
-from taskq.client import submit as submission
 from taskq.client.periodic import tick_key
+from taskq.client.rows import new_task_row
 from tests.conftest import Backend
 
 COUNTDOWN = 1.5
@@ -237,7 +237,7 @@ async def test_tick_a_dead_leader_stored_but_never_published_still_runs(
             id=str(uuid.uuid4()), task="every-second", queue="default", args=[], kwargs={}
         )
         key = tick_key("every-second", tick)
-        await app.store.insert_task(submission.new_task_row(orphan, idempotency_key=key))
+        await app.store.insert_task(new_task_row(orphan, idempotency_key=key))
 
         # When a new leader takes over within the misfire grace and catches T up
         async with app.worker():

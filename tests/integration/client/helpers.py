@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 import taskq
 from taskq import protocol
 from taskq.cli import app as cli
-from taskq.client.submit import new_task_row
+from taskq.client.rows import new_task_row
 from tests.support import eventually
 
 DEADLINE = 10.0
