@@ -124,7 +124,10 @@ class TaskHandle(Generic[R]):
                     await wait_for_change(waiter, watch, None)
                 arrived = []
                 while not watch.events.empty():
-                    arrived.append(TaskEvent.from_wire(watch.events.get_nowait()))
+                    event = TaskEvent.from_wire(watch.events.get_nowait())
+                    if event is not None and event.is_final and not waiter.events_signed:
+                        event = None  # (an unsigned end may be forged: the store says)
+                    arrived.append(event)
                 # Silence until the re-check time, or a bare hint: look at the store.
                 reread = not arrived or None in arrived
 

@@ -122,6 +122,11 @@ class Waiter:
         )
         return not heard_all or any(task_id in self._recent_ends for task_id in watch.task_ids)
 
+    @property
+    def events_signed(self) -> bool:
+        """Whether events are authenticated (a signing key): else they are only hints."""
+        return self._signer is not None
+
     def trusts_events(self, watch: Watch) -> bool:
         """Whether events for `watch` can be relied on to arrive (else re-read often)."""
         return watch.bound and time.monotonic() >= self._degraded_until

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncGenerator
+from typing import cast
 
 import aio_pika
 import msgpack
@@ -35,7 +37,9 @@ async def publish_event(amqp_url: str, body: bytes) -> None:
 
 
 def forged_success(task_id: str) -> bytes:
-    event = protocol.Event(task_id=task_id, state="succeeded", result=["forged"], at=time.time())
+    event = protocol.Event(
+        task_id=task_id, state="succeeded", attempt=1, result=["forged"], at=time.time()
+    )
     return protocol.encode_events([event])
 
 
@@ -122,3 +126,40 @@ async def test_with_a_signing_key_only_messages_signed_by_an_accepted_key_run(
     assert [letter.reason for letter in letters] == ["bad_signature", "bad_signature"]
     # And the forged one left the victim's row alone (it ran once, as submitted)
     assert (record.state, record.args, record.attempts) == (taskq.TaskStatus.SUCCEEDED, [1, 2], 1)
+
+
+async def test_a_forged_final_event_does_not_end_an_unsigned_event_stream(
+    production: Backend,
+) -> None:
+    # Given a task that runs until let go, and a client following its events
+    app = production.app()
+    let_go = asyncio.Event()
+
+    @app.task(name="followed")
+    async def followed() -> str:
+        await let_go.wait()
+        return "real"
+
+    async with app, app.worker():
+        handle = await followed.submit()
+        states: list[taskq.TaskStatus | None] = []
+        stream = cast(AsyncGenerator[taskq.TaskEvent, None], handle.events())
+        async for event in stream:
+            states.append(event.state)
+            if event.state is taskq.TaskStatus.RUNNING:
+                break
+        # When a forged `succeeded` event comes, then the task really ends
+        await publish_event(production.broker_url, forged_success(handle.id))
+        ending = asyncio.create_task(_next(stream))
+        done, _ = await asyncio.wait({ending}, timeout=1.0)
+        assert not done, "the event stream ended on a forged event"
+        let_go.set()
+        final = await asyncio.wait_for(ending, DEADLINE)
+        # Then the stream's end is the task's real one, read from the store
+        assert final.state is taskq.TaskStatus.SUCCEEDED
+        assert (await handle.info()).state is taskq.TaskStatus.SUCCEEDED
+        await stream.aclose()
+
+
+async def _next(stream: AsyncGenerator[taskq.TaskEvent, None]) -> taskq.TaskEvent:
+    return await anext(stream)
