@@ -27,6 +27,7 @@ from taskq.exceptions import TaskqError
 from taskq.scheduler import LeaderWork, campaign
 from taskq.telemetry import logs, prometheus, setup
 from taskq.worker import Worker, WorkerOptions, heartbeat, http
+from taskq.worker.reachability import Reachability
 from taskq.worker.supervisor import (
     RECYCLE_EXIT,
     SNAPSHOT_DIR_ENV,
@@ -176,6 +177,11 @@ def worker(
             loaded.settings.store_url,
             health=None if health_port is None else (health_host, health_port),
             metrics=None if metrics_port is None else (metrics_host, metrics_port),
+            reachability=Reachability(
+                loaded.settings.broker_url,
+                loaded.settings.store_url,
+                max_priority=loaded.settings.max_priority,
+            ),
         )
         raise typer.Exit(asyncio.run(sup.run()))
     snapshots_to = os.environ.get(SNAPSHOT_DIR_ENV) if child else None

@@ -377,9 +377,9 @@ class Store:
     async def stop_worker(self, worker_id: str) -> None:
         await self._run(lambda conn: coordination.stop_worker(conn, worker_id))
 
-    async def mark_process_dead(self, host: str, pid: int) -> None:
-        """A supervisor saw its child die: its rows are dead at once."""
-        await self._run(lambda conn: lifecycle.bury_process(conn, host, pid))
+    async def mark_process_dead(self, host: str, pid: int) -> list[str]:
+        """A supervisor saw its child die: its rows are dead at once; → their ids."""
+        return await self._run(lambda conn: lifecycle.bury_process(conn, host, pid))
 
     async def mark_dead(self, silent_for: timedelta) -> list[str]:
         """Workers silent for `silent_for` are `dead`; → their ids."""

@@ -131,9 +131,12 @@ async def bury_silent(conn: Connection, silent_for: timedelta) -> list[str]:
     return worker_ids
 
 
-async def bury_process(conn: Connection, host: str, pid: int) -> None:
-    """A supervisor saw its child die: its workers are `dead`, their running tasks orphans."""
-    await lease_orphans(conn, await coordination.mark_process_dead(conn, host, pid))
+async def bury_process(conn: Connection, host: str, pid: int) -> list[str]:
+    """A supervisor saw its child die: its workers are `dead`, their running tasks orphans;
+    → their ids."""
+    worker_ids = await coordination.mark_process_dead(conn, host, pid)
+    await lease_orphans(conn, worker_ids)
+    return worker_ids
 
 
 async def lease_orphans(conn: Connection, worker_ids: Sequence[str]) -> None:

@@ -114,8 +114,8 @@ _LOGGED = """logged AS (
 def _flush_statement(claims: bool, finals: bool, retries: bool) -> tuple[str, tuple[str, ...]]:
     """→ (SQL, the parameter names in $1, $2, ... order) for a flush with these parts.
 
-    It returns a row per claim that took (`kind` 'claim') and per outcome that was stored
-    (`kind` 'stored': its attempt was still the row's latest)."""
+    It returns a row per claim that took (`kind` 'claim') and per outcome that was not
+    stored (`kind` 'stale': its attempt was no longer the row's latest), usually none."""
     stored = " UNION ALL ".join(
         f"SELECT id, attempts FROM {part}"
         for part, wanted in (("finished", finals), ("retried", retries))
@@ -139,9 +139,11 @@ def _flush_statement(claims: bool, finals: bool, retries: bool) -> tuple[str, tu
         )
     if stored:
         selects.append(
-            "SELECT 'stored' AS kind, id::text AS id, attempts, NULL::int AS deliveries, "
-            "NULL::int AS retries, NULL::int AS max_retries, NULL::bool AS cancel_requested "
-            f"FROM ({stored}) AS s"
+            "SELECT 'stale' AS kind, a.id::text AS id, a.attempt AS attempts, "
+            "NULL::int AS deliveries, NULL::int AS retries, NULL::int AS max_retries, "
+            "NULL::bool AS cancel_requested "
+            "FROM unnest({log_ids}::uuid[], {log_attempts}::int[]) AS a (id, attempt) "
+            f"WHERE (a.id, a.attempt) NOT IN ({stored})"
         )
     returning = " UNION ALL ".join(selects) or "SELECT NULL LIMIT 0"
     names: list[str] = []
@@ -299,7 +301,7 @@ async def flush(
             for row in rows
             if row["kind"] == "claim"
         },
-        stored=frozenset((row["id"], row["attempts"]) for row in rows if row["kind"] == "stored"),
+        stale=frozenset((row["id"], row["attempts"]) for row in rows if row["kind"] == "stale"),
     )
 
 

@@ -135,11 +135,11 @@ class Claimed:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Written:
-    """What one flush did: the claims that took, and the outcomes stored, as (task id,
-    attempt) — an outcome whose attempt was no longer the row's latest is not."""
+    """What one flush did: the claims that took, and the outcomes not stored because their
+    attempt was no longer the row's latest (as (task id, attempt); usually none)."""
 
     claimed: dict[str, Claimed]
-    stored: frozenset[tuple[str, int]]
+    stale: frozenset[tuple[str, int]] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

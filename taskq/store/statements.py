@@ -322,7 +322,8 @@ async def write_batch(
         claimed.update(
             await claim(conn, ids, worker_id, redelivered=redelivered, name=name, queue=queue)
         )
-    return records.Written(claimed=claimed, stored=stored)
+    stale = {(o.task_id, o.attempt) for o in outcomes} - stored
+    return records.Written(claimed=claimed, stale=frozenset(stale))
 
 
 _record_progress = (

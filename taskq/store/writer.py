@@ -201,7 +201,7 @@ class Writer:
             # Two copies of one message in one batch: only the first runs the attempt.
             _settle(claim_future, claimed.pop(request.task_id, None))
         for done, outcome_future in outcomes:
-            _settle(outcome_future, (done.task_id, done.attempt) in written.stored)
+            _settle(outcome_future, (done.task_id, done.attempt) not in written.stale)
 
 
 def _now() -> float:

@@ -1,10 +1,13 @@
 """`taskq worker --processes N`: N worker processes, kept alive and within their limits.
 
-A child that dies is replaced (after a backoff that grows while it keeps dying soon after
-starting; past a limit the supervisor gives up on it and says why). A child that exits
-with RECYCLE_EXIT reached its task or memory limit, finished its tasks, and is replaced
-at once. The first SIGTERM/SIGINT is passed on to every child (each drains gracefully);
-a second one kills them.
+A child that dies is replaced, after a backoff that grows while it keeps dying soon after
+starting. A child that dies before it ever registered as a worker cannot start (a wrong
+URL, a bad app): past a limit the supervisor gives up on it and says why. One that had
+started was killed by what it ran (a poison task, out of memory): it is always replaced,
+so no task can take a slot out of service. A child that exits with RECYCLE_EXIT reached
+its task or memory limit, finished its tasks, and is replaced at once. The first
+SIGTERM/SIGINT is passed on to every child (each drains gracefully); a second one kills
+them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from taskq.exceptions import StoreError
 from taskq.store import Store
 from taskq.telemetry import prometheus
 from taskq.worker import health, http
+from taskq.worker.reachability import Reachability
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +49,10 @@ class Supervisor:
         *,
         health: tuple[str, int] | None = None,
         metrics: tuple[str, int] | None = None,
+        reachability: Reachability | None = None,
     ) -> None:
         self._argv = list(child_argv)
+        self._reachability = reachability  # what /readyz checks besides the children
         self._health = health
         self._metrics = metrics
         self._snapshot_dir: Path | None = None
@@ -87,6 +93,8 @@ class Supervisor:
             if self._health is not None:
                 # One port for the whole worker: ready while every child process is up.
                 await probes.enter_async_context(health.http_probes(*self._health, self._ready))
+                if self._reachability is not None:
+                    probes.push_async_callback(self._reachability.close)
             if self._metrics is not None:
                 self._snapshot_dir = Path(probes.enter_context(tempfile.TemporaryDirectory()))
                 host, port = self._metrics
@@ -122,7 +130,12 @@ class Supervisor:
             self._retired = prometheus.merge([self._retired, gone])
 
     async def _ready(self) -> dict[str, bool]:
-        return {"children": len(self._children) == self._processes}
+        """Ready while every child runs and (as the children need) the broker and the store
+        answer."""
+        checks = {"children": len(self._children) == self._processes}
+        if self._reachability is not None:
+            checks |= await self._reachability.check()
+        return checks
 
     async def _keep(self, slot: int) -> bool:
         """Keep one child running until a stop; → False if it kept crashing at start."""
@@ -150,10 +163,10 @@ class Supervisor:
                 logger.info("child %d (pid %d) reached its limit: replacing it", slot, child.pid)
                 fast_crashes = 0
                 continue
-            await self._mark_dead(child.pid)
+            had_started = await self._mark_dead(child.pid)
             lived = time.monotonic() - started
             fast_crashes = fast_crashes + 1 if lived < FAST_CRASH else 0
-            if fast_crashes >= MAX_FAST_CRASHES:
+            if fast_crashes >= MAX_FAST_CRASHES and not had_started:
                 logger.error(
                     "child %d died %d times within %.0f s of starting (last exit code %s); "
                     "not restarting it: read its output above, fix the cause, then restart",
@@ -177,14 +190,16 @@ class Supervisor:
             await asyncio.sleep(backoff)
         return True
 
-    async def _mark_dead(self, pid: int) -> None:
-        """The child cannot say goodbye itself; its row must not look alive for 30 s."""
+    async def _mark_dead(self, pid: int) -> bool:
+        """The child cannot say goodbye itself; its row must not look alive for 30 s.
+        → whether it had registered as a worker (it started, then something killed it)."""
         store = Store(self._store_url)
         try:
             await store.open()
-            await store.mark_process_dead(socket.gethostname(), pid)
+            return bool(await store.mark_process_dead(socket.gethostname(), pid))
         except StoreError as exc:
             logger.warning("could not mark dead child %d in the workers table: %s", pid, exc)
+            return False
         finally:
             await store.close()
 

@@ -57,3 +57,25 @@ async def test_only_the_task_that_kills_its_worker_is_dead_lettered(
         production.store_url, "SELECT name FROM taskq_tasks WHERE dead_reason IS NOT NULL"
     )
     assert [row["name"] for row in dead] == ["e2e.poison"]
+
+
+async def test_the_supervisor_never_gives_up_on_a_child_that_a_task_keeps_killing(
+    production: Backend, workers: Workers
+) -> None:
+    # Given `taskq worker --processes 1`, whose child had started and consumed
+    e2e = worker_app.build(production.broker_url, production.store_url)
+    supervisor = await workers.start(concurrency=2, processes=1)
+    async with e2e.app:
+        # When a task kills the child on every delivery (more often than the supervisor's
+        # old limit of 5 deaths within 10 s of starting), with others queued behind it
+        poison = await e2e.poison.submit(0.05)
+        quick = [await e2e.noop.submit(i) for i in range(10)]
+        # Then the child is restarted each time, the poison ends dead-lettered, and the
+        # slot runs the rest
+        assert await asyncio.gather(*(h.result(timeout=DEADLINE) for h in quick)) == [
+            2 * i for i in range(10)
+        ]
+        ended = await poison.info()
+    assert ended.error is not None and ended.error.type == "MaxDeliveriesExceeded"
+    assert supervisor.process.poll() is None, supervisor.output()
+    assert "not restarting it" not in supervisor.output()

@@ -405,6 +405,40 @@ async def test_two_workers_share_tasks_by_their_concurrency(
     assert await state_counts(production.store_url) == {"succeeded": 200}
 
 
+async def test_the_supervisors_readiness_follows_the_broker(
+    private_production: Backend, private_workers: Workers, private_rabbit: RabbitNode
+) -> None:
+    """Before, `--processes N`'s /readyz said ready while RabbitMQ was unreachable: it
+    only counted its children (issue 17, defect 14)."""
+    # Given `taskq worker --processes 2` serving probes
+    port = free_port()
+    await private_workers.start(
+        concurrency=2, processes=2, app=POOL_APP, options=["--health-port", str(port)]
+    )
+    ready = {"ready": True, "children": True, "broker": True, "store": True}
+
+    async def ready_now() -> bool:
+        return await probe(port, "/readyz") == (200, ready)
+
+    await wait_until(ready_now, within=15, what="/readyz to say ready")
+    try:
+        # When RabbitMQ stops
+        await private_rabbit.ctl("stop_app")
+
+        # Then /readyz turns 503, naming the broker
+        async def unready() -> bool:
+            status, body = await probe(port, "/readyz")
+            return status == 503 and body.get("broker") is False
+
+        await wait_until(unready, within=15, what="/readyz to report the broker down")
+    finally:
+        await private_rabbit.ctl("start_app")
+        await wait_for_amqp(private_production.broker_url)
+
+    # And once RabbitMQ is back, it is ready again
+    await wait_until(ready_now, within=30, what="/readyz to recover")
+
+
 async def test_health_probes_follow_the_broker(
     private_production: Backend, private_workers: Workers, private_rabbit: RabbitNode
 ) -> None:
