@@ -195,3 +195,11 @@ async def opened(backend: Backend) -> AsyncIterator[taskq.App]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _vhosts.close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos-full",
+        action="store_true",
+        help="run the chaos scenarios in their long forms (tests/chaos)",
+    )

@@ -9,6 +9,7 @@ the way Debian's wrapper starts the shared one, with every path and port of its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -127,4 +128,63 @@ class RabbitNode:
                 self._process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self._process.pid, 9)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql")
+
+
+def _postgres_bin() -> Path:
+    versions = sorted(POSTGRES_BIN.glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    if not versions:
+        raise RuntimeError(f"no PostgreSQL server binaries under {POSTGRES_BIN}")
+    return versions[-1].parent
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster (its own data directory and port, trust auth), run as
+    the `postgres` user: `start()`, `stop()`, `restart()`, `remove()`."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._bin = _postgres_bin()
+        self._dir = Path(tempfile.mkdtemp(prefix="taskq-postgres-"))
+        self._dir.chmod(0o755)
+        shutil.chown(self._dir, "postgres", "postgres")
+        self._data = self._dir / "data"
+        self._as_postgres(
+            "initdb", "-D", str(self._data), "-A", "trust", "-U", "postgres", "--no-sync"
+        )
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _as_postgres(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(self._bin / tool), *args],
+            capture_output=True,
+            text=True,
+            cwd=self._dir,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{tool} {args}: {done.stdout}{done.stderr}")
+        return done
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            "pg_ctl", "-D", str(self._data), "-o", options, "-l", str(self._dir / "log"), "-w",
+            "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self._data), "-m", "fast", "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def remove(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)

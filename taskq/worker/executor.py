@@ -128,7 +128,8 @@ class Executor:
                 return  # (else it had started before: a redelivery, which runs on)
         if delivery.redelivered and await self._keep_running(delivery, envelope.id):
             return
-        async with self._isolation.turn(redelivered=delivery.redelivered) as turn:
+        turn = await self._isolation.turn(redelivered=delivery.redelivered)
+        try:
             claimed = await claims.claim(
                 self._writer,
                 self._store,
@@ -155,10 +156,10 @@ class Executor:
                 envelope=envelope, task=task, claimed=claimed, delivery=delivery, runs=runs
             )
             self._turns[envelope.id] = turn
-            try:
-                outcome = await self._attempt_chain(attempt)
-            finally:
-                self._turns.pop(envelope.id, None)
+            outcome = await self._attempt_chain(attempt)
+        finally:
+            turn.done()
+            self._turns.pop(envelope.id, None)
         await self._settle(delivery, envelope, outcome, stored=attempt.stored)
 
     async def _keep_running(self, delivery: Delivery, task_id: str) -> bool:

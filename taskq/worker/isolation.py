@@ -28,15 +28,20 @@ class Isolation:
         self._open = asyncio.Event()  # cleared while a suspect runs alone
         self._open.set()
 
-    @contextlib.asynccontextmanager
-    async def turn(self, *, redelivered: bool) -> AsyncIterator[Turn]:
-        """A delivery's place for its claim and run (see the module's docstring)."""
+    async def turn(self, *, redelivered: bool) -> Turn:
+        """A delivery's place for its claim and run (see the module's docstring); the
+        caller must call its `done()` at the end, whatever happens."""
         if redelivered:
             await self._suspects.acquire()
         elif not self._open.is_set():
             await self._open.wait()
-        turn = Turn(self, holds_lock=redelivered)
         self._count(+1)
+        return Turn(self, holds_lock=redelivered)
+
+    @contextlib.asynccontextmanager
+    async def place(self, *, redelivered: bool) -> AsyncIterator[Turn]:
+        """`turn()` for an `async with` block (tests; the executor saves the frames)."""
+        turn = await self.turn(redelivered=redelivered)
         try:
             yield turn
         finally:

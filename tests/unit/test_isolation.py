@@ -19,14 +19,14 @@ async def test_a_suspect_waits_for_running_tasks_and_holds_new_ones_back() -> No
     suspect_done = asyncio.Event()
 
     async def ordinary(name: str, until: asyncio.Event | None = None) -> None:
-        async with places.turn(redelivered=False):
+        async with places.place(redelivered=False):
             log.append(f"{name} starts")
             if until is not None:
                 await until.wait()
             log.append(f"{name} ends")
 
     async def suspect() -> None:
-        async with places.turn(redelivered=True) as turn:
+        async with places.place(redelivered=True) as turn:
             turn.claimed(suspect=True)
             await turn.alone()
             log.append("suspect starts")
@@ -57,7 +57,7 @@ async def test_redeliveries_claim_one_at_a_time_and_a_cleared_one_lets_the_next_
     release_first = asyncio.Event()
 
     async def redelivery(name: str, hold: asyncio.Event | None = None) -> None:
-        async with places.turn(redelivered=True) as turn:
+        async with places.place(redelivered=True) as turn:
             claimed.append(name)
             if hold is not None:
                 await hold.wait()
@@ -80,13 +80,13 @@ async def test_a_long_suspect_runs_alone_only_for_a_while(monkeypatch: pytest.Mo
     started = asyncio.Event()
 
     async def suspect() -> None:
-        async with places.turn(redelivered=True) as turn:
+        async with places.place(redelivered=True) as turn:
             turn.claimed(suspect=True)
             await turn.alone()
             await forever.wait()
 
     async def ordinary() -> None:
-        async with places.turn(redelivered=False):
+        async with places.place(redelivered=False):
             started.set()
 
     long = asyncio.create_task(suspect())

@@ -1,0 +1,91 @@
+"""The app `taskq worker tests.chaos.chaos_app:app` runs in the chaos suite.
+
+Each task run that completes writes (task id, attempt, pid, time) to `chaos_effects` in a
+transaction of its own, before its outcome: the ledger's evidence of what ran, and how
+often. The write waits out a database outage (a task must not fail because of the fault
+under test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+
+import asyncpg
+
+import taskq
+
+EFFECTS_TABLE = """CREATE TABLE IF NOT EXISTS chaos_effects (
+    task_id uuid NOT NULL, attempt int NOT NULL, pid int NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp())"""
+EFFECT_DEADLINE = 120.0
+
+_connection: asyncpg.Connection | None = None
+
+
+async def _record_effect() -> None:
+    global _connection
+    ctx = taskq.context()
+    deadline = asyncio.get_running_loop().time() + EFFECT_DEADLINE
+    while True:
+        try:
+            if _connection is None or _connection.is_closed():
+                url = os.environ["TASKQ_STORE_URL"].replace(
+                    "postgresql+asyncpg://", "postgresql://"
+                )
+                _connection = await asyncpg.connect(url, timeout=5)
+            await _connection.execute(
+                "INSERT INTO chaos_effects (task_id, attempt, pid) VALUES ($1, $2, $3)",
+                ctx.id,
+                ctx.attempt,
+                os.getpid(),
+            )
+            return
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            _connection = None
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def work(seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    await _record_effect()
+    return taskq.context().attempt
+
+
+async def flaky(seconds: float) -> int:
+    """Fails its first two attempts (a retry with backoff each), then succeeds."""
+    await asyncio.sleep(seconds)
+    if taskq.context().attempt < 3:
+        raise RuntimeError("not yet")
+    await _record_effect()
+    return taskq.context().attempt
+
+
+async def poison() -> None:
+    await asyncio.sleep(0.05)
+    os._exit(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChaosApp:
+    app: taskq.App
+    work: taskq.Task[[float], int]
+    flaky: taskq.Task[[float], int]
+    poison: taskq.Task[[], None]
+
+
+def build(broker_url: str | None = None, store_url: str | None = None) -> ChaosApp:
+    """The app with its tasks under fixed names; URLs left as None come from TASKQ_*."""
+    app = taskq.App(broker_url, store_url)
+    return ChaosApp(
+        app=app,
+        work=app.task(name="chaos.work")(work),
+        flaky=app.task(name="chaos.flaky", max_retries=3, retry_for=(RuntimeError,))(flaky),
+        poison=app.task(name="chaos.poison")(poison),
+    )
+
+
+app = build().app
