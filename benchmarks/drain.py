@@ -41,6 +41,7 @@ import asyncio
 import dataclasses
 import gzip
 import http.server
+import os
 import resource
 import statistics
 import subprocess
@@ -320,6 +321,8 @@ def worker_env(
         "TASKQ_STORE_URL": store_url,
         "TASKQ_LOG_LEVEL": "WARNING",
     }
+    if key := os.environ.get("TASKQ_SIGNING_KEY"):  # (signed messages and events, both sides)
+        env["TASKQ_SIGNING_KEY"] = key
     if sink is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink
         env["OTEL_SERVICE_NAME"] = WORKER_SERVICE

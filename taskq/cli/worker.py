@@ -128,6 +128,24 @@ def worker(
             help="Log the task that blocks the event loop for longer than this (seconds).",
         ),
     ] = 1.0,
+    hard_time_limit: Annotated[
+        float | None,
+        typer.Option(
+            envvar="TASKQ_HARD_TIME_LIMIT",
+            min=0.5,
+            help="End the worker process when a task keeps the event loop blocked this long "
+            "(seconds): the task is failed with TimeLimitExceeded and never runs again.",
+        ),
+    ] = None,
+    memory_limit_: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-limit",
+            envvar="TASKQ_MEMORY_LIMIT",
+            help="End the worker process as soon as its resident memory reaches this (e.g. "
+            "2GiB), even mid-task: the task to blame is failed with MemoryLimitExceeded.",
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -159,7 +177,14 @@ def worker(
         memory = None if max_memory_per_child is None else memory_limit(max_memory_per_child)
     except ValueError as exc:
         fail(f"--max-memory-per-child: {exc}")
-    supervised = processes > 1 or max_tasks_per_child is not None or memory is not None
+    try:
+        hard_memory = None if memory_limit_ is None else memory_limit(memory_limit_)
+    except ValueError as exc:
+        fail(f"--memory-limit: {exc}")
+    hard_limits = hard_time_limit is not None or hard_memory is not None
+    supervised = (
+        processes > 1 or max_tasks_per_child is not None or memory is not None or hard_limits
+    )
     loaded = load_app(app)
     try:
         plugins = [name for given in middleware or () for name in given.split(",")]
@@ -201,6 +226,8 @@ def worker(
             health_port=None if child else health_port,
             health_host=health_host,
             blocked_threshold=blocked_threshold,
+            hard_time_limit=hard_time_limit,
+            memory_limit=hard_memory,
             observe_queues=telemetry.reader is not None or bool(telemetry.providers),
         )
     except TaskqError as exc:

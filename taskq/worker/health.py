@@ -67,6 +67,10 @@ class LoopWatchdog:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="taskq-watchdog", daemon=True)
 
+    def touched(self) -> float:
+        """When the loop last turned (monotonic seconds)."""
+        return self._touched
+
     async def run(self) -> None:
         """Touch the timestamp until cancelled (runs on the loop it watches)."""
         self._loop_thread = threading.get_ident()

@@ -16,7 +16,10 @@ class WorkerOptions:
     tasks without limit. `max_tasks` / `max_memory` (bytes): the worker stops itself past
     them, for its supervisor to replace. `health_port`: serve `/healthz` and `/readyz`.
     `blocked_threshold`: seconds the event loop may stay blocked before the watchdog logs the
-    task to blame. `observe_queues`: keep the queue-depth gauges up to date (metrics on).
+    task to blame. `hard_time_limit` (seconds the loop may stay blocked) and `memory_limit`
+    (bytes of resident memory): past them the worker process ends, charging the task to
+    blame (see `taskq.worker.limits`). `observe_queues`: keep the queue-depth gauges up to
+    date (metrics on).
     """
 
     concurrency: int = 10
@@ -28,6 +31,8 @@ class WorkerOptions:
     health_port: int | None = None
     health_host: str = "127.0.0.1"
     blocked_threshold: float = 1.0
+    hard_time_limit: float | None = None
+    memory_limit: int | None = None
     observe_queues: bool = False
 
     def __post_init__(self) -> None:
@@ -48,6 +53,8 @@ class WorkerOptions:
         _at_least("max_tasks", self.max_tasks, 1)
         _at_least("max_memory", self.max_memory, 1)
         _at_least("blocked_threshold", self.blocked_threshold, 0.001)
+        _at_least("hard_time_limit", self.hard_time_limit, 0.5)
+        _at_least("memory_limit", self.memory_limit, 1)
         if self.health_port is not None and not 0 <= self.health_port <= 65535:
             raise ConfigurationError(f"health_port must be 0 to 65535, not {self.health_port}")
 

@@ -62,6 +62,7 @@ class Run:
         chain: RunNext | None = None,
     ) -> None:
         self.cancel_requested = False
+        self.task_id = envelope.id
         self.name = task.name
         self.attempt = ctx.attempt
         self.code = getattr(task.fn, "__code__", None)  # for the watchdog's blame
@@ -170,13 +171,31 @@ class Runs:
 
     def blame(self, frame: FrameType) -> str | None:
         """The running task whose code is on this stack (the watchdog asks), if any."""
-        codes = {run.code: task_id for task_id, run in self._runs.items()}
+        run = self.culprit(frame)
+        return None if run is None else f"{run.name}[{run.task_id}]"
+
+    def culprit(self, frame: FrameType) -> Run | None:
+        """The run whose task's code is on this stack, if any (safe from another thread)."""
+        codes = {run.code: run for run in self.snapshot()}
         current: FrameType | None = frame
         while current is not None:
-            if (task_id := codes.get(current.f_code)) is not None:
-                return f"{self._runs[task_id].name}[{task_id}]"
+            if (run := codes.get(current.f_code)) is not None:
+                return run
             current = current.f_back
         return None
+
+    def only(self) -> Run | None:
+        """The one run, if exactly one task runs here now."""
+        runs = self.snapshot()
+        return runs[0] if len(runs) == 1 else None
+
+    def snapshot(self) -> list[Run]:
+        """The runs now; callable from another thread (a copy, retried if it changed)."""
+        while True:
+            try:
+                return list(self._runs.values())
+            except RuntimeError:  # (changed size while being copied)
+                continue
 
     def cancel(self, task_id: str) -> bool:
         """Cancel the task if it runs here (a control message asked); → whether it did.

@@ -23,6 +23,7 @@ from taskq.scheduler import LeaderWork, campaign
 from taskq.telemetry import metrics
 from taskq.worker import health, heartbeat, running
 from taskq.worker.executor import Executor
+from taskq.worker.limits import HardLimits
 from taskq.worker.options import WorkerOptions
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ class Worker:
                 side.create_task(writer.run(), name="taskq-writer")
                 watchdog = health.LoopWatchdog(self.options.blocked_threshold, executor.runs.blame)
                 watching = side.create_task(watchdog.run(), name="taskq-watchdog")
+                limits = self._hard_limits(executor, watchdog)
                 observing = None
                 if self.options.observe_queues:
                     observing = side.create_task(self._observe_queues(), name="taskq-observe")
@@ -134,6 +136,8 @@ class Worker:
                 finally:
                     await control.cancel()
                     watching.cancel()
+                    if limits is not None:
+                        limits.stop()
                     if observing is not None:
                         observing.cancel()
                     if candidate is not None:
@@ -216,6 +220,22 @@ class Worker:
             await delivery.reject(requeue=True)
             return False
         return True
+
+    def _hard_limits(self, executor: Executor, watchdog: health.LoopWatchdog) -> HardLimits | None:
+        """The thread that ends this process past a hard limit, if any is set (started)."""
+        options = self.options
+        if options.hard_time_limit is None and options.memory_limit is None:
+            return None
+        limits = HardLimits(
+            runs=executor.runs,
+            touched=watchdog.touched,
+            store_url=self.app.settings.store_url,
+            worker_id=self.id,
+            time_limit=options.hard_time_limit,
+            memory_limit=options.memory_limit,
+        )
+        limits.start()
+        return limits
 
     async def _ready(self) -> dict[str, bool]:
         return {"broker": self.app.broker.connected, "store": await self.app.store.ping()}

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 import taskq
 from tests.conftest import Backend
 from tests.e2e import worker_app
 from tests.e2e.processes import Workers, sql, state_counts
+from tests.support import eventually
 
 DEADLINE = 120.0
 
@@ -62,9 +65,10 @@ async def test_only_the_task_that_kills_its_worker_is_dead_lettered(
 async def test_the_supervisor_never_gives_up_on_a_child_that_a_task_keeps_killing(
     production: Backend, workers: Workers
 ) -> None:
-    # Given `taskq worker --processes 1`, whose child had started and consumed
+    # Given a supervised worker with one child (`--max-tasks-per-child` makes a supervisor),
+    # which had started and consumed
     e2e = worker_app.build(production.broker_url, production.store_url)
-    supervisor = await workers.start(concurrency=2, processes=1)
+    supervisor = await workers.start(concurrency=2, options=["--max-tasks-per-child", "1000"])
     async with e2e.app:
         # When a task kills the child on every delivery (more often than the supervisor's
         # old limit of 5 deaths within 10 s of starting), with others queued behind it
@@ -75,7 +79,48 @@ async def test_the_supervisor_never_gives_up_on_a_child_that_a_task_keeps_killin
         assert await asyncio.gather(*(h.result(timeout=DEADLINE) for h in quick)) == [
             2 * i for i in range(10)
         ]
-        ended = await poison.info()
+        ended = await eventually(
+            poison.info, lambda info: info.state.is_final, what="the poison to end", within=90
+        )
     assert ended.error is not None and ended.error.type == "MaxDeliveriesExceeded"
     assert supervisor.process.poll() is None, supervisor.output()
     assert "not restarting it" not in supervisor.output()
+
+
+async def test_a_task_that_never_yields_is_ended_by_the_hard_time_limit(
+    production: Backend, workers: Workers
+) -> None:
+    # Given a worker with a 1 s hard time limit (supervised, so it is replaced)
+    e2e = worker_app.build(production.broker_url, production.store_url)
+    supervisor = await workers.start(concurrency=2, options=["--hard-time-limit", "1"])
+    async with e2e.app:
+        # When an `async def` that never yields runs (its timeout cannot cancel it)
+        spinning = await e2e.spin.options(timeout=0.5).submit()
+        # Then it is failed with TimeLimitExceeded, its worker process replaced
+        with pytest.raises(taskq.TaskFailed) as caught:
+            await spinning.result(timeout=DEADLINE)
+        assert caught.value.error_type == "TimeLimitExceeded"
+        # And the replacement runs the next tasks; the spinner never runs again
+        assert await (await e2e.noop.submit(21)).result(timeout=DEADLINE) == 42
+        info = await spinning.info()
+        letters = await eventually(e2e.app.dlq().list, what="the spinner's dead letter")
+    assert info.attempts == 1, info
+    assert [(letter.task_id, letter.reason) for letter in letters] == [(spinning.id, "time_limit")]
+    assert supervisor.process.poll() is None, supervisor.output()
+
+
+async def test_a_task_over_the_memory_limit_is_ended_mid_task(
+    production: Backend, workers: Workers
+) -> None:
+    # Given a worker with one slot and a 300 MB memory limit
+    e2e = worker_app.build(production.broker_url, production.store_url)
+    await workers.start(concurrency=1, options=["--memory-limit", "300MB"])
+    async with e2e.app:
+        # When a task takes 400 MiB and holds it
+        hog = await e2e.hog.submit(400)
+        # Then it is failed with MemoryLimitExceeded before it ends, and never runs again
+        with pytest.raises(taskq.TaskFailed) as caught:
+            await hog.result(timeout=DEADLINE)
+        assert caught.value.error_type == "MemoryLimitExceeded"
+        assert await (await e2e.noop.submit(1)).result(timeout=DEADLINE) == 2
+        assert (await hog.info()).attempts == 1

@@ -49,6 +49,19 @@ async def steady(seconds: float) -> int:
     return taskq.context().attempt
 
 
+async def spin() -> None:
+    """Never yields: only a hard limit, from outside the event loop, can end it."""
+    while True:
+        pass
+
+
+async def hog(megabytes: int) -> None:
+    """Take `megabytes` of memory, a MiB at a time, then hold it."""
+    held = [bytearray(2**20) for _ in range(megabytes)]
+    await asyncio.sleep(60)
+    del held
+
+
 async def poison(delay: float) -> None:
     """Kill the worker process `delay` s in, every time: a task that can never succeed."""
     await asyncio.sleep(delay)
@@ -62,6 +75,8 @@ class E2EApp:
     record: taskq.Task[[str], None]
     slow: taskq.Task[[float, str], int]
     steady: taskq.Task[[float], int]
+    spin: taskq.Task[[], None]
+    hog: taskq.Task[[int], None]
     poison: taskq.Task[[float], None]
 
 
@@ -74,6 +89,8 @@ def build(broker_url: str | None = None, store_url: str | None = None, **setting
         record=app.task(name="e2e.record")(record),
         slow=app.task(name="e2e.slow")(slow),
         steady=app.task(name="e2e.steady")(steady),
+        spin=app.task(name="e2e.spin")(spin),
+        hog=app.task(name="e2e.hog")(hog),
         poison=app.task(name="e2e.poison")(poison),
     )
 
