@@ -20,6 +20,7 @@ EFFECTS_TABLE = """CREATE TABLE IF NOT EXISTS chaos_effects (
     task_id uuid NOT NULL, attempt int NOT NULL, pid int NOT NULL,
     at timestamptz NOT NULL DEFAULT clock_timestamp())"""
 EFFECT_DEADLINE = 120.0
+TICKS_ENV = "CHAOS_TICKS"
 
 _connection: asyncpg.Connection | None = None
 
@@ -64,6 +65,22 @@ async def flaky(seconds: float) -> int:
     return taskq.context().attempt
 
 
+async def spin() -> None:
+    """An `async def` that never yields: only a hard limit can end it."""
+    while True:
+        pass
+
+
+_leaked: list[bytearray] = []
+
+
+async def leak(megabytes: int) -> int:
+    """Keep `megabytes` for good (a leak), then record the effect."""
+    _leaked.append(bytearray(megabytes * 2**20))
+    await _record_effect()
+    return len(_leaked)
+
+
 async def poison() -> None:
     await asyncio.sleep(0.05)
     os._exit(1)
@@ -75,16 +92,27 @@ class ChaosApp:
     work: taskq.Task[[float], int]
     flaky: taskq.Task[[float], int]
     poison: taskq.Task[[], None]
+    spin: taskq.Task[[], None]
+    leak: taskq.Task[[int], int]
+
+
+async def tick() -> None:
+    await _record_effect()
 
 
 def build(broker_url: str | None = None, store_url: str | None = None) -> ChaosApp:
-    """The app with its tasks under fixed names; URLs left as None come from TASKQ_*."""
+    """The app with its tasks under fixed names; URLs left as None come from TASKQ_*. With
+    CHAOS_TICKS set, it also ticks every second (`chaos.tick`)."""
     app = taskq.App(broker_url, store_url)
+    if os.environ.get(TICKS_ENV):
+        app.periodic(cron="* * * * * *", name="chaos.tick", missed="all")(tick)
     return ChaosApp(
         app=app,
         work=app.task(name="chaos.work")(work),
         flaky=app.task(name="chaos.flaky", max_retries=3, retry_for=(RuntimeError,))(flaky),
         poison=app.task(name="chaos.poison")(poison),
+        spin=app.task(name="chaos.spin")(spin),
+        leak=app.task(name="chaos.leak")(leak),
     )
 
 

@@ -5,6 +5,7 @@ scenario, real `taskq worker` processes, and the table of verdicts printed at th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import uuid
@@ -29,6 +30,22 @@ _verdicts: list[Verdict] = []
 def chaos_rabbit() -> Iterator[RabbitNode]:
     node = RabbitNode()
     node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def chaos_rabbit_timeout() -> Iterator[RabbitNode]:
+    """A node whose consumer_timeout is 5 s: a delivery unacked that long closes its channel."""
+    node = RabbitNode(consumer_timeout_ms=5000)
+    node.start()
+    # (RabbitMQ checks the timeout on each channel tick: once a second, not once a minute)
+    done = node.ctl_sync("eval", "application:set_env(rabbit, channel_tick_interval, 1000).")
+    if done.returncode != 0:
+        node.stop()
+        raise subprocess.SubprocessError(f"rabbitmqctl eval: {done.stderr}")
     try:
         yield node
     finally:
@@ -92,6 +109,25 @@ async def new_database(cluster: PostgresCluster) -> str:
     return url
 
 
+@contextlib.asynccontextmanager
+async def staged(
+    request: pytest.FixtureRequest, node: RabbitNode, cluster: PostgresCluster, workdir: Path
+) -> AsyncIterator[Scene]:
+    broker_url = f"{node.url}{new_vhost(node)}"
+    store_url = await new_database(cluster)
+    workers = Workers(amqp_url=broker_url, store_url=store_url, workdir=workdir, ctl=node.ctl)
+    client = chaos_app.build(broker_url, store_url)
+    ledger = Ledger(request.node.name.removeprefix("test_"), client.app, store_url)
+    try:
+        async with client.app:
+            yield Scene(
+                broker_url, store_url, node, cluster, workers, client, ledger,
+                full=bool(request.config.getoption("--chaos-full")),
+            )  # fmt: skip
+    finally:
+        await asyncio.to_thread(workers.stop_all)
+
+
 @pytest.fixture
 async def scene(
     request: pytest.FixtureRequest,
@@ -99,21 +135,20 @@ async def scene(
     chaos_postgres: PostgresCluster,
     tmp_path: Path,
 ) -> AsyncIterator[Scene]:
-    broker_url = f"{chaos_rabbit.url}{new_vhost(chaos_rabbit)}"
-    store_url = await new_database(chaos_postgres)
-    workers = Workers(
-        amqp_url=broker_url, store_url=store_url, workdir=tmp_path, ctl=chaos_rabbit.ctl
-    )
-    client = chaos_app.build(broker_url, store_url)
-    ledger = Ledger(request.node.name.removeprefix("test_"), client.app, store_url)
-    try:
-        async with client.app:
-            yield Scene(
-                broker_url, store_url, chaos_rabbit, chaos_postgres, workers, client, ledger,
-                full=bool(request.config.getoption("--chaos-full")),
-            )  # fmt: skip
-    finally:
-        await asyncio.to_thread(workers.stop_all)
+    async with staged(request, chaos_rabbit, chaos_postgres, tmp_path) as staged_scene:
+        yield staged_scene
+
+
+@pytest.fixture
+async def timeout_scene(
+    request: pytest.FixtureRequest,
+    chaos_rabbit_timeout: RabbitNode,
+    chaos_postgres: PostgresCluster,
+    tmp_path: Path,
+) -> AsyncIterator[Scene]:
+    """A scene on the node whose consumer_timeout is 5 s."""
+    async with staged(request, chaos_rabbit_timeout, chaos_postgres, tmp_path) as staged_scene:
+        yield staged_scene
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

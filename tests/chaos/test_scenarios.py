@@ -11,13 +11,22 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 
 import aio_pika
+import asyncpg
 import msgpack
 
+from tests.chaos import chaos_app
 from tests.chaos.conftest import Scene
 from tests.chaos.ledger import Verdict
-from tests.e2e.processes import WorkerProcess, wait_for_amqp
+from tests.e2e.processes import (
+    WorkerProcess,
+    cli_env,
+    plain_postgres_url,
+    run_cli,
+    wait_for_amqp,
+)
 
 DRAIN = 120.0
 
@@ -164,9 +173,11 @@ async def test_garbage_wrong_schema_oversize_and_unknown_messages(scene: Scene) 
 async def test_a_leader_killed_and_a_leader_frozen_while_delayed_tasks_are_due(
     scene: Scene,
 ) -> None:
-    # Given two workers that both stand for leadership, and delayed tasks and retries due soon
-    first = await scene.start_worker()
-    second = await scene.start_worker()
+    # Given two workers that both stand for leadership, a schedule ticking every second, and
+    # delayed tasks and retries due soon
+    ticking = {chaos_app.TICKS_ENV: "1"}
+    first = await scene.start_worker(env=ticking)
+    second = await scene.start_worker(env=ticking)
     for _ in range(50):
         await scene.ledger.submit(scene.client.work, 0.01, countdown=2)
     for _ in range(10):
@@ -174,7 +185,7 @@ async def test_a_leader_killed_and_a_leader_frozen_while_delayed_tasks_are_due(
     # When one is killed and the other frozen (SIGSTOP) for a while, then thawed
     await scene.workers.kill(first)  # type: ignore[arg-type]
     os.kill(second.pid, signal.SIGSTOP)  # type: ignore[attr-defined]
-    await scene.start_worker()
+    await scene.start_worker(env=ticking)
     await asyncio.sleep(5)  # (the freeze itself: a new leader takes over meanwhile)
     os.kill(second.pid, signal.SIGCONT)  # type: ignore[attr-defined]
     await scene.ledger.drain(DRAIN)
@@ -182,3 +193,140 @@ async def test_a_leader_killed_and_a_leader_frozen_while_delayed_tasks_are_due(
     verdict = scene.record(await scene.ledger.verdict())
     holds(verdict)
     assert verdict.duplicates == 0, verdict
+    # And ticks went on through the handover, each tick submitted and run once
+    ticks = await scene.ledger.rows(
+        "SELECT t.run_at, count(*) AS tasks, count(e.task_id) AS runs FROM taskq_tasks t "
+        "LEFT JOIN chaos_effects e ON e.task_id = t.id WHERE t.name = 'chaos.tick' "
+        "AND t.state = 'succeeded' GROUP BY t.run_at"
+    )
+    assert len(ticks) >= 5, ticks
+    assert all((tick["tasks"], tick["runs"]) == (1, 1) for tick in ticks), ticks
+
+
+async def test_an_async_def_that_never_yields(scene: Scene) -> None:
+    # Given workers with a 2 s hard time limit, and a task that never yields among others
+    await scene.start_worker(options=["--hard-time-limit", "2"])
+    await scene.ledger.submit(scene.client.spin)
+    await load(scene, 50)
+    await scene.ledger.drain(DRAIN)
+    # Then it alone is ended and dead-lettered; every other task ran
+    holds(scene.record(await scene.ledger.verdict()), dead={"time_limit": 1})
+
+
+async def test_a_task_leaking_memory_past_max_memory_per_child(scene: Scene) -> None:
+    # Given a worker recycled past 200 MB, and tasks that each leak 40 MiB
+    await scene.start_worker(concurrency=2, options=["--max-memory-per-child", "200MB"])
+    for _ in range(12):
+        await scene.ledger.submit(scene.client.leak, 40)
+    await load(scene, 30)
+    await scene.ledger.drain(DRAIN)
+    # Then the worker is replaced as it grows, and nothing is lost or run twice
+    verdict = scene.record(await scene.ledger.verdict())
+    holds(verdict)
+    assert verdict.duplicates == 0, verdict
+
+
+async def test_a_queue_length_limit_reached(scene: Scene) -> None:
+    # Given a queue limited to 20 messages that refuses more (no worker consumes yet)
+    vhost = scene.broker_url.rsplit("/", 1)[1]
+    await scene.rabbit.ctl(
+        "set_policy", "-p", vhost, "--apply-to", "queues", "limit", "^default$",
+        '{"max-length": 20, "overflow": "reject-publish"}',
+    )  # fmt: skip
+    await scene.client.app.declare("default")
+    # When 50 tasks are submitted
+    await load(scene, 50)
+    # Then the submits past the limit raise (unknown to the ledger), and once a worker
+    # drains the queue every acknowledged task runs
+    await scene.start_worker()
+    await scene.ledger.drain(DRAIN)
+    verdict = scene.record(await scene.ledger.verdict())
+    holds(verdict)
+    assert verdict.acknowledged >= 20 and verdict.acknowledged + verdict.unknown == 50, verdict
+
+
+async def test_expiry_while_no_worker_runs(scene: Scene) -> None:
+    # Given tasks that expire in 1 s, submitted while no worker runs, and others that do not
+    for _ in range(20):
+        await scene.ledger.submit(scene.client.work, 0.01, expires=1)
+    await load(scene, 20)
+    await asyncio.sleep(1.5)  # (past the expiry: what the scenario is about)
+    # When a worker starts
+    await scene.start_worker()
+    await scene.ledger.drain(DRAIN)
+    # Then the expired never ran and are dead-lettered as expired; the others ran
+    holds(scene.record(await scene.ledger.verdict()), dead={"expired": 20})
+
+
+async def test_a_lost_publisher_confirm(scene: Scene) -> None:
+    # Given a worker, and submits in flight when every connection is closed
+    await scene.start_worker()
+    producing = asyncio.create_task(load(scene, 200, seconds=0.01))
+    await asyncio.sleep(0.2)
+    await scene.rabbit.ctl("close_all_connections", "chaos: confirms lost")
+    await producing
+    await wait_for_amqp(scene.broker_url)
+    await scene.ledger.drain(DRAIN)
+    # Then a submit whose confirm was lost was retried or relayed: nothing is lost or doubled
+    verdict = scene.record(await scene.ledger.verdict())
+    holds(verdict)
+    assert verdict.duplicates == 0, verdict
+
+
+async def test_consumer_timeout_exceeded(timeout_scene: Scene) -> None:
+    scene = timeout_scene
+    # Given a worker that would ack early only after 600 s, on a node whose consumer_timeout
+    # is 5 s, and tasks of 12 s beside quick ones
+    await scene.start_worker(env={"TASKQ_LEASE_AFTER": "600"})
+    for _ in range(3):
+        await scene.ledger.submit(scene.client.work, 12.0)
+    await load(scene, 30)
+    await scene.ledger.drain(DRAIN)
+    # Then each long task ran once, kept by a lease after RabbitMQ closed its channel
+    verdict = scene.record(await scene.ledger.verdict())
+    holds(verdict)
+    assert verdict.duplicates == 0, verdict
+    log = "".join(text for _, text in scene.workers.outputs())
+    assert "consumer_timeout" in log, log[-2000:]
+
+
+async def test_credentials_never_appear_in_any_output(scene: Scene, tmp_path: Path) -> None:
+    # Given a broker user and a database role with distinctive passwords
+    secret = "Chaos-S3cr3t-Pw-7f3a"
+    vhost = scene.broker_url.rsplit("/", 1)[1]
+    await scene.rabbit.ctl("add_user", "chaos", secret)
+    await scene.rabbit.ctl("set_permissions", "-p", vhost, "chaos", ".*", ".*", ".*")
+    database = scene.store_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(plain_postgres_url(scene.postgres.url()), timeout=10)
+    try:
+        await admin.execute(f"CREATE ROLE chaos LOGIN SUPERUSER PASSWORD '{secret}'")
+    finally:
+        await admin.close()
+    broker = f"amqp://chaos:{secret}@127.0.0.1:{scene.rabbit.port}/{vhost}"
+    store = f"postgresql+asyncpg://chaos:{secret}@127.0.0.1:{scene.postgres.port}/{database}"
+    # When workers run with them through faults, and the CLI is used, right and wrong
+    scene.workers.amqp_url, scene.workers.store_url = broker, store
+    await scene.start_worker()
+    await load(scene, 50)
+    await scene.rabbit.ctl("close_all_connections", "chaos: credentials")
+    await scene.ledger.drain(DRAIN)
+    env = cli_env(TASKQ_BROKER_URL=broker, TASKQ_STORE_URL=store)
+    wrong = cli_env(
+        TASKQ_BROKER_URL=broker.replace(secret, secret + "x"),
+        TASKQ_STORE_URL=store.replace(secret, secret + "x"),
+    )
+    outputs = [text for _, text in scene.workers.outputs()]
+    for argv, environment in (
+        (("status",), env),
+        (("workers",), env),
+        (("tasks", "--limit", "5"), env),
+        (("dlq", "list"), env),
+        (("status",), wrong),
+        (("worker", "tests.chaos.chaos_app:app"), wrong),
+    ):
+        _, out, err = await run_cli(*argv, env=environment, limit=60)
+        outputs += [out, err]
+    # Then the password appears in none of them
+    holds(scene.record(await scene.ledger.verdict()))
+    leaked = [text for text in outputs if secret in text]
+    assert leaked == [], leaked[0][-2000:]
