@@ -1,5 +1,6 @@
 """Signed messages: with TASKQ_SIGNING_KEY set, a credential that may publish on the vhost
-still cannot forge a task or a result.
+still cannot forge a task or a result. Without it, task events (which carry results) are
+still signed, with the installation's key kept in the database (`Store.event_key`).
 
 A signed message is `TQS1`, the HMAC-SHA256 of the message (32 bytes), then the exact bytes
 of the message: nothing to parse before the check (a taskq message is a msgpack map, which
@@ -58,10 +59,21 @@ class Signer:
         inner, digest = unwrap(data)
         if digest is None:
             raise BadSignature("the message is not signed, and this app requires signatures")
-        for key in self._keys:
-            if hmac.compare_digest(hmac.new(key, inner, hashlib.sha256).digest(), digest):
-                return inner
-        raise BadSignature("the message's signature matches none of the accepted keys")
+        if not self._accepts(inner, digest):
+            raise BadSignature("the message's signature matches none of the accepted keys")
+        return inner
+
+    def check(self, data: bytes) -> tuple[bytes, bool]:
+        """(the message, whether an accepted key signed it), never raising: for events,
+        which a sender without the key may still send as hints."""
+        inner, digest = unwrap(data)
+        return inner, digest is not None and self._accepts(inner, digest)
+
+    def _accepts(self, inner: bytes, digest: bytes) -> bool:
+        return any(
+            hmac.compare_digest(hmac.new(key, inner, hashlib.sha256).digest(), digest)
+            for key in self._keys
+        )
 
 
 def unwrap(data: bytes) -> tuple[bytes, bytes | None]:

@@ -20,7 +20,8 @@ async def cancel_many(runtime: Runtime, task_ids: Iterable[str]) -> dict[str, bo
     states = await runtime.store.cancel_many(ids)
     for task_id, (state, name, queue) in states.items():
         if state is TaskStatus.CANCELLED:
-            await announce(runtime.broker, event(task_id, state, name=name, queue=queue))
+            cancelled = event(task_id, state, name=name, queue=queue)
+            await announce(runtime.broker, cancelled, runtime.event_signer)
         else:  # running: its worker must be told
             await runtime.broker.publish_control(protocol.encode_control("cancel", task_id))
     return {task_id: task_id in states for task_id in ids}

@@ -124,10 +124,8 @@ class TaskHandle(Generic[R]):
                     await wait_for_change(waiter, watch, None)
                 arrived = []
                 while not watch.events.empty():
-                    event = TaskEvent.from_wire(watch.events.get_nowait())
-                    if event is not None and event.is_final and not waiter.events_signed:
-                        event = None  # (an unsigned end may be forged: the store says)
-                    arrived.append(event)
+                    wire = watch.events.get_nowait()  # (None: an unsigned end, a hint)
+                    arrived.append(None if wire is None else TaskEvent.from_wire(wire))
                 # Silence until the re-check time, or a bare hint: look at the store.
                 reread = not arrived or None in arrived
 

@@ -25,6 +25,8 @@ class Runtime:
         self.settings = settings
         # Signs task messages and events, and verifies them (None: TASKQ_SIGNING_KEY unset).
         self.signer = signing.Signer.from_setting(settings.signing_key)
+        # Signs and verifies events: `signer`, else the store's key (set at `open()`).
+        self.event_signer = self.signer
         self._broker: brokers.Broker | None = None
         self._store: Store | None = None
         self._waiter: Waiter | None = None
@@ -60,8 +62,9 @@ class Runtime:
             await store.close()
             raise
         self._store, self._broker = store, broker
-        self._waiter = Waiter(broker, self.signer)
-        self._events = EventBatcher(broker, self.signer)
+        self.event_signer = self.signer or signing.Signer([store.event_key])
+        self._waiter = Waiter(broker, self.event_signer, strict=self.signer is not None)
+        self._events = EventBatcher(broker, self.event_signer)
         self._declared.clear()
 
     async def close(self) -> None:

@@ -1,6 +1,7 @@
 """Wake-ups for clients waiting on tasks, driven by broker events.
 
-Events are hints: a waiter always re-reads the store, which is the source of truth. After
+Events are hints, except a signed `succeeded` event's result (signed by a key only those
+who may write the rows hold): a waiter re-reads the store, the source of truth. After
 a reconnect, events may have been lost on either side (this client's subscription, or a
 worker's publisher), so every waiter re-reads at once and keeps re-reading often for a
 while; the same happens for a task whose event binding could not be made.
@@ -22,7 +23,7 @@ from typing import Any
 from taskq import protocol
 from taskq.broker import Broker, EventSubscription, topology
 from taskq.exceptions import BrokerError, ProtocolError
-from taskq.signing import Signer, open_message
+from taskq.signing import BadSignature, Signer, unwrap
 from taskq.status import FINAL, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -50,18 +51,23 @@ class Watch:
     # Set by events that may mean a watched task has ended (a final state, or one that only
     # says "re-read"): what a wait for a result needs, rather than every `running`.
     may_have_ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    events: asyncio.Queue[protocol.Event] | None = None
+    # Each event as it arrives; None for an end that is not signed (the store says).
+    events: asyncio.Queue[protocol.Event | None] | None = None
     bound: bool = False
     # task id → the value its `succeeded` event carried (see `protocol.result_for_event`).
     results: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
 
 class Waiter:
-    def __init__(self, broker: Broker, signer: Signer | None = None) -> None:
+    def __init__(
+        self, broker: Broker, signer: Signer | None = None, *, strict: bool = False
+    ) -> None:
         self._broker = broker
-        # Events are signed and checked with it; without one, anyone who may publish on the
-        # vhost can send events, so they only wake waiters, who then read the store.
+        # Events signed by it are a worker's; others (anyone who may publish on the vhost can
+        # send events) only wake waiters, who then read the store, or with `strict` (the
+        # app's own TASKQ_SIGNING_KEY) are ignored.
         self._signer = signer
+        self._strict = strict
         self._refused_at = -REFUSED_LOG_INTERVAL
         self._subscription: EventSubscription | None = None
         self._watches: dict[str, set[Watch]] = {}
@@ -122,11 +128,6 @@ class Waiter:
         )
         return not heard_all or any(task_id in self._recent_ends for task_id in watch.task_ids)
 
-    @property
-    def events_signed(self) -> bool:
-        """Whether events are authenticated (a signing key): else they are only hints."""
-        return self._signer is not None
-
     def trusts_events(self, watch: Watch) -> bool:
         """Whether events for `watch` can be relied on to arrive (else re-read often)."""
         return watch.bound and time.monotonic() >= self._degraded_until
@@ -182,8 +183,14 @@ class Waiter:
             return self._subscription
 
     def _on_event(self, body: bytes) -> None:
+        if self._signer is None:
+            inner, signed = unwrap(body)[0], False
+        else:
+            inner, signed = self._signer.check(body)
         try:
-            events = protocol.decode_events(open_message(self._signer, body))
+            if self._strict and not signed:
+                raise BadSignature("the event is not signed by an accepted key")
+            events = protocol.decode_events(inner)
         except ProtocolError as exc:
             if time.monotonic() - self._refused_at >= REFUSED_LOG_INTERVAL:
                 self._refused_at = time.monotonic()
@@ -198,10 +205,10 @@ class Waiter:
                 if ending:
                     watch.may_have_ended.set()
                     succeeded = event.state == TaskStatus.SUCCEEDED.value
-                    if self._signer is not None and event.result is not None and succeeded:
-                        watch.results[event.task_id] = event.result  # (signed: a worker's)
+                    if signed and event.result is not None and succeeded:
+                        watch.results[event.task_id] = event.result  # (a worker's)
                 if watch.events is not None:
-                    watch.events.put_nowait(event)
+                    watch.events.put_nowait(event if signed or not ending else None)
 
     def _remember_end(self, task_id: str) -> None:
         self._recent_ends[task_id] = None

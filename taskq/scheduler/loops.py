@@ -90,7 +90,7 @@ class LeaderWork:
         if due:
             logger.debug("published %d due tasks", len(due))
             queued = [events.queued(record) for record in due]
-            await events.announce_many(self._app.broker, queued, self._app.runtime.signer)
+            await events.announce_many(self._app.broker, queued, self._app.runtime.event_signer)
         if len(due) >= BATCH:
             return 0.0
         if next_due is None:
@@ -110,7 +110,7 @@ class LeaderWork:
         for task_id, name, queue in expired:
             logger.info("task %s expired before it started", task_id, extra={"task_id": task_id})
             expiry = events.event(task_id, TaskStatus.EXPIRED, name=name, queue=queue)
-            await events.announce(self._app.broker, expiry, self._app.runtime.signer)
+            await events.announce(self._app.broker, expiry, self._app.runtime.event_signer)
         requeued = await store.requeue_lapsed(BATCH)
         for task_id in requeued:
             logger.warning("task %s lost its worker (lease lapsed): requeued", task_id)

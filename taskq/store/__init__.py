@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from taskq.exceptions import AppNotOpen, ConfigurationError, StoreError
 from taskq.status import TaskStatus
-from taskq.store import coordination, lifecycle, locks, migrations, pg, statements
+from taskq.store import coordination, held, lifecycle, locks, migrations, pg, statements
 from taskq.store import engine as engines
 from taskq.store.async_core import Connection, Engine
 from taskq.store.records import (
@@ -80,10 +80,9 @@ class Store:
         self._turns = asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         self._local_locks: dict[str, asyncio.Lock] = {}
         self._leader_turn = asyncio.Lock()
-        # PostgreSQL: single statements on pooled connections, and submits' rows grouped
-        # into one INSERT on a connection of its own (`pg`).
-        self._pooled: pg.Pooled | None = None
-        self._inserts: pg.GroupedInserts | None = None
+        # PostgreSQL: single statements sent through asyncpg (`pg`, `held`).
+        self._pg: held.PgPaths | None = None
+        self._event_key: str | None = None
 
     def __repr__(self) -> str:
         return f"Store({engines.shown(self._url)!r})"
@@ -103,19 +102,18 @@ class Store:
                     await migrations.upgrade(conn)
                 else:
                     await migrations.check(conn, engines.shown(self._url))
+                self._event_key = await statements.read_secret(conn, "event_key")
         except BaseException:
             await engine.dispose()
             raise
         self._engine = engine
         if self.dialect == "postgresql":
-            self._pooled = pg.Pooled(engine, self._translated)
-            self._inserts = pg.GroupedInserts(self._held_connection())
+            self._pg = held.PgPaths(engine, self._translated)
 
     async def close(self) -> None:
-        self._pooled = None
-        if self._inserts is not None:
-            inserts, self._inserts = self._inserts, None
-            await inserts.close()
+        paths, self._pg = self._pg, None
+        if paths is not None:
+            await paths.close()
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
@@ -128,12 +126,16 @@ class Store:
             async with self._translated(), self._engine.begin() as conn:
                 return await operation(conn)
 
+    @property
+    def event_key(self) -> bytes:
+        """The installation's key for signing task events (`taskq.signing`), kept in the
+        database: whoever can read it could also write results straight into the rows."""
+        if self._event_key is None:
+            raise AppNotOpen("the store is not open: use `async with app:` first")
+        return self._event_key.encode()
+
     def _translated(self) -> contextlib.AbstractAsyncContextManager[None]:
         return engines.translated_errors(self._url)
-
-    def _held_connection(self, name: str | None = None) -> pg.HeldConnection:
-        assert self._engine is not None
-        return pg.HeldConnection(self._engine.connect, self._translated, application_name=name)
 
     async def ping(self, within: float = 2.0) -> bool:
         """Whether the database answers within `within` seconds."""
@@ -148,16 +150,16 @@ class Store:
 
     async def insert_task(self, task: NewTask) -> str:
         """→ the task's id, or the earlier task's if its idempotency key was taken."""
-        if self._inserts is not None and task.idempotency_key is None:
-            await self._inserts.insert(task)
+        if self._pg is not None and task.idempotency_key is None:
+            await self._pg.inserts.insert(task)
             return task.id
         return await self._run(lambda conn: statements.insert_task(conn, task))
 
     async def insert_tasks(self, rows: Sequence[NewTask], *, due_now: bool) -> None:
         """Many rows (a batch: no idempotency keys) in one statement and one transaction;
         `due_now`: due by the database's clock (see `statements.insert_tasks`)."""
-        if self._pooled is not None:
-            await pg.insert_tasks(self._pooled, rows, due_now=due_now)
+        if self._pg is not None:
+            await pg.insert_tasks(self._pg.pooled, rows, due_now=due_now)
             return
         await self._run(lambda conn: statements.insert_tasks(conn, rows, due_now=due_now))
 
@@ -228,8 +230,8 @@ class Store:
     # -- reading -----------------------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
-        if self._pooled is not None:
-            return await pg.get_task(self._pooled, task_id)
+        if self._pg is not None:
+            return await self._pg.reads.get(task_id)
         return await self._run(lambda conn: statements.get_task(conn, task_id))
 
     async def get_tasks(self, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
@@ -290,8 +292,8 @@ class Store:
         if self._engine is None:
             raise AppNotOpen("the store is not open: use `async with app:` first")
         batches: Batches
-        if self.dialect == "postgresql":
-            batches = pg.PgBatches(self._held_connection(worker_id), self.write_progress)
+        if self._pg is not None:
+            batches = held.PgBatches(self._pg.held(worker_id), self.write_progress)
         else:
             batches = SqlBatches(self._run, self.write_progress)
         return Writer(batches, flush_interval=flush_interval)
@@ -300,8 +302,8 @@ class Store:
         """Outcomes (fenced by attempt), then claims, as one flush; → the claims that took
         and the outcomes stored.
         (The writer batches calls to this; call it directly only for one-off writes.)"""
-        if self._pooled is not None:
-            return await pg.flush(self._pooled, claims, outcomes)
+        if self._pg is not None:
+            return await pg.flush(self._pg.pooled, claims, outcomes)
         return await self._run(lambda conn: statements.write_batch(conn, claims, outcomes))
 
     async def write_progress(self, reports: Sequence[ProgressReport]) -> None:

@@ -21,25 +21,21 @@ committed first); if they did, PostgreSQL would apply one of the two, and either
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
-from taskq.exceptions import StoreConnectionError, StoreError
 from taskq.status import TaskStatus
 from taskq.store import codec, records
-from taskq.store.async_core import Connection, Engine
+from taskq.store.async_core import Engine
 from taskq.store.records import (
     Claimed,
     ClaimRequest,
     NewTask,
     Outcome,
-    ProgressReport,
-    TaskRecord,
     Written,
 )
 from taskq.store.tables import tasks
@@ -187,11 +183,11 @@ def _insert_sql(run_at: str) -> str:
     )
 
 
-_INSERT = _insert_sql("run_at")
+INSERT = _insert_sql("run_at")
 # Due by the database's clock, as `statements.insert_tasks(due_now=True)` makes them.
 _INSERT_DUE_NOW = _insert_sql("now()")
-# One task, its JSON columns as text (decoded by `records.record_of`).
-_GET_TASK = "SELECT {} FROM taskq_tasks WHERE id = $1".format(
+# Tasks by id, their JSON columns as text (decoded by `records.record_of`).
+GET_TASKS = "SELECT {} FROM taskq_tasks WHERE id = ANY($1::uuid[])".format(
     ", ".join(
         f"{column.name}::text AS {column.name}"
         if column.name in records.JSON_COLUMNS
@@ -205,72 +201,6 @@ class Fetch(Protocol):
     """Sends one statement, its own transaction; errors come out as taskq's."""
 
     async def fetch(self, statement: str, *arguments: Any) -> list[Any]: ...
-
-
-class HeldConnection:
-    """One pooled connection kept for statements sent one at a time, each its own
-    transaction; errors come out as taskq's."""
-
-    def __init__(
-        self,
-        connect: Callable[[], Awaitable[Connection]],
-        translated: Callable[[], contextlib.AbstractAsyncContextManager[None]],
-        *,
-        application_name: str | None = None,
-    ) -> None:
-        self._connect = connect
-        self._translated = translated
-        self._application_name = application_name
-        self._conn: Connection | None = None
-        self._raw: Any = None  # its asyncpg connection, asked for once
-
-    async def fetch(self, statement: str, *arguments: Any) -> list[Any]:
-        async with self._translated():
-            try:
-                if self._conn is None:
-                    self._conn = await self._connect()
-                    self._raw = (await self._conn.get_raw_connection()).driver_connection
-                    assert self._raw is not None
-                    if self._application_name is not None:
-                        await self._raw.execute(
-                            "SELECT set_config('application_name', $1, false)",
-                            self._application_name,
-                        )
-                rows: list[Any] = await self._raw.fetch(statement, *arguments)
-            except BaseException:
-                await self.close()  # it may be broken: the next statement takes a fresh one
-                raise
-        return rows
-
-    async def close(self) -> None:
-        conn, self._conn, self._raw = self._conn, None, None
-        if conn is not None:
-            try:
-                await conn.invalidate()
-            finally:
-                await conn.close()
-
-
-class PgBatches:
-    """The writer's flushes, one at a time, on a connection of their own (progress, rare
-    and best effort, goes through SQLAlchemy: `write_progress`)."""
-
-    def __init__(
-        self,
-        connection: HeldConnection,
-        write_progress: Callable[[Sequence[ProgressReport]], Awaitable[None]],
-    ) -> None:
-        self._connection = connection
-        self._write_progress = write_progress
-
-    async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
-        await self._write_progress(reports)
-
-    async def write(self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]) -> Written:
-        return await flush(self._connection, claims, outcomes)
-
-    async def close(self) -> None:
-        await self._connection.close()
 
 
 async def flush(
@@ -340,60 +270,6 @@ def _values(
 _json = records.json_text
 
 
-class GroupedInserts:
-    """Rows of concurrent submits (without idempotency keys) go in one INSERT: those that
-    come while one is in flight wait for it to end and then go together. Each `insert`
-    returns once its row is committed."""
-
-    def __init__(self, connection: HeldConnection, *, max_batch: int = 500) -> None:
-        self._connection = connection
-        self._max_batch = max_batch
-        self._pending: list[tuple[NewTask, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    async def insert(self, task: NewTask) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((task, future))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush(), name="taskq-insert")
-        await future
-
-    async def close(self) -> None:
-        if self._flushing is not None:
-            await asyncio.wait({self._flushing})
-        await self._connection.close()
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                self._pending = self._pending[self._max_batch :]
-                await self._write(batch)
-        finally:
-            self._flushing = None
-
-    async def _write(self, batch: list[tuple[NewTask, asyncio.Future[None]]]) -> None:
-        try:
-            await self._connection.fetch(_INSERT, *_columns([task for task, _ in batch]))
-        except StoreError as exc:
-            if len(batch) > 1 and not isinstance(exc, StoreConnectionError):
-                for one in batch:  # one bad row must not fail the submits batched with it
-                    await self._write([one])
-                return
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(StoreError(f"the insert was interrupted: {exc!r}"))
-            raise
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
-
-
 class Pooled:
     """Statements on pooled connections, one each (no BEGIN or COMMIT round trips)."""
 
@@ -411,15 +287,9 @@ class Pooled:
         return rows
 
 
-async def get_task(connection: Fetch, task_id: str) -> TaskRecord | None:
-    """The task's row, in one round trip."""
-    rows = await connection.fetch(_GET_TASK, task_id)
-    return records.record_of(rows[0], json_as_text=True) if rows else None
-
-
 async def insert_tasks(connection: Fetch, rows: Sequence[NewTask], *, due_now: bool) -> None:
     """Many rows (without idempotency keys) in one INSERT, its own transaction."""
-    await connection.fetch(_INSERT_DUE_NOW if due_now else _INSERT, *_columns(rows))
+    await connection.fetch(_INSERT_DUE_NOW if due_now else INSERT, *columns(rows))
 
 
 @contextlib.asynccontextmanager
@@ -431,7 +301,7 @@ async def _driver_connection(engine: Engine) -> AsyncIterator[Any]:
         yield raw
 
 
-def _columns(rows: Sequence[NewTask]) -> list[list[Any]]:
+def columns(rows: Sequence[NewTask]) -> list[list[Any]]:
     """`records.task_values` of each row, as one array per column (JSON as text)."""
     values = [records.task_values(row) for row in rows]
     return [

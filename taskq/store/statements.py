@@ -12,11 +12,12 @@ from typing import Any
 
 from sqlalchemy import String, and_, bindparam, func, or_, select, text, update
 
+from taskq.exceptions import StoreError
 from taskq.status import FINAL, TaskStatus
 from taskq.store import codec, records
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock, insert_ignoring_duplicates
-from taskq.store.tables import attempts, tasks, workers
+from taskq.store.tables import attempts, secrets, tasks, workers
 
 _c = tasks.c
 _NOT_FINAL = tuple(s.value for s in TaskStatus if s not in FINAL)
@@ -74,6 +75,18 @@ async def get_task(conn: Connection, task_id: str) -> records.TaskRecord | None:
 async def get_tasks(conn: Connection, task_ids: Sequence[str]) -> dict[str, records.TaskRecord]:
     rows = (await conn.execute(select(tasks).where(_c.id.in_(list(task_ids))))).mappings()
     return {str(row["id"]): records.record_of(row) for row in rows}
+
+
+async def read_secret(conn: Connection, name: str) -> str:
+    value = (
+        await conn.execute(select(secrets.c.value).where(secrets.c.name == name))
+    ).scalar_one_or_none()
+    if value is None:
+        raise StoreError(
+            f"the database has no {name!r} in taskq_secrets: run `taskq db upgrade` again, "
+            "or insert one (a random string of 32 or more characters)"
+        )
+    return str(value)
 
 
 async def get_states(conn: Connection, task_ids: Iterable[str]) -> dict[str, TaskStatus]:

@@ -175,3 +175,12 @@ workers = Table(
     CheckConstraint("role IN ('worker', 'scheduler')", name="role"),
     Index(None, "state", "heartbeat_at"),
 )
+
+# Values every process of an installation shares and only those with the database may read:
+# `event_key` signs task events when no TASKQ_SIGNING_KEY is set (`taskq.signing`).
+secrets = Table(
+    "taskq_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+)

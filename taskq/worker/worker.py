@@ -70,7 +70,7 @@ class Worker:
         for queue in self.queues:
             await app.declare(queue)
         writer = app.store.writer(flush_interval=app.settings.flush_interval, worker_id=self.id)
-        events = EventBatcher(app.broker, app.runtime.signer)
+        events = EventBatcher(app.broker, app.runtime.event_signer)
         # Twice the slots: a plain def task that timed out or was cancelled keeps its thread
         # until it returns (a thread cannot be stopped), and must not starve the next ones.
         threads = ThreadPoolExecutor(2 * self.concurrency, thread_name_prefix="taskq-task")

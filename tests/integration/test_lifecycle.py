@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 import taskq
-from taskq import protocol
+from taskq import protocol, signing
 from taskq.cli import app as cli
 from taskq.client.dlq import DeadLetter, DeadLetters
 from tests.conftest import Backend
@@ -266,7 +266,7 @@ async def test_cancel_just_after_the_claim_is_not_lost(
         publish_event = app.broker.publish_event
 
         async def slow_publish_event(key: str, body: bytes) -> None:
-            states = {event.state for event in protocol.decode_events(body)}
+            states = {event.state for event in protocol.decode_events(signing.unwrap(body)[0])}
             if taskq.TaskStatus.RUNNING.value in states:
                 claimed.set()
                 await announce.wait()

@@ -1,6 +1,7 @@
 """Hostile publishers on RabbitMQ + PostgreSQL (issue 17, defect 10 and message signing):
 anyone who may publish on the vhost can send events and task messages. Forged events never
-become results; with TASKQ_SIGNING_KEY, forged task messages never run."""
+become results (events are signed, by default with the database's key); with
+TASKQ_SIGNING_KEY, forged task messages never run."""
 
 from __future__ import annotations
 
@@ -36,16 +37,19 @@ async def publish_event(amqp_url: str, body: bytes) -> None:
         await connection.close()
 
 
-def forged_success(task_id: str) -> bytes:
+def forged_success(task_id: str, key: str | None = None) -> bytes:
     event = protocol.Event(
         task_id=task_id, state="succeeded", attempt=1, result=["forged"], at=time.time()
     )
-    return protocol.encode_events([event])
+    body = protocol.encode_events([event])
+    return body if key is None else Signer([key.encode()]).sign(body)
 
 
-@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize(
+    ("signed", "forger_key"), [(False, None), (False, GONE_KEY), (True, None), (True, OLD_KEY)]
+)
 async def test_a_forged_succeeded_event_never_becomes_the_result(
-    production: Backend, signed: bool
+    production: Backend, signed: bool, forger_key: str | None
 ) -> None:
     # Given a task that runs until let go, and a client waiting for its result
     app = production.app(signing_key=KEY if signed else None)
@@ -67,8 +71,9 @@ async def test_a_forged_succeeded_event_never_becomes_the_result(
         handle = await victim.submit()
         await eventually(handle.status, lambda s: s is taskq.TaskStatus.RUNNING, what="running")
         waiting = asyncio.create_task(handle.result(timeout=DEADLINE))
-        # When someone publishes a `succeeded` event carrying a forged result
-        await publish_event(production.broker_url, forged_success(handle.id))
+        # When someone publishes a `succeeded` event carrying a forged result (unsigned, or
+        # signed with a key that is not the app's nor the database's)
+        await publish_event(production.broker_url, forged_success(handle.id, forger_key))
         # Then the waiter does not return it (it reads the store, which says running)
         done, _ = await asyncio.wait({waiting}, timeout=1.0)
         assert not done, f"result() returned {waiting.result()!r} from a forged event"

@@ -132,6 +132,22 @@ async def test_app_opens_after_upgrade(empty_postgres_url: str) -> None:
         assert app.store.dialect == "postgresql"
 
 
+async def test_each_database_gets_its_own_random_event_key(
+    empty_postgres_url: str, tmp_path: Path
+) -> None:
+    # Given two databases upgraded to head (PostgreSQL and SQLite)
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}"
+    await _upgrade(empty_postgres_url, "head")
+    keys = []
+    for url in (empty_postgres_url, sqlite_url):
+        # When an app opens on each
+        async with taskq.App(broker_url="memory://", store_url=url) as app:
+            keys.append(app.store.event_key)
+    # Then each has a key of its own, long and random enough to sign events with
+    assert keys[0] != keys[1]
+    assert all(len(key) >= 32 for key in keys)
+
+
 def taskq_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
     return subprocess.run(

@@ -199,3 +199,46 @@ async def test_each_flush_statement_finds_rows_by_primary_key_whatever_the_stati
     assert scans, plan
     assert all("pk_taskq_tasks" in line or "Bitmap Heap Scan" in line for line in scans), plan
     assert "Seq Scan" not in plan and "ix_taskq_tasks_state" not in plan, plan
+
+
+async def test_a_writers_session_is_named_by_its_worker_and_plans_its_flushes_once(
+    store: Store,
+) -> None:
+    # Given a worker's writer (its connection is held for its flushes)
+    writer = store.writer(flush_interval=0, worker_id="w-plans")
+    connection = writer._batches._connection  # type: ignore[attr-defined]
+    # When its session's settings are read
+    rows = await connection.fetch(
+        "SELECT current_setting('application_name') AS name, "
+        "current_setting('plan_cache_mode') AS plans"
+    )
+    await writer._batches.close()
+    # Then others see the worker by name, and each flush statement is planned once
+    # (generic plans: its arrays never change how rows are found)
+    assert (rows[0]["name"], rows[0]["plans"]) == ("w-plans", "force_generic_plan")
+
+
+async def test_concurrent_reads_of_single_tasks_go_in_one_statement(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 20 stored tasks and an id that has none
+    tasks = [new_task() for _ in range(20)]
+    for task in tasks:
+        await store.insert_task(task)
+    missing = str(uuid.uuid4())
+    assert store._pg is not None
+    connection = store._pg.reads._connection
+    statements: list[str] = []
+    fetch = connection.fetch
+
+    async def counted(statement: str, *arguments: object) -> list[asyncpg.Record]:
+        statements.append(statement)
+        return await fetch(statement, *arguments)
+
+    monkeypatch.setattr(connection, "fetch", counted)
+    # When they are all read at once
+    ids = [*(task.id for task in tasks), missing]
+    found = await asyncio.gather(*(store.get_task(task_id) for task_id in ids))
+    # Then each read gets its own row (None for the missing one), from one statement
+    assert [None if record is None else record.id for record in found] == [*ids[:-1], None]
+    assert len(statements) == 1
