@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from taskq import middleware, protocol
+from taskq import middleware
 from taskq.broker import Delivery, topology
 from taskq.client.events import EventBatcher
-from taskq.exceptions import BrokerError, ProtocolError
+from taskq.exceptions import BrokerError
 from taskq.scheduler import LeaderWork, campaign
 from taskq.telemetry import metrics
 from taskq.worker import health, heartbeat, running
+from taskq.worker.control import Control
 from taskq.worker.executor import Executor
 from taskq.worker.limits import HardLimits
 from taskq.worker.options import WorkerOptions
@@ -121,9 +122,8 @@ class Worker:
                     candidate = side.create_task(
                         campaign(app.store, self.id, lead), name="taskq-candidate"
                     )
-                control = await app.broker.subscribe_control(
-                    lambda body: _on_control(executor, body)
-                )
+                commands = Control(app.store, executor.runs)
+                control = await app.broker.subscribe_control(commands.on_message)
                 try:
                     async with contextlib.AsyncExitStack() as probes:
                         if self.options.health_port is not None:
@@ -135,6 +135,7 @@ class Worker:
                         await self._consume(executor)
                 finally:
                     await control.cancel()
+                    await commands.close()
                     watching.cancel()
                     if limits is not None:
                         limits.stop()
@@ -301,16 +302,6 @@ class Worker:
                 len(running),
                 extra={"action": "shutdown_timeout"},
             )
-
-
-def _on_control(executor: Executor, body: bytes) -> None:
-    try:
-        command, task_id = protocol.decode_control(body)
-    except ProtocolError as exc:
-        logger.warning("ignored a malformed control message: %s", exc)
-        return
-    if command == "cancel":
-        executor.runs.cancel(task_id)
 
 
 def _queues_of(app: App) -> list[str]:

@@ -168,3 +168,30 @@ async def test_a_forged_final_event_does_not_end_an_unsigned_event_stream(
 
 async def _next(stream: AsyncGenerator[taskq.TaskEvent, None]) -> taskq.TaskEvent:
     return await anext(stream)
+
+
+async def test_a_forged_cancel_does_not_stop_a_running_task(
+    production: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a task running on a worker until let go
+    app = production.app()
+    let_go = asyncio.Event()
+
+    @app.task(name="kept")
+    async def kept() -> str:
+        await let_go.wait()
+        return "done"
+
+    async with app, app.worker():
+        handle = await kept.submit()
+        await eventually(handle.status, lambda s: s is taskq.TaskStatus.RUNNING, what="running")
+        # When someone on the vhost sends its worker a cancel that no client asked for
+        await app.broker.publish_control(protocol.encode_control("cancel", handle.id))
+
+        async def refused() -> bool:
+            return any(f"ignored a cancel of {handle.id}" in r.message for r in caplog.records)
+
+        await eventually(refused, what="the forged cancel refused")
+        # Then the task runs on to its end
+        let_go.set()
+        assert await handle.result(timeout=DEADLINE) == "done"
