@@ -40,6 +40,7 @@ class Verdict:
     queued: int
     dead: dict[str, int]
     seconds: float
+    letters: tuple[str, ...] = ()  # the first dead letters, with their tasks' errors
 
     def row(self) -> str:
         dead = ", ".join(f"{reason} {n}" for reason, n in sorted(self.dead.items())) or "-"
@@ -134,4 +135,9 @@ class Ledger:
             queued=0 if stats is None else stats.ready,
             dead=dict(collections.Counter(letter.reason for letter in letters)),
             seconds=time.monotonic() - self.began,
+            letters=tuple(
+                f"{letter.task} {letter.task_id}: {letter.reason} "
+                f"({letter.error_type}: {letter.error_message})"
+                for letter in letters[:5]
+            ),
         )
