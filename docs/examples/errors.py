@@ -3,7 +3,7 @@
 - A task that raises comes back from `result()` as `taskq.TaskFailed`, which carries the
   remote exception's type name, message and traceback (the exception object never travels).
   A task that overruns its `timeout` fails the same way, with the type name `TaskTimeout`.
-- `submit()` refuses, before anything is stored or sent, an argument that msgpack cannot
+- `submit()` refuses, before anything is stored or sent, an argument that taskq cannot
   carry (`taskq.SerializationError`, also a `TypeError`) and a message over the app's
   `max_payload_bytes` (`taskq.PayloadTooLarge`, also a `ValueError`).
 Runs on the embedded default (in-process broker, in-memory SQLite): no server needed.
@@ -12,7 +12,7 @@ Runs on the embedded default (in-process broker, in-memory SQLite): no server ne
 from __future__ import annotations
 
 import asyncio
-import datetime
+import threading
 
 import taskq
 
@@ -32,14 +32,14 @@ async def slow_report(month: str) -> str:
     return f"report-{month}.pdf"
 
 
-@app.task(name="examples.remind_at")
-async def remind_at(user: str, when: datetime.datetime) -> str:  # type-checks, cannot be sent
-    return f"remind {user} at {when:%H:%M}"
+@app.task(name="examples.guard")
+async def guard(user: str, lock: object) -> str:  # type-checks, cannot be sent
+    return f"{user} holds {lock}"
 
 
-@app.task(name="examples.remind")
-async def remind(user: str, when: str) -> str:  # the fix: an ISO string crosses the wire
-    return f"remind {user} at {datetime.datetime.fromisoformat(when):%H:%M}"
+@app.task(name="examples.guard_by_name")
+async def guard_by_name(user: str, lock: str) -> str:  # the fix: send what names it
+    return f"{user} holds the lock {lock!r}"
 
 
 @app.task(name="examples.upload")
@@ -66,14 +66,14 @@ async def main() -> None:
         except taskq.TaskFailed as exc:
             print(f"failed: {exc.error_type}: {exc.error_message}")
 
-        # 3. An argument msgpack cannot carry is refused at submit(), naming the argument.
-        when = datetime.datetime(2026, 11, 28, 9, 30)
+        # 3. An argument taskq cannot carry is refused at submit(), naming the argument
+        # (a lock only means something in this process).
         try:
-            await remind_at.submit("ada", when)
+            await guard.submit("ada", threading.Lock())
         except taskq.SerializationError as exc:
             assert isinstance(exc, TypeError)
             print(f"refused: {exc}")
-        print(await (await remind.submit("ada", when.isoformat())).result(timeout=10))
+        print(await (await guard_by_name.submit("ada", "invoices")).result(timeout=10))
 
         # 4. A message over max_payload_bytes (64 KiB here) is refused at submit().
         try:

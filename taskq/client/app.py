@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from taskq import broker as brokers
 from taskq import middleware as middlewares
-from taskq import protocol, values
+from taskq import protocol
 from taskq.client import batch as batches
 from taskq.client import cancel
 from taskq.client import submit as submission
@@ -40,6 +40,7 @@ from taskq.exceptions import (
 )
 from taskq.middleware import Middleware
 from taskq.retry import DEFAULT_BACKOFF, Backoff
+from taskq.serializer import Serializer
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord
 
@@ -168,6 +169,11 @@ class App:
         return task
 
     @property
+    def serializer(self) -> Serializer:
+        """Task values beyond msgpack's: `app.serializer.register(type, encode, decode)`."""
+        return self.runtime.serializer
+
+    @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
         """Registered tasks by name (read-only view)."""
         return self._tasks
@@ -207,9 +213,9 @@ class App:
             )
             task.check_arguments(tuple(schedule.args), dict(schedule.kwargs))
             for index, value in enumerate(schedule.args):
-                values.check_value(value, f"periodic task {task.name!r}: argument {index}")
+                self.serializer.dump(value, f"periodic task {task.name!r}: argument {index}")
             for key, value in schedule.kwargs.items():
-                values.check_value(value, f"periodic task {task.name!r}: argument {key!r}")
+                self.serializer.dump(value, f"periodic task {task.name!r}: argument {key!r}")
             self._schedules[schedule.name] = schedule
 
         return _TaskDecorator(self, name, options, then=register)

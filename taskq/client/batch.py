@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from taskq.client.handle import TaskHandle, outcome_of, wait_for_change
+from taskq.client.handle import TaskHandle, wait_for_change
 from taskq.exceptions import TaskNotFound
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ async def gather(
     results: list[Any] = []
     for handle in ordered:
         try:
-            results.append(outcome_of(records[handle.id]))
+            results.append(handle.value_from(records[handle.id]))
         except Exception as exc:
             if not return_exceptions:
                 raise

@@ -29,9 +29,18 @@ _UNBOUND_RECHECK = 1.0
 class TaskHandle(Generic[R]):
     """Returned by `submit()` and `app.get()`; cheap to create, holds no connection."""
 
-    def __init__(self, runtime: Runtime, task_id: str, *, created_at: float | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        task_id: str,
+        *,
+        created_at: float | None = None,
+        returns: Any = Any,
+    ) -> None:
         self._runtime = runtime
         self.id = task_id
+        # The task's return annotation: what `result()` rebuilds its value as.
+        self._returns = returns
         # When this client began submitting the task (monotonic), if this handle made it.
         self._created_at = created_at
 
@@ -86,15 +95,23 @@ class TaskHandle(Generic[R]):
                 await wait_for_change(waiter, watch, deadline, watch.may_have_ended)
             while True:
                 if (carried := watch.results.get(self.id)) is not None:
-                    return carried[0]  # type: ignore[no-any-return]  # (sent once durable)
+                    return self._value(carried[0])  # (sent once durable)
                 watch.may_have_ended.clear()  # before the read, so an end after it is not missed
                 record = await self.info()
                 if record.state.is_final:
-                    return outcome_of(record)  # type: ignore[no-any-return]
+                    return self.value_from(record)
                 if deadline is not None and deadline <= time.monotonic():
                     raise TimeoutError(f"task {self.id} is still {record.state} after {timeout} s")
                 # (`running` and progress events need no re-read: only an end does.)
                 await wait_for_change(waiter, watch, deadline, watch.may_have_ended)
+
+    def _value(self, plain: Any) -> R:
+        value: R = self._runtime.serializer.load(plain, self._returns)
+        return value
+
+    def value_from(self, record: TaskRecord) -> R:
+        """The value of this task's final row, as its type (or the exception it ended with)."""
+        return self._value(outcome_of(record))
 
     async def events(self) -> AsyncIterator[TaskEvent]:
         """Each state change and progress update as it happens, ending at a final state.

@@ -15,6 +15,7 @@ from taskq.client.events import EventBatcher
 from taskq.client.waiter import Waiter
 from taskq.config import Settings
 from taskq.exceptions import AppNotOpen
+from taskq.serializer import Serializer
 from taskq.store import Store
 
 
@@ -23,6 +24,8 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Task values beyond msgpack's (`app.serializer`): registrations last across opens.
+        self.serializer = Serializer()
         # Signs task messages and events, and verifies them (None: TASKQ_SIGNING_KEY unset).
         self.signer = signing.Signer.from_setting(settings.signing_key)
         # Signs and verifies events: `signer`, else the store's key (set at `open()`).

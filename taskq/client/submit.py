@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from taskq import middleware, protocol, values
+from taskq import middleware, protocol
 from taskq.broker import topology
 from taskq.client import events
 from taskq.client.rows import envelope_of, new_task_row
@@ -49,7 +49,7 @@ async def submit(runtime: Runtime, submission: middleware.Submission) -> str:
     options = submission.options
     check_options(options, runtime.settings.max_priority)
     run_at = due_time(options)
-    envelope = _envelope(submission, where=f"task {submission.name!r}")
+    envelope = _envelope(runtime, submission, where=f"task {submission.name!r}")
     span, traced = tracing.start_send(envelope)
     try:
         body = protocol.encode(traced, max_bytes=runtime.settings.max_payload_bytes)
@@ -143,7 +143,7 @@ async def submit_many(
         index = len(checked)
         if submission.options is not options:  # a middleware gave this item options of its own
             check_options(submission.options, runtime.settings.max_priority)
-        envelope = _envelope(submission, where=f"item {index}: task {submission.name!r}")
+        envelope = _envelope(runtime, submission, where=f"item {index}: task {submission.name!r}")
         try:
             checked.append((envelope, protocol.encode(envelope, max_bytes=max_bytes)))
         except TaskqError as exc:
@@ -279,21 +279,20 @@ async def _submit_in_transaction(
     return await store.insert_in(transaction, row, due_now=run_at is None)
 
 
-def _envelope(submission: middleware.Submission, *, where: str) -> protocol.Envelope:
+def _envelope(
+    runtime: Runtime, submission: middleware.Submission, *, where: str
+) -> protocol.Envelope:
     """The message for one call, its arguments and headers checked for msgpack."""
     options, args, kwargs = submission.options, submission.args, submission.kwargs
     expires_at = expiry_time(options)
     headers = middleware.check_headers(submission.headers)
-    for index, value in enumerate(args):
-        values.check_value(value, f"{where}: argument {index}")
-    for key, value in kwargs.items():
-        values.check_value(value, f"{where}: argument {key!r}")
+    dump = runtime.serializer.dump
     return protocol.Envelope(
         id=str(uuid.uuid4()),
         task=submission.name,
         queue=options.queue,
-        args=list(args),
-        kwargs=kwargs,
+        args=[dump(value, f"{where}: argument {index}") for index, value in enumerate(args)],
+        kwargs={key: dump(value, f"{where}: argument {key!r}") for key, value in kwargs.items()},
         priority=options.priority,
         timeout=options.timeout,
         created_at=time.time(),

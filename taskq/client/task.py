@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import time
+import typing
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from taskq import middleware
+from taskq import middleware, serializer
 from taskq.client import submit as submission
 from taskq.client.batch import Batch
 from taskq.client.handle import TaskHandle
@@ -97,12 +98,38 @@ class Task(_Submitter[P, R]):
         self.default_options = options
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
+        hints = serializer.task_hints(fn)
+        self.returns = hints.pop("return", Any)
+        runtime.serializer.check_annotation(self.returns, f"task {name!r}'s return value")
+        # Parameters whose annotation names a type to rebuild (a dataclass, an Enum, ...).
+        self._parameters = {k: v for k, v in hints.items() if not _plain_annotation(v)}
+        self._positional = list(self._signature.parameters)
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} queue={self.default_options.queue!r}>"
 
     def _target(self) -> tuple[Task[P, R], TaskOptions]:
         return self, self.default_options
+
+    def load_arguments(
+        self, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """A message's arguments as the function takes them (`taskq.serializer`)."""
+        load = self.serializer.load
+        args, kwargs = [load(value) for value in args], {k: load(v) for k, v in kwargs.items()}
+        if not self._parameters:
+            return args, kwargs
+        return serializer.rebuild_arguments(self._parameters, self._positional, args, kwargs)
+
+    @property
+    def serializer(self) -> serializer.Serializer:
+        """Its app's (`app.serializer`)."""
+        return self._runtime.serializer
+
+    def dump_result(self, value: Any) -> Any:
+        """The task's return value as sent and stored; `SerializationError` names the path
+        of a value that cannot be."""
+        return self.serializer.dump(value, f"result of task {self.name!r}")
 
     def check_arguments(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str | None = None
@@ -139,7 +166,8 @@ async def _submit(
     # A new task (no key could name an earlier one) that this client's events binding,
     # if older, hears every event of.
     new = options.idempotency_key is None
-    return TaskHandle(task._runtime, task_id, created_at=started if new else None)
+    created = started if new else None
+    return TaskHandle(task._runtime, task_id, created_at=created, returns=task.returns)
 
 
 async def _submit_many(
@@ -151,4 +179,14 @@ async def _submit_many(
         task.check_arguments(args, kwargs, where=f"item {index}: task {task.name!r}")
         calls.append((args, kwargs))
     batch_id, ids = await submission.submit_many(task._runtime, task.name, options, calls)
-    return Batch(batch_id, [TaskHandle(task._runtime, task_id) for task_id in ids])
+    return Batch(
+        batch_id, [TaskHandle(task._runtime, task_id, returns=task.returns) for task_id in ids]
+    )
+
+
+def _plain_annotation(annotation: Any) -> bool:
+    """Whether values for this annotation need no rebuilding (msgpack gives them as is)."""
+    return annotation in (Any, int, float, str, bool, bytes, list, dict, None, type(None)) or (
+        typing.get_origin(annotation) in (list, dict)
+        and all(_plain_annotation(arg) for arg in typing.get_args(annotation))
+    )

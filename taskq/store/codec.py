@@ -3,8 +3,9 @@
 JSON cannot hold bytes or non-finite floats, and PostgreSQL's jsonb cannot hold a NUL
 character and stores numbers as `numeric` (so `1e16` would come back as an int and `-0.0`
 as `0.0`). Those values become one-key tagged objects: `{"$bytes": "<base64>"}`,
-`{"$float": "1e+16"}`, `{"$str": "<base64 of utf-8>"}`. A user's own one-key dict whose key
-starts with `$` is wrapped in `{"$dict": ...}` so it is never mistaken for a tag.
+`{"$float": "1e+16"}`, `{"$str": "<base64 of utf-8>"}`. A one-key dict whose key is one of
+these tags (or `$dict`) is wrapped in `{"$dict": ...}` so it is never mistaken for one. Other
+`$` keys (`taskq.serializer`'s tags, like `{"$datetime": ...}`) pass through as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import base64
 import math
 from typing import Any
+
+_TAGS = frozenset(["$bytes", "$float", "$str", "$dict"])
 
 
 def to_json(value: Any) -> Any:
@@ -25,7 +28,7 @@ def to_json(value: Any) -> Any:
         return [to_json(item) for item in value]
     if isinstance(value, dict):
         converted = {key: to_json(item) for key, item in value.items()}
-        if len(value) == 1 and next(iter(value)).startswith("$"):
+        if len(value) == 1 and next(iter(value)) in _TAGS:
             return {"$dict": converted}
         return converted
     return value

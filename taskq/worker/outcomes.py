@@ -6,7 +6,7 @@ import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from taskq import protocol, values
+from taskq import protocol
 from taskq.client.task import Task
 from taskq.exceptions import InvalidArguments, PayloadTooLarge, SerializationError, TaskTimeout
 from taskq.retry import Retry
@@ -30,13 +30,11 @@ def decide(
     """The outcome of one attempt. `base` holds the fields every outcome shares."""
     if finished.kind == "value":
         try:
-            values.check_value(finished.value, f"result of task {task.name!r}")
-            size = protocol.check_size(
-                finished.value, max_bytes=max_bytes, what=f"result of {task.name!r}"
-            )
+            result = task.dump_result(finished.value)
+            size = protocol.check_size(result, max_bytes=max_bytes, what=f"result of {task.name!r}")
         except (SerializationError, PayloadTooLarge) as exc:
             return failed(base, error_of(exc))
-        return Outcome(**base, state=TaskStatus.SUCCEEDED, result=finished.value, result_size=size)
+        return Outcome(**base, state=TaskStatus.SUCCEEDED, result=result, result_size=size)
     if finished.kind == "cancelled":
         error = TaskError("TaskCancelled", "cancelled on request")
         return Outcome(**base, state=TaskStatus.CANCELLED, error=error)

@@ -6,7 +6,7 @@ import itertools
 import time
 from typing import Any
 
-from taskq import protocol, values
+from taskq import protocol
 from taskq.client.events import EventBatcher, task_event
 from taskq.context import ProgressReporter
 from taskq.status import TaskStatus
@@ -23,8 +23,10 @@ def reporter(
     envelope, number = attempt.envelope, attempt.claimed.attempt
     numbers = itertools.count(1)
 
+    dump = attempt.task.serializer.dump
+
     async def report(fraction: float, message: str | None, data: dict[str, Any]) -> None:
-        values.check_value(data, "progress data")
+        data = dump(data, "progress data")
         protocol.check_size(data, max_bytes=max_bytes, what="progress data")
         n, at = next(numbers), time.time()
         stored = {"fraction": fraction, "message": message, "data": data, "n": n, "at": at}

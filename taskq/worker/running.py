@@ -70,25 +70,34 @@ class Run:
         self._call: asyncio.Future[Any]
         token = _current.set(ctx)
         try:
+            try:
+                args, kwargs = task.load_arguments(envelope.args, envelope.kwargs)
+                failure = None
+            except InvalidArguments as exc:  # (the attempt fails with it, never retried)
+                args, kwargs, failure = [], {}, exc
             if chain is not None:
                 # The chain's task copies this context: `invoke` finds the code, and the
                 # middleware, like the task, sees `taskq.context()`.
-                code = functools.partial(_call, task, envelope, threads)
+                code = (
+                    functools.partial(_call, task, envelope, args, kwargs, threads)
+                    if failure is None
+                    else functools.partial(_raise, failure)
+                )
                 invocation = _invocation.set(code)
                 try:
                     self._call = asyncio.ensure_future(chain(ctx))
                 finally:
                     _invocation.reset(invocation)
+            elif failure is not None:
+                self._call = asyncio.ensure_future(_raise(failure))
             elif task.is_async:
                 try:
-                    coroutine = task.fn(*envelope.args, **envelope.kwargs)
+                    coroutine = task.fn(*args, **kwargs)
                 except TypeError as exc:  # (arguments the signature refuses: the task's error)
                     coroutine = _raise(misfit(task, envelope, exc))
                 self._call = asyncio.ensure_future(coroutine)
             else:
-                run = functools.partial(
-                    contextvars.copy_context().run, task.fn, *envelope.args, **envelope.kwargs
-                )
+                run = functools.partial(contextvars.copy_context().run, task.fn, *args, **kwargs)
                 self._call = asyncio.get_running_loop().run_in_executor(threads, run)
         finally:
             _current.reset(token)
@@ -234,15 +243,18 @@ async def _raise(exc: Exception) -> Any:
 
 
 async def _call(
-    task: Task[Any, Any], envelope: protocol.Envelope, threads: ThreadPoolExecutor
+    task: Task[Any, Any],
+    envelope: protocol.Envelope,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    threads: ThreadPoolExecutor,
 ) -> Any:
+    """The task's code on its arguments as loaded (`Task.load_arguments`)."""
     if task.is_async:
         try:
-            coroutine = task.fn(*envelope.args, **envelope.kwargs)
+            coroutine = task.fn(*args, **kwargs)
         except TypeError as exc:
             raise misfit(task, envelope, exc) from None
         return await coroutine
-    run = functools.partial(
-        contextvars.copy_context().run, task.fn, *envelope.args, **envelope.kwargs
-    )
+    run = functools.partial(contextvars.copy_context().run, task.fn, *args, **kwargs)
     return await asyncio.get_running_loop().run_in_executor(threads, run)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import threading
 import uuid
 
@@ -259,14 +258,14 @@ async def test_unserialisable_argument_is_refused_at_submit(backend: Backend) ->
 
     async with app:
         with pytest.raises(taskq.SerializationError) as caught:
-            await schedule.submit(datetime.datetime.now())
+            await schedule.submit(asyncio.Lock())
         assert "argument 0" in str(caught.value)
-        assert "datetime.datetime" in str(caught.value)
+        assert "asyncio.locks.Lock" in str(caught.value)
 
         with pytest.raises(taskq.SerializationError) as caught:
-            await schedule.submit(None, tags={"a": [1, {2, 3}]})
+            await schedule.submit(None, tags={"a": [1, object()]})
         assert "argument 'tags'['a'][1]" in str(caught.value)
-        assert "builtins.set" in str(caught.value)
+        assert "builtins.object" in str(caught.value)
 
 
 async def test_oversize_payload_is_refused_at_submit(backend: Backend) -> None:
