@@ -8,7 +8,7 @@ from taskq.client.events import TaskEvent
 from taskq.client.handle import TaskHandle
 from taskq.client.options import TaskOptions
 from taskq.client.task import BoundTask, Task
-from taskq.context import TaskContext, context
+from taskq.context import TaskContext, WorkerState, context
 from taskq.exceptions import (
     AppNotOpen,
     BrokerConnectionError,
@@ -36,9 +36,11 @@ from taskq.exceptions import (
 )
 from taskq.middleware import Middleware, Submission
 from taskq.retry import Backoff, Retry
+from taskq.serializer import Serializer
 from taskq.status import TaskStatus
 from taskq.store import TaskError, TaskRecord
 from taskq.worker import WorkerOptions
+from taskq.worker.hooks import WorkerStartError
 
 __all__ = [
     "App",
@@ -60,6 +62,7 @@ __all__ = [
     "Retry",
     "SchemaOutOfDate",
     "SerializationError",
+    "Serializer",
     "StoreConnectionError",
     "StoreError",
     "Submission",
@@ -80,5 +83,7 @@ __all__ = [
     "TopologyConflict",
     "UnknownTask",
     "WorkerOptions",
+    "WorkerStartError",
+    "WorkerState",
     "context",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import types
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -12,6 +13,18 @@ from typing import Any
 from taskq.exceptions import TaskqError
 
 _current: ContextVar[TaskContext] = ContextVar("taskq_task_context")
+# The state of the worker whose tasks run in this context (set by `Worker.run`).
+worker_state: ContextVar[WorkerState] = ContextVar("taskq_worker_state")
+
+
+class WorkerState(types.SimpleNamespace):
+    """What a worker process's start hooks open for its tasks to share (an HTTP client, a
+    pool): `state.http = ...` in `@app.on_worker_start`, `taskq.context().state.http` in a
+    task. One per worker; attributes are yours."""
+
+
+# `@app.on_worker_start` and `@app.on_worker_stop` functions.
+WorkerHook = Callable[[WorkerState], Awaitable[None]]
 
 # (fraction, message, data) → published and stored by the worker running the task.
 ProgressReporter = Callable[[float, str | None, dict[str, Any]], Awaitable[None]]
@@ -31,6 +44,14 @@ class TaskContext:
         default=None, repr=False, compare=False
     )
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def state(self) -> WorkerState:
+        """The running worker's `WorkerState`: what its start hooks put there."""
+        try:
+            return worker_state.get()
+        except LookupError:
+            raise TaskqError("no worker state here: it exists inside a worker's tasks") from None
 
     async def progress(self, fraction: float, message: str | None = None, **data: Any) -> None:
         """Report how far the task is (0.0 to 1.0), with an optional message and data.

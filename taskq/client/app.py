@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import uuid
 from collections.abc import (
@@ -33,6 +34,7 @@ from taskq.client.runtime import Runtime
 from taskq.client.task import Task
 from taskq.client.waiter import Waiter
 from taskq.config import Settings, redact_url
+from taskq.context import WorkerHook
 from taskq.exceptions import (
     ConfigurationError,
     DuplicateTaskName,
@@ -83,6 +85,9 @@ class App:
             signing_key=signing_key,
         )
         self._tasks: dict[str, Task[Any, Any]] = {}
+        # Run by each worker process: at start, before its first task; at stop, once drained.
+        self.worker_start_hooks: list[WorkerHook] = []
+        self.worker_stop_hooks: list[WorkerHook] = []
         self._schedules: dict[str, Periodic] = {}
         self.runtime = Runtime(self.settings)
         self._middleware = [middlewares.checked(m) for m in middleware]
@@ -167,6 +172,20 @@ class App:
         task: Task[Any, Any] = Task(self.runtime, fn, name=task_name, options=options)
         self._tasks[task_name] = task
         return task
+
+    def on_worker_start(self, hook: WorkerHook) -> WorkerHook:
+        """Decorate `async def hook(state: taskq.WorkerState)`: each worker process runs it
+        before it takes a task (in registration order); what it puts on `state` its tasks
+        find on `taskq.context().state`. If it raises, the worker stops with its error."""
+        self.worker_start_hooks.append(_checked_hook(hook, "on_worker_start"))
+        return hook
+
+    def on_worker_stop(self, hook: WorkerHook) -> WorkerHook:
+        """Decorate `async def hook(state: taskq.WorkerState)`: each worker process runs it
+        once its tasks are done (SIGTERM drains first), last registered first, even after a
+        start hook failed; an error is logged."""
+        self.worker_stop_hooks.append(_checked_hook(hook, "on_worker_stop"))
+        return hook
 
     @property
     def serializer(self) -> Serializer:
@@ -410,3 +429,12 @@ class _TaskDecorator:
         if self._then is not None:
             self._then(task)
         return task
+
+
+def _checked_hook(hook: WorkerHook, decorator: str) -> WorkerHook:
+    if not inspect.iscoroutinefunction(hook):
+        raise ConfigurationError(
+            f"@app.{decorator} takes an async def with one parameter (the WorkerState), not "
+            f"{hook!r}"
+        )
+    return hook

@@ -34,6 +34,15 @@ def to_json(value: Any) -> Any:
     return value
 
 
+def to_sqlite_json(value: Any) -> Any:
+    """`to_json` for a whole column value on SQLite, whose JSON columns have numeric
+    affinity: a bare `108.0` would be stored, and read back, as the integer 108."""
+    converted = to_json(value)
+    if isinstance(converted, float) and converted.is_integer():
+        return {"$float": repr(converted)}
+    return converted
+
+
 def from_json(value: Any) -> Any:
     if isinstance(value, list):
         return [from_json(item) for item in value]

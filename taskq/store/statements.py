@@ -221,7 +221,7 @@ async def record_outcomes(
         else:
             parameters = {
                 "b_state": o.state.value,
-                "b_result": codec.to_json(o.result),
+                "b_result": codec.to_sqlite_json(o.result),
                 "b_error": records.error_json(o.error),
                 "b_dead_reason": o.dead_reason,
                 "b_finished_at": finished,

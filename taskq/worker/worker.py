@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 from taskq import middleware
 from taskq.broker import Delivery, topology
 from taskq.client.events import EventBatcher
+from taskq.context import WorkerState, worker_state
 from taskq.exceptions import BrokerError
 from taskq.scheduler import LeaderWork, campaign
 from taskq.telemetry import metrics
-from taskq.worker import health, heartbeat, running
+from taskq.worker import health, heartbeat, hooks, running
 from taskq.worker.control import Control
 from taskq.worker.executor import Executor
 from taskq.worker.limits import HardLimits
@@ -67,6 +68,16 @@ class Worker:
             self._force.set()
 
     async def run(self) -> None:
+        state = WorkerState()
+        current = worker_state.set(state)  # (the tasks this run starts see it)
+        try:
+            await hooks.start(self.app.worker_start_hooks, state)
+            await self._run()
+        finally:
+            await hooks.stop(self.app.worker_stop_hooks, state)
+            worker_state.reset(current)
+
+    async def _run(self) -> None:
         app = self.app
         for queue in self.queues:
             await app.declare(queue)

@@ -46,6 +46,7 @@ VALUES: list[Any] = [
     uuid.UUID(int=42),
     Decimal("0.10"),
     b"\x00raw",
+    108.0,  # (a float with an integral value: SQLite's JSON columns would make it an int)
     (1, (2, "three")),
     {1, 2},
     frozenset({"x"}),
