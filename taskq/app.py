@@ -7,7 +7,7 @@ a web process that only submits has no use for it, and the import rule stays a r
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from taskq.client import app as client
 from taskq.worker import Worker, WorkerOptions, running_worker
@@ -41,3 +41,17 @@ class App(client.App):
             shutdown_timeout=shutdown_timeout,
         )
         return running_worker(self, chosen)
+
+    @contextlib.contextmanager
+    def worker_sync(
+        self, options: WorkerOptions | None = None, *, concurrency: int | None = None
+    ) -> Iterator[Worker]:
+        """`worker()` for sync code, on the app's background loop (`taskq.client.sync`), for
+        the duration of a `with` block: scripts and tests of Django or Flask views on the
+        embedded default. In production, run `taskq worker` instead."""
+        running = self.worker(options, concurrency=concurrency)
+        worker = self.runtime.sync.call(running.__aenter__)
+        try:
+            yield worker
+        finally:
+            self.runtime.sync.call(lambda: running.__aexit__(None, None, None))

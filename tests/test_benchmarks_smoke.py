@@ -235,3 +235,26 @@ async def test_run_smoke_prints_every_row_of_the_table(production: Backend) -> N
         assert row.startswith(label), output
         assert row.split()[-1] in ("PASS", "MISS", "n/a", "-"), output
     assert "peers: not run (--no-peers)" in output, output
+
+
+async def test_sync_submit_benchmark_prints_each_caller_and_completes_every_task(
+    production: Backend,
+) -> None:
+    # When the benchmark runs with a small N against this test's vhost and database
+    code, output = await run_command(
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "sync_submit.py"),
+        "--calls",
+        "50",
+        cwd=REPO_ROOT,
+        env=cli_env(
+            TASKQ_BENCH_AMQP_URL=production.broker_url,
+            TASKQ_BENCH_POSTGRES_URL=production.store_url,
+        ),
+        limit=90,
+    )
+    # Then it succeeds (every task ran) and prints a row per caller (figures not asserted)
+    assert code == 0, output
+    for caller in ("one plain thread", "view, 1 server thread(s)", "view, 8 server thread(s)"):
+        row = rf"{re.escape(caller)}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+"
+        assert re.search(row, output), output

@@ -31,6 +31,7 @@ from taskq.client.handle import TaskHandle
 from taskq.client.options import TaskOptions
 from taskq.client.periodic import Missed, Periodic
 from taskq.client.runtime import Runtime
+from taskq.client.sync import SyncBridge
 from taskq.client.task import Task
 from taskq.client.waiter import Waiter
 from taskq.config import Settings, redact_url
@@ -90,6 +91,7 @@ class App:
         self.worker_stop_hooks: list[WorkerHook] = []
         self._schedules: dict[str, Periodic] = {}
         self.runtime = Runtime(self.settings)
+        self.runtime.sync = SyncBridge(self.open, self.close, lambda: self.runtime.is_open)
         self._middleware = [middlewares.checked(m) for m in middleware]
 
     def __repr__(self) -> str:
@@ -300,6 +302,14 @@ class App:
         return self.runtime.waiter
 
     # -- client calls ---------------------------------------------------------------------
+
+    def get_sync(self, task_id: str) -> TaskHandle[Any]:
+        """`get()` for sync code (`taskq.client.sync`): opens the app on first use."""
+        return self.runtime.sync.call(lambda: self.get(task_id))
+
+    def close_sync(self) -> None:
+        """Close what sync calls opened (done at interpreter exit anyway)."""
+        self.runtime.sync.close()
 
     async def get(self, task_id: str) -> TaskHandle[Any]:
         """A handle on an existing task; raises `TaskNotFound` if there is none."""

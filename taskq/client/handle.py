@@ -113,6 +113,11 @@ class TaskHandle(Generic[R]):
         """The value of this task's final row, as its type (or the exception it ended with)."""
         return self._value(outcome_of(record))
 
+    def result_sync(self, timeout: float | None = None) -> R:
+        """`result()` for sync code, on the app's background loop (a handle from
+        `submit_sync` or `app.get_sync`)."""
+        return self._runtime.sync.call(lambda: self.result(timeout))
+
     async def events(self) -> AsyncIterator[TaskEvent]:
         """Each state change and progress update as it happens, ending at a final state.
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from taskq import broker as brokers
 from taskq import middleware, signing
 from taskq.client.events import EventBatcher
+from taskq.client.sync import SyncBridge
 from taskq.client.waiter import Waiter
 from taskq.config import Settings
 from taskq.exceptions import AppNotOpen
@@ -35,6 +36,8 @@ class Runtime:
         self._waiter: Waiter | None = None
         self._events: EventBatcher | None = None
         self._declared: set[str] = set()
+        # The background loop of sync callers (set by the app, which knows how to open).
+        self.sync: SyncBridge
         # Set at `open()`: the app's middleware, and the submit chain through it.
         self.middleware: tuple[middleware.Middleware, ...] = ()
         self._submit: middleware.SubmitNext | None = None

@@ -37,6 +37,12 @@ class _Submitter(Generic[P, R]):
         task, options = self._target()
         return await _submit(task, options, args, kwargs)
 
+    def submit_sync(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
+        """`submit()` for sync code (a Django or Flask view, a script): on the app's
+        background loop, opened on first use (`taskq.client.sync`)."""
+        task, options = self._target()
+        return task._runtime.sync.call(lambda: _submit(task, options, args, kwargs))
+
     async def submit_many(self, items: Iterable[tuple[Any, ...] | dict[str, Any]]) -> Batch[R]:
         """Submit one task per item: a tuple of positional arguments or a dict of keyword
         arguments. Every item is checked first (an error names its index and nothing is
