@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import math
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from taskq.exceptions import TaskqError
+from taskq.exceptions import ConfigurationError, TaskqError
 
 _current: ContextVar[TaskContext] = ContextVar("taskq_task_context")
 # The state of the worker whose tasks run in this context (set by `Worker.run`).
@@ -25,6 +26,17 @@ class WorkerState(types.SimpleNamespace):
 
 # `@app.on_worker_start` and `@app.on_worker_stop` functions.
 WorkerHook = Callable[[WorkerState], Awaitable[None]]
+
+
+def checked_hook(hook: WorkerHook, decorator: str) -> WorkerHook:
+    """The hook, if it is an async def (what `Worker.run` awaits)."""
+    if not inspect.iscoroutinefunction(hook):
+        raise ConfigurationError(
+            f"@app.{decorator} takes an async def with one parameter (the WorkerState), not "
+            f"{hook!r}"
+        )
+    return hook
+
 
 # (fraction, message, data) → published and stored by the worker running the task.
 ProgressReporter = Callable[[float, str | None, dict[str, Any]], Awaitable[None]]

@@ -5,8 +5,8 @@
 - Two submits with one `idempotency_key` return the same task id, and the task runs once.
 - `app.lock(name, timeout=...)` gives mutual exclusion; `timeout=0` fails at once with
   `taskq.LockTimeout` when someone else holds the lock.
-- `@app.periodic(cron=...)` submits a task on every tick (here: every second, six fields,
-  seconds last), exactly once per tick.
+- `@app.periodic(every=...)` (or `cron=...`) submits a task on every tick (here: every
+  second), exactly once per tick.
 Runs on the embedded default (in-process broker, in-memory SQLite): no server needed. The
 worker started by `app.worker()` is also the scheduler leader (`scheduler=True`).
 """
@@ -14,6 +14,7 @@ worker started by `app.worker()` is also the scheduler leader (`scheduler=True`)
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import taskq
 
@@ -35,7 +36,7 @@ async def send_invoice_email(invoice_id: int) -> str:
     return f"sent invoice {invoice_id}"
 
 
-@app.periodic(cron="* * * * * *", args=["cache"], name="examples.heartbeat")
+@app.periodic(every=timedelta(seconds=1), args=["cache"], name="examples.heartbeat")
 async def heartbeat(component: str) -> None:
     heartbeats.append(component)
     if len(heartbeats) >= 2:

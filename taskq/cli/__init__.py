@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from taskq.cli import db, demo, dlq, inspect, submit, tasks, worker
+from taskq.cli import db, demo, dlq, inspect, schedules, submit, tasks, worker
 
 app = typer.Typer(
     name="taskq",
@@ -23,6 +23,7 @@ app.command()(inspect.workers)
 app.command()(tasks.tasks)
 app.command()(tasks.events)
 app.command()(tasks.queues)
+app.command()(schedules.schedules)
 app.command()(demo.demo)
 app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")

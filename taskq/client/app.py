@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import logging
 import uuid
 from collections.abc import (
@@ -35,7 +34,7 @@ from taskq.client.sync import SyncBridge
 from taskq.client.task import Task
 from taskq.client.waiter import Waiter
 from taskq.config import Settings, redact_url
-from taskq.context import WorkerHook
+from taskq.context import WorkerHook, checked_hook
 from taskq.exceptions import (
     ConfigurationError,
     DuplicateTaskName,
@@ -179,14 +178,14 @@ class App:
         """Decorate `async def hook(state: taskq.WorkerState)`: each worker process runs it
         before it takes a task (in registration order); what it puts on `state` its tasks
         find on `taskq.context().state`. If it raises, the worker stops with its error."""
-        self.worker_start_hooks.append(_checked_hook(hook, "on_worker_start"))
+        self.worker_start_hooks.append(checked_hook(hook, "on_worker_start"))
         return hook
 
     def on_worker_stop(self, hook: WorkerHook) -> WorkerHook:
         """Decorate `async def hook(state: taskq.WorkerState)`: each worker process runs it
         once its tasks are done (SIGTERM drains first), last registered first, even after a
         start hook failed; an error is logged."""
-        self.worker_stop_hooks.append(_checked_hook(hook, "on_worker_stop"))
+        self.worker_stop_hooks.append(checked_hook(hook, "on_worker_stop"))
         return hook
 
     @property
@@ -202,7 +201,9 @@ class App:
     def periodic(
         self,
         *,
-        cron: str,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        seconds: str | None = None,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         timezone: str = "UTC",
@@ -213,11 +214,12 @@ class App:
         missed: Missed = "latest",
         misfire_grace: float = 60.0,
     ) -> _TaskDecorator:
-        """Register a task and submit it on every tick of `cron`, exactly once per tick.
+        """Register a task and submit it on every tick, exactly once per tick.
 
-        `@app.periodic(cron="*/5 * * * *", timezone="Europe/Paris")` (6 fields: seconds
-        last). Ticks missed for longer than `misfire_grace` s (downtime) follow `missed`:
-        "latest" (default) runs only the newest of them, "all" each, "skip" none.
+        `cron="*/5 * * * *"` (five fields, read in `timezone`; a seconds field goes in
+        `seconds="*/10"`), or `every=timedelta(seconds=30)` (ticks at whole multiples of it
+        since the epoch). Ticks missed for longer than `misfire_grace` s (downtime) follow
+        `missed`: "latest" (default) runs only the newest of them, "all" each, "skip" none.
         """
         options = TaskOptions(queue=queue, priority=priority, timeout=timeout)
 
@@ -226,6 +228,8 @@ class App:
                 name=task.name,
                 task=task.name,
                 cron=cron,
+                seconds=seconds,
+                every=every,
                 args=tuple(args),
                 kwargs=dict(kwargs or {}),
                 timezone=timezone,
@@ -439,12 +443,3 @@ class _TaskDecorator:
         if self._then is not None:
             self._then(task)
         return task
-
-
-def _checked_hook(hook: WorkerHook, decorator: str) -> WorkerHook:
-    if not inspect.iscoroutinefunction(hook):
-        raise ConfigurationError(
-            f"@app.{decorator} takes an async def with one parameter (the WorkerState), not "
-            f"{hook!r}"
-        )
-    return hook

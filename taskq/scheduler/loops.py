@@ -45,6 +45,15 @@ class LeaderWork:
     async def run(self) -> None:
         store = self._app.store
         await store.set_leader(self._process_id, True)
+        now = datetime.now(UTC)
+        for schedule in self._app.schedules.values():
+            logger.info(
+                "periodic %s (%s): next tick at %s",
+                schedule.name,
+                schedule.spec,
+                schedule.next_after(now).isoformat(),
+                extra={"action": "periodic_next", "task_name": schedule.task},
+            )
         try:
             async with (
                 store.due_soon() as self._due_soon,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from datetime import timedelta
 
 import asyncpg
 
@@ -105,7 +106,7 @@ def build(broker_url: str | None = None, store_url: str | None = None) -> ChaosA
     CHAOS_TICKS set, it also ticks every second (`chaos.tick`)."""
     app = taskq.App(broker_url, store_url)
     if os.environ.get(TICKS_ENV):
-        app.periodic(cron="* * * * * *", name="chaos.tick", missed="all")(tick)
+        app.periodic(every=timedelta(seconds=1), name="chaos.tick", missed="all")(tick)
     return ChaosApp(
         app=app,
         work=app.task(name="chaos.work")(work),

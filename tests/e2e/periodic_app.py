@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 
 import taskq
 from tests.e2e import worker_app
@@ -19,7 +20,7 @@ e2e = worker_app.build()
 app = e2e.app
 
 
-@app.periodic(cron="* * * * * *", name=TICK_TASK)
+@app.periodic(every=timedelta(seconds=1), name=TICK_TASK)
 async def tick() -> None:
     ran = time.time()
     record = await app.store.get_task(taskq.context().id)

@@ -247,6 +247,18 @@ async def test_kill_9_of_the_leader_hands_over_without_losing_or_doubling_ticks(
         for row in stored
         if row["idempotency_key"] in in_window
     )
+    # And the leader said when the next tick would come as it took over
+    assert f"periodic {TICK_TASK} (every 0:00:01): next tick at" in scheduler.output()
+
+    # And `taskq schedules` lists the schedule, its next three ticks and its last handled one
+    env = cli_env(TASKQ_BROKER_URL=production.broker_url, TASKQ_STORE_URL=store)
+    code, output, errors = await run_cli("schedules", PERIODIC_APP, "--json", env=env)
+    assert code == 0, errors
+    (listed,) = [json.loads(line) for line in output.splitlines()]
+    ticks = [datetime.fromisoformat(tick) for tick in listed["next"]]
+    assert (listed["name"], listed["spec"]) == (TICK_TASK, "every 0:00:01")
+    assert [b - a for a, b in itertools.pairwise(ticks)] == [timedelta(seconds=1)] * 2
+    assert datetime.fromisoformat(listed["last"]) >= last_tick
 
 
 async def test_workers_json_lists_one_object_per_line_with_the_leader(

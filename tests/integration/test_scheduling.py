@@ -188,7 +188,7 @@ async def test_periodic_every_second_runs_once_per_tick(backend: Backend) -> Non
     runs: list[tuple[datetime, float, str]] = []
     enough = asyncio.Event()
 
-    @app.periodic(cron="* * * * * *", name="every-second")
+    @app.periodic(every=timedelta(seconds=1), name="every-second")
     async def every_second() -> None:
         ran = time.time()
         this = taskq.context()
@@ -225,7 +225,7 @@ async def test_tick_a_dead_leader_stored_but_never_published_still_runs(
     app = production.app()
     ran: list[str] = []
 
-    @app.periodic(cron="* * * * * *", name="every-second")
+    @app.periodic(every=timedelta(seconds=1), name="every-second")
     async def every_second() -> None:
         ran.append(taskq.context().id)
 

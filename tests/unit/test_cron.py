@@ -28,7 +28,7 @@ def seconds(first: datetime, count: int) -> list[datetime]:
 @pytest.mark.parametrize("missed", POLICIES)
 def test_gap_within_grace_returns_every_late_tick(missed: Missed) -> None:
     # Given a schedule every second whose last tick was 10 s ago (grace: 60 s)
-    every_second = schedule("* * * * * *", missed=missed)
+    every_second = schedule("* * * * *", seconds="*", missed=missed)
     # When the scheduler asks what is due, then every tick of the gap is, whatever the policy
     assert every_second.due(T0, T0 + timedelta(seconds=10)) == seconds(
         T0 + timedelta(seconds=1), 10
@@ -79,32 +79,62 @@ LONG_GAP_END = T0 + timedelta(hours=2)
 
 
 def test_after_a_long_downtime_latest_is_still_the_newest_tick() -> None:
-    every_second = schedule("* * * * * *", missed="latest")
+    every_second = schedule("* * * * *", seconds="*", missed="latest")
     assert every_second.due(T0, LONG_GAP_END) == [LONG_GAP_END]
 
 
 def test_after_a_long_downtime_all_is_capped_to_the_newest_ticks() -> None:
-    every_second = schedule("* * * * * *", missed="all")
+    every_second = schedule("* * * * *", seconds="*", missed="all")
     due = every_second.due(T0, LONG_GAP_END)
     assert len(due) == MAX_CATCH_UP
     assert due == seconds(LONG_GAP_END - timedelta(seconds=MAX_CATCH_UP - 1), MAX_CATCH_UP)
 
 
 def test_after_a_long_downtime_skip_submits_nothing() -> None:
-    every_second = schedule("* * * * * *", missed="skip")
+    every_second = schedule("* * * * *", seconds="*", missed="skip")
     assert every_second.due(T0, LONG_GAP_END) == []
 
 
 # -- cron fields and time zones -------------------------------------------------------------
 
 
-def test_six_fields_put_seconds_last() -> None:
-    # "* * * * * 30": every minute, at second 30 (not: at minute 30)
-    at_second_30 = schedule("* * * * * 30")
+def test_a_seconds_field_goes_in_seconds() -> None:
+    # seconds="30": every minute, at second 30 (not: at minute 30)
+    at_second_30 = schedule("* * * * *", seconds="30")
     assert at_second_30.ticks_after(T0, T0 + timedelta(minutes=2)) == [
         T0 + timedelta(seconds=30),
         T0 + timedelta(seconds=90),
     ]
+    every_2_s = schedule("* * * * *", seconds="*/2")
+    assert every_2_s.ticks_after(T0, T0 + timedelta(seconds=5)) == [
+        T0 + timedelta(seconds=2),
+        T0 + timedelta(seconds=4),
+    ]
+
+
+def test_six_fields_are_refused_with_both_readings() -> None:
+    # "*/2 * * * * *" means every 2 s with seconds first, and every second of even
+    # minutes with seconds last (croniter's reading, which ran it that way before)
+    with pytest.raises(taskq.ConfigurationError) as caught:
+        schedule("*/2 * * * * *")
+    message = str(caught.value)
+    assert 'Seconds first (Quartz, most schedulers): cron="* * * * *", seconds="*/2"' in message
+    assert 'Seconds last (croniter): cron="*/2 * * * *", seconds="*"' in message
+
+
+def test_every_ticks_at_multiples_of_the_interval_since_the_epoch() -> None:
+    every_30_s = Periodic(name="poll", task="poll", every=timedelta(seconds=30))
+    start = T0 + timedelta(seconds=7)
+    assert every_30_s.ticks_after(start, start + timedelta(seconds=65)) == [
+        T0 + timedelta(seconds=30),
+        T0 + timedelta(seconds=60),
+    ]
+    assert every_30_s.next_ticks(start) == [T0 + timedelta(seconds=s) for s in (30, 60, 90)]
+    assert every_30_s.latest_before(start) == T0
+    with pytest.raises(taskq.ConfigurationError):
+        Periodic(name="poll", task="poll", every=timedelta(milliseconds=1500))
+    with pytest.raises(taskq.ConfigurationError):
+        Periodic(name="poll", task="poll", cron="* * * * *", every=timedelta(seconds=1))
 
 
 def test_ticks_after_excludes_start_and_includes_end() -> None:
@@ -170,14 +200,14 @@ def test_tick_key_is_deterministic_and_independent_of_the_time_zone_shown() -> N
 
 
 def test_tick_keys_differ_per_tick_and_per_schedule() -> None:
-    ticks = schedule("* * * * * *").ticks_after(T0, T0 + timedelta(seconds=5))
+    ticks = schedule("* * * * *", seconds="*").ticks_after(T0, T0 + timedelta(seconds=5))
     keys = {tick_key("report", t) for t in ticks} | {tick_key("cleanup", t) for t in ticks}
     assert len(keys) == 2 * len(ticks) == 10
 
 
 def test_two_schedulers_compute_the_same_keys() -> None:
     # Two candidates building the schedule independently (as after a failover)
-    first, second = schedule("*/5 * * * * *"), schedule("*/5 * * * * *")
+    first, second = schedule("* * * * *", seconds="*/5"), schedule("* * * * *", seconds="*/5")
     now = T0 + timedelta(seconds=30)
     assert [tick_key("report", t) for t in first.due(T0, now)] == [
         tick_key("report", t) for t in second.due(T0, now)
