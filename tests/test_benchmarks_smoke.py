@@ -10,6 +10,22 @@ import pytest
 from tests.conftest import Backend
 from tests.e2e.processes import REPO_ROOT, cli_env, run_command
 
+
+async def benchmark(script: str, *argv: str, production: Backend, limit: float) -> tuple[int, str]:
+    """Run `benchmarks/<script>` on this test's vhost and database; → (exit code, output)."""
+    return await run_command(
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / script),
+        *argv,
+        cwd=REPO_ROOT,
+        env=cli_env(
+            TASKQ_BENCH_AMQP_URL=production.broker_url,
+            TASKQ_BENCH_POSTGRES_URL=production.store_url,
+        ),
+        limit=limit,
+    )
+
+
 HEADER = ["count", "early", "p50", "ms", "p90", "ms", "p99", "ms", "max", "ms"]
 
 
@@ -17,17 +33,7 @@ async def test_delay_lateness_smoke_prints_its_table_and_no_early_task(
     production: Backend,
 ) -> None:
     # When the benchmark's smoke variant runs against this test's vhost and database
-    code, output = await run_command(
-        sys.executable,
-        str(REPO_ROOT / "benchmarks" / "delay_lateness.py"),
-        "--smoke",
-        cwd=REPO_ROOT,
-        env=cli_env(
-            TASKQ_BENCH_AMQP_URL=production.broker_url,
-            TASKQ_BENCH_POSTGRES_URL=production.store_url,
-        ),
-        limit=90,
-    )
+    code, output = await benchmark("delay_lateness.py", "--smoke", production=production, limit=90)
     # Then it succeeds and prints its table: all 20 tasks, none early (figures not asserted)
     assert code == 0, output
     lines = [line.split() for line in output.splitlines()]
@@ -44,17 +50,8 @@ async def test_submit_many_benchmark_prints_both_rates_and_completes_every_task(
     production: Backend,
 ) -> None:
     # When the benchmark runs with a small N against this test's vhost and database
-    code, output = await run_command(
-        sys.executable,
-        str(REPO_ROOT / "benchmarks" / "submit_many.py"),
-        "--tasks",
-        "200",
-        cwd=REPO_ROOT,
-        env=cli_env(
-            TASKQ_BENCH_AMQP_URL=production.broker_url,
-            TASKQ_BENCH_POSTGRES_URL=production.store_url,
-        ),
-        limit=90,
+    code, output = await benchmark(
+        "submit_many.py", "--tasks", "200", production=production, limit=90
     )
     # Then it succeeds, prints a rate for each way and the ratio (figures not asserted),
     # and all 400 tasks succeeded
@@ -94,19 +91,8 @@ async def test_drain_benchmark_prints_both_modes_and_the_sink_got_spans(
 ) -> None:
     # When the drain benchmark runs each tracing mode once with a small N against this
     # test's vhost and database
-    code, output = await run_command(
-        sys.executable,
-        str(REPO_ROOT / "benchmarks" / "drain.py"),
-        "--tasks",
-        "200",
-        "--repeat",
-        "1",
-        cwd=REPO_ROOT,
-        env=cli_env(
-            TASKQ_BENCH_AMQP_URL=production.broker_url,
-            TASKQ_BENCH_POSTGRES_URL=production.store_url,
-        ),
-        limit=110,
+    code, output = await benchmark(
+        "drain.py", "--tasks", "200", "--repeat", "1", production=production, limit=110
     )
     # Then it succeeds (every task succeeded) and prints a row per run and a median per
     # mode (figures not asserted)
@@ -149,17 +135,7 @@ async def test_peers_smoke_prints_its_table_or_how_to_install_the_peers(
     production: Backend,
 ) -> None:
     # When the peers benchmark's smoke variant runs (CI installs only .[dev]: no peers there)
-    code, output = await run_command(
-        sys.executable,
-        str(REPO_ROOT / "benchmarks" / "peers.py"),
-        "--smoke",
-        cwd=REPO_ROOT,
-        env=cli_env(
-            TASKQ_BENCH_AMQP_URL=production.broker_url,
-            TASKQ_BENCH_POSTGRES_URL=production.store_url,
-        ),
-        limit=280,
-    )
+    code, output = await benchmark("peers.py", "--smoke", production=production, limit=280)
     # Then it succeeds, and prints either a row per peer (figures not asserted) or the hint
     assert code == 0, output
     if PEERS_INSTALL_HINT in output and "nothing measured" in output:
@@ -212,17 +188,8 @@ RUN_ROWS = (
 async def test_run_smoke_prints_every_row_of_the_table(production: Backend) -> None:
     # When the one-command runner's smoke variant runs (small N, no peers) against this
     # test's vhost and database
-    code, output = await run_command(
-        sys.executable,
-        str(REPO_ROOT / "benchmarks" / "run.py"),
-        "--smoke",
-        "--no-peers",
-        cwd=REPO_ROOT,
-        env=cli_env(
-            TASKQ_BENCH_AMQP_URL=production.broker_url,
-            TASKQ_BENCH_POSTGRES_URL=production.store_url,
-        ),
-        limit=180,
+    code, output = await benchmark(
+        "run.py", "--smoke", "--no-peers", production=production, limit=180
     )
     # Then it succeeds and prints the table: every row, in order, each with a verdict
     # (figures and verdicts not asserted: a MISS is not a failure)
@@ -241,17 +208,8 @@ async def test_sync_submit_benchmark_prints_each_caller_and_completes_every_task
     production: Backend,
 ) -> None:
     # When the benchmark runs with a small N against this test's vhost and database
-    code, output = await run_command(
-        sys.executable,
-        str(REPO_ROOT / "benchmarks" / "sync_submit.py"),
-        "--calls",
-        "50",
-        cwd=REPO_ROOT,
-        env=cli_env(
-            TASKQ_BENCH_AMQP_URL=production.broker_url,
-            TASKQ_BENCH_POSTGRES_URL=production.store_url,
-        ),
-        limit=90,
+    code, output = await benchmark(
+        "sync_submit.py", "--calls", "50", production=production, limit=90
     )
     # Then it succeeds (every task ran) and prints a row per caller (figures not asserted)
     assert code == 0, output
