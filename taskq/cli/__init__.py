@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+from typing import Annotated
+
 import typer
 
 from taskq.cli import db, demo, dlq, inspect, schedules, submit, tasks, worker
@@ -14,6 +17,26 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"taskq {metadata.version('taskq')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """asyncio-native distributed tasks on RabbitMQ and PostgreSQL."""
+
+
 app.command()(worker.worker)
 app.command()(worker.scheduler)
 app.command()(submit.submit)
