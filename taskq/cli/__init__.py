@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from taskq.cli import db, demo, dlq, inspect, schedules, submit, tasks, worker
+from taskq.cli import common, db, demo, dlq, inspect, schedules, submit, tasks, worker
 
 app = typer.Typer(
     name="taskq",
@@ -33,8 +33,12 @@ def _root(
             "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show an error's traceback, not one line.")
+    ] = False,
 ) -> None:
     """asyncio-native distributed tasks on RabbitMQ and PostgreSQL."""
+    common.debug = debug
 
 
 app.command()(worker.worker)

@@ -113,12 +113,23 @@ def load_app(spec: str) -> App:
     return found
 
 
+# `taskq --debug`: errors come with their traceback instead of one line.
+debug = False
+
+
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; a TaskqError becomes one red line and exit code 1."""
+    """Run a command's coroutine; an error becomes one red line and exit code 1 (with
+    `taskq --debug`, its traceback)."""
     try:
         return asyncio.run(coroutine)
     except TaskqError as exc:
+        if debug:
+            raise
         fail(str(exc))
+    except Exception as exc:
+        if debug:
+            raise
+        fail(f"{type(exc).__name__}: {exc} (`taskq --debug ...` shows the traceback)")
 
 
 def fail(message: str) -> NoReturn:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import inspect, text
 
-from taskq.exceptions import SchemaOutOfDate
+from taskq.exceptions import ConfigurationError, SchemaOutOfDate
 from taskq.store import engine as engines
 from taskq.store.async_core import Connection
 
@@ -68,10 +68,17 @@ async def upgrade(conn: Connection, revision: str = "head") -> None:
 
     def run(sync_conn: SyncConnection) -> None:
         from alembic import command
+        from alembic.util import CommandError
 
         cfg = config()
         cfg.attributes["connection"] = sync_conn
-        command.upgrade(cfg, revision)
+        try:
+            command.upgrade(cfg, revision)
+        except CommandError as exc:
+            raise ConfigurationError(
+                f"cannot upgrade to revision {revision!r}: {exc} (this taskq knows 0001 to "
+                f"{HEAD}; `taskq db current` shows the database's)"
+            ) from None
 
     await conn.run_sync(run)
 
