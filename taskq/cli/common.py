@@ -15,6 +15,7 @@ import typer
 from taskq.app import App
 from taskq.config import Settings
 from taskq.exceptions import TaskqError
+from taskq.store import Store
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -135,3 +136,24 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 def fail(message: str) -> NoReturn:
     err().print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(1)
+
+
+MIN_ID_PREFIX = 6
+_HEX = frozenset("0123456789abcdef-")
+
+
+async def full_task_id(store: Store, given: str) -> str:
+    """The id of the one task whose id starts with `given` (a whole id, or its first few
+    characters, as `taskq tasks` shows them); a TaskqError that says what is wrong else."""
+    text = given.strip().lower()
+    if len(text) == 36 or not set(text) <= _HEX:
+        return given  # (a whole id, or not an id at all: the lookup says so)
+    if len(text.replace("-", "")) < MIN_ID_PREFIX:
+        raise TaskqError(f"{given!r} is too short: give at least {MIN_ID_PREFIX} characters")
+    found = await store.ids_starting_with(text, limit=3)
+    if not found:
+        raise TaskqError(f"no task id starts with {given!r} in this store")
+    if len(found) > 1:
+        raise TaskqError(f"{given!r} starts several task ids ({', '.join(found)}, ...): "
+                         "give more characters")  # fmt: skip
+    return found[0]

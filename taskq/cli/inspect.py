@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import enum
 import json
 import sys
 from datetime import UTC, datetime
@@ -9,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from taskq.cli.common import StoreUrl, fail, out, run, store_url_from
+from taskq.cli.common import StoreUrl, fail, full_task_id, out, run, store_url_from
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord, WorkerRecord
 
@@ -28,13 +31,22 @@ STATE_STYLE = {
 
 
 def status(
-    task_id: Annotated[str, typer.Argument(help="The task's id, as submit() returned it.")],
+    task_id: Annotated[
+        str, typer.Argument(help="The task's id, or its first characters (unique).")
+    ],
     store_url: StoreUrl = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The row and its attempt_log as one JSON object.")
+    ] = False,
 ) -> None:
     """Show one task: state, timings, attempts, and its result or error."""
     record, attempts = run(_read(store_url_from(store_url), task_id))
     if record is None:
         fail(f"no task with id {task_id} in this store (is --store-url / TASKQ_STORE_URL right?)")
+    if as_json:
+        shown = {**dataclasses.asdict(record), "attempt_log": attempts}
+        sys.stdout.write(json.dumps(shown, default=_json_value) + "\n")
+        return
     out().print(describe(record))
     if len(attempts) > 1 or any(a["error"] for a in attempts):
         out().print(_attempts_table(attempts))
@@ -48,6 +60,7 @@ async def _read(url: str, task_id: str) -> tuple[TaskRecord | None, list[dict[st
     store = Store(url)
     await store.open()
     try:
+        task_id = await full_task_id(store, task_id)
         record = await store.get_task(task_id)
         attempts = await store.list_attempts(task_id)
         return record, attempts
@@ -184,3 +197,14 @@ def _worker_json(row: WorkerRecord) -> dict[str, object]:
         "heartbeat_at": row.heartbeat_at.isoformat(),
         "stopped_at": row.stopped_at.isoformat() if row.stopped_at else None,
     }
+
+
+def _json_value(value: Any) -> Any:
+    """What `json` cannot write itself: times as ISO 8601, bytes as base64, states by value."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, enum.Enum):
+        return value.value
+    return str(value)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from taskq.app import App
-from taskq.cli.common import AppSpec, fail, load_app, out, run
+from taskq.cli.common import AppSpec, fail, full_task_id, load_app, out, run
 from taskq.status import TaskStatus
 
 
@@ -73,7 +73,7 @@ async def _submit(
 
 
 def cancel(
-    task_id: Annotated[str, typer.Argument(help="The task's id.")],
+    task_id: Annotated[str, typer.Argument(help="The task's id, or its first characters.")],
     wait: Annotated[float, typer.Option(help="Seconds to wait for a running task to stop.")] = 5.0,
 ) -> None:
     """Cancel a task (URLs from TASKQ_BROKER_URL and TASKQ_STORE_URL)."""
@@ -83,6 +83,7 @@ def cancel(
 
 async def _cancel(app: App, task_id: str, wait: float) -> str:
     async with app:
+        task_id = await full_task_id(app.store, task_id)
         handle = await app.get(task_id)
         if not await handle.cancel():
             return f"task {task_id} had already finished ({await handle.status()}); nothing changed"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -60,8 +59,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-logger = logging.getLogger(__name__)
 
 # The channel the leader listens on, so a committed transactional task is published at once.
 DUE_CHANNEL = lifecycle.DUE_CHANNEL
@@ -128,8 +125,7 @@ class Store:
 
     @property
     def event_key(self) -> bytes:
-        """The installation's key for signing task events (`taskq.signing`), kept in the
-        database: whoever can read it could also write results straight into the rows."""
+        """The key signing task events (`taskq.signing`): who reads it can write rows too."""
         if self._event_key is None:
             raise AppNotOpen("the store is not open: use `async with app:` first")
         return self._event_key.encode()
@@ -240,6 +236,10 @@ class Store:
         for chunk in _chunks(task_ids):
             found.update(await self._run(functools.partial(statements.get_tasks, task_ids=chunk)))
         return found
+
+    async def ids_starting_with(self, prefix: str, limit: int = 2) -> list[str]:
+        """At most `limit` task ids that start with `prefix` (hex digits; hyphens ignored)."""
+        return await self._run(lambda conn: statements.ids_starting_with(conn, prefix, limit))
 
     async def get_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         """id → state of those that exist."""

@@ -6,6 +6,7 @@ SQLite's. Bound parameters only."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -87,6 +88,15 @@ async def read_secret(conn: Connection, name: str) -> str:
             "or insert one (a random string of 32 or more characters)"
         )
     return str(value)
+
+
+async def ids_starting_with(conn: Connection, prefix: str, limit: int) -> list[str]:
+    """Ids whose hex digits start with `prefix` (hyphens ignored), by a range of the primary
+    key: an index scan, however many rows there are."""
+    digits = prefix.replace("-", "").lower()
+    low, high = (str(uuid.UUID(digits.ljust(32, pad))) for pad in "0f")
+    query = select(_c.id).where(_c.id.between(low, high)).order_by(_c.id).limit(limit)
+    return [str(row.id) for row in await conn.execute(query)]
 
 
 async def get_states(conn: Connection, task_ids: Iterable[str]) -> dict[str, TaskStatus]:
