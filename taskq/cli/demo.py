@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -143,4 +146,23 @@ def _summary(records: list[TaskRecord], store_url: str) -> None:
         if r.error:
             out().print(f"[red]{r.name} {r.id}: {r.error.type}: {r.error.message}[/red]")
     example = next((r for r in records if r.error), records[0])
-    out().print(f"\ninspect any task with:  taskq status {example.id} --store-url {store_url}")
+    command = f"{_taskq_command()} status {example.id[:8]} --store-url {store_url}"
+    out().print(f"\ninspect any task with:  {command}", highlight=False)
+
+
+def _taskq_command() -> str:
+    """How to run `taskq` from here, as this process was run: `taskq` if that is on PATH,
+    else the script's path (`.venv/bin/taskq` after `bash .ci/demo`), else `python -m taskq`."""
+    script = Path(sys.argv[0])
+    on_path = shutil.which("taskq")
+    if on_path is not None and script.name == "taskq" and Path(on_path).samefile(script):
+        return "taskq"
+    if script.name == "taskq" and script.exists():
+        return _short(script)
+    return f"{_short(Path(sys.executable))} -m taskq"
+
+
+def _short(path: Path) -> str:
+    """`path` relative to here if it is below here, else as it is."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
