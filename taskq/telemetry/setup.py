@@ -66,11 +66,29 @@ def _exporter_choice(env: dict[str, str], signal: str) -> str:
             raise ConfigurationError(
                 f"OTEL_{signal}_EXPORTER={chosen!r}: taskq worker knows otlp, console and none"
             )
+        if chosen == "otlp":
+            _check_protocol(env, signal)
         return chosen
     endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
         f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"
     )
+    if endpoint:
+        _check_protocol(env, signal)
     return "otlp" if endpoint else "none"
+
+
+def _check_protocol(env: dict[str, str], signal: str) -> None:
+    """taskq exports OTLP over HTTP only: a gRPC setting would send HTTP to a gRPC port."""
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env.get(name, "").strip().lower()
+        if protocol and protocol != "http/protobuf":
+            raise ConfigurationError(
+                f"{name}={protocol!r}: taskq worker exports OTLP over HTTP (http/protobuf) "
+                "only; point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port (4318) "
+                "and set the protocol to http/protobuf, or leave it unset"
+            )
+        if protocol:
+            return
 
 
 def _tracing(resource: Any, exporter_name: str, env: dict[str, str]) -> Any:
