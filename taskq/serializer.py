@@ -22,7 +22,7 @@ import enum
 import types
 import typing
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -47,6 +47,7 @@ _TEMPORAL: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = 
 }
 _COLLECTIONS = {"tuple": tuple, "set": set, "frozenset": frozenset}
 _SEQUENCES = (list, tuple, set, frozenset)
+_ABSTRACT_SEQUENCES = (Sequence, Iterable, Collection)
 BUILT_IN_TAGS = frozenset([*_TEMPORAL, *_COLLECTIONS, "dict"])
 
 
@@ -195,6 +196,8 @@ class Serializer:
     def _carries(self, cls: Any) -> bool:
         if not isinstance(cls, type) or cls in self._by_type or cls is Any:
             return True  # (TypeVars, Literal values, forward references: not checked)
+        if cls.__module__ in ("collections.abc", "typing"):
+            return True  # (Sequence[int], Iterable[str]: a list or a tuple satisfies them)
         built_in: tuple[type, ...] = (*_PLAIN, int, list, dict, enum.Enum, Mapping)
         temporal = tuple(entry[0] for entry in _TEMPORAL.values())
         return (
@@ -225,6 +228,8 @@ def rebuild(value: Any, annotation: Any) -> Any:
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             return tuple(rebuild(v, a) for v, a in zip(value, args, strict=False))
         return origin(rebuild(v, args[0]) for v in value) if args else origin(value)
+    if origin in _ABSTRACT_SEQUENCES and isinstance(value, list | tuple) and args:
+        return type(value)(rebuild(v, args[0]) for v in value)  # (Sequence[Point], ...)
     if origin in (dict, Mapping) and isinstance(value, dict) and len(args) == 2:
         return {key: rebuild(item, args[1]) for key, item in value.items()}
     return value

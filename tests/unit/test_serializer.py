@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -105,6 +106,8 @@ def test_plain_values_are_passed_through_without_a_copy() -> None:
 
 def test_dataclasses_models_and_enums_are_rebuilt_by_annotation() -> None:
     serializer = Serializer()
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    plain_at = serializer.dump(at, "at")
     route = Route(
         start=Point(1, datetime(2026, 1, 1, tzinfo=UTC), ("a",)),
         stops=[Point(2, datetime(2026, 1, 2, tzinfo=UTC))],
@@ -119,6 +122,7 @@ def test_dataclasses_models_and_enums_are_rebuilt_by_annotation() -> None:
     assert serializer.load(through_the_row(serializer.dump(invoice, "i")), Invoice) == invoice
     assert serializer.load(["red", None], list[Color | None]) == [Color.RED, None]
     assert serializer.load({"k": [1, 2]}, dict[str, tuple[int, int]]) == {"k": (1, 2)}
+    assert serializer.load([{"x": 1, "at": plain_at}], Sequence[Point]) == [Point(1, at)]
 
 
 def test_a_registered_type_is_rebuilt_wherever_it_is() -> None:
@@ -151,6 +155,7 @@ def test_annotations_taskq_cannot_carry_are_refused() -> None:
     serializer = Serializer()
     serializer.check_annotation(list[Route] | None, "return")  # fine
     serializer.check_annotation(dict[str, tuple[int, Decimal]], "return")  # fine
+    serializer.check_annotation(Sequence[Mapping[str, int]], "return")  # fine
     with pytest.raises(ConfigurationError) as caught:
         serializer.check_annotation(list[Money], "task 't' return value")
     assert "Money" in str(caught.value)
