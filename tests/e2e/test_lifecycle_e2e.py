@@ -449,9 +449,12 @@ async def test_leader_requeues_a_leased_task_whose_worker_was_killed(
         handle = await e2e.long.submit(60.0, str(runs))
 
         async def leased() -> bool:
-            return (await handle.info()).lease_until is not None
+            # (the lease is committed first, then the message acked: wait for both)
+            if (await handle.info()).lease_until is None:
+                return False
+            return await queue_counts(workers.vhost, "default") == (0, 0)
 
-        await wait_until(leased, within=15, what="the task to be kept by a lease")
+        await wait_until(leased, within=15, what="the task kept by a lease, its message acked")
 
         # When its worker is killed with SIGKILL (its message was acked: RabbitMQ has
         # nothing to redeliver) and another worker is running
