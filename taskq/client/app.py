@@ -376,7 +376,8 @@ class App:
     ) -> AsyncIterator[TaskEvent]:
         """Every task's events, live, across the cluster (optionally one queue's or one
         task name's), until the loop stops. Events sent before the call are not replayed."""
-        return tail_events(self.broker, queue=queue, task=task, signer=self.runtime.signer)
+        signer, load = self.runtime.signer, self.serializer.load
+        return tail_events(self.broker, queue=queue, task=task, signer=signer, load=load)
 
     async def list_tasks(
         self,

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +28,14 @@ logger = logging.getLogger(__name__)
 
 TAIL_BUFFER = 10_000  # messages held for a slow reader of `app.events()`
 MAX_BATCH = 1_000  # events per message
+
+
+# Rebuilds progress data as sent (`Serializer.load`); by default, left as on the wire.
+Load = Callable[[Any], Any]
+
+
+def _as_sent(data: Any) -> Any:
+    return data
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,8 +60,9 @@ class TaskEvent:
         return self.kind == "state" and self.state.is_final
 
     @classmethod
-    def from_wire(cls, event: protocol.Event) -> TaskEvent | None:
-        """The public event, or None for a bare "re-read the store" hint."""
+    def from_wire(cls, event: protocol.Event, load: Load = _as_sent) -> TaskEvent | None:
+        """The public event, or None for a bare "re-read the store" hint; `load` rebuilds
+        its progress data (`Serializer.load`)."""
         try:
             state = TaskStatus(event.state)
         except ValueError:
@@ -68,7 +77,7 @@ class TaskEvent:
             at=datetime.fromtimestamp(event.at or time.time(), UTC),
             progress=event.progress,
             message=event.message,
-            data=event.data or {},
+            data=load(event.data) if event.data else {},
             seq=event.seq,
         )
 
@@ -87,7 +96,7 @@ class TaskEvent:
         )
 
     @classmethod
-    def progress_of(cls, record: TaskRecord) -> TaskEvent | None:
+    def progress_of(cls, record: TaskRecord, load: Load = _as_sent) -> TaskEvent | None:
         """The latest stored progress of a running task, if it reported any."""
         stored = record.progress
         if record.state is not TaskStatus.RUNNING or not stored:
@@ -105,7 +114,7 @@ class TaskEvent:
             else record.created_at,
             progress=stored.get("fraction"),
             message=stored.get("message"),
-            data=stored.get("data") or {},
+            data=load(stored["data"]) if stored.get("data") else {},
             seq=stored.get("n", 0),
         )
 
@@ -215,6 +224,7 @@ async def tail_events(
     queue: str | None = None,
     task: str | None = None,
     signer: Signer | None = None,
+    load: Load = _as_sent,
 ) -> AsyncIterator[TaskEvent]:
     """Every task's events from now on (those of `queue` / task name `task` if given)."""
     arrived: asyncio.Queue[bytes] = asyncio.Queue()
@@ -238,7 +248,7 @@ async def tail_events(
                 logger.warning("ignored a malformed task event: %s", exc)
                 continue
             for wire in wires:
-                event = TaskEvent.from_wire(wire)
+                event = TaskEvent.from_wire(wire, load)
                 if event is None:
                     continue
                 if (queue is None or event.queue == queue) and (task is None or event.name == task):

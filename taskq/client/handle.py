@@ -125,7 +125,7 @@ class TaskHandle(Generic[R]):
         late subscriber misses nothing that matters; if events are lost (a reconnect), the
         states in between are filled in from the store, though progress may skip ahead.
         """
-        waiter = self._runtime.waiter
+        waiter, load = self._runtime.waiter, self._runtime.serializer.load
         async with waiter.watch([self.id], with_events=True) as watch:
             assert watch.events is not None
             seen = _Seen()
@@ -135,7 +135,8 @@ class TaskHandle(Generic[R]):
                 pending: list[TaskEvent | None] = []
                 if reread:
                     record = await self.info()
-                    pending += [TaskEvent.state_of(record), TaskEvent.progress_of(record)]
+                    progress = TaskEvent.progress_of(record, load)
+                    pending += [TaskEvent.state_of(record), progress]
                 for event in pending + arrived:
                     if event is not None and seen.is_new(event):
                         yield event
@@ -147,7 +148,7 @@ class TaskHandle(Generic[R]):
                 arrived = []
                 while not watch.events.empty():
                     wire = watch.events.get_nowait()  # (None: an unsigned end, a hint)
-                    arrived.append(None if wire is None else TaskEvent.from_wire(wire))
+                    arrived.append(None if wire is None else TaskEvent.from_wire(wire, load))
                 # Silence until the re-check time, or a bare hint: look at the store.
                 reread = not arrived or None in arrived
 

@@ -4,6 +4,7 @@ unencodable results failing with the path named, bad return annotations refused.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import uuid
@@ -121,3 +122,26 @@ def test_a_return_annotation_taskq_cannot_carry_is_refused_at_declaration() -> N
             return Connection()
 
     assert "Connection" in str(caught.value)
+
+
+async def test_progress_data_comes_to_watchers_as_its_types(backend: Backend) -> None:
+    # Given a task that reports progress with a datetime and a Decimal, then waits
+    app = backend.app()
+    let_go = asyncio.Event()
+    when = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+
+    @app.task(name="values.reporting")
+    async def reporting() -> None:
+        await taskq.context().progress(0.5, "half", at=when, cost=Decimal("1.25"))
+        await let_go.wait()
+
+    async with app, app.worker():
+        handle = await reporting.submit()
+        # When a watcher follows its events
+        async for event in handle.events():
+            if event.kind == "progress":
+                break
+        let_go.set()
+        await handle.result(timeout=DEADLINE)
+    # Then the progress data arrived as the types the task reported
+    assert event.data == {"at": when, "cost": Decimal("1.25")}
