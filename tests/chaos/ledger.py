@@ -82,6 +82,11 @@ class Ledger:
         finally:
             await connection.close()
 
+    async def effects(self) -> int:
+        """How many runs the tasks have recorded so far."""
+        (row,) = await self.rows("SELECT count(*) AS n FROM chaos_effects")
+        return int(row["n"])
+
     async def drain(
         self, within: float, *, step: Callable[[], Awaitable[None]] | None = None
     ) -> None:

@@ -23,12 +23,60 @@ from tests.chaos.ledger import Verdict
 from tests.e2e.processes import (
     WorkerProcess,
     cli_env,
+    leader_pid,
     plain_postgres_url,
     run_cli,
     wait_for_amqp,
 )
+from tests.support import eventually
 
 DRAIN = 120.0
+
+
+async def ran_some(scene: Scene, n: int) -> None:
+    """Until the tasks have recorded `n` runs: workers are mid-batch."""
+    await eventually(scene.ledger.effects, lambda ran: ran >= n, what=f"{n} runs", within=60)
+
+
+async def acknowledged(scene: Scene, n: int) -> None:
+    """Until `n` submits have returned."""
+    await eventually(
+        lambda: asyncio.sleep(0, len(scene.ledger.acknowledged)),
+        lambda count: count >= n,
+        what=f"{n} acknowledged submits",
+        within=60,
+    )
+
+
+async def consuming_again(scene: Scene, consumers: int) -> None:
+    """Until queue `default` has its consumers back (RabbitMQ's own count)."""
+    vhost = scene.broker_url.rsplit("/", 1)[1]
+
+    async def counted() -> int:
+        output = await scene.rabbit.ctl(
+            "list_queues", "-p", vhost, "--no-table-headers", "name", "consumers"
+        )
+        found = dict(line.split() for line in output.splitlines() if line.strip())
+        return int(found.get("default", 0))
+
+    await eventually(counted, lambda n: n >= consumers, what="the consumers back", within=60)
+
+
+def heartbeats_failed(scene: Scene) -> int:
+    """Failed heartbeats the live workers have logged so far."""
+    return sum(
+        1
+        for worker in scene.workers.alive()
+        for line in worker.output().splitlines()
+        if "heartbeat of" in line and "failed" in line
+    )
+
+
+async def tick_count(scene: Scene) -> int:
+    (row,) = await scene.ledger.rows(
+        "SELECT count(*) AS n FROM taskq_tasks WHERE name = 'chaos.tick'"
+    )
+    return int(row["n"])
 
 
 def holds(verdict: Verdict, *, dead: dict[str, int] | None = None) -> None:
@@ -48,8 +96,8 @@ async def test_kill_9_of_a_worker_mid_batch(scene: Scene) -> None:
     first = await scene.start_worker()
     await scene.start_worker()
     await load(scene, 300 if not scene.full else 3000, seconds=0.05)
-    # When one is killed with SIGKILL while it holds tasks, and replaced
-    await asyncio.sleep(0.5)  # (let it take a share: the fault must land mid-batch)
+    # When one is killed with SIGKILL while it holds tasks (mid-batch), and replaced
+    await ran_some(scene, 20)
     await scene.workers.kill(first)  # type: ignore[arg-type]
     await scene.start_worker()
     await scene.ledger.drain(DRAIN)
@@ -62,7 +110,7 @@ async def test_sigterm_drain_with_short_and_long_grace(scene: Scene) -> None:
     short = await scene.start_worker(grace=0.5)
     long = await scene.start_worker(grace=30)
     await load(scene, 200, seconds=0.3)
-    await asyncio.sleep(0.5)
+    await ran_some(scene, 16)  # (a first wave done: the next one runs when SIGTERM lands)
     for worker in (short, long):
         await asyncio.to_thread(worker.stop)  # type: ignore[attr-defined]
     # When fresh workers take over
@@ -94,11 +142,12 @@ async def test_poison_next_to_innocent_tasks(scene: Scene) -> None:
 async def test_broker_stop_and_start_under_load(scene: Scene) -> None:
     # Given workers and a producer submitting steadily
     await scene.start_worker()
-    producing = asyncio.create_task(load(scene, 400, seconds=0.01))
-    await asyncio.sleep(0.5)
-    # When RabbitMQ stops for a few seconds and starts again
+    producing = asyncio.create_task(load(scene, 400 if not scene.full else 1500, seconds=0.01))
+    await acknowledged(scene, 50)
+    # When RabbitMQ stops while the producer goes on (its submits wait in the store for the
+    # relay), and starts again
     await scene.rabbit.ctl("stop_app")
-    await asyncio.sleep(3 if not scene.full else 15)  # (the outage itself)
+    await acknowledged(scene, len(scene.ledger.acknowledged) + (50 if not scene.full else 1000))
     await scene.rabbit.ctl("start_app")
     await wait_for_amqp(scene.broker_url)
     await producing
@@ -116,7 +165,7 @@ async def test_connections_closed_every_few_seconds(scene: Scene) -> None:
     # When RabbitMQ closes every connection every 2 s for a while
     until = time.monotonic() + (15 if not scene.full else 60)
     while time.monotonic() < until:
-        await asyncio.sleep(2)  # (the fault's own rhythm)
+        await consuming_again(scene, 2)  # (each close as soon as both workers are back)
         await scene.rabbit.ctl("close_all_connections", "chaos test")
     await wait_for_amqp(scene.broker_url)
     await scene.ledger.drain(DRAIN)
@@ -133,8 +182,15 @@ async def test_postgres_restart_and_stop_under_load(scene: Scene) -> None:
     # When PostgreSQL restarts, then stops for a while and starts again
     await asyncio.to_thread(scene.postgres.restart)
     await load(scene, 100, seconds=0.02)
+    failed = heartbeats_failed(scene)
     await asyncio.to_thread(scene.postgres.stop)
-    await asyncio.sleep(5 if not scene.full else 20)  # (the outage itself)
+    # (the outage lasts until the worker has felt it: a heartbeat failed, or 4 in --chaos-full)
+    await eventually(
+        lambda: asyncio.sleep(0, heartbeats_failed(scene)),
+        lambda n: n >= failed + (1 if not scene.full else 4),
+        what="a heartbeat to fail while PostgreSQL is down",
+        within=60,
+    )
     await asyncio.to_thread(scene.postgres.start)
     await load(scene, 100, seconds=0.02)
     await scene.ledger.drain(DRAIN)
@@ -185,8 +241,17 @@ async def test_a_leader_killed_and_a_leader_frozen_while_delayed_tasks_are_due(
     # When one is killed and the other frozen (SIGSTOP) for a while, then thawed
     await scene.workers.kill(first)  # type: ignore[arg-type]
     os.kill(second.pid, signal.SIGSTOP)  # type: ignore[attr-defined]
-    await scene.start_worker(env=ticking)
-    await asyncio.sleep(5)  # (the freeze itself: a new leader takes over meanwhile)
+    third = await scene.start_worker(env=ticking)
+    # (the freeze lasts until the new worker leads and has submitted ticks of its own)
+    await eventually(
+        lambda: leader_pid(scene.store_url), lambda pid: pid == third.pid,  # type: ignore[attr-defined]
+        what="the new worker to lead", within=60,
+    )  # fmt: skip
+    ticks_before = await tick_count(scene)
+    await eventually(
+        lambda: tick_count(scene), lambda n: n >= ticks_before + 3,
+        what="the new leader's ticks", within=30,
+    )  # fmt: skip
     os.kill(second.pid, signal.SIGCONT)  # type: ignore[attr-defined]
     await scene.ledger.drain(DRAIN)
     # Then each delayed task ran once (a thawed old leader publishes nothing twice)
@@ -250,7 +315,12 @@ async def test_expiry_while_no_worker_runs(scene: Scene) -> None:
     for _ in range(20):
         await scene.ledger.submit(scene.client.work, 0.01, expires=1)
     await load(scene, 20)
-    await asyncio.sleep(1.5)  # (past the expiry: what the scenario is about)
+    # (past their expiry, by the store's clock: what the scenario is about)
+    await eventually(
+        lambda: scene.ledger.rows("SELECT count(*) AS n FROM taskq_tasks WHERE expires_at < now()"),
+        lambda rows: rows[0]["n"] == 20,
+        what="the 20 tasks past their expiry",
+    )
     # When a worker starts
     await scene.start_worker()
     await scene.ledger.drain(DRAIN)
@@ -262,7 +332,7 @@ async def test_a_lost_publisher_confirm(scene: Scene) -> None:
     # Given a worker, and submits in flight when every connection is closed
     await scene.start_worker()
     producing = asyncio.create_task(load(scene, 200, seconds=0.01))
-    await asyncio.sleep(0.2)
+    await acknowledged(scene, 10)  # (submits under way when the connections close)
     await scene.rabbit.ctl("close_all_connections", "chaos: confirms lost")
     await producing
     await wait_for_amqp(scene.broker_url)

@@ -1,11 +1,12 @@
 """The app `taskq worker tests.e2e.hooks_app:app` runs in the worker-hook end-to-end tests:
-its hooks and its task write lines to E2E_HOOKS_FILE; with E2E_HOOKS_FAIL set, its start
-hook raises."""
+its hooks and its task write lines to E2E_HOOKS_FILE; its task runs until E2E_HOOKS_GO
+exists; with E2E_HOOKS_FAIL set, its start hook raises."""
 
 from __future__ import annotations
 
-import asyncio
 import os
+import time
+from pathlib import Path
 
 import taskq
 
@@ -31,7 +32,11 @@ async def close_client(state: taskq.WorkerState) -> None:
 
 
 @app.task(name="hooks.slow")
-async def slow() -> None:
+def slow() -> None:
+    """Runs (in a worker thread) until the file E2E_HOOKS_GO exists, which the test makes
+    once SIGTERM has landed; at most a minute."""
     _note("task started")
-    await asyncio.sleep(1.0)
+    go, deadline = Path(os.environ["E2E_HOOKS_GO"]), time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     _note(f"task done (client {taskq.context().state.client})")

@@ -4,6 +4,7 @@ then the stop hook runs; a failing start hook ends the process with one clear li
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -22,8 +23,9 @@ async def test_sigterm_drains_the_task_then_runs_the_stop_hook(
     production: Backend, workers: Workers, tmp_path: Path
 ) -> None:
     # Given a worker whose start hook opened a client, running a task that uses it
-    notes = tmp_path / "hooks.txt"
-    worker = await workers.start(concurrency=2, app=APP, env={"E2E_HOOKS_FILE": str(notes)})
+    notes, go = tmp_path / "hooks.txt", tmp_path / "go"
+    env = {"E2E_HOOKS_FILE": str(notes), "E2E_HOOKS_GO": str(go)}
+    worker = await workers.start(concurrency=2, app=APP, env=env)
     client = taskq.App(production.broker_url, production.store_url)
     slow = client.task(name="hooks.slow")(_slow_stub)
     async with client:
@@ -33,8 +35,15 @@ async def test_sigterm_drains_the_task_then_runs_the_stop_hook(
             return "task started" in lines(notes)
 
         await wait_until(started, within=30, what="the task started")
-        # When the worker gets SIGTERM mid-task
-        await asyncio.to_thread(worker.stop)
+        # When the worker gets SIGTERM mid-task, and the task then finishes
+        worker.process.send_signal(signal.SIGTERM)
+
+        async def draining() -> bool:
+            return "SIGTERM: finishing running tasks" in worker.output()
+
+        await wait_until(draining, within=30, what="the worker to start draining")
+        go.touch()
+        await asyncio.to_thread(worker.process.wait, 30)
         record = await handle.info()
     # Then the task finished with the client open, and only then the stop hook closed it
     assert lines(notes) == [

@@ -56,7 +56,11 @@ async def test_submits_during_an_outage_return_and_run_once_it_ends(
         assert states == {taskq.TaskStatus.SCHEDULED}, states
         # And waiting for results started during the outage does not fail
         waiting = [asyncio.create_task(h.result(timeout=DEADLINE)) for h in handles]
-        await asyncio.sleep(0.5)  # (long enough for a waiter that would fail, to fail)
+
+        async def watching() -> bool:  # (past subscribing, where a waiter used to raise)
+            return all(h.id in app.waiter._watches for h in handles)
+
+        await eventually(watching, what="the waiters to watch their tasks")
         assert not any(w.done() for w in waiting), [w for w in waiting if w.done()]
         # And a caller that wants the broker's confirmation gets PublishError, fast
         with pytest.raises(taskq.PublishError):
