@@ -28,10 +28,9 @@ from decimal import Decimal
 from typing import Any
 
 from taskq.exceptions import ConfigurationError, InvalidArguments, SerializationError
-from taskq.values import MAX_DEPTH, check_value
+from taskq.values import INT_MAX, INT_MIN, MAX_DEPTH, check_value, is_plain
 
 _PLAIN = (str, bool, float, bytes, type(None))
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _TEMPORAL: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = {
     # tag: (type, to plain, from plain). datetime before date: a datetime is a date.
     "datetime": (datetime, datetime.isoformat, datetime.fromisoformat),
@@ -94,7 +93,7 @@ class Serializer:
     def dump(self, value: Any, where: str) -> Any:
         """The plain tree for `value`, or `SerializationError` naming where in it a value
         taskq cannot carry sits. Plain values come back as they are (no copy)."""
-        if _plain(value):
+        if is_plain(value):
             return value
         plain = self._dump(value, "", 0, where)
         check_value(plain, where)  # (depth and key checks on what is sent)
@@ -104,7 +103,7 @@ class Serializer:
         if isinstance(value, _PLAIN):
             return value
         if isinstance(value, int) and not isinstance(value, enum.Enum):
-            if not _INT_MIN <= value <= _INT_MAX:
+            if not INT_MIN <= value <= INT_MAX:
                 raise SerializationError(f"{where}{path}: the integer {value} is outside msgpack's "
                                          "64-bit range; send it as a str or Decimal")  # fmt: skip
             return int(value)
@@ -280,32 +279,6 @@ def _fits(value: Any, option: Any) -> bool:
     if isinstance(value, dict):
         return dataclasses.is_dataclass(target) or _is_pydantic_model(target) or target is Mapping
     return isinstance(value, list) and target in (list, tuple, set, frozenset)
-
-
-def _plain(value: Any) -> bool:
-    """True if `value` is a tree of msgpack's own values, with no tuple and no one-key `$`
-    map (nothing to convert): the common case, checked without building anything."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, _PLAIN):
-            continue
-        if type(item) is int:
-            if not _INT_MIN <= item <= _INT_MAX:
-                return False
-        elif type(item) is list:
-            stack.extend(item)
-        elif type(item) is dict:
-            if len(item) == 1 and str(next(iter(item))).startswith("$"):
-                return False
-            if not all(type(key) is str for key in item):
-                return False
-            stack.extend(item.values())
-        else:
-            return False
-        if len(stack) > 100_000:
-            return False  # (let the full walk judge a huge value, with its depth checks)
-    return True
 
 
 def _tagged(plain: Any) -> bool:

@@ -7,7 +7,7 @@ from taskq.exceptions import SerializationError
 
 SUPPORTED_TYPES = "None, bool, int, float, str, bytes, list, tuple and dict with str keys"
 MAX_DEPTH = 64
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
 
 def check_value(value: object, where: str) -> None:
@@ -28,7 +28,7 @@ def check_value(value: object, where: str) -> None:
         raise SerializationError(
             f"{where}{location} has type {type(culprit).__module__}.{type(culprit).__qualname__}, "
             f"which taskq cannot serialise (msgpack carries {SUPPORTED_TYPES}); "
-            "convert it first, e.g. a datetime to an ISO string"
+            "convert it first, or register it (`app.serializer.register`)"
         )
 
 
@@ -42,21 +42,31 @@ def find_unsupported(value: object, path: str) -> tuple[str, object] | None:
     return None if _all_supported(value) else _locate_unsupported(value, path)
 
 
-def _all_supported(value: object) -> bool:
+def is_plain(value: object) -> bool:
+    """Whether `value` is sent as it is: msgpack's own values within the limits, with no
+    tuple and no one-key `$` map (nothing for `taskq.serializer` to convert or escape)."""
+    return _all_supported(value, as_sent=True)
+
+
+def _all_supported(value: object, *, as_sent: bool = False) -> bool:
     stack: list[tuple[object, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if item is None or isinstance(item, bool | str | bytes | float):
             continue
         if isinstance(item, int):
-            if not _INT_MIN <= item <= _INT_MAX:
+            if not INT_MIN <= item <= INT_MAX:
                 return False
         elif depth >= MAX_DEPTH:
             return False
         elif isinstance(item, list | tuple):
+            if as_sent and isinstance(item, tuple):
+                return False
             stack.extend((child, depth + 1) for child in item)
         elif isinstance(item, dict):
             if not all(isinstance(key, str) and "\x00" not in key for key in item):
+                return False
+            if as_sent and len(item) == 1 and next(iter(item)).startswith("$"):
                 return False
             stack.extend((child, depth + 1) for child in item.values())
         else:
@@ -71,7 +81,7 @@ def _locate_unsupported(value: object, path: str) -> tuple[str, object] | None:
         if item is None or isinstance(item, bool | str | bytes | float):
             continue
         if isinstance(item, int):
-            if not _INT_MIN <= item <= _INT_MAX:
+            if not INT_MIN <= item <= INT_MAX:
                 return (where, item)
             continue
         if depth >= MAX_DEPTH and isinstance(item, list | tuple | dict):

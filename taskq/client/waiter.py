@@ -25,6 +25,7 @@ from taskq.broker import Broker, EventSubscription, topology
 from taskq.exceptions import BrokerError, ProtocolError
 from taskq.signing import BadSignature, Signer, unwrap
 from taskq.status import FINAL, TaskStatus
+from taskq.telemetry.logs import Throttled
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ _NOT_FINAL = frozenset(state.value for state in TaskStatus if state not in FINAL
 
 # How long after a reconnect waiters distrust events and re-read the store often.
 DEGRADED_AFTER_RECONNECT = 15.0
-# Ignored events are logged at most once per this many seconds (a flood must not flood logs).
-REFUSED_LOG_INTERVAL = 60.0
 # How many recently ended tasks a client remembers (see `may_have_ended_since`).
 REMEMBERED_ENDS = 4096
 # How long the events key stays bound once nothing is watched: a client awaiting results
@@ -68,7 +67,7 @@ class Waiter:
         # app's own TASKQ_SIGNING_KEY) are ignored.
         self._signer = signer
         self._strict = strict
-        self._refused_at = -REFUSED_LOG_INTERVAL
+        self._refused = Throttled(logger)
         self._subscription: EventSubscription | None = None
         self._watches: dict[str, set[Watch]] = {}
         # The events key is bound while anything is watched; the lock orders bind and unbind.
@@ -192,9 +191,7 @@ class Waiter:
                 raise BadSignature("the event is not signed by an accepted key")
             events = protocol.decode_events(inner)
         except ProtocolError as exc:
-            if time.monotonic() - self._refused_at >= REFUSED_LOG_INTERVAL:
-                self._refused_at = time.monotonic()
-                logger.warning("ignored a task event (and any more within a minute): %s", exc)
+            self._refused.warning("ignored a task event: %s", exc)
             return
         for event in events:
             ending = event.state not in _NOT_FINAL

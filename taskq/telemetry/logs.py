@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,23 @@ TASK_FIELDS = ("task_id", "task_name", "attempt", "queue")
 handling: ContextVar[dict[str, Any] | None] = ContextVar("taskq_handling", default=None)
 # Extra fields taskq's own records carry, passed through to JSON lines.
 _EXTRA_FIELDS = (*TASK_FIELDS, "trace_id", "span_id", "action", "worker_id", "blocked_by")
+
+
+class Throttled:
+    """Warnings that anyone on the vhost can provoke (forged events, forged cancels): the
+    first is logged, then at most one per `interval` seconds, so a flood cannot flood logs."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._logged_at = -interval
+
+    def warning(self, message: str, *args: object) -> None:
+        if time.monotonic() - self._logged_at >= self._interval:
+            self._logged_at = time.monotonic()
+            self._logger.warning(
+                f"{message} (more in the next {self._interval:g} s are not logged)", *args
+            )
 
 
 class TaskFields(logging.Filter):

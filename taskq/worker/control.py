@@ -11,14 +11,13 @@ import time
 from taskq import protocol
 from taskq.exceptions import ProtocolError, StoreError
 from taskq.store import Store
+from taskq.telemetry.logs import Throttled
 from taskq.worker.running import Runs
 
 logger = logging.getLogger(__name__)
 
 # How long a cancel is checked again while the store cannot be read.
 CHECK_FOR = 60.0
-# Refused control messages are logged at most once per this many seconds.
-REFUSED_LOG_INTERVAL = 60.0
 
 
 class Control:
@@ -28,13 +27,13 @@ class Control:
         self._store = store
         self._runs = runs
         self._checks: set[asyncio.Task[None]] = set()
-        self._refused_at = -REFUSED_LOG_INTERVAL
+        self._refused = Throttled(logger)
 
     def on_message(self, body: bytes) -> None:
         try:
             command, task_id = protocol.decode_control(body)
         except ProtocolError as exc:
-            self._refused(f"ignored a malformed control message: {exc}")
+            self._refused.warning("ignored a malformed control message: %s", exc)
             return
         if command == "cancel":
             check = asyncio.get_running_loop().create_task(self._cancel_if_asked(task_id))
@@ -58,11 +57,8 @@ class Control:
                     return
                 await asyncio.sleep(1.0)
         if record is None or record.cancel_requested_at is None:
-            self._refused(f"ignored a cancel of {task_id}: its row records no cancel request")
+            self._refused.warning(
+                "ignored a cancel of %s: its row records no cancel request", task_id
+            )
             return
         self._runs.cancel(task_id)
-
-    def _refused(self, message: str) -> None:
-        if time.monotonic() - self._refused_at >= REFUSED_LOG_INTERVAL:
-            self._refused_at = time.monotonic()
-            logger.warning("%s (further ones within a minute are not logged)", message)
