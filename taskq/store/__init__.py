@@ -105,7 +105,7 @@ class Store:
             raise
         self._engine = engine
         if self.dialect == "postgresql":
-            self._pg = held.PgPaths(engine, self._translated)
+            self._pg = held.PgPaths(pg.Pooled(engine, self._translated))
 
     async def close(self) -> None:
         paths, self._pg = self._pg, None

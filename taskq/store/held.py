@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from taskq.exceptions import StoreConnectionError, StoreError
 from taskq.store import pg, records
-from taskq.store.async_core import Connection, Engine
+from taskq.store.async_core import Connection
 from taskq.store.records import ClaimRequest, NewTask, Outcome, ProgressReport, TaskRecord, Written
 
 Item = TypeVar("Item")
@@ -194,20 +194,16 @@ class PgPaths:
     """A PostgreSQL store's statements that skip SQLAlchemy: single ones on pooled
     connections, grouped inserts and reads, and held connections for writers."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        translated: Callable[[], contextlib.AbstractAsyncContextManager[None]],
-    ) -> None:
-        self._engine = engine
-        self._translated = translated
-        self.pooled = pg.Pooled(engine, translated)
+    def __init__(self, pooled: pg.Pooled) -> None:
+        self.pooled = pooled
         self.inserts = GroupedInserts(self.held())
         self.reads = GroupedReads(self.held())
 
     def held(self, name: str | None = None) -> HeldConnection:
-        """A connection of its own, named `name` in `pg_stat_activity` if given."""
-        return HeldConnection(self._engine.connect, self._translated, application_name=name)
+        """A connection of its own (taken from the pool, never given back), named `name` in
+        `pg_stat_activity` if given."""
+        pooled = self.pooled
+        return HeldConnection(pooled.engine.connect, pooled.translated, application_name=name)
 
     async def close(self) -> None:
         await self.inserts.close()

@@ -278,11 +278,11 @@ class Pooled:
         engine: Engine,
         translated: Callable[[], contextlib.AbstractAsyncContextManager[None]],
     ) -> None:
-        self._engine = engine
-        self._translated = translated
+        self.engine = engine
+        self.translated = translated  # (errors come out as taskq's inside it)
 
     async def fetch(self, statement: str, *arguments: Any) -> list[Any]:
-        async with self._translated(), _driver_connection(self._engine) as raw:
+        async with self.translated(), _driver_connection(self.engine) as raw:
             rows: list[Any] = await raw.fetch(statement, *arguments)
         return rows
 
