@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -41,6 +43,9 @@ class Settings:
     # HMAC keys for task messages and events, comma-separated, the signing one first
     # (TASKQ_SIGNING_KEY, or one per line in TASKQ_SIGNING_KEY_FILE); see taskq.signing.
     signing_key: str = ""
+    # Finished tasks older than this are deleted by the leader ("30d", "12h"; "off" keeps
+    # them for ever); a task's own `retention=` overrides it.
+    retention: str = "30d"
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={self._shown(f.name)!r}" for f in dataclasses.fields(self))
@@ -80,6 +85,41 @@ class Settings:
             raise ConfigurationError("publish_timeout must be > 0 and flush_interval >= 0")
         if self.lease_after <= 0 or self.lease_duration < 10:
             raise ConfigurationError("lease_after must be > 0 and lease_duration >= 10 seconds")
+        parse_retention(self.retention, "TASKQ_RETENTION")
+
+    @property
+    def retention_period(self) -> timedelta | None:
+        """How long finished tasks are kept; None: for ever."""
+        return parse_retention(self.retention, "TASKQ_RETENTION")
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str, what: str) -> timedelta:
+    """'30s', '10m', '2h', '7d' → that timedelta; anything else is a `ConfigurationError`
+    naming `what` (the option or variable it came from)."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ConfigurationError(
+            f"{what} {text!r} is not a duration: write a number and a unit, like 30s, 10m, 2h, 7d"
+        )
+    amount, unit = match.groups()
+    try:
+        return timedelta(**{_UNITS[unit]: float(amount)})
+    except OverflowError:
+        raise ConfigurationError(f"{what} {text!r} is too long a duration") from None
+
+
+def parse_retention(value: str | timedelta | None, what: str) -> timedelta | None:
+    """A retention period: a duration (at least a minute), or "off" (None: keep for ever)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    period = value if isinstance(value, timedelta) else parse_duration(value, what)
+    if period < timedelta(minutes=1):
+        raise ConfigurationError(f"{what} must be at least a minute (or 'off'), got {value}")
+    return period
 
 
 def _from_env(env: Mapping[str, str], name: str, type_name: object) -> object:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from taskq.cli import common, db, demo, dlq, inspect, schedules, submit, tasks, worker
+from taskq.cli import common, db, demo, dlq, inspect, prune, schedules, submit, tasks, worker
 
 app = typer.Typer(
     name="taskq",
@@ -51,6 +51,7 @@ app.command()(tasks.tasks)
 app.command()(tasks.events)
 app.command()(tasks.queues)
 app.command()(schedules.schedules)
+app.command()(prune.prune)
 app.command()(demo.demo)
 app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -25,11 +24,10 @@ from taskq.cli.common import (
 )
 from taskq.cli.inspect import STATE_STYLE, describe_progress
 from taskq.client.events import TaskEvent, tail_events
+from taskq.config import parse_duration
+from taskq.exceptions import ConfigurationError
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def tasks(
@@ -181,17 +179,18 @@ def _plain(value: Any) -> Any:
 
 def parse_since(text: str) -> datetime:
     """'10m' → ten minutes ago; an ISO 8601 time (UTC if it has no offset) → that time."""
-    if match := _DURATION.match(text.strip()):
-        amount, unit = match.groups()
-        try:
-            return datetime.now(UTC) - timedelta(**{_UNITS[unit]: float(amount)})
-        except OverflowError:
-            fail(f"--since {text!r} reaches back before the year 1: give a shorter duration")
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        fail(f"--since {text!r} is neither a duration (30s, 10m, 2h, 7d) nor an ISO 8601 time")
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        pass
+    else:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        return datetime.now(UTC) - parse_duration(text, "--since")
+    except ConfigurationError as exc:
+        fail(f"{exc}, or an ISO 8601 time")
+    except OverflowError:
+        fail(f"--since {text!r} reaches back before the year 1: give a shorter duration")
 
 
 def _uuid(text: str, option: str) -> str:

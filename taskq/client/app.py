@@ -31,9 +31,9 @@ from taskq.client.options import TaskOptions
 from taskq.client.periodic import Missed, Periodic
 from taskq.client.runtime import Runtime
 from taskq.client.sync import SyncBridge
-from taskq.client.task import Task
+from taskq.client.task import Task, TaskDecorator
 from taskq.client.waiter import Waiter
-from taskq.config import Settings, redact_url
+from taskq.config import Settings, parse_retention, redact_url
 from taskq.context import WorkerHook, checked_hook
 from taskq.exceptions import (
     ConfigurationError,
@@ -71,6 +71,7 @@ class App:
         lease_after: float | None = None,
         lease_duration: float | None = None,
         signing_key: str | None = None,
+        retention: str | None = None,
         middleware: Iterable[Middleware] = (),
     ) -> None:
         self.settings = Settings.load(
@@ -83,6 +84,7 @@ class App:
             lease_after=lease_after,
             lease_duration=lease_duration,
             signing_key=signing_key,
+            retention=retention,
         )
         self._tasks: dict[str, Task[Any, Any]] = {}
         # Run by each worker process: at start, before its first task; at stop, once drained.
@@ -119,7 +121,8 @@ class App:
         retry_for: tuple[type[BaseException], ...] = (Exception,),
         backoff: Backoff = DEFAULT_BACKOFF,
         max_deliveries: int = 5,
-    ) -> _TaskDecorator: ...
+        retention: timedelta | str | None = None,
+    ) -> TaskDecorator: ...
 
     def task(
         self,
@@ -133,13 +136,15 @@ class App:
         retry_for: tuple[type[BaseException], ...] = (Exception,),
         backoff: Backoff = DEFAULT_BACKOFF,
         max_deliveries: int = 5,
+        retention: timedelta | str | None = None,
     ) -> Any:
         """Register a function as a task (`async def`, or plain `def` run in a thread pool).
 
         A failure whose exception is one of `retry_for` (a timeout counts as `TaskTimeout`)
         is retried up to `max_retries` times, `backoff` apart. A message delivered more than
         `max_deliveries` times without an outcome (its task keeps killing the worker) is
-        dead-lettered instead of run again.
+        dead-lettered instead of run again. Its finished rows are deleted once older than
+        `retention` (a timedelta, "7d", or "off"; None: the app's TASKQ_RETENTION).
         """
         options = TaskOptions(
             queue=queue,
@@ -151,11 +156,15 @@ class App:
             max_deliveries=max_deliveries,
         )
         if fn is not None:
-            return self._register(fn, name, options)
-        return _TaskDecorator(self, name, options)
+            return self._register(fn, name, options, retention)
+        return TaskDecorator(lambda fn: self._register(fn, name, options, retention))
 
     def _register(
-        self, fn: Callable[..., Any], name: str | None, options: TaskOptions
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        options: TaskOptions,
+        retention: timedelta | str | None,
     ) -> Task[Any, Any]:
         task_name = f"{fn.__module__}.{fn.__qualname__}" if name is None else name
         if not protocol.is_plain_name(task_name):
@@ -170,7 +179,9 @@ class App:
                 "pass name=... to tell them apart"
             )
         submission.check_options(options, self.settings.max_priority)
+        parse_retention(retention, f"task {task_name!r}: retention")
         task: Task[Any, Any] = Task(self.runtime, fn, name=task_name, options=options)
+        task.retention = retention
         self._tasks[task_name] = task
         return task
 
@@ -213,13 +224,15 @@ class App:
         timeout: float | None = None,
         missed: Missed = "latest",
         misfire_grace: float = 60.0,
-    ) -> _TaskDecorator:
+        retention: timedelta | str | None = None,
+    ) -> TaskDecorator:
         """Register a task and submit it on every tick, exactly once per tick.
 
         `cron="*/5 * * * *"` (five fields, read in `timezone`; a seconds field goes in
         `seconds="*/10"`), or `every=timedelta(seconds=30)` (ticks at whole multiples of it
         since the epoch). Ticks missed for longer than `misfire_grace` s (downtime) follow
         `missed`: "latest" (default) runs only the newest of them, "all" each, "skip" none.
+        `retention`: how long its finished ticks are kept (see `task`), often shorter.
         """
         options = TaskOptions(queue=queue, priority=priority, timeout=timeout)
 
@@ -243,7 +256,7 @@ class App:
                 self.serializer.dump(value, f"periodic task {task.name!r}: argument {key!r}")
             self._schedules[schedule.name] = schedule
 
-        return _TaskDecorator(self, name, options, then=register)
+        return TaskDecorator(lambda fn: self._register(fn, name, options, retention), register)
 
     @property
     def schedules(self) -> Mapping[str, Periodic]:
@@ -418,29 +431,3 @@ def _checked_id(value: str, *, what: str = "task id") -> str:
         return str(uuid.UUID(value))
     except (ValueError, TypeError, AttributeError):
         raise TaskNotFound(f"{value!r} is not a {what} (they are UUIDs)") from None
-
-
-class _TaskDecorator:
-    """What `@app.task(...)` with options returns."""
-
-    def __init__(
-        self,
-        app: App,
-        name: str | None,
-        options: TaskOptions,
-        *,
-        then: Callable[[Task[Any, Any]], None] | None = None,
-    ) -> None:
-        self._app, self._name, self._options, self._then = app, name, options, then
-
-    @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Task[P, R]: ...
-
-    def __call__(self, fn: Callable[..., Any]) -> Any:
-        task = self._app._register(fn, self._name, self._options)
-        if self._then is not None:
-            self._then(task)
-        return task

@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 import time
 import typing
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable, Coroutine, Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskq import middleware, serializer
@@ -110,6 +110,8 @@ class Task(_Submitter[P, R]):
         # Parameters whose annotation names a type to rebuild (a dataclass, an Enum, ...).
         self._parameters = {k: v for k, v in hints.items() if not _plain_annotation(v)}
         self._positional = list(self._signature.parameters)
+        # How long its finished rows are kept: a timedelta, "7d", "off"; None: the app's.
+        self.retention: timedelta | str | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} queue={self.default_options.queue!r}>"
@@ -146,6 +148,30 @@ class Task(_Submitter[P, R]):
         except TypeError as exc:
             where = where or f"task {self.name!r}"
             raise InvalidArguments(f"{where} takes {self._signature}: {exc}") from None
+
+
+class TaskDecorator:
+    """What `@app.task(...)` with options returns: `register` makes the task, then
+    `then(task)` (if given) does more with it."""
+
+    def __init__(
+        self,
+        register: Callable[[Callable[..., Any]], Task[Any, Any]],
+        then: Callable[[Task[Any, Any]], None] | None = None,
+    ) -> None:
+        self._register, self._then = register, then
+
+    @typing.overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
+
+    @typing.overload
+    def __call__(self, fn: Callable[P, R]) -> Task[P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any]) -> Any:
+        task = self._register(fn)
+        if self._then is not None:
+            self._then(task)
+        return task
 
 
 class BoundTask(_Submitter[P, R]):

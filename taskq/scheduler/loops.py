@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from taskq.client import events, rows
+from taskq.client import events, retention, rows
 from taskq.client import submit as submission
 from taskq.client.periodic import Periodic, tick_key
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
 from taskq.status import TaskStatus
-from taskq.store import SILENT_FOR, TaskRecord
+from taskq.store import PRUNE_BATCH, SILENT_FOR, TaskRecord
 
 if TYPE_CHECKING:
     from taskq.client.app import App
@@ -31,6 +31,8 @@ CRON_INTERVAL = 1.0
 REAP_INTERVAL = 5.0
 SWEEP_INTERVAL = 1.0
 RETRY_AFTER_ERROR = 1.0
+PRUNE_INTERVAL = 60.0  # between passes that found nothing more to delete
+PRUNE_PAUSE = 0.1  # between full batches
 
 
 class LeaderWork:
@@ -65,6 +67,7 @@ class LeaderWork:
                 loops.create_task(self._forever(self.submit_ticks), name="taskq-cron")
                 loops.create_task(self._forever(self.reap_workers), name="taskq-reap-workers")
                 loops.create_task(self._forever(self.sweep), name="taskq-sweep")
+                loops.create_task(self._forever(self.prune), name="taskq-prune")
         finally:
             # The term is over; the mark is cosmetic (the advisory lock is the truth).
             with contextlib.suppress(StoreError):
@@ -165,6 +168,36 @@ class LeaderWork:
             tick.isoformat(),
             extra={"action": "periodic_tick", "task_name": schedule.task},
         )
+
+    async def prune(self) -> float:
+        """Delete one batch of finished tasks past their retention; → seconds to the next
+        (a pause between full batches leaves the database to the workers). Once no batch
+        is full, the rows of processes stopped for as long go too."""
+        now = datetime.now(UTC)
+        store = self._app.store
+        try:
+            for rule in retention.rules(self._app, now):
+                deleted = await store.prune(rule, limit=PRUNE_BATCH)
+                if deleted:
+                    logger.info(
+                        "retention: deleted %d finished tasks that ended before %s",
+                        deleted,
+                        rule.cutoff.isoformat(timespec="seconds"),
+                        extra={"action": "retention_prune"},
+                    )
+                if deleted >= PRUNE_BATCH:
+                    return PRUNE_PAUSE
+            if (period := self._app.settings.retention_period) is not None:
+                await store.forget_workers(now - period)
+        except StoreConnectionError:
+            raise
+        except StoreError as exc:  # (a role without DELETE: say how to fix it, once a pass)
+            logger.warning(
+                "retention: cannot delete old rows (%s); GRANT DELETE on taskq_tasks, "
+                "taskq_attempts and taskq_workers to this role, or set TASKQ_RETENTION=off",
+                exc,
+            )
+        return PRUNE_INTERVAL
 
     async def reap_workers(self) -> float:
         """Mark workers whose heartbeat stopped as dead."""

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import text
 
-from taskq.exceptions import AppNotOpen, ConfigurationError, StoreError
+from taskq.exceptions import AppNotOpen, StoreError
 from taskq.status import TaskStatus
-from taskq.store import coordination, held, lifecycle, locks, migrations, pg, statements
+from taskq.store import coordination, held, lifecycle, locks, migrations, pg, pruning, statements
 from taskq.store import engine as engines
 from taskq.store.async_core import Connection, Engine
 from taskq.store.records import (
@@ -44,12 +44,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DUE_CHANNEL",
+    "PRUNE_BATCH",
     "SILENT_FOR",
     "ClaimRequest",
     "Claimed",
     "NewTask",
     "Outcome",
     "ProgressReport",
+    "PruneRule",
     "Store",
     "TaskError",
     "TaskRecord",
@@ -64,6 +66,9 @@ T = TypeVar("T")
 DUE_CHANNEL = lifecycle.DUE_CHANNEL
 # Ids per statement in reads of many tasks (an IN list this long is still cheap to plan).
 READ_CHUNK = 1_000
+# Tasks deleted per retention transaction: short enough never to hold locks for long.
+PRUNE_BATCH = 1_000
+PruneRule = pruning.PruneRule
 
 
 class Store:
@@ -168,18 +173,7 @@ class Store:
         """Write the row in the caller's transaction (the outbox); → its id, or the earlier
         task's if its idempotency key was taken. `due_now`: the leader is woken (NOTIFY,
         delivered only if the transaction commits) to publish it at once."""
-        try:
-            conn = await Connection.of(transaction)
-        except TypeError:
-            raise ConfigurationError(
-                "transaction must be a SQLAlchemy AsyncConnection or AsyncSession, not "
-                f"{type(transaction).__name__}"
-            ) from None
-        if not conn.in_transaction():
-            raise ConfigurationError(
-                "transaction=... must be in a transaction "
-                "(use `async with engine.begin() as conn:`)"
-            )
+        conn = await Connection.of_callers_transaction(transaction)
         async with self._translated():
             task_id = await statements.insert_task(conn, task, due_now=due_now)
             if due_now:
@@ -198,14 +192,7 @@ class Store:
         `publish(their ids)`, then mark them `queued`, all in one transaction: a worker
         that gets a message before the commit waits to see it `queued`. → the ids published."""
 
-        async def step(conn: Connection) -> list[str]:
-            locked = await statements.lock_scheduled(conn, task_ids)
-            mine = [task_id for task_id in task_ids if task_id in set(locked)]
-            await publish(mine)
-            await statements.mark_queued(conn, mine)
-            return mine
-
-        return await self._run(step)
+        return await self._run(lambda conn: lifecycle.publish_scheduled(conn, task_ids, publish))
 
     async def publish_due(
         self, limit: int, publish: Callable[[list[TaskRecord]], Awaitable[None]]
@@ -214,14 +201,7 @@ class Store:
         `publish(them)`, mark them `queued`, in one transaction. → (the rows published,
         when the next scheduled row is due)."""
 
-        async def step(conn: Connection) -> tuple[list[TaskRecord], datetime | None]:
-            due = await statements.claim_due(conn, limit)
-            if due:
-                await publish(due)
-                await statements.mark_queued(conn, [record.id for record in due])
-            return due, await statements.next_due(conn)
-
-        return await self._run(step)
+        return await self._run(lambda conn: lifecycle.publish_due(conn, limit, publish))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -400,6 +380,18 @@ class Store:
     async def expire_overdue(self, limit: int) -> list[tuple[str, str, str]]:
         """Waiting tasks past their expiry end `expired`; → (id, name, queue) of each."""
         return await self._run(lambda conn: lifecycle.expire_overdue(conn, limit))
+
+    async def prune(self, rule: pruning.PruneRule, *, limit: int = PRUNE_BATCH) -> int:
+        """Delete up to `limit` finished tasks that `rule` matches, with their attempts, in
+        one short transaction; → how many (call again while it returns `limit`)."""
+        return await self._run(lambda conn: pruning.prune(conn, rule, limit))
+
+    async def count_prunable(self, rule: pruning.PruneRule) -> int:
+        return await self._run(lambda conn: pruning.count(conn, rule))
+
+    async def forget_workers(self, before: datetime) -> int:
+        """Delete the rows of processes that stopped before `before`; → how many."""
+        return await self._run(lambda conn: pruning.forget_workers(conn, before))
 
     async def requeue_lapsed(self, limit: int) -> list[str]:
         """Running tasks whose lease lapsed become due `scheduled` rows; → their ids."""

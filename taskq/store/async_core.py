@@ -20,6 +20,8 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.util import greenlet_spawn
 
+from taskq.exceptions import ConfigurationError
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -79,6 +81,24 @@ class Connection:
         if not isinstance(transaction, AsyncConnection) or transaction.sync_connection is None:
             raise TypeError(type(transaction).__name__)
         return cls(transaction.sync_connection)
+
+    @classmethod
+    async def of_callers_transaction(cls, transaction: object) -> Connection:
+        """`of(transaction)`, refusing with a `ConfigurationError` anything that is not a
+        SQLAlchemy connection or session inside a transaction."""
+        try:
+            conn = await cls.of(transaction)  # type: ignore[arg-type]
+        except TypeError:
+            raise ConfigurationError(
+                "transaction must be a SQLAlchemy AsyncConnection or AsyncSession, not "
+                f"{type(transaction).__name__}"
+            ) from None
+        if not conn.in_transaction():
+            raise ConfigurationError(
+                "transaction=... must be in a transaction "
+                "(use `async with engine.begin() as conn:`)"
+            )
+        return conn
 
     @property
     def dialect(self) -> Dialect:

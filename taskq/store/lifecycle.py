@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, select, text, update
 
 from taskq.status import TaskStatus
-from taskq.store import coordination, records
+from taskq.store import coordination, records, statements
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock
-from taskq.store.records import now
+from taskq.store.records import TaskRecord, now
 from taskq.store.tables import attempts, tasks
 
 _c = tasks.c
@@ -20,6 +20,29 @@ _c = tasks.c
 DUE_CHANNEL = "taskq_due"
 _WAITING = (TaskStatus.SCHEDULED.value, TaskStatus.QUEUED.value)
 _FINAL = tuple(state.value for state in TaskStatus if state.is_final)
+
+
+async def publish_scheduled(
+    conn: Connection, task_ids: Sequence[str], publish: Callable[[list[str]], Awaitable[None]]
+) -> list[str]:
+    """Lock those rows still `scheduled`, `publish(their ids)`, mark them `queued`."""
+    locked = set(await statements.lock_scheduled(conn, task_ids))
+    mine = [task_id for task_id in task_ids if task_id in locked]
+    await publish(mine)
+    await statements.mark_queued(conn, mine)
+    return mine
+
+
+async def publish_due(
+    conn: Connection, limit: int, publish: Callable[[list[TaskRecord]], Awaitable[None]]
+) -> tuple[list[TaskRecord], datetime | None]:
+    """Lock up to `limit` due rows, `publish(them)`, mark them `queued`; → (the rows
+    published, when the next scheduled row is due)."""
+    due = await statements.claim_due(conn, limit)
+    if due:
+        await publish(due)
+        await statements.mark_queued(conn, [record.id for record in due])
+    return due, await statements.next_due(conn)
 
 
 async def request_cancel_many(

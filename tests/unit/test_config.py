@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 import taskq
 from taskq import config
-from taskq.config import Settings
+from taskq.config import Settings, parse_duration, parse_retention
+from taskq.exceptions import ConfigurationError
 
 AMQP = "amqp://taskq:s3cr3t-amqp@rabbit.internal:5672/prod"
 POSTGRES = "postgresql+asyncpg://taskq:s3cr3t-pg@db.internal:5432/taskq"
@@ -247,3 +249,30 @@ def test_a_password_in_the_query_is_redacted_too() -> None:
     assert "password=***" in shown and "sslmode=require" in shown
     app = taskq.App("memory://", url)
     assert "s3cret-q" not in repr(app) and "s3cret-q" not in repr(app.settings)
+
+
+# -- durations and retention -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "period"),
+    [("30s", timedelta(seconds=30)), ("1.5h", timedelta(minutes=90)), (" 7d", timedelta(7))],
+)
+def test_durations_read_as_number_and_unit(text: str, period: timedelta) -> None:
+    assert parse_duration(text, "--x") == period
+
+
+@pytest.mark.parametrize("text", ["7", "7w", "-1d", "1 d", "", "99999999999d"])
+def test_a_bad_duration_names_the_option_and_the_value(text: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"--x {text!r}"):
+        parse_duration(text, "--x")
+
+
+def test_retention_is_30_days_by_default_off_or_any_period_of_a_minute_or_more() -> None:
+    assert Settings.load(env={}).retention_period == timedelta(days=30)
+    assert Settings.load(env={"TASKQ_RETENTION": "off"}).retention_period is None
+    assert Settings.load(env={"TASKQ_RETENTION": "12h"}).retention_period == timedelta(hours=12)
+    for bad in ("30", "30s"):
+        with pytest.raises(ConfigurationError, match="TASKQ_RETENTION"):
+            Settings.load(env={"TASKQ_RETENTION": bad})
+    assert parse_retention(timedelta(days=2), "retention") == timedelta(days=2)
