@@ -290,9 +290,11 @@ def worker_command(concurrency: int, profile: Path | None) -> list[str]:
     if profile is None:
         return [sys.executable, "-m", "taskq", *argv]
     # `python -m cProfile -m taskq worker` writes nothing: the worker leaves with os._exit()
-    # (see taskq/cli/worker.py), past cProfile's own dump. So dump from os._exit itself.
+    # (see taskq/worker_entry.py), past cProfile's own dump. So dump from os._exit itself.
+    # And `taskq worker` execs the worker process (taskq.worker_entry) once it has read its
+    # options: this process runs that one's `run()` itself, with the same options.
     code = (
-        "import cProfile, os, sys\n"
+        "import cProfile, os\n"
         "profile = cProfile.Profile()\n"
         "leave = os._exit\n"
         "def dump_and_exit(code):\n"
@@ -300,11 +302,14 @@ def worker_command(concurrency: int, profile: Path | None) -> list[str]:
         f"    profile.dump_stats({str(profile)!r})\n"
         "    leave(code)\n"
         "os._exit = dump_and_exit\n"
-        f"sys.argv = ['taskq', *{argv!r}]\n"
-        "from taskq.cli import main\n"
+        "from taskq import worker_entry\n"
+        "command = worker_entry.Command(\n"
+        f"    app={APP_SPEC!r}, concurrency={concurrency}, scheduler=False,\n"
+        "    log_level=os.environ.get('TASKQ_LOG_LEVEL', 'INFO'),\n"
+        ")\n"
         "profile.enable()\n"
         "try:\n"
-        "    main()\n"
+        "    worker_entry.run(command)\n"
         "finally:\n"
         "    dump_and_exit(0)\n"
     )

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
-import os
 import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from taskq import worker_entry
 from taskq.app import App
 from taskq.config import Settings
 from taskq.exceptions import TaskqError
@@ -98,20 +97,10 @@ def store_url_from(option: str | None) -> str:
 
 def load_app(spec: str) -> App:
     """Import `module:attribute` (attribute defaults to `app`), as uvicorn does."""
-    module_name, _, attribute = spec.partition(":")
-    attribute = attribute or "app"
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        fail(f"cannot import {module_name!r} (from APP {spec!r}): {exc}")
-    found = getattr(module, attribute, None)
-    if not isinstance(found, App):
-        candidates = [name for name, value in vars(module).items() if isinstance(value, App)]
-        hint = f"; taskq apps in it: {', '.join(candidates)}" if candidates else ""
-        fail(f"{module_name}.{attribute} is not a taskq.App{hint}")
-    return found
+        return worker_entry.load_app(spec)
+    except TaskqError as exc:
+        fail(str(exc))
 
 
 # `taskq --debug`: errors come with their traceback instead of one line.

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -202,11 +201,6 @@ class Supervisor:
             return False
         finally:
             await store.close()
-
-
-def child_command(argv: Sequence[str]) -> list[str]:
-    """The command line of a child: this worker's own, as a single supervised process."""
-    return [sys.executable, "-m", "taskq", *argv]
 
 
 def memory_limit(text: str) -> int:
