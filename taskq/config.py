@@ -46,6 +46,10 @@ class Settings:
     # Finished tasks older than this are deleted by the leader ("30d", "12h"; "off" keeps
     # them for ever); a task's own `retention=` overrides it.
     retention: str = "30d"
+    # Apps with different namespaces share a vhost and a database without seeing each
+    # other: their RabbitMQ names start "<namespace>:", their tables live in the PostgreSQL
+    # schema <namespace> (on SQLite: a file of their own). "" is the default, as before.
+    namespace: str = ""
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={self._shown(f.name)!r}" for f in dataclasses.fields(self))
@@ -86,11 +90,24 @@ class Settings:
         if self.lease_after <= 0 or self.lease_duration < 10:
             raise ConfigurationError("lease_after must be > 0 and lease_duration >= 10 seconds")
         parse_retention(self.retention, "TASKQ_RETENTION")
+        check_namespace(self.namespace)
 
     @property
     def retention_period(self) -> timedelta | None:
         """How long finished tasks are kept; None: for ever."""
         return parse_retention(self.retention, "TASKQ_RETENTION")
+
+
+_NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+def check_namespace(namespace: str) -> None:
+    """A namespace names a PostgreSQL schema and prefixes AMQP names: keep it plain."""
+    if namespace and not _NAMESPACE.match(namespace):
+        raise ConfigurationError(
+            f"namespace {namespace[:40]!r} must be 1 to 31 lowercase letters, digits or '_', "
+            "starting with a letter (TASKQ_NAMESPACE, or App(namespace=...))"
+        )
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

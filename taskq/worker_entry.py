@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import importlib
 import json
@@ -31,6 +32,7 @@ from typing import Any, NoReturn, TypeVar
 from taskq import middleware as middlewares
 from taskq.app import App
 from taskq.exceptions import ConfigurationError, TaskqError
+from taskq.store import Store
 from taskq.telemetry import logs, prometheus, setup
 from taskq.worker import Worker, WorkerOptions, http
 from taskq.worker.reachability import Reachability
@@ -187,12 +189,10 @@ def _supervise(command: Command, app: App) -> int:
     supervisor = Supervisor(
         command_line(child_of(command)),
         command.processes,
-        app.settings.store_url,
+        functools.partial(Store, app.settings.store_url, app.settings.namespace),
         health=None if health is None else (command.health_host, health),
         metrics=None if metrics is None else (command.metrics_host, metrics),
-        reachability=Reachability(
-            app.settings.broker_url, app.settings.store_url, max_priority=app.settings.max_priority
-        ),
+        reachability=Reachability(app.settings),
     )
     return asyncio.run(supervisor.run())
 

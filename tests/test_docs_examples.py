@@ -15,6 +15,11 @@ from tests.conftest import Backend
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 EXPECTED_OUTPUT = {
     "quickstart.py": "5\n",
+    "housekeeping.py": (
+        "billing did 1 / shipping did 2\n"
+        "billing sees 1 task(s)\n"
+        "['taskq.billing.sqlite3', 'taskq.shipping.sqlite3']\n"
+    ),
     "extending.py": (
         "invoice for order 42 sent to tenant acme\n"
         "stored headers: {'tenant': 'acme'}\n"

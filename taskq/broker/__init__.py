@@ -23,8 +23,9 @@ __all__ = [
 ]
 
 
-def from_url(url: str, *, max_priority: int, publish_timeout: float) -> Broker:
-    """The broker for `url`, not yet connected."""
+def from_url(url: str, *, max_priority: int, publish_timeout: float, namespace: str = "") -> Broker:
+    """The broker for `url`, not yet connected. (`namespace` prefixes RabbitMQ's names; a
+    memory broker belongs to one app already.)"""
     scheme = url.partition("://")[0]
     if scheme == "memory":
         from taskq.broker.memory import MemoryBroker
@@ -33,5 +34,7 @@ def from_url(url: str, *, max_priority: int, publish_timeout: float) -> Broker:
     if scheme in ("amqp", "amqps"):
         from taskq.broker.rabbitmq import RabbitMQBroker
 
-        return RabbitMQBroker(url, max_priority=max_priority, publish_timeout=publish_timeout)
+        return RabbitMQBroker(
+            url, max_priority=max_priority, publish_timeout=publish_timeout, namespace=namespace
+        )
     raise ConfigurationError(f"broker URL scheme {scheme!r} is not supported (memory, amqp, amqps)")

@@ -193,8 +193,9 @@ class Consumption(Subscription):
         with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
             await self._channel.set_qos(prefetch_count=prefetch, global_=True, timeout=5)
 
-    async def start(self, queue: AbstractQueue) -> None:
-        name = queue.name
+    async def start(self, queue: AbstractQueue, name: str) -> None:
+        """Consume `queue`, whose deliveries say they came from taskq queue `name` (the
+        broker's name of it has the namespace in front)."""
 
         async def deliver(raw: DeliveredMessage) -> None:
             message = Delivered(raw)

@@ -54,8 +54,11 @@ RECONNECT_INTERVAL = 1.0
 
 
 class RabbitMQBroker(Broker):
-    def __init__(self, url: str, *, max_priority: int, publish_timeout: float) -> None:
+    def __init__(
+        self, url: str, *, max_priority: int, publish_timeout: float, namespace: str = ""
+    ) -> None:
         self._url = url
+        self._names = topology.Names(namespace)
         self._host = url_host(url)
         self._max_priority = max_priority
         self._publish_timeout = publish_timeout
@@ -78,16 +81,16 @@ class RabbitMQBroker(Broker):
                 )
                 events = await self._publisher.channel(publisher_confirms=False)
                 await self._confirming.declare_exchange(
-                    topology.TASK_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+                    self._names.tasks, aio_pika.ExchangeType.DIRECT, durable=True
                 )
                 await self._confirming.declare_exchange(
-                    topology.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+                    self._names.dead_letters, aio_pika.ExchangeType.DIRECT, durable=True
                 )
                 self._control_exchange = await self._confirming.declare_exchange(
-                    topology.CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+                    self._names.control, aio_pika.ExchangeType.FANOUT, durable=True
                 )
                 self._event_exchange = await events.declare_exchange(
-                    topology.EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+                    self._names.events, aio_pika.ExchangeType.TOPIC, durable=True
                 )
         except BaseException:
             await self.close()
@@ -147,15 +150,17 @@ class RabbitMQBroker(Broker):
             channel = await self._publisher.channel()
             try:
                 main = await channel.declare_queue(
-                    queue,
+                    self._names.queue(queue),
                     durable=True,
-                    arguments=topology.queue_arguments(queue, self._max_priority),
+                    arguments=self._names.arguments(queue, self._max_priority),
                 )
-                await main.bind(topology.TASK_EXCHANGE, routing_key=queue)
+                await main.bind(self._names.tasks, routing_key=queue)
                 dlq = await channel.declare_queue(
-                    topology.dlq_name(queue), durable=True, arguments=topology.dlq_arguments()
+                    self._names.queue(topology.dlq_name(queue)),
+                    durable=True,
+                    arguments=topology.dlq_arguments(),
                 )
-                await dlq.bind(topology.DEAD_LETTER_EXCHANGE, routing_key=topology.dlq_name(queue))
+                await dlq.bind(self._names.dead_letters, routing_key=topology.dlq_name(queue))
             finally:
                 if not channel.is_closed:
                     await channel.close()
@@ -170,7 +175,7 @@ class RabbitMQBroker(Broker):
         expiration: float | None = None,
     ) -> None:
         await self._publish_confirmed(
-            topology.TASK_EXCHANGE,
+            self._names.tasks,
             queue,
             body,
             priority=priority,
@@ -180,9 +185,7 @@ class RabbitMQBroker(Broker):
 
     async def publish_dead(self, queue: str, body: bytes, *, message_id: str) -> None:
         dlq = topology.dlq_name(queue)
-        await self._publish_confirmed(
-            topology.DEAD_LETTER_EXCHANGE, dlq, body, message_id=message_id
-        )
+        await self._publish_confirmed(self._names.dead_letters, dlq, body, message_id=message_id)
 
     async def _publish_confirmed(
         self,
@@ -256,7 +259,7 @@ class RabbitMQBroker(Broker):
             channel = await self._consumer.channel()
         try:
             async with self._errors(f"read queue {queue!r}"):
-                source = await channel.declare_queue(queue, passive=True)
+                source = await channel.declare_queue(self._names.queue(queue), passive=True)
                 found: list[Browsed] = []
                 while len(found) < limit:
                     message = await source.get(no_ack=False, fail=False, timeout=10)
@@ -275,7 +278,7 @@ class RabbitMQBroker(Broker):
         async with self._errors(f"inspect queue {queue!r}"):
             channel = await self._publisher.channel()
             try:
-                found = await channel.declare_queue(queue, passive=True)
+                found = await channel.declare_queue(self._names.queue(queue), passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return None
             finally:
@@ -293,7 +296,7 @@ class RabbitMQBroker(Broker):
         async with self._errors(f"purge queue {queue!r}"):
             channel = await self._publisher.channel()
             try:
-                target = await channel.declare_queue(queue, passive=True)
+                target = await channel.declare_queue(self._names.queue(queue), passive=True)
                 done = await target.purge()
                 return int(done.message_count or 0)
             finally:
@@ -318,7 +321,7 @@ class RabbitMQBroker(Broker):
             queue = await channel.declare_queue(
                 f"taskq.control.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
             )
-            await queue.bind(topology.CONTROL_EXCHANGE)
+            await queue.bind(self._names.control)
 
             async def deliver(message: AbstractIncomingMessage) -> None:
                 on_message(message.body)
@@ -339,11 +342,11 @@ class RabbitMQBroker(Broker):
             subscription = Consumption(channel, on_delivery)
             for name in queues:
                 queue = await channel.declare_queue(
-                    name,
+                    self._names.queue(name),
                     durable=True,
-                    arguments=topology.arguments_for(name, self._max_priority),
+                    arguments=self._names.arguments(name, self._max_priority),
                 )
-                await subscription.start(queue)
+                await subscription.start(queue, name)
             return subscription
 
     async def publish_event(self, key: str, body: bytes) -> None:
@@ -375,7 +378,7 @@ class RabbitMQBroker(Broker):
             await queue.consume(deliver, no_ack=True)
         connection.reconnect_callbacks.add(lambda *_: on_reconnect())
         # Short: a waiter that cannot bind falls back to re-reading the store.
-        return _RabbitEvents(channel, queue, self._errors, timeout=2.0)
+        return _RabbitEvents(channel, queue, self._errors, self._names.events, timeout=2.0)
 
 
 class _RabbitBrowsed(Browsed):
@@ -410,22 +413,19 @@ class _RabbitControl(Subscription):
 
 class _RabbitEvents(EventSubscription):
     def __init__(
-        self, channel: AbstractChannel, queue: AbstractQueue, errors: Any, *, timeout: float
-    ) -> None:
-        self._channel = channel
-        self._queue = queue
-        self._errors = errors
-        self._timeout = timeout
+        self, channel: AbstractChannel, queue: AbstractQueue, errors: Any, exchange: str, *,
+        timeout: float,
+    ) -> None:  # fmt: skip
+        self._channel, self._queue, self._errors = channel, queue, errors
+        self._exchange, self._timeout = exchange, timeout
 
     async def bind(self, key: str) -> None:
         async with self._errors("bind an event key"):
-            await self._queue.bind(topology.EVENTS_EXCHANGE, routing_key=key, timeout=self._timeout)
+            await self._queue.bind(self._exchange, routing_key=key, timeout=self._timeout)
 
     async def unbind(self, key: str) -> None:
         async with self._errors("unbind an event key"):
-            await self._queue.unbind(
-                topology.EVENTS_EXCHANGE, routing_key=key, timeout=self._timeout
-            )
+            await self._queue.unbind(self._exchange, routing_key=key, timeout=self._timeout)
 
     async def close(self) -> None:
         if not self._channel.is_closed:

@@ -11,15 +11,49 @@ CONTROL_EXCHANGE = "taskq.control"
 DEFAULT_MAX_PRIORITY = 10
 
 
+class Names:
+    """The AMQP names of one namespace: "" keeps the names above; another namespace puts
+    "<namespace>:" before every exchange and queue name (":" is in no queue name, so no
+    namespace's names can meet another's). Routing keys stay the plain queue names."""
+
+    def __init__(self, namespace: str = "") -> None:
+        self._prefix = f"{namespace}:" if namespace else ""
+        self.tasks = self._prefix + TASK_EXCHANGE
+        self.dead_letters = self._prefix + DEAD_LETTER_EXCHANGE
+        self.events = self._prefix + EVENTS_EXCHANGE
+        self.control = self._prefix + CONTROL_EXCHANGE
+
+    def queue(self, name: str) -> str:
+        """The broker's name of taskq queue `name` (or of its `.dlq`)."""
+        physical = self._prefix + name
+        if len(physical.encode()) > 255:
+            raise ConfigurationError(
+                f"queue {name[:64]!r} with the namespace prefix {self._prefix!r} is longer "
+                "than RabbitMQ's 255 bytes: use a shorter queue name or namespace"
+            )
+        return physical
+
+    def arguments(self, queue: str, max_priority: int) -> dict[str, object]:
+        """The arguments `queue` is declared with, dead letters routed in this namespace."""
+        if queue.endswith(".dlq"):
+            return dlq_arguments()
+        return queue_arguments(queue, max_priority, dead_letters=self.dead_letters)
+
+
 def dlq_name(queue: str) -> str:
     return f"{queue}.dlq"
 
 
-def queue_arguments(queue: str, max_priority: int = DEFAULT_MAX_PRIORITY) -> dict[str, object]:
+def queue_arguments(
+    queue: str,
+    max_priority: int = DEFAULT_MAX_PRIORITY,
+    *,
+    dead_letters: str = DEAD_LETTER_EXCHANGE,
+) -> dict[str, object]:
     """Arguments of a task queue: priorities, and dead letters routed to `<queue>.dlq`."""
     return {
         "x-max-priority": max_priority,
-        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+        "x-dead-letter-exchange": dead_letters,
         "x-dead-letter-routing-key": dlq_name(queue),
     }
 
@@ -45,11 +79,6 @@ def topic_matches(pattern: str, key: str) -> bool:
         return bool(parts) and head in ("*", parts[0]) and match(rest, parts[1:])
 
     return match(pattern.split("."), key.split("."))
-
-
-def arguments_for(queue: str, max_priority: int = DEFAULT_MAX_PRIORITY) -> dict[str, object]:
-    """The arguments `queue` was declared with: a task queue's, or a dead-letter queue's."""
-    return dlq_arguments() if queue.endswith(".dlq") else queue_arguments(queue, max_priority)
 
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")

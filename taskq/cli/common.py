@@ -12,6 +12,7 @@ import typer
 
 from taskq import worker_entry
 from taskq.app import App
+from taskq.broker import Broker, from_url
 from taskq.config import Settings
 from taskq.exceptions import TaskqError
 from taskq.store import Store
@@ -87,12 +88,21 @@ def settings_from(*, broker_url: str | None = None, store_url: str | None = None
         fail(str(exc))
 
 
-def store_url_from(option: str | None) -> str:
-    """--store-url, else TASKQ_STORE_URL or TASKQ_STORE_URL_FILE, else the embedded default."""
-    try:
-        return Settings.load(store_url=option).store_url
-    except TaskqError as exc:
-        fail(str(exc))
+def store_from(option: str | None) -> Store:
+    """The store of --store-url, else TASKQ_STORE_URL or TASKQ_STORE_URL_FILE, else the
+    embedded default; in TASKQ_NAMESPACE's namespace. (Not opened.)"""
+    settings = settings_from(store_url=option)
+    return Store(settings.store_url, settings.namespace)
+
+
+def broker_from(settings: Settings) -> Broker:
+    """The broker of `settings`, in its namespace. (Not connected.)"""
+    return from_url(
+        settings.broker_url,
+        max_priority=settings.max_priority,
+        publish_timeout=5.0,
+        namespace=settings.namespace,
+    )
 
 
 def load_app(spec: str) -> App:

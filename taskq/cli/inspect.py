@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from taskq.cli.common import StoreUrl, fail, full_task_id, out, run, store_url_from
+from taskq.cli.common import StoreUrl, fail, full_task_id, out, run, store_from
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord, WorkerRecord
 
@@ -40,7 +40,7 @@ def status(
     ] = False,
 ) -> None:
     """Show one task: state, timings, attempts, and its result or error."""
-    record, attempts = run(_read(store_url_from(store_url), task_id))
+    record, attempts = run(_read(store_from(store_url), task_id))
     if record is None:
         fail(f"no task with id {task_id} in this store (is --store-url / TASKQ_STORE_URL right?)")
     if as_json:
@@ -56,8 +56,7 @@ def status(
             out().print(record.error.traceback.rstrip(), markup=False, soft_wrap=True)
 
 
-async def _read(url: str, task_id: str) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
-    store = Store(url)
+async def _read(store: Store, task_id: str) -> tuple[TaskRecord | None, list[dict[str, Any]]]:
     await store.open()
     try:
         task_id = await full_task_id(store, task_id)
@@ -144,7 +143,7 @@ def workers(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List worker and scheduler processes; the leader is marked."""
-    rows = run(_workers(store_url_from(store_url), all_))
+    rows = run(_workers(store_from(store_url), all_))
     if as_json:
         for row in rows:
             sys.stdout.write(json.dumps(_worker_json(row)) + "\n")
@@ -172,8 +171,7 @@ def workers(
     out().print(table)
 
 
-async def _workers(url: str, include_stopped: bool) -> list[WorkerRecord]:
-    store = Store(url)
+async def _workers(store: Store, include_stopped: bool) -> list[WorkerRecord]:
     await store.open()
     try:
         return await store.list_workers(include_stopped=include_stopped)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from taskq.cli.common import StoreUrl, fail, out, run, store_url_from
+from taskq.cli.common import StoreUrl, fail, out, run, store_from
 from taskq.config import parse_retention
 from taskq.exceptions import ConfigurationError
 from taskq.store import PRUNE_BATCH, PruneRule, Store
@@ -47,14 +47,13 @@ def prune(
     if period is None:
         fail("--older-than takes a period (12h, 7d), not 'off'")
     rule = PruneRule(cutoff=datetime.now(UTC) - period, names=name, include_dead=include_dead)
-    count = run(_prune(store_url_from(store_url), rule, dry_run=dry_run))
+    count = run(_prune(store_from(store_url), rule, dry_run=dry_run))
     verb = "would delete" if dry_run else "deleted"
     before = rule.cutoff.isoformat(timespec="seconds")
     out().print(f"{verb} {count} finished tasks (finished before {before})")
 
 
-async def _prune(url: str, rule: PruneRule, *, dry_run: bool) -> int:
-    store = Store(url)
+async def _prune(store: Store, rule: PruneRule, *, dry_run: bool) -> int:
     await store.open()
     try:
         if dry_run:

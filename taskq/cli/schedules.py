@@ -24,7 +24,8 @@ def schedules(
     the leader handled (from TASKQ_STORE_URL)."""
     loaded = load_app(app)
     found = sorted(loaded.schedules.values(), key=lambda schedule: schedule.name)
-    last = run(_last_ticks(loaded.settings.store_url)) if found else {}
+    store = Store(loaded.settings.store_url, loaded.settings.namespace)
+    last = run(_last_ticks(store)) if found else {}
     now = datetime.now(UTC)
     rows = [_row(schedule, now, last.get(schedule.name)) for schedule in found]
     if as_json:
@@ -64,8 +65,7 @@ def _shown(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-async def _last_ticks(store_url: str) -> dict[str, datetime]:
-    store = Store(store_url)
+async def _last_ticks(store: Store) -> dict[str, datetime]:
     await store.open()
     try:
         return await store.last_ticks()

@@ -10,21 +10,21 @@ from typing import Annotated, Any
 
 import typer
 
-from taskq import broker as brokers
-from taskq.broker import topology
+from taskq.broker import Broker, topology
 from taskq.cli.common import (
     BrokerUrl,
     StoreUrl,
+    broker_from,
     escape,
     fail,
     out,
     run,
     settings_from,
-    store_url_from,
+    store_from,
 )
 from taskq.cli.inspect import STATE_STYLE, describe_progress
 from taskq.client.events import TaskEvent, tail_events
-from taskq.config import parse_duration
+from taskq.config import Settings, parse_duration
 from taskq.exceptions import ConfigurationError
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord
@@ -57,7 +57,7 @@ def tasks(
         "since": parse_since(since) if since else None,
         "limit": limit,
     }
-    records = run(_find(store_url_from(store_url), query))
+    records = run(_find(store_from(store_url), query))
     if as_json:
         for record in records:
             sys.stdout.write(json.dumps(task_json(record)) + "\n")
@@ -99,15 +99,12 @@ def events(
     """Tail every task's state changes and progress live, across the cluster (Ctrl-C stops)."""
     settings = settings_from(broker_url=broker_url)
     try:
-        run(_tail(settings.broker_url, settings.max_priority, queue, task, as_json))
+        run(_tail(broker_from(settings), queue, task, as_json))
     except KeyboardInterrupt:
         pass
 
 
-async def _tail(
-    url: str, max_priority: int, queue: str | None, task: str | None, as_json: bool
-) -> None:
-    broker = brokers.from_url(url, max_priority=max_priority, publish_timeout=5.0)
+async def _tail(broker: Broker, queue: str | None, task: str | None, as_json: bool) -> None:
     await broker.connect()
     try:
         async for event in tail_events(broker, queue=queue, task=task):
@@ -200,8 +197,7 @@ def _uuid(text: str, option: str) -> str:
         fail(f"{option} {text!r} is not a batch id (they are UUIDs)")
 
 
-async def _find(url: str, query: dict[str, Any]) -> list[TaskRecord]:
-    store = Store(url)
+async def _find(store: Store, query: dict[str, Any]) -> list[TaskRecord]:
     await store.open()
     try:
         return await store.find_tasks(**query)
@@ -220,7 +216,7 @@ def queues(
 ) -> None:
     """Per queue: messages ready, unacked, consumers, dead letters; tasks running, scheduled."""
     settings = settings_from(broker_url=broker_url, store_url=store_url)
-    rows = run(_queues(settings.broker_url, settings.store_url, settings.max_priority, queue))
+    rows = run(_queues(settings, queue))
     if not rows:
         fail("no queues known yet (no worker has registered): name them with --queue")
     if as_json:
@@ -243,10 +239,8 @@ def queues(
     out().print(table)
 
 
-async def _queues(
-    broker_url: str, store_url: str, max_priority: int, named: list[str] | None
-) -> list[dict[str, Any]]:
-    store = Store(store_url)
+async def _queues(settings: Settings, named: list[str] | None) -> list[dict[str, Any]]:
+    store = Store(settings.store_url, settings.namespace)
     await store.open()
     try:
         names = list(named or [])
@@ -256,7 +250,7 @@ async def _queues(
         counts = await store.count_waiting(names)
     finally:
         await store.close()
-    broker = brokers.from_url(broker_url, max_priority=max_priority, publish_timeout=5.0)
+    broker = broker_from(settings)
     await broker.connect()
     try:
         rows = []

@@ -72,6 +72,7 @@ class App:
         lease_duration: float | None = None,
         signing_key: str | None = None,
         retention: str | None = None,
+        namespace: str | None = None,
         middleware: Iterable[Middleware] = (),
     ) -> None:
         self.settings = Settings.load(
@@ -85,6 +86,7 @@ class App:
             lease_duration=lease_duration,
             signing_key=signing_key,
             retention=retention,
+            namespace=namespace,
         )
         self._tasks: dict[str, Task[Any, Any]] = {}
         # Run by each worker process: at start, before its first task; at stop, once drained.

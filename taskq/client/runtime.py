@@ -55,12 +55,13 @@ class Runtime:
             return
         self.middleware = tuple(middlewares)
         self._submit = middleware.compose_submit(self.middleware, submit)
-        store = Store(self.settings.store_url)
+        store = Store(self.settings.store_url, self.settings.namespace)
         await store.open()
         broker = brokers.from_url(
             self.settings.broker_url,
             max_priority=self.settings.max_priority,
             publish_timeout=self.settings.publish_timeout,
+            namespace=self.settings.namespace,
         )
         try:
             await broker.connect()

@@ -74,8 +74,13 @@ PruneRule = pruning.PruneRule
 class Store:
     """Owns the engine. `open()` checks (SQLite: applies) migrations before any use."""
 
-    def __init__(self, url: str) -> None:
-        self._url = engines.parse_url(url)
+    def __init__(self, url: str, namespace: str = "") -> None:
+        # A namespace keeps its tables apart: a schema of that name on PostgreSQL (created
+        # by `taskq db upgrade`), a file of its own on SQLite; and its locks and wake-ups.
+        self.namespace = namespace
+        self._url = engines.in_namespace(engines.parse_url(url), namespace)
+        self._scope = f"{namespace}:" if namespace else ""
+        self._due_channel = DUE_CHANNEL + (f"_{namespace}" if namespace else "")
         self._engine: Engine | None = None
         # SQLite has one writer at a time (and :memory: one shared connection): take turns
         # here rather than fail with "database is locked".
@@ -96,14 +101,15 @@ class Store:
     # -- lifetime ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        engine = engines.create_engine(self._url.render_as_string(hide_password=False))
+        url = self._url.render_as_string(hide_password=False)
+        engine = engines.create_engine(url, schema=self.namespace)
         try:
             async with engines.translated_errors(self._url), engine.begin() as conn:
                 if self.dialect == "sqlite":
                     # The embedded default needs no setup step: migrate on open.
                     await migrations.upgrade(conn)
                 else:
-                    await migrations.check(conn, engines.shown(self._url))
+                    await migrations.check(conn, engines.shown(self._url), self.namespace)
                 self._event_key = await statements.read_secret(conn, "event_key")
         except BaseException:
             await engine.dispose()
@@ -173,17 +179,19 @@ class Store:
         """Write the row in the caller's transaction (the outbox); → its id, or the earlier
         task's if its idempotency key was taken. `due_now`: the leader is woken (NOTIFY,
         delivered only if the transaction commits) to publish it at once."""
-        conn = await Connection.of_callers_transaction(transaction)
+        schema = self.namespace if self.dialect == "postgresql" else None
+        conn = await Connection.of_callers_transaction(transaction, schema=schema)
         async with self._translated():
             task_id = await statements.insert_task(conn, task, due_now=due_now)
             if due_now:
-                await lifecycle.wake_leader(conn)
+                await lifecycle.wake_leader(conn, self._due_channel)
         return task_id
 
     async def hand_to_relay(self, task_id: str) -> bool:
         """A `queued` task whose message could not be published becomes a due `scheduled`
         row, which the leader publishes (woken at once on PostgreSQL); → whether it did."""
-        return await self._run(lambda conn: lifecycle.hand_to_relay(conn, task_id))
+        channel = self._due_channel
+        return await self._run(lambda conn: lifecycle.hand_to_relay(conn, task_id, channel))
 
     async def publish_scheduled(
         self, task_ids: Sequence[str], publish: Callable[[list[str]], Awaitable[None]]
@@ -408,7 +416,7 @@ class Store:
             return
         async with locks.listening(
             self._url.render_as_string(hide_password=False),
-            DUE_CHANNEL,
+            self._due_channel,
             engines.shown(self._url),
         ) as wake:
             yield wake
@@ -419,7 +427,7 @@ class Store:
             return locks.InProcessSessionLock(self._leader_turn)
         return locks.SessionLock(
             self._url.render_as_string(hide_password=False),
-            name,
+            self._scope + name,
             application_name=application_name,
         )
 
@@ -429,7 +437,7 @@ class Store:
         if self._engine is None:
             raise AppNotOpen("the store is not open: use `async with app:` first")
         if self.dialect != "sqlite":
-            async with locks.transaction_lock(self._engine, name, wait):
+            async with locks.transaction_lock(self._engine, self._scope + name, wait):
                 yield
             return
         held = self._local_locks.setdefault(name, asyncio.Lock())

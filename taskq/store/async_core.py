@@ -67,11 +67,18 @@ class Engine:
 
 
 class Connection:
-    def __init__(self, sync_connection: sqlalchemy.Connection) -> None:
+    def __init__(
+        self, sync_connection: sqlalchemy.Connection, *, schema: str | None = None
+    ) -> None:
         self.sync_connection = sync_connection
+        # A caller's connection reaches taskq's tables in `schema` (a namespace) by naming
+        # it in each statement; its own search_path, and its other statements, stay as they are.
+        self._options = {"schema_translate_map": {None: schema}} if schema else None
 
     @classmethod
-    async def of(cls, transaction: AsyncConnection | AsyncSession) -> Connection:
+    async def of(
+        cls, transaction: AsyncConnection | AsyncSession, *, schema: str | None = None
+    ) -> Connection:
         """The connection of a caller's `AsyncConnection`, or of an `AsyncSession`'s
         transaction. (The import costs nothing here: the caller made one.)"""
         from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -80,14 +87,16 @@ class Connection:
             transaction = await transaction.connection()
         if not isinstance(transaction, AsyncConnection) or transaction.sync_connection is None:
             raise TypeError(type(transaction).__name__)
-        return cls(transaction.sync_connection)
+        return cls(transaction.sync_connection, schema=schema)
 
     @classmethod
-    async def of_callers_transaction(cls, transaction: object) -> Connection:
+    async def of_callers_transaction(
+        cls, transaction: object, *, schema: str | None = None
+    ) -> Connection:
         """`of(transaction)`, refusing with a `ConfigurationError` anything that is not a
         SQLAlchemy connection or session inside a transaction."""
         try:
-            conn = await cls.of(transaction)  # type: ignore[arg-type]
+            conn = await cls.of(transaction, schema=schema)  # type: ignore[arg-type]
         except TypeError:
             raise ConfigurationError(
                 "transaction must be a SQLAlchemy AsyncConnection or AsyncSession, not "
@@ -112,7 +121,7 @@ class Connection:
     ) -> CursorResult[*tuple[Any, ...]]:
         """Run `statement`; the result is already fetched, so reading it needs no await."""
         result: CursorResult[*tuple[Any, ...]] = await greenlet_spawn(
-            self.sync_connection.execute, statement, parameters
+            self.sync_connection.execute, statement, parameters, execution_options=self._options
         )
         return result
 

@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -37,22 +38,38 @@ def parse_url(url: str) -> URL:
         raise ConfigurationError("store_url is not a valid SQLAlchemy URL") from None
 
 
+def in_namespace(url: URL, namespace: str) -> URL:
+    """The database of `namespace`: on SQLite a file of its own beside the one named
+    (taskq.sqlite3 → taskq.billing.sqlite3); on PostgreSQL the same (the schema differs)."""
+    if not namespace or url.get_backend_name() != "sqlite" or url.database in _IN_MEMORY:
+        return url
+    path = Path(url.database or "")
+    return url.set(database=str(path.with_name(f"{path.stem}.{namespace}{path.suffix}")))
+
+
+_IN_MEMORY = (None, "", ":memory:")
+
+
 def shown(url: URL) -> str:
     """The URL for messages: password hidden (in the query too)."""
     return redact_url(url.render_as_string(hide_password=True))
 
 
-def create_engine(url: str) -> Engine:
-    """An engine that never puts bound values (task arguments, results) in its errors."""
+def create_engine(url: str, schema: str | None = None) -> Engine:
+    """An engine that never puts bound values (task arguments, results) in its errors. On
+    PostgreSQL, with `schema` (a namespace), its sessions find taskq's tables there only."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
+    settings = {"application_name": "taskq"}
+    if schema:
+        settings["search_path"] = schema  # (a checked namespace: lowercase, no quoting)
     engine = create_async_engine(
         parsed,
         hide_parameters=True,
         pool_size=10,
         max_overflow=10,
-        connect_args={"timeout": 10, "server_settings": {"application_name": "taskq"}},
+        connect_args={"timeout": 10, "server_settings": settings},
     )
     _ping_when_idle(engine)
     return engine
@@ -80,7 +97,7 @@ def _ping_when_idle(engine: Engine) -> None:
 
 
 def _sqlite_engine(url: URL) -> Engine:
-    in_memory = url.database in (None, "", ":memory:")
+    in_memory = url.database in _IN_MEMORY
     engine = create_async_engine(
         url,
         hide_parameters=True,

@@ -128,7 +128,7 @@ async def extend_leases(
     )
 
 
-async def hand_to_relay(conn: Connection, task_id: str) -> bool:
+async def hand_to_relay(conn: Connection, task_id: str, channel: str = DUE_CHANNEL) -> bool:
     """`queued` → due `scheduled`, for the leader to publish (see `Store.hand_to_relay`)."""
     statement = (
         update(tasks)
@@ -137,14 +137,15 @@ async def hand_to_relay(conn: Connection, task_id: str) -> bool:
         .returning(_c.id)
     )
     if handed := (await conn.execute(statement)).first() is not None:
-        await wake_leader(conn)
+        await wake_leader(conn, channel)
     return handed
 
 
-async def wake_leader(conn: Connection) -> None:
-    """Tell the leader (LISTENing on PostgreSQL) that a task is due, once this commits."""
+async def wake_leader(conn: Connection, channel: str = DUE_CHANNEL) -> None:
+    """Tell the leader (LISTENing on `channel`, on PostgreSQL) that a task is due, once this
+    commits."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL})
+        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
 
 
 async def bury_silent(conn: Connection, silent_for: timedelta) -> list[str]:

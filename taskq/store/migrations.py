@@ -83,22 +83,27 @@ async def upgrade(conn: Connection, revision: str = "head") -> None:
     await conn.run_sync(run)
 
 
-async def upgrade_database(url: str, revision: str = "head") -> None:
-    """`taskq db upgrade`: apply migrations up to `revision`, in one transaction."""
-    engine = engines.create_engine(url)
+async def upgrade_database(url: str, revision: str = "head", namespace: str = "") -> None:
+    """`taskq db upgrade`: apply migrations up to `revision`, in one transaction (in the
+    namespace's schema, made first if need be)."""
+    parsed = engines.in_namespace(engines.parse_url(url), namespace)
+    engine = engines.create_engine(parsed.render_as_string(hide_password=False), namespace)
     try:
-        async with engines.translated_errors(engines.parse_url(url)), engine.begin() as conn:
+        async with engines.translated_errors(parsed), engine.begin() as conn:
+            if namespace and conn.dialect.name == "postgresql":
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"'))
             await upgrade(conn, revision)
     finally:
         await engine.dispose()
 
 
-async def database_revision(url: str) -> str | None:
+async def database_revision(url: str, namespace: str = "") -> str | None:
     """`taskq db current`: the database's revision, or None before the first migration."""
-    engine = engines.create_engine(url)
+    parsed = engines.in_namespace(engines.parse_url(url), namespace)
+    engine = engines.create_engine(parsed.render_as_string(hide_password=False), namespace)
     try:
         async with (
-            engines.translated_errors(engines.parse_url(url)),
+            engines.translated_errors(parsed),
             await engine.connect() as conn,
         ):
             return await current(conn)
@@ -106,12 +111,14 @@ async def database_revision(url: str) -> str | None:
         await engine.dispose()
 
 
-async def check(conn: Connection, shown_url: str) -> None:
+async def check(conn: Connection, shown_url: str, namespace: str = "") -> None:
     """Refuse a database whose schema is not this taskq's."""
     now, wanted = await current(conn), head()
     if now != wanted:
+        where = f" in namespace {namespace!r}" if namespace else ""
+        env = f" and TASKQ_NAMESPACE={namespace}" if namespace else ""
         raise SchemaOutOfDate(
-            f"the database at {shown_url} is at schema revision {now or 'none'}, "
+            f"the database at {shown_url}{where} is at schema revision {now or 'none'}, "
             f"but this taskq needs {wanted}: run `taskq db upgrade` "
-            "(with TASKQ_STORE_URL set to this database)"
+            f"(with TASKQ_STORE_URL set to this database{env})"
         )

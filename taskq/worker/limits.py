@@ -46,14 +46,14 @@ class HardLimits:
         *,
         runs: Runs,
         touched: Callable[[], float],
-        store_url: str,
+        new_store: Callable[[], Store],
         worker_id: str,
         time_limit: float | None,
         memory_limit: int | None,
         exit: Callable[[int], object] = os._exit,
     ) -> None:
         self._runs, self._touched = runs, touched
-        self._store_url, self._worker_id = store_url, worker_id
+        self._new_store, self._worker_id = new_store, worker_id
         self._time_limit, self._memory_limit = time_limit, memory_limit
         self._exit = exit
         self._loop_thread = threading.get_ident()
@@ -126,7 +126,7 @@ class HardLimits:
             worker_id=self._worker_id,
             started_at=datetime.now(UTC),
         )
-        store = Store(self._store_url)
+        store = self._new_store()  # (its own: the loop's is stuck)
         try:
             async with asyncio.timeout(RECORD_TIMEOUT):
                 await store.open()

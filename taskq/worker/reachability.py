@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 
 from taskq import broker as brokers
+from taskq.config import Settings
 from taskq.exceptions import TaskqError
 from taskq.store import Store
 
@@ -18,9 +19,8 @@ CHECK_TIMEOUT = 2.0
 
 
 class Reachability:
-    def __init__(self, broker_url: str, store_url: str, *, max_priority: int) -> None:
-        self._broker_url, self._store_url = broker_url, store_url
-        self._max_priority = max_priority
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._broker: brokers.Broker | None = None
         self._store: Store | None = None
 
@@ -36,8 +36,12 @@ class Reachability:
 
     async def _broker_up(self) -> bool:
         if self._broker is None:
+            settings = self._settings
             broker = brokers.from_url(
-                self._broker_url, max_priority=self._max_priority, publish_timeout=CHECK_TIMEOUT
+                settings.broker_url,
+                max_priority=settings.max_priority,
+                publish_timeout=CHECK_TIMEOUT,
+                namespace=settings.namespace,
             )
             try:
                 async with asyncio.timeout(CHECK_TIMEOUT):
@@ -51,7 +55,7 @@ class Reachability:
 
     async def _store_up(self) -> bool:
         if self._store is None:
-            store = Store(self._store_url)
+            store = Store(self._settings.store_url, self._settings.namespace)
             try:
                 async with asyncio.timeout(CHECK_TIMEOUT):
                     await store.open()

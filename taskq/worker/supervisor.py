@@ -20,7 +20,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from taskq.exceptions import StoreError
@@ -44,7 +44,7 @@ class Supervisor:
         self,
         child_argv: Sequence[str],
         processes: int,
-        store_url: str,
+        new_store: Callable[[], Store],
         *,
         health: tuple[str, int] | None = None,
         metrics: tuple[str, int] | None = None,
@@ -60,7 +60,7 @@ class Supervisor:
         self._snapshots: dict[int, prometheus.Snapshot] = {}
         self._retired: prometheus.Snapshot = {}
         self._processes = processes
-        self._store_url = store_url
+        self._new_store = new_store  # (one for each dead child to mark)
         self._stopping = False
         self._children: dict[int, asyncio.subprocess.Process] = {}
 
@@ -192,7 +192,7 @@ class Supervisor:
     async def _mark_dead(self, pid: int) -> bool:
         """The child cannot say goodbye itself; its row must not look alive for 30 s.
         → whether it had registered as a worker (it started, then something killed it)."""
-        store = Store(self._store_url)
+        store = self._new_store()
         try:
             await store.open()
             return bool(await store.mark_process_dead(socket.gethostname(), pid))

@@ -21,6 +21,7 @@ from taskq.client.events import EventBatcher
 from taskq.context import WorkerState, worker_state
 from taskq.exceptions import BrokerError
 from taskq.scheduler import LeaderWork, campaign
+from taskq.store import Store
 from taskq.telemetry import metrics
 from taskq.worker import health, heartbeat, hooks, running
 from taskq.worker.control import Control
@@ -235,13 +236,13 @@ class Worker:
 
     def _hard_limits(self, executor: Executor, watchdog: health.LoopWatchdog) -> HardLimits | None:
         """The thread that ends this process past a hard limit, if any is set (started)."""
-        options = self.options
+        options, settings = self.options, self.app.settings
         if options.hard_time_limit is None and options.memory_limit is None:
             return None
         limits = HardLimits(
             runs=executor.runs,
             touched=watchdog.touched,
-            store_url=self.app.settings.store_url,
+            new_store=functools.partial(Store, settings.store_url, settings.namespace),
             worker_id=self.id,
             time_limit=options.hard_time_limit,
             memory_limit=options.memory_limit,

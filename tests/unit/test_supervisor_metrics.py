@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from taskq.store import Store
 from taskq.telemetry import prometheus
 from taskq.worker.supervisor import Supervisor
 from tests.prometheus_text import parse
@@ -46,7 +48,8 @@ def snapshot_dir() -> Iterator[Path]:
 
 
 def supervisor_of(snapshot_dir: Path) -> Supervisor:
-    supervisor = Supervisor(["true"], 1, "sqlite+aiosqlite:///unused", metrics=("127.0.0.1", 0))
+    unused = functools.partial(Store, "sqlite+aiosqlite:///unused")
+    supervisor = Supervisor(["true"], 1, unused, metrics=("127.0.0.1", 0))
     supervisor._snapshot_dir = snapshot_dir
     return supervisor
 

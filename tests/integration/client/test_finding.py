@@ -205,7 +205,8 @@ async def test_cli_tasks_refuses_an_invalid_batch_or_since_clearly(backend: Back
     assert "Traceback" not in shown.output
     shown = await taskq_cli("tasks", "--since", "yesterday", *store)
     assert shown.exit_code == 1
-    assert "--since 'yesterday' is neither a duration" in shown.stderr
+    assert "--since 'yesterday' is not a duration" in shown.stderr
+    assert "or an ISO 8601 time" in shown.stderr
 
 
 async def test_cli_tasks_since_an_iso_time_with_an_offset_other_than_utc(
