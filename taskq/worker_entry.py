@@ -25,11 +25,12 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from taskq import middleware as middlewares
+from taskq import reporting
 from taskq.app import App
 from taskq.exceptions import ConfigurationError, TaskqError
 from taskq.store import Store
@@ -172,7 +173,7 @@ def _loaded(command: Command) -> App:
         for plugin in middlewares.from_entry_points(list(command.middleware)):
             app.add_middleware(plugin)
     except TaskqError as exc:
-        _fail(str(exc))
+        reporting.fail(str(exc))
     return app
 
 
@@ -204,7 +205,7 @@ def _serve(command: Command, app: App) -> NoReturn:
             prometheus=command.metrics_port is not None or bool(snapshots_to)
         )
     except TaskqError as exc:
-        _fail(str(exc))
+        reporting.fail(str(exc))
     try:
         options = WorkerOptions(
             concurrency=command.concurrency,
@@ -222,10 +223,10 @@ def _serve(command: Command, app: App) -> NoReturn:
         )
     except TaskqError as exc:
         telemetry.shutdown()
-        _fail(str(exc))
+        reporting.fail(str(exc))
     exposed = _metrics_exposure(telemetry, command.metrics_host, command.metrics_port, snapshots_to)
     try:
-        recycled = _run(_serve_worker(app, options, exposed), debug=command.debug)
+        recycled = reporting.run(_serve_worker(app, options, exposed), debug=command.debug)
     finally:
         telemetry.shutdown()
     # Every outcome is stored and every message settled or handed back by now. Exit without
@@ -233,31 +234,6 @@ def _serve(command: Command, app: App) -> NoReturn:
     # still be running in one, and Python would otherwise wait for it to return.
     logging.shutdown()
     os._exit(RECYCLE_EXIT if recycled and command.child else 0)
-
-
-def _run(coroutine: Coroutine[Any, Any, T], *, debug: bool) -> T:
-    """As the command line's `common.run`: an error becomes one red line and exit code 1
-    (with `debug`, its traceback)."""
-    try:
-        return asyncio.run(coroutine)
-    except TaskqError as exc:
-        if debug:
-            raise
-        _fail(str(exc))
-    except Exception as exc:
-        if debug:
-            raise
-        _fail(f"{type(exc).__name__}: {exc} (`taskq --debug ...` shows the traceback)")
-
-
-def _fail(message: str) -> NoReturn:
-    """As the command line's `common.fail` (rich only now: it is 1.5 MB of a worker)."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console(stderr=True, soft_wrap=True)
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
-    raise SystemExit(1)
 
 
 def _metrics_exposure(

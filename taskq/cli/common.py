@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from taskq import worker_entry
+from taskq import reporting, worker_entry
 from taskq.app import App
 from taskq.broker import Broker, from_url
 from taskq.config import Settings
@@ -41,14 +40,6 @@ def escape(text: str) -> str:
     from rich.markup import escape as escaped
 
     return escaped(text)
-
-
-@functools.cache
-def err() -> Console:
-    """Standard error's console; soft_wrap: an error stays one greppable line in logs."""
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True)
 
 
 AppSpec = Annotated[
@@ -120,21 +111,10 @@ debug = False
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; an error becomes one red line and exit code 1 (with
     `taskq --debug`, its traceback)."""
-    try:
-        return asyncio.run(coroutine)
-    except TaskqError as exc:
-        if debug:
-            raise
-        fail(str(exc))
-    except Exception as exc:
-        if debug:
-            raise
-        fail(f"{type(exc).__name__}: {exc} (`taskq --debug ...` shows the traceback)")
+    return reporting.run(coroutine, debug=debug)
 
 
-def fail(message: str) -> NoReturn:
-    err().print(f"[red]error:[/red] {escape(message)}", highlight=False)
-    raise typer.Exit(1)
+fail = reporting.fail
 
 
 MIN_ID_PREFIX = 6

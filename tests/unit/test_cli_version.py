@@ -7,7 +7,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from taskq.cli import app, common
@@ -33,7 +32,7 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_is_behind_debug(
     async def broken() -> None:
         raise RuntimeError("the socket went away")
 
-    with pytest.raises(typer.Exit):
+    with pytest.raises(SystemExit):
         common.run(broken())
     monkeypatch.setattr(common, "debug", True)
     with pytest.raises(RuntimeError, match="the socket went away"):
