@@ -30,17 +30,17 @@ def make_app(store_url: str, namespace: str) -> taskq.App:
     return app
 
 
-async def main() -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        store_url = f"sqlite+aiosqlite:///{Path(directory) / 'taskq.sqlite3'}"
-        billing, shipping = make_app(store_url, "billing"), make_app(store_url, "shipping")
-        async with billing, shipping, billing.worker(), shipping.worker():
-            one = await billing.tasks["examples.work"].submit(1)
-            two = await shipping.tasks["examples.work"].submit(2)
-            print(await one.result(timeout=10), "/", await two.result(timeout=10))
-            print("billing sees", len(await billing.list_tasks()), "task(s)")
-        print(sorted(path.name for path in Path(directory).glob("*.sqlite3")))
+async def main(directory: Path) -> None:
+    store_url = f"sqlite+aiosqlite:///{directory / 'taskq.sqlite3'}"
+    billing, shipping = make_app(store_url, "billing"), make_app(store_url, "shipping")
+    async with billing, shipping, billing.worker(), shipping.worker():
+        one = await billing.tasks["examples.work"].submit(1)
+        two = await shipping.tasks["examples.work"].submit(2)
+        print(await one.result(timeout=10), "/", await two.result(timeout=10))
+        print("billing sees", len(await billing.list_tasks()), "task(s)")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with tempfile.TemporaryDirectory() as temporary:
+        asyncio.run(main(Path(temporary)))
+        print(sorted(path.name for path in Path(temporary).glob("*.sqlite3")))
