@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from taskq import middleware, serializer
 from taskq.client import submit as submission
 from taskq.client.batch import Batch
+from taskq.client.canvas import Signature
 from taskq.client.handle import TaskHandle
 from taskq.client.options import UNSET as _UNSET
 from taskq.client.options import TaskOptions
@@ -49,6 +50,17 @@ class _Submitter(Generic[P, R]):
         sent); then one insert and pipelined, confirmed publishes. → a `Batch` of handles."""
         task, options = self._target()
         return await _submit_many(task, options, items)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """This call as a workflow step, not yet submitted: in a chain it receives the
+        value of the step before as its first argument (`taskq.client.canvas`)."""
+        task, options = self._target()
+        return Signature(task, args, kwargs, options)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """As `s()`, immutable: it receives nothing from the step before."""
+        task, options = self._target()
+        return Signature(task, args, kwargs, options, immutable=True)
 
     def options(
         self,
