@@ -51,14 +51,19 @@ async def prune(conn: Connection, rule: PruneRule, limit: int) -> int:
     """Delete up to `limit` tasks that `rule` matches, with their attempts; → how many."""
     victims = select(_c.id).where(rule.condition()).order_by(_c.created_at).limit(limit)
     if conn.dialect.name == "postgresql":
-        victims = victims.with_for_update(skip_locked=True)
-    ids = [str(row.id) for row in await conn.execute(victims)]
-    if not ids:
+        # One statement: the ids never travel to the worker (its loop runs the leader too).
+        chosen = victims.with_for_update(skip_locked=True).cte("victims")
+        ids = select(chosen.c.id)
+        gone_attempts = delete(attempts).where(attempts.c.task_id.in_(ids)).cte("gone_attempts")
+        gone = delete(tasks).where(_c.id.in_(ids)).returning(_c.id).cte("gone")
+        counted = select(func.count()).select_from(gone).add_cte(gone_attempts)
+        return int((await conn.execute(counted)).scalar_one())
+    found = [str(row.id) for row in await conn.execute(victims)]
+    if not found:
         return 0
-    await conn.execute(delete(attempts).where(attempts.c.task_id.in_(ids)))
-    # (The rows are locked since the select: on PostgreSQL FOR UPDATE, on SQLite by the
-    # store's one writer at a time; none can have been replayed meanwhile.)
-    deleted = await conn.execute(delete(tasks).where(_c.id.in_(ids)))
+    await conn.execute(delete(attempts).where(attempts.c.task_id.in_(found)))
+    # (SQLite: the store's one writer at a time keeps the rows as selected until here.)
+    deleted = await conn.execute(delete(tasks).where(_c.id.in_(found)))
     return int(deleted.rowcount)
 
 
