@@ -130,8 +130,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     try:
         code = run(command)
     except KeyboardInterrupt:  # (before the worker's own handlers are in place)
-        print("Aborted!", file=sys.stderr)
-        code = 1
+        reporting.fail("aborted: interrupted before the worker started")
     sys.exit(code)
 
 

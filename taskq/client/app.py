@@ -23,6 +23,7 @@ from taskq import middleware as middlewares
 from taskq import protocol
 from taskq.client import batch as batches
 from taskq.client import cancel
+from taskq.client import retention as retentions
 from taskq.client import submit as submission
 from taskq.client.dlq import DeadLetters
 from taskq.client.events import EventBatcher, TaskEvent, tail_events
@@ -33,7 +34,7 @@ from taskq.client.runtime import Runtime
 from taskq.client.sync import SyncBridge
 from taskq.client.task import Task, TaskDecorator
 from taskq.client.waiter import Waiter
-from taskq.config import Settings, parse_retention, redact_url
+from taskq.config import Settings, redact_url
 from taskq.context import WorkerHook, checked_hook
 from taskq.exceptions import (
     ConfigurationError,
@@ -181,9 +182,9 @@ class App:
                 "pass name=... to tell them apart"
             )
         submission.check_options(options, self.settings.max_priority)
-        parse_retention(retention, f"task {task_name!r}: retention")
+        kept = retentions.declared(retention, f"task {task_name!r}: retention")
         task: Task[Any, Any] = Task(self.runtime, fn, name=task_name, options=options)
-        task.retention = retention
+        task.retention = kept
         self._tasks[task_name] = task
         return task
 

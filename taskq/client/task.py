@@ -7,7 +7,7 @@ import time
 import typing
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from taskq import middleware, serializer
 from taskq.client import submit as submission
@@ -122,8 +122,9 @@ class Task(_Submitter[P, R]):
         # Parameters whose annotation names a type to rebuild (a dataclass, an Enum, ...).
         self._parameters = {k: v for k, v in hints.items() if not _plain_annotation(v)}
         self._positional = list(self._signature.parameters)
-        # How long its finished rows are kept: a timedelta, "7d", "off"; None: the app's.
-        self.retention: timedelta | str | None = None
+        # How long its finished rows are kept ("off": for ever; None: the app's), as
+        # `taskq.client.retention.declared` read its `retention=`.
+        self.retention: timedelta | Literal["off"] | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} queue={self.default_options.queue!r}>"

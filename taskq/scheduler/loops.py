@@ -176,7 +176,8 @@ class LeaderWork:
         now = datetime.now(UTC)
         store = self._app.store
         try:
-            for rule in retention.rules(self._app, now):
+            period = self._app.settings.retention_period
+            for rule in retention.rules(self._app.tasks.values(), period, now):
                 deleted = await store.prune(rule, limit=PRUNE_BATCH)
                 if deleted:
                     logger.info(
@@ -187,7 +188,7 @@ class LeaderWork:
                     )
                 if deleted >= PRUNE_BATCH:
                     return PRUNE_PAUSE
-            if (period := self._app.settings.retention_period) is not None:
+            if period is not None:
                 await store.forget_workers(now - period)
         except StoreConnectionError:
             raise
