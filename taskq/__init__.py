@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from taskq.app import App
 from taskq.client.batch import Batch
+from taskq.client.canvas import Chain, Chord, Group, Signature, chain, chord, group
 from taskq.client.events import TaskEvent
 from taskq.client.handle import TaskHandle
 from taskq.client.options import TaskOptions
 from taskq.client.task import BoundTask, Task
+from taskq.client.workflow_handle import WorkflowHandle
 from taskq.context import TaskContext, WorkerState, context
 from taskq.exceptions import (
     AppNotOpen,
@@ -50,8 +52,11 @@ __all__ = [
     "BoundTask",
     "BrokerConnectionError",
     "BrokerError",
+    "Chain",
+    "Chord",
     "ConfigurationError",
     "DuplicateTaskName",
+    "Group",
     "InvalidArguments",
     "LockTimeout",
     "Middleware",
@@ -63,6 +68,7 @@ __all__ = [
     "SchemaOutOfDate",
     "SerializationError",
     "Serializer",
+    "Signature",
     "StoreConnectionError",
     "StoreError",
     "Submission",
@@ -85,5 +91,9 @@ __all__ = [
     "WorkerOptions",
     "WorkerStartError",
     "WorkerState",
+    "WorkflowHandle",
+    "chain",
+    "chord",
     "context",
+    "group",
 ]

@@ -6,6 +6,7 @@ bytes, list, dict with str keys) in which every other value is a map with one `$
     {"$datetime": "2026-12-05T10:00:00+00:00"}  {"$date": "2026-12-05"}  {"$time": "10:00:00"}
     {"$timedelta": [days, seconds, microseconds]}  {"$uuid": "…"}  {"$decimal": "1.10"}
     {"$tuple": [...]}  {"$set": [...]}  {"$frozenset": [...]}  {"$<registered name>": ...}
+    {"$taskfailed": [task id, error type, message, traceback]}
 
 so `psql` shows them readably and any language can read them. A user's own one-key map
 whose key starts with `$` travels as {"$dict": {...}}, never read as a tag. Enums travel as
@@ -27,11 +28,16 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from taskq.exceptions import ConfigurationError, InvalidArguments, SerializationError
+from taskq.exceptions import (
+    ConfigurationError,
+    InvalidArguments,
+    SerializationError,
+    TaskFailed,
+)
 from taskq.values import INT_MAX, INT_MIN, MAX_DEPTH, check_value, is_plain
 
 _PLAIN = (str, bool, float, bytes, type(None))
-_TEMPORAL: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = {
+_ATOMS: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = {
     # tag: (type, to plain, from plain). datetime before date: a datetime is a date.
     "datetime": (datetime, datetime.isoformat, datetime.fromisoformat),
     "date": (date, date.isoformat, date.fromisoformat),
@@ -43,11 +49,17 @@ _TEMPORAL: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = 
     ),
     "uuid": (uuid.UUID, str, uuid.UUID),
     "decimal": (Decimal, str, Decimal),
+    # A failed chord member in the list its body receives (`chord(tolerate_failures=True)`).
+    "taskfailed": (
+        TaskFailed,
+        lambda e: [e.task_id, e.error_type, e.error_message, e.traceback],
+        lambda v: TaskFailed(*v),
+    ),
 }
 _COLLECTIONS = {"tuple": tuple, "set": set, "frozenset": frozenset}
 _SEQUENCES = (list, tuple, set, frozenset)
 _ABSTRACT_SEQUENCES = (Sequence, Iterable, Collection)
-BUILT_IN_TAGS = frozenset([*_TEMPORAL, *_COLLECTIONS, "dict"])
+BUILT_IN_TAGS = frozenset([*_ATOMS, *_COLLECTIONS, "dict"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +130,7 @@ class Serializer:
             return {
                 f"${registered.tag}": self._dump(registered.encode(value), path, depth + 1, where)
             }
-        for tag, (cls, to_plain, _) in _TEMPORAL.items():
+        for tag, (cls, to_plain, _) in _ATOMS.items():
             if isinstance(value, cls):
                 return {f"${tag}": to_plain(value)}
         for tag, cls in _COLLECTIONS.items():
@@ -173,8 +185,8 @@ class Serializer:
                 tag = key[1:]
                 if tag == "dict" and isinstance(inner, dict):
                     return {k: self._load(v) for k, v in inner.items()}
-                if tag in _TEMPORAL:
-                    return _TEMPORAL[tag][2](inner)
+                if tag in _ATOMS:
+                    return _ATOMS[tag][2](inner)
                 if tag in _COLLECTIONS and isinstance(inner, list):
                     return _COLLECTIONS[tag](self._load(item) for item in inner)
                 registered = self._by_tag.get(tag)
@@ -198,7 +210,7 @@ class Serializer:
         if cls.__module__ in ("collections.abc", "typing"):
             return True  # (Sequence[int], Iterable[str]: a list or a tuple satisfies them)
         built_in: tuple[type, ...] = (*_PLAIN, int, list, dict, enum.Enum, Mapping)
-        temporal = tuple(entry[0] for entry in _TEMPORAL.values())
+        temporal = tuple(entry[0] for entry in _ATOMS.values())
         return (
             issubclass(cls, (*built_in, *temporal, *_COLLECTIONS.values()))
             or dataclasses.is_dataclass(cls)

@@ -99,6 +99,20 @@ class RabbitNode:
         path = self._dir / "server.out"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
+    def log_tail(self, characters: int = 6000) -> str:
+        """The end of the node's own log: what it did and why, for a failed test's report."""
+        logs = sorted((self._dir / "log").glob("*.log"), key=lambda path: path.stat().st_mtime)
+        return logs[-1].read_text(errors="replace")[-characters:] if logs else self.output()
+
+    def ensure_running(self) -> None:
+        """Start the `rabbit` app again if an earlier test left it stopped, so that one failed
+        scenario does not fail every one after it."""
+        if self.ctl_sync("await_startup", "--timeout", "5").returncode == 0:
+            return
+        started = self.ctl_sync("start_app")
+        if started.returncode != 0:
+            raise RuntimeError(f"RabbitMQ node {self.name}: start_app: {started.stderr}")
+
     def ctl_sync(self, *args: str) -> subprocess.CompletedProcess[str]:
         command = " ".join(f"'{arg}'" for arg in args)
         return subprocess.run(

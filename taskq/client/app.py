@@ -34,6 +34,7 @@ from taskq.client.runtime import Runtime
 from taskq.client.sync import SyncBridge
 from taskq.client.task import Task, TaskDecorator
 from taskq.client.waiter import Waiter
+from taskq.client.workflow_handle import WorkflowHandle
 from taskq.config import Settings, redact_url
 from taskq.context import WorkerHook, checked_hook
 from taskq.exceptions import (
@@ -338,6 +339,13 @@ class App:
             raise TaskNotFound(f"no task with id {task_id}")
         return TaskHandle(self.runtime, task_id)
 
+    async def get_workflow(self, workflow_id: str) -> WorkflowHandle:
+        """A handle on an existing workflow; raises `TaskNotFound` if there is none."""
+        found = await self.store.workflow(_checked_id(workflow_id, what="workflow id"))
+        if found is None:
+            raise TaskNotFound(f"no workflow with id {workflow_id}")
+        return WorkflowHandle(self.runtime, str(uuid.UUID(workflow_id)), output=found[1])
+
     def dlq(self, queue: str = "default") -> DeadLetters:
         """The dead-letter queue of `queue`: list, replay and purge its dead tasks."""
         return DeadLetters(self.runtime, queue)
@@ -404,8 +412,10 @@ class App:
         batch: str | None = None,
         since: datetime | timedelta | None = None,
         limit: int = 100,
+        workflow: str | None = None,
     ) -> list[TaskRecord]:
-        """Tasks matching every filter given, newest first: what `taskq tasks` shows.
+        """Tasks matching every filter given, newest first (a workflow's in step order):
+        what `taskq tasks` shows.
 
         `since` is an aware datetime, or a timedelta back from now.
         """
@@ -422,11 +432,12 @@ class App:
             raise ConfigurationError("since must be timezone-aware, or a timedelta")
         elif since is not None:
             since = since.astimezone(UTC)  # (SQLite compares times as UTC text)
-        if batch is not None:
-            batch = _checked_id(batch, what="batch id")
+        batch = None if batch is None else _checked_id(batch, what="batch id")
+        workflow = None if workflow is None else _checked_id(workflow, what="workflow id")
         return await self.store.find_tasks(
-            states=states, name=name, queue=queue, batch_id=batch, since=since, limit=limit
-        )
+            states=states, name=name, queue=queue, batch_id=batch, since=since, limit=limit,
+            workflow_id=workflow,
+        )  # fmt: skip
 
 
 def _checked_id(value: str, *, what: str = "task id") -> str:

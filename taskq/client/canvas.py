@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
 from taskq.client.options import TaskOptions
+from taskq.client.workflow_handle import WorkflowHandle
 from taskq.exceptions import ConfigurationError
 
 MAX_STEPS = 100_000
@@ -29,14 +30,37 @@ class Callee(Protocol):
     """What a signature calls: a registered task (`taskq.Task`)."""
 
     name: str
+    default_options: TaskOptions
+
+    async def submit_workflow(self, node: Node) -> WorkflowHandle: ...
 
     def check_arguments(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str | None = None
     ) -> None: ...
 
 
+class _Submittable:
+    """`await wf.submit()`: store every step in one transaction and start those that wait
+    for nothing; → a `WorkflowHandle`. Checked whole first: nothing is stored if any step's
+    arguments do not fit its task."""
+
+    __slots__ = ()
+
+    async def submit(self) -> WorkflowHandle:
+        node: Node = self  # type: ignore[assignment]
+        return await _first_signature(node).task.submit_workflow(node)
+
+
+def _first_signature(node: Node) -> Signature:
+    while not isinstance(node, Signature):
+        node = node.parts[0] if isinstance(node, Chain) else (
+            node.members[0] if isinstance(node, Group) else node.header
+        )  # fmt: skip
+    return node
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
-class Signature:
+class Signature(_Submittable):
     """A task call not yet submitted: `add.s(1, 2)`; `add.si(1, 2)` is immutable (it does
     not receive its parent's value). Options given by `task.options(...)` carry over."""
 
@@ -48,21 +72,21 @@ class Signature:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Chain:
+class Chain(_Submittable):
     """Run `parts` one after the other; each receives the value of the one before."""
 
     parts: tuple[Node, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Group:
+class Group(_Submittable):
     """Run `members` in parallel; the group's value is the list of theirs, in order."""
 
     members: tuple[Node, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Chord:
+class Chord(_Submittable):
     """Run `header` (a group), then `body` with the list of its values. With
     `tolerate_failures`, the body runs even if members failed, their `TaskFailed` in the
     list in their place."""

@@ -49,7 +49,7 @@ async def submit(runtime: Runtime, submission: middleware.Submission) -> str:
     options = submission.options
     check_options(options, runtime.settings.max_priority)
     run_at = due_time(options)
-    envelope = _envelope(runtime, submission, where=f"task {submission.name!r}")
+    envelope = make_envelope(runtime, submission, where=f"task {submission.name!r}")
     span, traced = tracing.start_send(envelope)
     try:
         body = protocol.encode(traced, max_bytes=runtime.settings.max_payload_bytes)
@@ -143,7 +143,9 @@ async def submit_many(
         index = len(checked)
         if submission.options is not options:  # a middleware gave this item options of its own
             check_options(submission.options, runtime.settings.max_priority)
-        envelope = _envelope(runtime, submission, where=f"item {index}: task {submission.name!r}")
+        envelope = make_envelope(
+            runtime, submission, where=f"item {index}: task {submission.name!r}"
+        )
         try:
             checked.append((envelope, protocol.encode(envelope, max_bytes=max_bytes)))
         except TaskqError as exc:
@@ -173,7 +175,7 @@ async def submit_many(
         ]
         await runtime.store.insert_tasks(rows, due_now=run_at is None)
         if run_at is None:
-            await _publish_batch(runtime, messages, relay=not options.confirm_publish)
+            await publish_batch(runtime, messages, relay=not options.confirm_publish)
     except BaseException as exc:
         for span in sends:
             tracing.end(span, exc)
@@ -184,7 +186,7 @@ async def submit_many(
     return batch_id, [envelope.id for envelope, _ in messages]
 
 
-async def _publish_batch(
+async def publish_batch(
     runtime: Runtime, messages: Sequence[tuple[protocol.Envelope, bytes]], *, relay: bool
 ) -> None:
     """Publish a stored batch; with `relay`, a broker out of reach leaves it to the leader
@@ -279,7 +281,7 @@ async def _submit_in_transaction(
     return await store.insert_in(transaction, row, due_now=run_at is None)
 
 
-def _envelope(
+def make_envelope(
     runtime: Runtime, submission: middleware.Submission, *, where: str
 ) -> protocol.Envelope:
     """The message for one call, its arguments and headers checked for msgpack."""

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 from taskq import middleware, serializer
 from taskq.client import submit as submission
 from taskq.client.batch import Batch
-from taskq.client.canvas import Signature
+from taskq.client.canvas import Node, Signature
 from taskq.client.handle import TaskHandle
 from taskq.client.options import UNSET as _UNSET
 from taskq.client.options import TaskOptions
+from taskq.client.workflow import submit_workflow
+from taskq.client.workflow_handle import WorkflowHandle
 from taskq.exceptions import InvalidArguments
 
 if TYPE_CHECKING:
@@ -128,6 +130,10 @@ class Task(_Submitter[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} queue={self.default_options.queue!r}>"
+
+    async def submit_workflow(self, node: Node) -> WorkflowHandle:
+        """Submit a workflow on this task's app (what `chain(...).submit()` calls)."""
+        return await submit_workflow(self._runtime, node)
 
     def _target(self) -> tuple[Task[P, R], TaskOptions]:
         return self, self.default_options

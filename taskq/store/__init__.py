@@ -25,6 +25,7 @@ from taskq.status import TaskStatus
 from taskq.store import coordination, held, lifecycle, locks, migrations, pg, pruning, statements
 from taskq.store import engine as engines
 from taskq.store.async_core import Connection, Engine
+from taskq.store.reads import ReadOperations
 from taskq.store.records import (
     SILENT_FOR,
     Claimed,
@@ -35,8 +36,10 @@ from taskq.store.records import (
     TaskError,
     TaskRecord,
     WorkerRecord,
+    WorkflowPlace,
     Written,
 )
+from taskq.store.workflow_ops import WorkflowOperations
 from taskq.store.writer import Batches, SqlBatches, Writer
 
 if TYPE_CHECKING:
@@ -56,6 +59,7 @@ __all__ = [
     "TaskError",
     "TaskRecord",
     "WorkerRecord",
+    "WorkflowPlace",
     "Writer",
     "Written",
 ]
@@ -71,7 +75,7 @@ PRUNE_BATCH = 1_000
 PruneRule = pruning.PruneRule
 
 
-class Store:
+class Store(ReadOperations, WorkflowOperations):
     """Owns the engine. `open()` checks (SQLite: applies) migrations before any use."""
 
     def __init__(self, url: str, namespace: str = "") -> None:
@@ -237,41 +241,6 @@ class Store:
             found.update(await self._run(states))
         return found
 
-    async def find_tasks(
-        self,
-        *,
-        states: Sequence[TaskStatus] = (),
-        name: str | None = None,
-        queue: str | None = None,
-        batch_id: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-    ) -> list[TaskRecord]:
-        """Tasks matching every filter given, newest first."""
-        return await self._run(
-            lambda conn: statements.find_tasks(
-                conn,
-                states=states,
-                name=name,
-                queue=queue,
-                batch_id=batch_id,
-                since=since,
-                limit=limit,
-            )
-        )
-
-    async def count_waiting(self, queues: Sequence[str]) -> dict[str, dict[str, int]]:
-        """queue → {state: count} of the not-yet-final tasks of `queues`."""
-        return await self._run(lambda conn: statements.count_waiting(conn, queues))
-
-    async def list_attempts(self, task_id: str) -> list[dict[str, object]]:
-        return await self._run(lambda conn: lifecycle.list_attempts(conn, task_id))
-
-    async def list_workers(self, *, include_stopped: bool) -> list[WorkerRecord]:
-        return await self._run(
-            lambda conn: coordination.list_workers(conn, include_stopped=include_stopped)
-        )
-
     # -- running -----------------------------------------------------------------------------
 
     def writer(self, *, flush_interval: float, worker_id: str | None = None) -> Writer:
@@ -281,18 +250,17 @@ class Store:
             raise AppNotOpen("the store is not open: use `async with app:` first")
         batches: Batches
         if self._pg is not None:
-            batches = held.PgBatches(self._pg.held(worker_id), self.write_progress)
+            connection = self._pg.held(worker_id)
+            flush = functools.partial(self._flush, connection)
+            batches = held.PgBatches(connection, flush, self.write_progress)
         else:
-            batches = SqlBatches(self._run, self.write_progress)
+            batches = SqlBatches(functools.partial(self._flush, None), self.write_progress)
         return Writer(batches, flush_interval=flush_interval)
 
     async def write(self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]) -> Written:
-        """Outcomes (fenced by attempt), then claims, as one flush; → the claims that took
-        and the outcomes stored.
-        (The writer batches calls to this; call it directly only for one-off writes.)"""
-        if self._pg is not None:
-            return await pg.flush(self._pg.pooled, claims, outcomes)
-        return await self._run(lambda conn: statements.write_batch(conn, claims, outcomes))
+        """Outcomes (fenced by attempt), then claims, as one flush (the writer batches
+        these; call it directly only for one-off writes); → what `Written` says."""
+        return await self._flush(None if self._pg is None else self._pg.pooled, claims, outcomes)
 
     async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
         """The latest progress of running attempts (fenced by attempt)."""
@@ -307,11 +275,11 @@ class Store:
         dead_reason: str | None = None,
     ) -> None:
         """Fail a task that never ran (unknown name, bad message, never published)."""
-        await self._run(
-            lambda conn: statements.fail_unclaimed(
-                conn, task_id, error, only_queued=only_queued, dead_reason=dead_reason
-            )
-        )
+        failing = functools.partial(
+            lifecycle.fail_unclaimed, task_id=task_id, error=error, only_queued=only_queued,
+            dead_reason=dead_reason, channel=self._due_channel,
+        )  # fmt: skip
+        await self._run(failing)
 
     async def hand_off(self, task_id: str, attempt: int, until: datetime) -> bool:
         """A long task's message is about to be acked early: from now its lease keeps it."""
@@ -323,11 +291,13 @@ class Store:
 
     async def expire_waiting(self, task_id: str) -> bool:
         """A task received past its expiry ends `expired`; → whether it was waiting."""
-        return await self._run(lambda conn: lifecycle.expire_waiting(conn, task_id))
+        channel = self._due_channel
+        return await self._run(lambda conn: lifecycle.expire_waiting(conn, task_id, channel))
 
     async def cancel_many(self, task_ids: Sequence[str]) -> dict[str, tuple[TaskStatus, str, str]]:
         """Cancel waiting tasks, mark running ones; → id → (state after, name, queue)."""
-        return await self._run(lambda conn: lifecycle.request_cancel_many(conn, task_ids))
+        channel = self._due_channel
+        return await self._run(lambda conn: lifecycle.request_cancel_many(conn, task_ids, channel))
 
     async def replay(self, task_ids: Sequence[str]) -> list[str]:
         """Dead tasks back as due `scheduled` rows; → the ids reset."""
@@ -387,7 +357,8 @@ class Store:
 
     async def expire_overdue(self, limit: int) -> list[tuple[str, str, str]]:
         """Waiting tasks past their expiry end `expired`; → (id, name, queue) of each."""
-        return await self._run(lambda conn: lifecycle.expire_overdue(conn, limit))
+        channel = self._due_channel
+        return await self._run(lambda conn: lifecycle.expire_overdue(conn, limit, channel))
 
     async def prune(self, rule: pruning.PruneRule, *, limit: int = PRUNE_BATCH) -> int:
         """Delete up to `limit` finished tasks that `rule` matches, with their attempts, in

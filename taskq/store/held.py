@@ -78,16 +78,18 @@ class PgBatches:
     def __init__(
         self,
         connection: HeldConnection,
+        flush: Callable[[Sequence[ClaimRequest], Sequence[Outcome]], Awaitable[Written]],
         write_progress: Callable[[Sequence[ProgressReport]], Awaitable[None]],
     ) -> None:
         self._connection = connection
+        self._flush = flush  # (`pg.flush` on `connection`, and workflow releases)
         self._write_progress = write_progress
 
     async def write_progress(self, reports: Sequence[ProgressReport]) -> None:
         await self._write_progress(reports)
 
     async def write(self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]) -> Written:
-        return await pg.flush(self._connection, claims, outcomes)
+        return await self._flush(claims, outcomes)
 
     async def close(self) -> None:
         await self._connection.close()

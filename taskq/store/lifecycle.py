@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, select, text, update
 
 from taskq.status import TaskStatus
-from taskq.store import coordination, records, statements
+from taskq.store import coordination, records, statements, workflows
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock
 from taskq.store.records import TaskRecord, now
@@ -45,8 +45,36 @@ async def publish_due(
     return due, await statements.next_due(conn)
 
 
+async def write_batch(
+    conn: Connection,
+    claims: Sequence[records.ClaimRequest],
+    outcomes: Sequence[records.Outcome],
+    channel: str = DUE_CHANNEL,
+) -> records.Written:
+    """A writer's flush in one transaction (`statements.write_batch`), with the release of
+    the steps waiting for the workflow steps that ended in it."""
+    written = await statements.write_batch(conn, claims, outcomes)
+    await ended(
+        conn,
+        [
+            o.task_id
+            for o in outcomes
+            if o.in_workflow and o.state.is_final and (o.task_id, o.attempt) not in written.stale
+        ],
+        channel,
+    )
+    return written
+
+
+async def ended(conn: Connection, task_ids: Sequence[str], channel: str = DUE_CHANNEL) -> None:
+    """These tasks have just ended, in this transaction: release (or cancel) the workflow
+    steps waiting for them, and wake the leader for those that became due."""
+    if task_ids and await workflows.release(conn, task_ids):
+        await wake_leader(conn, channel)
+
+
 async def request_cancel_many(
-    conn: Connection, task_ids: Sequence[str]
+    conn: Connection, task_ids: Sequence[str], channel: str = DUE_CHANNEL
 ) -> dict[str, tuple[TaskStatus, str, str]]:
     """Cancel waiting tasks at once; mark running ones for cancellation.
 
@@ -64,13 +92,16 @@ async def request_cancel_many(
         )
         .returning(_c.id, _c.state, _c.name, _c.queue)
     )
-    return {
+    changed = {
         str(row.id): (TaskStatus(row.state), row.name, row.queue)
         for row in await conn.execute(statement)
     }
+    cancelled = [task_id for task_id, (state, _, _) in changed.items() if state.is_final]
+    await ended(conn, cancelled, channel)
+    return changed
 
 
-async def expire_waiting(conn: Connection, task_id: str) -> bool:
+async def expire_waiting(conn: Connection, task_id: str, channel: str = DUE_CHANNEL) -> bool:
     """A worker received a task past its expiry: it never runs. → whether it was waiting."""
     statement = (
         update(tasks)
@@ -80,10 +111,14 @@ async def expire_waiting(conn: Connection, task_id: str) -> bool:
         .values(state=TaskStatus.EXPIRED.value, dead_reason="expired", finished_at=now())
         .returning(_c.id)
     )
-    return (await conn.execute(statement)).first() is not None
+    if expired := (await conn.execute(statement)).first() is not None:
+        await ended(conn, [task_id], channel)
+    return expired
 
 
-async def expire_overdue(conn: Connection, limit: int) -> list[tuple[str, str, str]]:
+async def expire_overdue(
+    conn: Connection, limit: int, channel: str = DUE_CHANNEL
+) -> list[tuple[str, str, str]]:
     """The leader's sweep: waiting tasks past their expiry (RabbitMQ may have dropped their
     message into the DLQ as expired, so no worker will ever see it) end `expired`."""
     overdue = (
@@ -99,7 +134,25 @@ async def expire_overdue(conn: Connection, limit: int) -> list[tuple[str, str, s
         .returning(_c.id, _c.name, _c.queue)
     )
     # → (id, name, queue) of each task expired
-    return [(str(row.id), row.name, row.queue) for row in await conn.execute(statement)]
+    expired = [(str(row.id), row.name, row.queue) for row in await conn.execute(statement)]
+    await ended(conn, [task_id for task_id, _, _ in expired], channel)
+    return expired
+
+
+async def fail_unclaimed(
+    conn: Connection,
+    task_id: str,
+    error: records.TaskError,
+    *,
+    only_queued: bool = False,
+    dead_reason: str | None = None,
+    channel: str = DUE_CHANNEL,
+) -> None:
+    """`statements.fail_unclaimed`, and the release of the steps waiting for it."""
+    if await statements.fail_unclaimed(
+        conn, task_id, error, only_queued=only_queued, dead_reason=dead_reason
+    ):
+        await ended(conn, [task_id], channel)
 
 
 async def hand_off(conn: Connection, task_id: str, attempt: int, until: datetime) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -71,7 +72,8 @@ _CLAIMED = """claimed AS (
         WHEN 'scheduled' THEN t.run_at <= now()
         ELSE false END
     RETURNING t.id::text AS id, t.attempts, t.deliveries, t.retries, t.max_retries,
-        t.cancel_requested_at IS NOT NULL AS cancel_requested
+        t.cancel_requested_at IS NOT NULL AS cancel_requested,
+        t.workflow_id::text AS workflow_id, t.receives::text AS receives
 )"""
 _FINISHED = """finished AS (
     UPDATE taskq_tasks AS t SET
@@ -131,13 +133,13 @@ def _flush_statement(claims: bool, finals: bool, retries: bool) -> tuple[str, tu
     if claims:
         selects.append(
             "SELECT 'claim' AS kind, id, attempts, deliveries, retries, max_retries, "
-            "cancel_requested FROM claimed"
+            "cancel_requested, workflow_id, receives FROM claimed"
         )
     if stored:
         selects.append(
             "SELECT 'stale' AS kind, a.id::text AS id, a.attempt AS attempts, "
             "NULL::int AS deliveries, NULL::int AS retries, NULL::int AS max_retries, "
-            "NULL::bool AS cancel_requested "
+            "NULL::bool AS cancel_requested, NULL::text AS workflow_id, NULL::text AS receives "
             "FROM unnest({log_ids}::uuid[], {log_attempts}::int[]) AS a (id, attempt) "
             f"WHERE (a.id, a.attempt) NOT IN ({stored})"
         )
@@ -227,6 +229,8 @@ async def flush(
                 retries=row["retries"],
                 max_retries=row["max_retries"],
                 cancel_requested=row["cancel_requested"],
+                workflow_id=row["workflow_id"],
+                receives=None if row["receives"] is None else json.loads(row["receives"]),
             )
             for row in rows
             if row["kind"] == "claim"

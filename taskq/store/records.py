@@ -19,7 +19,9 @@ from taskq.store import codec
 
 # Columns stored as JSON (jsonb on PostgreSQL): raw asyncpg reads cast them to text and
 # decode here, so no read depends on a codec registered on the connection.
-JSON_COLUMNS = ("args", "kwargs", "result", "error", "progress", "headers")
+JSON_COLUMNS = (
+    "args", "kwargs", "result", "error", "progress", "headers", "parents", "children", "receives",
+)  # fmt: skip
 
 # A worker this long without a heartbeat is dead: the leader marks it so, and a running
 # task it held may be taken over by a redelivery of its message.
@@ -51,6 +53,20 @@ class TaskError:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowPlace:
+    """Where a step stands in its workflow (see `tables.tasks`): its number, the steps it
+    waits for and those that wait for it, and the JSON shape of its first argument (None:
+    it receives nothing)."""
+
+    workflow_id: str
+    step: int
+    parents: Sequence[int]
+    children: Sequence[int]
+    receives: Any = None
+    tolerates_failures: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class NewTask:
     """A task as submitted, before it has a row."""
 
@@ -70,6 +86,7 @@ class NewTask:
     batch_id: str | None = None
     # What submit middleware added (str → str), the W3C trace context among them.
     headers: Mapping[str, str] | None = None
+    workflow: WorkflowPlace | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +121,9 @@ class TaskRecord:
     progress: dict[str, Any] | None = None
     batch_id: str | None = None
     headers: dict[str, str] | None = None
+    workflow_id: str | None = None
+    step: int | None = None
+    parents: list[int] | None = None
 
 
 # (task id, attempt, latest progress report)
@@ -131,6 +151,10 @@ class Claimed:
     retries: int  # used so far
     max_retries: int
     cancel_requested: bool
+    # A workflow step's: its workflow, and the JSON shape of the value it receives (None:
+    # a plain task, or a step that receives nothing).
+    workflow_id: str | None = None
+    receives: Any = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +184,8 @@ class Outcome:
     worker_id: str | None = None
     started_at: datetime | None = None
     result_size: int | None = None  # msgpack bytes, once checked (not stored)
+    # A workflow step's: its final state releases (or cancels) the steps waiting for it.
+    in_workflow: bool = False
 
     @property
     def logged_state(self) -> str:
@@ -218,6 +244,21 @@ def task_values(task: NewTask) -> dict[str, Any]:
         "max_retries": task.max_retries,
         "batch_id": task.batch_id,
         "headers": dict(task.headers) if task.headers else None,
+        **_workflow_values(task.workflow),
+    }
+
+
+def _workflow_values(place: WorkflowPlace | None) -> dict[str, Any]:
+    if place is None:
+        return {}
+    return {
+        "workflow_id": place.workflow_id,
+        "step": place.step,
+        "parents": list(place.parents),
+        "children": list(place.children),
+        "waiting_for": len(place.parents),
+        "receives": place.receives,
+        "tolerates_failures": place.tolerates_failures,
     }
 
 
@@ -266,6 +307,9 @@ def record_of(row: Mapping[str, Any] | RowMapping, *, json_as_text: bool = False
         progress=codec.from_json(loaded("progress")),
         batch_id=None if row["batch_id"] is None else str(row["batch_id"]),
         headers=loaded("headers"),
+        workflow_id=None if row["workflow_id"] is None else str(row["workflow_id"]),
+        step=row["step"],
+        parents=loaded("parents"),
     )
 
 

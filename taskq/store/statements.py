@@ -104,6 +104,12 @@ async def get_states(conn: Connection, task_ids: Iterable[str]) -> dict[str, Tas
     return {str(row.id): TaskStatus(row.state) for row in await conn.execute(query)}
 
 
+_CLAIMED_COLUMNS = (
+    _c.id, _c.attempts, _c.deliveries, _c.retries, _c.max_retries, _c.cancel_requested_at,
+    _c.workflow_id, _c.receives,
+)  # fmt: skip
+
+
 async def claim(
     conn: Connection,
     task_ids: Sequence[str],
@@ -148,9 +154,7 @@ async def claim(
             progress=None,
             expires_at=None,  # expiry means "not started by then": it has started now
         )
-        .returning(
-            _c.id, _c.attempts, _c.deliveries, _c.retries, _c.max_retries, _c.cancel_requested_at
-        )
+        .returning(*_CLAIMED_COLUMNS)
     )
     return {
         str(row.id): records.Claimed(
@@ -159,6 +163,8 @@ async def claim(
             retries=row.retries,
             max_retries=row.max_retries,
             cancel_requested=row.cancel_requested_at is not None,
+            workflow_id=None if row.workflow_id is None else str(row.workflow_id),
+            receives=row.receives,
         )
         for row in await conn.execute(statement)
     }
@@ -267,10 +273,11 @@ async def fail_unclaimed(
     *,
     only_queued: bool = False,
     dead_reason: str | None = None,
-) -> None:
-    """Record a failure for a task that never ran (e.g. no worker knows its name)."""
+) -> bool:
+    """Record a failure for a task that never ran (e.g. no worker knows its name); →
+    whether it did (the task had not ended)."""
     states = (TaskStatus.QUEUED.value,) if only_queued else _NOT_FINAL
-    await conn.execute(
+    failed = await conn.execute(
         update(tasks)
         .where(_c.id == task_id, _c.state.in_(states))
         .values(
@@ -279,7 +286,9 @@ async def fail_unclaimed(
             finished_at=records.now(),
             dead_reason=dead_reason,
         )
+        .returning(_c.id)
     )
+    return failed.first() is not None
 
 
 async def claim_due(conn: Connection, limit: int) -> list[records.TaskRecord]:
@@ -375,10 +384,12 @@ async def find_tasks(
     name: str | None = None,
     queue: str | None = None,
     batch_id: str | None = None,
+    workflow_id: str | None = None,
     since: datetime | None = None,
     limit: int = 100,
 ) -> list[records.TaskRecord]:
-    """Tasks matching every filter given, newest first (the indexes cover each filter)."""
+    """Tasks matching every filter given, newest first (the indexes cover each filter); a
+    workflow's steps in step order."""
     query = select(tasks).order_by(_c.created_at.desc(), _c.id).limit(limit)
     if states:
         query = query.where(_c.state.in_([state.value for state in states]))
@@ -388,6 +399,8 @@ async def find_tasks(
         query = query.where(_c.queue == queue)
     if batch_id is not None:
         query = query.where(_c.batch_id == batch_id)
+    if workflow_id is not None:
+        query = query.where(_c.workflow_id == workflow_id).order_by(None).order_by(_c.step)
     if since is not None:
         query = query.where(_c.created_at >= since)
     return [records.record_of(row) for row in (await conn.execute(query)).mappings()]

@@ -90,6 +90,18 @@ tasks = Table(
     # them (traceparent, tracestate): every publish of the task, retries and replays
     # included, carries them, so one trace shows every attempt and every attempt sees them.
     Column("headers", JsonOrNull, nullable=True),
+    # A workflow's step (`taskq.chain`, `group`, `chord`): its workflow, its number there,
+    # the steps it waits for and those waiting for it (JSON lists of step numbers), how many
+    # of `parents` have not ended yet (it stays `scheduled` with no run_at until 0), and
+    # what its first argument is made of (a step number, or a list of such shapes).
+    Column("workflow_id", Uuid(as_uuid=False), nullable=True),
+    Column("step", Integer, nullable=True),
+    Column("parents", JsonOrNull, nullable=True),
+    Column("children", JsonOrNull, nullable=True),
+    Column("waiting_for", Integer, nullable=True),
+    Column("receives", JsonOrNull, nullable=True),
+    # A chord's body with tolerate_failures=True: a parent's failure does not cancel it.
+    Column("tolerates_failures", Boolean, nullable=True),
     CheckConstraint(f"state IN ({STATES})", name="state"),
     Index(None, "state", "created_at"),
     Index(None, "name", "created_at"),
@@ -108,6 +120,15 @@ tasks = Table(
         "batch_id",
         postgresql_where=text("batch_id IS NOT NULL"),
         sqlite_where=text("batch_id IS NOT NULL"),
+    ),
+    # A step by its number, for the release of its children and the reads of its value.
+    Index(
+        None,
+        "workflow_id",
+        "step",
+        unique=True,
+        postgresql_where=text("workflow_id IS NOT NULL"),
+        sqlite_where=text("workflow_id IS NOT NULL"),
     ),
     # The leader's claim of due tasks reads only this small partial index.
     Index(
@@ -142,6 +163,18 @@ attempts = Table(
     Column("started_at", Timestamp, nullable=True),
     Column("finished_at", Timestamp, nullable=False),
     Column("error", JsonOrNull, nullable=True),
+)
+
+# One row per workflow: when it was submitted, how many steps it has, and its value's
+# shape (which steps' values make it up: a step number, or a list of shapes).
+workflows = Table(
+    "taskq_workflows",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("steps", Integer, nullable=False),
+    Column("output", JsonValue, nullable=False),
+    Index(None, "created_at"),
 )
 
 # The last tick submitted for each periodic schedule, so a new leader neither repeats

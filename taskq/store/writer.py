@@ -20,8 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from taskq.exceptions import StoreConnectionError, StoreError
-from taskq.store import records, statements
-from taskq.store.async_core import Connection
+from taskq.store import records
 from taskq.store.records import ClaimRequest, ProgressReport
 
 logger = logging.getLogger(__name__)
@@ -49,18 +48,16 @@ class SqlBatches:
 
     def __init__(
         self,
-        run: Callable[[Callable[[Connection], Awaitable[Any]]], Awaitable[Any]],
+        flush: Callable[[Sequence[ClaimRequest], Sequence[records.Outcome]], Awaitable[Any]],
         write_progress: Callable[[Sequence[ProgressReport]], Awaitable[None]],
     ) -> None:
-        self._run = run
+        self._flush = flush  # (in one transaction: `lifecycle.write_batch`)
         self._write_progress = write_progress
 
     async def write(
         self, claims: Sequence[ClaimRequest], outcomes: Sequence[records.Outcome]
     ) -> records.Written:
-        result: records.Written = await self._run(
-            lambda conn: statements.write_batch(conn, claims, outcomes)
-        )
+        result: records.Written = await self._flush(claims, outcomes)
         return result
 
     async def write_progress(self, reports: Sequence[ProgressReport]) -> None:

@@ -27,7 +27,7 @@ from taskq.signing import Signer, open_message
 from taskq.status import TaskStatus
 from taskq.store import Claimed, Outcome, Store, TaskError, Writer
 from taskq.telemetry import logs
-from taskq.worker import claims, instruments, outcomes, progress, settling
+from taskq.worker import claims, inputs, instruments, outcomes, progress, settling
 from taskq.worker.instruments import Attempt
 from taskq.worker.isolation import Isolation, Turn
 from taskq.worker.running import Finished, Run, Runs
@@ -187,6 +187,7 @@ class Executor:
             "attempt": claimed.attempt,
             "worker_id": self._worker_id,
             "started_at": datetime.now(UTC),
+            "in_workflow": claimed.workflow_id is not None,
         }
         if not attempt.runs and not claimed.cancel_requested:
             limit = attempt.task.default_options.max_deliveries
@@ -207,7 +208,7 @@ class Executor:
 
     async def _run(self, attempt: Attempt) -> Finished:
         """Run the task's own code (through users' run middleware) and wait for its end."""
-        envelope, number = attempt.envelope, attempt.claimed.attempt
+        envelope, number = await inputs.with_input(self._store, attempt), attempt.claimed.attempt
         delivery = attempt.delivery
         report = progress.reporter(attempt, self._writer, self._events, max_bytes=self._max_bytes)
         loop = asyncio.get_running_loop()
@@ -288,12 +289,6 @@ class Executor:
             if isinstance(exc, StoreConnectionError) or outcome.state is TaskStatus.FAILED:
                 raise
             error = TaskError("ResultNotStored", f"the task's result could not be stored: {exc}")
-            base = {
-                "task_id": outcome.task_id,
-                "attempt": outcome.attempt,
-                "worker_id": outcome.worker_id,
-                "started_at": outcome.started_at,
-            }
-            failed = outcomes.failed(base, error)
+            failed = outcomes.failed(outcomes.base_of(outcome), error)
             attempt.stored = await shielded(self._writer.record(failed))
             return failed

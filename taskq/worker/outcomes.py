@@ -63,6 +63,17 @@ def retry_delay(task: Task[Any, Any], claimed: Claimed, exc: BaseException) -> f
     return None
 
 
+def base_of(outcome: Outcome) -> dict[str, Any]:
+    """The fields that every outcome of `outcome`'s attempt shares."""
+    return {
+        "task_id": outcome.task_id,
+        "attempt": outcome.attempt,
+        "worker_id": outcome.worker_id,
+        "started_at": outcome.started_at,
+        "in_workflow": outcome.in_workflow,
+    }
+
+
 def failed(base: dict[str, Any], error: TaskError, reason: str = "failed") -> Outcome:
     """A final failure; its message goes to the dead-letter queue with `reason`."""
     return Outcome(**base, state=TaskStatus.FAILED, error=error, dead_reason=reason)

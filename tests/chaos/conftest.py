@@ -84,6 +84,7 @@ class Scene:
 
 
 def new_vhost(node: RabbitNode) -> str:
+    node.ensure_running()
     vhost = f"chaos_{uuid.uuid4().hex[:8]}"
     for args in (("add_vhost", vhost), ("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
         done = node.ctl_sync(*args)
@@ -126,6 +127,18 @@ async def staged(
             )  # fmt: skip
     finally:
         await asyncio.to_thread(workers.stop_all)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed scenario's report ends with its RabbitMQ node's log: what a CI run saw."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when in ("setup", "call"):
+        for fixture in ("chaos_rabbit", "chaos_rabbit_timeout"):
+            node = getattr(item, "funcargs", {}).get(fixture)
+            if isinstance(node, RabbitNode):
+                report.sections.append((f"RabbitMQ node {node.name} log (tail)", node.log_tail()))
 
 
 @pytest.fixture

@@ -90,6 +90,12 @@ async def load(scene: Scene, n: int, seconds: float = 0.02) -> None:
         await scene.ledger.submit(scene.client.work, seconds)
 
 
+async def load_until(scene: Scene, done: asyncio.Event, seconds: float) -> None:
+    """Submit steadily until `done` (a fixed count could run out before a fault begins)."""
+    while not done.is_set():
+        await scene.ledger.submit(scene.client.work, seconds)
+
+
 async def test_kill_9_of_a_worker_mid_batch(scene: Scene) -> None:
     # Given two workers taking a batch of tasks
     first = await scene.start_worker()
@@ -141,7 +147,8 @@ async def test_poison_next_to_innocent_tasks(scene: Scene) -> None:
 async def test_broker_stop_and_start_under_load(scene: Scene) -> None:
     # Given workers and a producer submitting steadily
     await scene.start_worker()
-    producing = asyncio.create_task(load(scene, 400 if not scene.full else 1500, seconds=0.01))
+    done = asyncio.Event()
+    producing = asyncio.create_task(load_until(scene, done, seconds=0.01))
     await acknowledged(scene, 50)
     # When RabbitMQ stops while the producer goes on (its submits wait in the store for the
     # relay), and starts again
@@ -149,6 +156,8 @@ async def test_broker_stop_and_start_under_load(scene: Scene) -> None:
     await acknowledged(scene, len(scene.ledger.acknowledged) + (50 if not scene.full else 1000))
     await scene.rabbit.ctl("start_app")
     await wait_for_amqp(scene.broker_url)
+    await acknowledged(scene, len(scene.ledger.acknowledged) + 50)
+    done.set()
     await producing
     await scene.ledger.drain(DRAIN)
     verdict = scene.record(await scene.ledger.verdict())

@@ -1,0 +1,121 @@
+"""A reference to a submitted workflow: its state as a whole, its value, its steps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from taskq.client import cancel
+from taskq.client.events import TaskEvent
+from taskq.client.handle import TaskHandle, wait_for_change
+from taskq.exceptions import TaskCancelled, TaskFailed
+from taskq.status import TaskStatus
+from taskq.store import workflows
+
+if TYPE_CHECKING:
+    from taskq.client.runtime import Runtime
+
+
+class WorkflowHandle:
+    """Returned by `wf.submit()` and `app.get_workflow(id)`; holds no connection."""
+
+    def __init__(self, runtime: Runtime, workflow_id: str, output: Any) -> None:
+        self._runtime = runtime
+        self.id = workflow_id
+        self._output = output  # (the shape of its value: a step number, or a list of shapes)
+        self._step_ids: list[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<WorkflowHandle {self.id}>"
+
+    async def tasks(self) -> list[TaskHandle[Any]]:
+        """A handle on every step, in step order (parents before their children)."""
+        return [TaskHandle(self._runtime, task_id) for task_id in await self._ids()]
+
+    async def status(self) -> TaskStatus:
+        """`succeeded` once the steps that make its value have; `failed` once every step
+        has ended and one failed; `cancelled` likewise if none failed; before that,
+        `running` while a step runs, else `queued` or `scheduled`."""
+        store = self._runtime.store
+        outputs = workflows.steps_in(self._output)
+        ended = await store.ended_steps(self.id, outputs)
+        if len(ended) == len(set(outputs)) and all(
+            state is TaskStatus.SUCCEEDED for state, *_ in ended.values()
+        ):
+            return TaskStatus.SUCCEEDED
+        counts = await store.workflow_states(self.id)
+        if all(state.is_final for state in counts):
+            failed = counts.get(TaskStatus.FAILED) or counts.get(TaskStatus.EXPIRED)
+            return TaskStatus.FAILED if failed else TaskStatus.CANCELLED
+        for state in (TaskStatus.RUNNING, TaskStatus.QUEUED):
+            if counts.get(state):
+                return state
+        return TaskStatus.SCHEDULED
+
+    async def result(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (public API)
+        """Wait for the steps that make the workflow's value to end; → that value (the last
+        step's; a group's: the list of its members'). Raises `TaskFailed` naming the step
+        that failed, `TaskCancelled` if it was cancelled, `TimeoutError` past `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        outputs = workflows.steps_in(self._output)
+        ids = await self._ids()
+        waiter, store = self._runtime.waiter, self._runtime.store
+        async with waiter.watch([ids[step] for step in set(outputs)]) as watch:
+            while True:
+                watch.may_have_ended.clear()  # (before the read: an end after it is heard)
+                ended = await store.ended_steps(self.id, outputs)
+                if len(ended) == len(set(outputs)):
+                    break
+                if deadline is not None and deadline <= time.monotonic():
+                    raise TimeoutError(f"workflow {self.id} has not ended after {timeout} s")
+                await wait_for_change(waiter, watch, deadline, watch.may_have_ended)
+        if any(state is not TaskStatus.SUCCEEDED for state, *_ in ended.values()):
+            raise await self._failure()
+        values = {step: result for step, (_, result, _, _) in ended.items()}
+        return self._runtime.serializer.load(workflows.value_of(self._output, values))
+
+    async def _failure(self) -> Exception:
+        failed = await self._runtime.store.first_failure(self.id)
+        if failed is None:
+            return TaskCancelled(f"workflow {self.id} was cancelled")
+        error_type = failed.error.type if failed.error else failed.state.value
+        message = failed.error.message if failed.error else ""
+        return TaskFailed(
+            failed.id,
+            error_type,
+            f"workflow {self.id}: step {failed.step} (task {failed.name!r}) {failed.state.value}:"
+            f" {message}",
+            failed.error.traceback if failed.error else "",
+        )
+
+    async def cancel(self) -> bool:
+        """Cancel every step not yet ended (running ones are told to stop); → whether any
+        was."""
+        states = await self._runtime.store.get_states(await self._ids())
+        waiting = [task_id for task_id, state in states.items() if not state.is_final]
+        cancelled = await cancel.cancel_many(self._runtime, waiting)
+        return any(cancelled.values())
+
+    async def events(self) -> AsyncIterator[TaskEvent]:
+        """Every step's state changes and progress as they happen (each step's current
+        state first); ends once the workflow has ended."""
+        ids = await self._ids()
+        waiter, load = self._runtime.waiter, self._runtime.serializer.load
+        async with waiter.watch(ids, with_events=True) as watch:
+            assert watch.events is not None
+            for record in (await self._runtime.store.get_tasks(ids)).values():
+                yield TaskEvent.state_of(record)
+            while not (await self.status()).is_final:
+                watch.changed.clear()
+                if watch.events.empty():
+                    await wait_for_change(waiter, watch, None)
+                while not watch.events.empty():
+                    wire = watch.events.get_nowait()  # (None: a hint to re-read)
+                    if wire is not None and (event := TaskEvent.from_wire(wire, load)):
+                        yield event
+
+    async def _ids(self) -> list[str]:
+        if self._step_ids is None:
+            self._step_ids = await self._runtime.store.workflow_step_ids(self.id)
+        return self._step_ids

@@ -1,0 +1,237 @@
+"""Workflows in the store: one written whole, its steps released as their parents end, a
+step's input read from its parents' rows, and a workflow read back.
+
+A step waits `scheduled` with no `run_at` while `waiting_for` (its parents not yet ended)
+is above 0. The transaction that stores a step's final state also runs `release` for it:
+each child waiting for it counts one parent fewer, and one that reaches 0 becomes due (the
+leader publishes it, like any due task). A step that did not succeed cancels the children
+that do not tolerate failures, and theirs; a chord body with `tolerate_failures` counts it
+as ended instead. Because this happens in the transaction of the parent's outcome, a crash
+can neither lose a release nor make one twice, and a finished member costs one UPDATE
+shared with the others of its flush, whatever the size of its group.
+
+Shapes (`receives`, `output`) are JSON: a step number stands for that step's value, a list
+for the list of what its items stand for.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+
+from taskq.status import TaskStatus
+from taskq.store import codec, records, statements
+from taskq.store.async_core import Connection
+from taskq.store.engine import clock
+from taskq.store.tables import tasks, workflows
+
+_c = tasks.c
+_CHUNK = 1_000  # steps per IN list
+_WAITING = TaskStatus.SCHEDULED.value
+
+Step = tuple[str, int]  # (workflow id, step number)
+
+
+async def insert(
+    conn: Connection, workflow_id: str, created_at: datetime, output: Any, rows: Sequence[Any]
+) -> None:
+    """The workflow's row and every step's, in the caller's transaction. Steps without
+    parents are due at once (by the database's clock); the others wait for them."""
+    await conn.execute(
+        workflows.insert().values(
+            id=workflow_id, created_at=created_at, steps=len(rows), output=output
+        )
+    )
+    roots = [row for row in rows if not row.workflow.parents]
+    waiting = [row for row in rows if row.workflow.parents]
+    await statements.insert_tasks(conn, roots, due_now=True)
+    await statements.insert_tasks(conn, waiting)
+
+
+async def release(conn: Connection, task_ids: Iterable[str]) -> int:
+    """Steps among `task_ids` have just ended (in this transaction): release or cancel the
+    steps waiting for them. → how many steps became due."""
+    ids = list(task_ids)
+    if not ids:
+        return 0
+    ended = (
+        await conn.execute(
+            select(_c.workflow_id, _c.state, _c.children).where(
+                _c.id.in_(ids), _c.workflow_id.is_not(None)
+            )
+        )
+    ).all()
+    # (workflow, child, whether the parent failed), for each edge out of an ended step
+    edges = [
+        (str(row.workflow_id), child, row.state != TaskStatus.SUCCEEDED.value)
+        for row in ended
+        for child in row.children or ()
+    ]
+    ended_by: collections.Counter[Step] = collections.Counter()
+    doomed: set[Step] = set()
+    while edges:
+        waiting = await _waiting_steps(conn, {(workflow, child) for workflow, child, _ in edges})
+        following = []
+        for workflow, child, failed in edges:
+            step = (workflow, child)
+            if step not in waiting:
+                continue  # (already cancelled with its workflow, or by another path)
+            tolerates, grandchildren = waiting[step]
+            if failed and not tolerates:
+                if step not in doomed:
+                    doomed.add(step)
+                    following += [(workflow, grandchild, True) for grandchild in grandchildren]
+            else:
+                ended_by[step] += 1
+        edges = following
+    await _cancel(conn, doomed)
+    return await _count_down(conn, {step: n for step, n in ended_by.items() if step not in doomed})
+
+
+async def _waiting_steps(conn: Connection, steps: set[Step]) -> dict[Step, tuple[bool, list[int]]]:
+    """Of `steps`, those still waiting: → (tolerates failures, children) of each."""
+    found: dict[Step, tuple[bool, list[int]]] = {}
+    for workflow, numbers in _by_workflow(steps):
+        rows = await conn.execute(
+            select(_c.step, _c.tolerates_failures, _c.children).where(
+                _c.workflow_id == workflow, _c.step.in_(numbers), _c.state == _WAITING
+            )
+        )
+        for row in rows:
+            found[(workflow, row.step)] = (bool(row.tolerates_failures), list(row.children or ()))
+    return found
+
+
+async def _cancel(conn: Connection, doomed: set[Step]) -> None:
+    error = records.TaskError(
+        "ParentFailed", "not run: a step it waits for failed or was cancelled"
+    ).to_json()
+    for workflow, numbers in _by_workflow(doomed):
+        await conn.execute(
+            update(tasks)
+            .where(_c.workflow_id == workflow, _c.step.in_(numbers), _c.state == _WAITING)
+            .values(state=TaskStatus.CANCELLED.value, error=error, finished_at=records.now())
+        )
+
+
+async def _count_down(conn: Connection, ended_by: dict[Step, int]) -> int:
+    """Each step waits for `n` fewer parents; those that wait for none become due."""
+    by_count: dict[tuple[str, int], set[int]] = collections.defaultdict(set)
+    for (workflow, step), n in ended_by.items():
+        by_count[(workflow, n)].add(step)
+    released = 0
+    for (workflow, n), numbers in by_count.items():
+        for chunk in _chunks(sorted(numbers)):
+            rows = await conn.execute(
+                update(tasks)
+                .where(_c.workflow_id == workflow, _c.step.in_(chunk), _c.state == _WAITING)
+                .values(
+                    waiting_for=_c.waiting_for - n,
+                    run_at=case((_c.waiting_for - n <= 0, clock(conn)), else_=None),
+                )
+                .returning(_c.waiting_for)
+            )
+            released += sum(1 for row in rows if row.waiting_for <= 0)
+    return released
+
+
+def _by_workflow(steps: Iterable[Step]) -> list[tuple[str, list[int]]]:
+    grouped: dict[str, list[int]] = collections.defaultdict(list)
+    for workflow, step in steps:
+        grouped[workflow].append(step)
+    return [
+        (workflow, chunk) for workflow, numbers in grouped.items() for chunk in _chunks(numbers)
+    ]
+
+
+def _chunks(numbers: list[int]) -> list[list[int]]:
+    return [numbers[start : start + _CHUNK] for start in range(0, len(numbers), _CHUNK)]
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def steps_in(shape: Any) -> list[int]:
+    """The step numbers a shape is made of, in order."""
+    if isinstance(shape, int):
+        return [shape]
+    return [step for item in shape for step in steps_in(item)]
+
+
+def value_of(shape: Any, values: dict[int, Any]) -> Any:
+    if isinstance(shape, int):
+        return values[shape]
+    return [value_of(item, values) for item in shape]
+
+
+async def ended_steps(
+    conn: Connection, workflow_id: str, numbers: Sequence[int]
+) -> dict[int, tuple[TaskStatus, Any, records.TaskError | None, str]]:
+    """step → (state, result, error, task id) of those of `numbers` that have ended."""
+    found = {}
+    final = [state.value for state in TaskStatus if state.is_final]
+    for chunk in _chunks(sorted(set(numbers))):
+        rows = await conn.execute(
+            select(_c.step, _c.state, _c.result, _c.error, _c.id).where(
+                _c.workflow_id == workflow_id, _c.step.in_(chunk), _c.state.in_(final)
+            )
+        )
+        for row in rows:
+            found[row.step] = (
+                TaskStatus(row.state),
+                codec.from_json(row.result),
+                records.TaskError.of(row.error),
+                str(row.id),
+            )
+    return found
+
+
+async def get(conn: Connection, workflow_id: str) -> tuple[int, Any, datetime] | None:
+    """→ (steps, output shape, created at) of the workflow, or None if there is none."""
+    row = (
+        await conn.execute(
+            select(workflows.c.steps, workflows.c.output, workflows.c.created_at).where(
+                workflows.c.id == workflow_id
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    created_at = records.aware(row.created_at)
+    assert created_at is not None
+    return row.steps, row.output, created_at
+
+
+async def step_ids(conn: Connection, workflow_id: str) -> list[str]:
+    """The task id of every step, in step order."""
+    rows = await conn.execute(select(_c.id).where(_c.workflow_id == workflow_id).order_by(_c.step))
+    return [str(row.id) for row in rows]
+
+
+async def count_states(conn: Connection, workflow_id: str) -> dict[TaskStatus, int]:
+    rows = await conn.execute(
+        select(_c.state, func.count()).where(_c.workflow_id == workflow_id).group_by(_c.state)
+    )
+    return {TaskStatus(state): count for state, count in rows}
+
+
+async def first_failure(conn: Connection, workflow_id: str) -> records.TaskRecord | None:
+    """The earliest step (by number) that failed, expired or was dead-lettered, if any."""
+    bad = [TaskStatus.FAILED.value, TaskStatus.EXPIRED.value]
+    row = (
+        (
+            await conn.execute(
+                select(tasks)
+                .where(_c.workflow_id == workflow_id, _c.state.in_(bad))
+                .order_by(_c.step)
+                .limit(1)
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else records.record_of(row)
