@@ -190,12 +190,14 @@ class LeaderWork:
                     return PRUNE_PAUSE
             if period is not None:
                 await store.forget_workers(now - period)
+                await store.forget_workflows(now - period)
         except StoreConnectionError:
             raise
         except StoreError as exc:  # (a role without DELETE: say how to fix it, once a pass)
             logger.warning(
                 "retention: cannot delete old rows (%s); GRANT DELETE on taskq_tasks, "
-                "taskq_attempts and taskq_workers to this role, or set TASKQ_RETENTION=off",
+                "taskq_attempts, taskq_workers and taskq_workflows to this role, or set "
+                "TASKQ_RETENTION=off",
                 exc,
             )
         return PRUNE_INTERVAL

@@ -372,6 +372,10 @@ class Store(ReadOperations, WorkflowOperations):
         """Delete the rows of processes that stopped before `before`; → how many."""
         return await self._run(lambda conn: pruning.forget_workers(conn, before))
 
+    async def forget_workflows(self, before: datetime) -> int:
+        """Delete the rows of workflows submitted before `before` with no step left."""
+        return await self._run(lambda conn: pruning.forget_workflows(conn, before))
+
     async def requeue_lapsed(self, limit: int) -> list[str]:
         """Running tasks whose lease lapsed become due `scheduled` rows; → their ids."""
         return await self._run(lambda conn: lifecycle.requeue_lapsed(conn, limit))

@@ -3,7 +3,8 @@
 Each batch is one short transaction that deletes at most `limit` rows, found through the
 (state, created_at) index: a task finished before the cutoff was also created before it.
 Unfinished tasks are never touched, nor dead-lettered ones unless asked (their dead letter
-needs the row to be replayed). Rows of processes that stopped long ago go the same way.
+needs the row to be replayed). Rows of processes that stopped long ago go the same way, and
+those of workflows none of whose steps is left.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import dataclasses
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, delete, func, select
+from sqlalchemy import ColumnElement, and_, delete, exists, func, select
 
 from taskq.status import FINAL
 from taskq.store.async_core import Connection
-from taskq.store.tables import attempts, tasks, workers
+from taskq.store.tables import attempts, tasks, workers, workflows
 
 _c = tasks.c
 _FINAL = tuple(sorted(state.value for state in FINAL))
@@ -76,4 +77,12 @@ async def count(conn: Connection, rule: PruneRule) -> int:
 async def forget_workers(conn: Connection, before: datetime) -> int:
     """Delete the rows of processes that stopped (or died) before `before`; → how many."""
     gone = delete(workers).where(workers.c.state != "running", workers.c.heartbeat_at < before)
+    return int((await conn.execute(gone)).rowcount)
+
+
+async def forget_workflows(conn: Connection, before: datetime) -> int:
+    """Delete the rows of workflows submitted before `before` whose steps are all gone
+    (pruned); → how many."""
+    steps_left = exists().where(_c.workflow_id == workflows.c.id)
+    gone = delete(workflows).where(workflows.c.created_at < before, ~steps_left)
     return int((await conn.execute(gone)).rowcount)

@@ -3,6 +3,7 @@ older than the cutoff, matching the names), which it never touches, and its batc
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,15 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskq.status import TaskStatus
-from taskq.store import ClaimRequest, NewTask, Outcome, PruneRule, Store, TaskError
+from taskq.store import (
+    ClaimRequest,
+    NewTask,
+    Outcome,
+    PruneRule,
+    Store,
+    TaskError,
+    WorkflowPlace,
+)
 from taskq.store.tables import tasks
 
 NOW = datetime.now(UTC)
@@ -125,3 +134,24 @@ async def test_prune_by_name_and_in_batches(store: Store, store_url: str) -> Non
     assert set(await store.get_tasks([*ticks, *others])) == set(others)
     assert await store.prune(PruneRule(cutoff=CUTOFF, except_names=["tests.other"])) == 0
     assert await store.prune(PruneRule(cutoff=CUTOFF, except_names=["tests.tick"])) == 2
+
+
+async def test_forget_workflows_deletes_only_old_workflows_with_no_step_left(
+    store: Store, store_url: str
+) -> None:
+    # Given an old workflow whose steps were pruned, an old one with a step left, and a new one
+    def step_of(workflow_id: str) -> NewTask:
+        place = WorkflowPlace(workflow_id=workflow_id, step=0, parents=(), children=())
+        return dataclasses.replace(new_task(), workflow=place)
+
+    emptied, kept, recent = (str(uuid.uuid4()) for _ in range(3))
+    await store.insert_workflow(emptied, OLD, 0, [])
+    await store.insert_workflow(kept, OLD, 0, [step_of(kept)])
+    await store.insert_workflow(recent, NOW, 0, [])
+    # When the workflows submitted before the cutoff are forgotten
+    forgotten = await store.forget_workflows(CUTOFF)
+    # Then only the old one without steps is gone
+    assert forgotten == 1
+    assert await store.workflow(emptied) is None
+    assert await store.workflow(kept) is not None
+    assert await store.workflow(recent) is not None
