@@ -21,8 +21,13 @@ from typing import Any, Protocol, TypeAlias
 from taskq.client.options import TaskOptions
 from taskq.client.workflow_handle import WorkflowHandle
 from taskq.exceptions import ConfigurationError
+from taskq.store import workflows
 
 MAX_STEPS = 100_000
+# The task name of a join step: where a group follows several steps, its members wait for
+# one join instead of each waiting for all of them (N times M edges). The store ends a join in
+# the transaction that releases it, its value the list it receives; no worker runs it.
+JOIN = workflows.JOIN_TASK
 _PARENT_VALUE = object()  # stands for the argument a parent passes, in argument checks
 
 
@@ -197,6 +202,9 @@ def _place(node: Node, incoming: _Incoming, steps: list[Step]) -> Shape:
             incoming = _Incoming(_steps_of(value), value)
         return value
     if isinstance(node, Group):
+        if len(incoming.after) > 1 and len(node.members) > 1:
+            join = _add_step(_JOIN_SIGNATURE, incoming, steps)
+            incoming = _Incoming((join,), Value(join))
         return ListOf(tuple(_place(member, incoming, steps) for member in node.members))
     header = _place(node.header, incoming, steps)
     after = _Incoming(_steps_of(header), header, tolerate_failures=node.tolerate_failures)
@@ -226,6 +234,24 @@ def _steps_of(shape: Shape) -> tuple[int, ...]:
         else:
             pending.extend(reversed(current.items))
     return tuple(found)
+
+
+class _Join:
+    """The callee of join steps (see `JOIN`)."""
+
+    name = JOIN
+    default_options = TaskOptions()
+
+    def check_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str | None = None
+    ) -> None:
+        return None
+
+    async def submit_workflow(self, node: Node) -> WorkflowHandle:
+        raise ConfigurationError("a join step is not submitted on its own")
+
+
+_JOIN_SIGNATURE = Signature(_Join())
 
 
 def value_of(shape: Shape, values: Sequence[Any] | Mapping[int, Any]) -> Any:

@@ -10,12 +10,11 @@ from typing import Any, TypeVar
 from taskq.status import TaskStatus
 from taskq.store import held, lifecycle, pg, workflows
 from taskq.store.async_core import Connection
-from taskq.store.records import ClaimRequest, NewTask, Outcome, TaskError, TaskRecord, Written
+from taskq.store.records import ClaimRequest, NewTask, Outcome, TaskRecord, Written
 
 T = TypeVar("T")
 
-# step → (state, result, error, task id) of a step that has ended
-EndedStep = tuple[TaskStatus, Any, TaskError | None, str]
+EndedStep = workflows.EndedStep
 
 
 class WorkflowOperations:

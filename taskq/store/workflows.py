@@ -12,6 +12,10 @@ shared with the others of its flush, whatever the size of its group.
 
 Shapes (`receives`, `output`) are JSON: a step number stands for that step's value, a list
 for the list of what its items stand for.
+
+A join step (task name `JOIN_TASK`) stands between a group and the several steps before it,
+so that its members wait for one step instead of all of those. No worker runs it: the
+release that makes it due ends it at once, its value the list it receives.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from typing import Any
 
 from sqlalchemy import case, func, select, update
 
+from taskq.exceptions import StoreError
 from taskq.status import TaskStatus
 from taskq.store import codec, records, statements
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock
 from taskq.store.tables import tasks, workflows
+
+JOIN_TASK = "taskq.join"
 
 _c = tasks.c
 _CHUNK = 1_000  # steps per IN list
@@ -89,7 +96,12 @@ async def release(conn: Connection, task_ids: Iterable[str]) -> int:
                 ended_by[step] += 1
         edges = following
     await _cancel(conn, doomed)
-    return await _count_down(conn, {step: n for step, n in ended_by.items() if step not in doomed})
+    due = await _count_down(conn, {step: n for step, n in ended_by.items() if step not in doomed})
+    joins = [task_id for task_id, name in due if name == JOIN_TASK]
+    if not joins:
+        return len(due)
+    await _end_joins(conn, joins)
+    return len(due) - len(joins) + await release(conn, joins)
 
 
 async def _waiting_steps(conn: Connection, steps: set[Step]) -> dict[Step, tuple[bool, list[int]]]:
@@ -118,12 +130,13 @@ async def _cancel(conn: Connection, doomed: set[Step]) -> None:
         )
 
 
-async def _count_down(conn: Connection, ended_by: dict[Step, int]) -> int:
-    """Each step waits for `n` fewer parents; those that wait for none become due."""
+async def _count_down(conn: Connection, ended_by: dict[Step, int]) -> list[tuple[str, str]]:
+    """Each step waits for `n` fewer parents; those that wait for none become due. → (task
+    id, name) of each step that became due."""
     by_count: dict[tuple[str, int], set[int]] = collections.defaultdict(set)
     for (workflow, step), n in ended_by.items():
         by_count[(workflow, n)].add(step)
-    released = 0
+    due = []
     for (workflow, n), numbers in by_count.items():
         for chunk in _chunks(sorted(numbers)):
             rows = await conn.execute(
@@ -133,10 +146,29 @@ async def _count_down(conn: Connection, ended_by: dict[Step, int]) -> int:
                     waiting_for=_c.waiting_for - n,
                     run_at=case((_c.waiting_for - n <= 0, clock(conn)), else_=None),
                 )
-                .returning(_c.waiting_for)
+                .returning(_c.id, _c.name, _c.waiting_for)
             )
-            released += sum(1 for row in rows if row.waiting_for <= 0)
-    return released
+            due += [(str(row.id), row.name) for row in rows if row.waiting_for <= 0]
+    return due
+
+
+async def _end_joins(conn: Connection, join_ids: list[str]) -> None:
+    """Join steps that became due end `succeeded` now, each with the value it receives."""
+    rows = await conn.execute(select(_c.id, _c.workflow_id, _c.receives).where(_c.id.in_(join_ids)))
+    moment = records.now()
+    for row in rows.all():
+        workflow = str(row.workflow_id)
+        ended = await ended_steps(conn, workflow, steps_in(row.receives))
+        await conn.execute(
+            update(tasks)
+            .where(_c.id == row.id)
+            .values(
+                state=TaskStatus.SUCCEEDED.value,
+                result=codec.to_json(input_value(row.receives, ended)),
+                started_at=moment,
+                finished_at=moment,
+            )
+        )
 
 
 def _by_workflow(steps: Iterable[Step]) -> list[tuple[str, list[int]]]:
@@ -168,9 +200,30 @@ def value_of(shape: Any, values: dict[int, Any]) -> Any:
     return [value_of(item, values) for item in shape]
 
 
+def input_value(shape: Any, ended: dict[int, EndedStep]) -> Any:
+    """What a step receives, as sent (plain values): each parent's result, or for one that
+    did not succeed (where failures are tolerated) its `TaskFailed`, as the serializer's
+    `$taskfailed` tag. `ended` must hold every step of `shape`."""
+    missing = sorted(set(steps_in(shape)) - set(ended))
+    if missing:  # (a step is released only once every parent has ended)
+        raise StoreError(f"workflow step inputs missing: steps {missing} have not ended")
+    values: dict[int, Any] = {}
+    for step, (state, result, error, task_id) in ended.items():
+        if state is TaskStatus.SUCCEEDED:
+            values[step] = result
+        else:
+            error = error or records.TaskError(state.value, f"the step ended {state.value}")
+            values[step] = {"$taskfailed": [task_id, error.type, error.message, error.traceback]}
+    return value_of(shape, values)
+
+
+# step → (state, result, error, task id) of a step that has ended
+EndedStep = tuple[TaskStatus, Any, records.TaskError | None, str]
+
+
 async def ended_steps(
     conn: Connection, workflow_id: str, numbers: Sequence[int]
-) -> dict[int, tuple[TaskStatus, Any, records.TaskError | None, str]]:
+) -> dict[int, EndedStep]:
     """step → (state, result, error, task id) of those of `numbers` that have ended."""
     found = {}
     final = [state.value for state in TaskStatus if state.is_final]

@@ -112,3 +112,26 @@ def test_a_chord_of_100_000_members_plans_and_bigger_is_refused() -> None:
     assert len(planned.steps[-1].after) == 99_999
     with pytest.raises(ConfigurationError, match="at most 100,000 steps"):
         plan(chord(group(add.s(i) for i in range(100_000)), merge.s()))
+
+
+def test_a_group_after_several_steps_waits_for_one_join_not_for_each_of_them() -> None:
+    # Given a group of 3 after a group of 2 (3 x 2 edges without a join)
+    planned = plan(chain(group(add.s(1), add.s(2)), group(merge.s(), merge.s(), tick.si())))
+    # Then a join step waits for both and receives their list; each member waits for it
+    assert shape(planned.steps) == [
+        ("add", (), None),
+        ("add", (), None),
+        ("taskq.join", (0, 1), ListOf((Value(0), Value(1)))),
+        ("merge", (2,), Value(2)),
+        ("merge", (2,), Value(2)),
+        ("tick", (2,), None),
+    ]
+    # And a chord whose body is a group tolerates failures at the join
+    tolerant = plan(
+        chord(group(add.s(1), add.s(2)), group(merge.s(), merge.s()), tolerate_failures=True)
+    )
+    assert [step.tolerate_failures for step in tolerant.steps] == [False, False, True, False, False]
+    # And one member after several steps needs no join
+    assert [
+        s.signature.task.name for s in plan(chain(group(add.s(1), add.s(2)), merge.s())).steps
+    ] == ["add", "add", "merge"]
