@@ -39,6 +39,11 @@ async def publish_due(
     """Lock up to `limit` due rows, `publish(them)`, mark them `queued`; → (the rows
     published, when the next scheduled row is due)."""
     due = await statements.claim_due(conn, limit)
+    joins = [record.id for record in due if record.name == workflows.JOIN_TASK]
+    if joins:  # (no worker runs a join: it ends here, and its children are released)
+        await workflows.end_joins(conn, joins)
+        await workflows.release(conn, joins)
+        due = [record for record in due if record.name != workflows.JOIN_TASK]
     if due:
         await publish(due)
         await statements.mark_queued(conn, [record.id for record in due])

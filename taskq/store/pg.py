@@ -27,6 +27,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from taskq.status import TaskStatus
@@ -84,7 +85,24 @@ _FINISHED = """finished AS (
         AS o (id, attempt, state, result, error, dead_reason)
     WHERE t.id = ANY({final_ids}::uuid[]) AND t.id = o.id AND t.attempts = o.attempt
         AND CASE t.state WHEN 'running' THEN true ELSE false END
-    RETURNING t.id, t.attempts
+    RETURNING t.id, t.attempts, t.state, t.workflow_id, t.children
+)"""
+# Workflow steps that succeeded count down the steps waiting for them (`store.workflows`
+# says why here); a step that did not succeed never comes here: its release may cancel
+# others, which `workflows.release` does in a transaction of its own.
+_COUNTED = """counted AS (
+    UPDATE taskq_tasks AS c SET
+        waiting_for = c.waiting_for - r.n,
+        run_at = CASE WHEN c.waiting_for - r.n <= 0 THEN now() ELSE NULL END
+    FROM (
+        SELECT f.workflow_id, child.step::int AS step, count(*)::int AS n
+        FROM finished AS f CROSS JOIN LATERAL jsonb_array_elements_text(f.children) AS child (step)
+        WHERE f.workflow_id IS NOT NULL AND f.state = 'succeeded'
+        GROUP BY f.workflow_id, child.step
+    ) AS r
+    WHERE c.workflow_id = r.workflow_id AND c.step = r.step
+        AND CASE c.state WHEN 'scheduled' THEN true ELSE false END
+    RETURNING c.id, c.waiting_for
 )"""
 _RETRIED = """retried AS (
     UPDATE taskq_tasks AS t SET
@@ -109,11 +127,14 @@ _LOGGED = """logged AS (
 
 
 @functools.cache
-def _flush_statement(claims: bool, finals: bool, retries: bool) -> tuple[str, tuple[str, ...]]:
+def _flush_statement(
+    claims: bool, finals: bool, retries: bool, releases: bool = False
+) -> tuple[str, tuple[str, ...]]:
     """→ (SQL, the parameter names in $1, $2, ... order) for a flush with these parts.
 
-    It returns a row per claim that took (`kind` 'claim') and per outcome that was not
-    stored (`kind` 'stale': its attempt was no longer the row's latest), usually none."""
+    It returns a row per claim that took (`kind` 'claim'), per outcome that was not
+    stored (`kind` 'stale': its attempt was no longer the row's latest), usually none, and
+    per workflow step that became due (`kind` 'released')."""
     stored = " UNION ALL ".join(
         f"SELECT id, attempts FROM {part}"
         for part, wanted in (("finished", finals), ("retried", retries))
@@ -126,6 +147,7 @@ def _flush_statement(claims: bool, finals: bool, retries: bool) -> tuple[str, tu
             (_FINISHED, finals),
             (_RETRIED, retries),
             (_LOGGED.replace("{stored}", stored), finals or retries),
+            (_COUNTED, releases),
         )
         if wanted
     ]
@@ -142,6 +164,13 @@ def _flush_statement(claims: bool, finals: bool, retries: bool) -> tuple[str, tu
             "NULL::bool AS cancel_requested, NULL::text AS workflow_id, NULL::text AS receives "
             "FROM unnest({log_ids}::uuid[], {log_attempts}::int[]) AS a (id, attempt) "
             f"WHERE (a.id, a.attempt) NOT IN ({stored})"
+        )
+    if releases:
+        selects.append(
+            "SELECT 'released' AS kind, id::text AS id, NULL::int AS attempts, "
+            "NULL::int AS deliveries, NULL::int AS retries, NULL::int AS max_retries, "
+            "NULL::bool AS cancel_requested, NULL::text AS workflow_id, NULL::text AS receives "
+            "FROM counted WHERE waiting_for <= 0"
         )
     returning = " UNION ALL ".join(selects) or "SELECT NULL LIMIT 0"
     names: list[str] = []
@@ -175,9 +204,22 @@ _NEW_ROW = (
 )
 
 
-def _insert_sql(run_at: str) -> str:
-    names = ", ".join(name for name, _ in _NEW_ROW)
-    arrays = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(_NEW_ROW, start=1))
+# A workflow step's place (`records.WorkflowPlace`), after those.
+_STEP_ROW = (
+    *_NEW_ROW,
+    ("workflow_id", "uuid"),
+    ("step", "int"),
+    ("parents", "jsonb"),
+    ("children", "jsonb"),
+    ("waiting_for", "int"),
+    ("receives", "jsonb"),
+    ("tolerates_failures", "bool"),
+)
+
+
+def _insert_sql(run_at: str, row: tuple[tuple[str, str], ...] = _NEW_ROW) -> str:
+    names = ", ".join(name for name, _ in row)
+    arrays = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(row, start=1))
     chosen = names.replace("run_at", run_at)
     return (
         f"INSERT INTO taskq_tasks ({names}, attempts) SELECT {chosen}, 0 "
@@ -188,6 +230,13 @@ def _insert_sql(run_at: str) -> str:
 INSERT = _insert_sql("run_at")
 # Due by the database's clock, as `statements.insert_tasks(due_now=True)` makes them.
 _INSERT_DUE_NOW = _insert_sql("now()")
+# A whole workflow: its row and its steps' (those waiting for none due now), one statement.
+_N = len(_STEP_ROW)
+_INSERT_WORKFLOW = (
+    f"WITH workflow AS (INSERT INTO taskq_workflows (id, created_at, steps, output) "
+    f"VALUES (${_N + 1}::uuid, ${_N + 2}::timestamptz, ${_N + 3}::int, ${_N + 4}::jsonb)) "
+    + _insert_sql("CASE WHEN waiting_for = 0 THEN now() END", _STEP_ROW)
+)
 # Tasks by id, their JSON columns as text (decoded by `records.record_of`).
 GET_TASKS = "SELECT {} FROM taskq_tasks WHERE id = ANY($1::uuid[])".format(
     ", ".join(
@@ -217,8 +266,11 @@ async def flush(
     rows = []
     for index, (worker_id, group) in enumerate(groups):
         values = _values(worker_id, group, outcomes if index == 0 else ())
+        releases = index == 0 and any(
+            outcome.in_workflow and outcome.state is TaskStatus.SUCCEEDED for outcome in outcomes
+        )
         sql, names = _flush_statement(
-            bool(group), bool(values["final_ids"]), bool(values["retry_ids"])
+            bool(group), bool(values["final_ids"]), bool(values["retry_ids"]), releases
         )
         rows += await connection.fetch(sql, *(values[name] for name in names))
     return Written(
@@ -236,6 +288,7 @@ async def flush(
             if row["kind"] == "claim"
         },
         stale=frozenset((row["id"], row["attempts"]) for row in rows if row["kind"] == "stale"),
+        released=sum(1 for row in rows if row["kind"] == "released"),
     )
 
 
@@ -305,9 +358,23 @@ async def _driver_connection(engine: Engine) -> AsyncIterator[Any]:
         yield raw
 
 
-def columns(rows: Sequence[NewTask]) -> list[list[Any]]:
+async def insert_workflow(
+    connection: Fetch,
+    workflow_id: str,
+    created_at: datetime,
+    output: Any,
+    rows: Sequence[NewTask],
+) -> None:
+    """A workflow's row and its steps' (`workflows.insert`), in one statement."""
+    arrays = columns(rows, _STEP_ROW)
+    await connection.fetch(
+        _INSERT_WORKFLOW, *arrays, workflow_id, created_at, len(rows), _json(output)
+    )
+
+
+def columns(
+    rows: Sequence[NewTask], row: tuple[tuple[str, str], ...] = _NEW_ROW
+) -> list[list[Any]]:
     """`records.task_values` of each row, as one array per column (JSON as text)."""
-    values = [records.task_values(row) for row in rows]
-    return [
-        [_json(v[name]) if kind == "jsonb" else v[name] for v in values] for name, kind in _NEW_ROW
-    ]
+    values = [records.task_values(new) for new in rows]
+    return [[_json(v[name]) if kind == "jsonb" else v[name] for v in values] for name, kind in row]

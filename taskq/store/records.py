@@ -159,11 +159,13 @@ class Claimed:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Written:
-    """What one flush did: the claims that took, and the outcomes not stored because their
-    attempt was no longer the row's latest (as (task id, attempt); usually none)."""
+    """What one flush did: the claims that took, the outcomes not stored because their
+    attempt was no longer the row's latest (as (task id, attempt); usually none), and how
+    many workflow steps it made due."""
 
     claimed: dict[str, Claimed]
     stale: frozenset[tuple[str, int]] = frozenset()
+    released: int = 0  # workflow steps that became due
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

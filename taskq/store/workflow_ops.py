@@ -30,13 +30,12 @@ class WorkflowOperations:
         self, workflow_id: str, created_at: datetime, output: Any, rows: Sequence[NewTask]
     ) -> None:
         """Every step's row and the workflow's, in one transaction; the steps without
-        parents are due at once (the leader is woken to publish any the caller does not)."""
+        parents are due at once (the caller publishes them, or else the leader)."""
 
-        async def insert(conn: Connection) -> None:
-            await workflows.insert(conn, workflow_id, created_at, output, rows)
-            await lifecycle.wake_leader(conn, self._due_channel)
-
-        await self._run(insert)
+        if self._pg is not None:
+            await pg.insert_workflow(self._pg.pooled, workflow_id, created_at, output, rows)
+            return
+        await self._run(lambda conn: workflows.insert(conn, workflow_id, created_at, output, rows))
 
     async def workflow(self, workflow_id: str) -> tuple[int, Any, datetime] | None:
         """→ (steps, output shape, created at), or None if no such workflow exists."""
@@ -58,18 +57,26 @@ class WorkflowOperations:
     async def _flush(
         self, fetch: pg.Fetch | None, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
     ) -> Written:
-        """One flush of a writer. On PostgreSQL the outcomes of workflow steps go, with the
-        release of the steps waiting for them, in a transaction of their own; everything
-        else is the one-statement flush (`pg.flush`)."""
+        """One flush of a writer. On PostgreSQL it is one statement (`pg.flush`), which also
+        counts down the steps waiting for workflow steps that succeeded; a step that did not
+        succeed may cancel others (`workflows.release`): its outcome goes, with that, in a
+        transaction of its own."""
         channel = self._due_channel
         if fetch is None:
             return await self._run(lambda c: lifecycle.write_batch(c, claims, outcomes, channel))
-        steps = [outcome for outcome in outcomes if outcome.in_workflow]
-        if not steps:
-            return await pg.flush(fetch, claims, outcomes)
-        released = await self._run(lambda c: lifecycle.write_batch(c, (), steps, channel))
-        plain = [outcome for outcome in outcomes if not outcome.in_workflow]
-        if not claims and not plain:
-            return released
-        written = await pg.flush(fetch, claims, plain)
-        return Written(claimed=written.claimed, stale=written.stale | released.stale)
+        unlucky = [o for o in outcomes if o.in_workflow and _ends_unsuccessfully(o)]
+        if unlucky:
+            failed = await self._run(lambda c: lifecycle.write_batch(c, (), unlucky, channel))
+            outcomes = [o for o in outcomes if not (o.in_workflow and _ends_unsuccessfully(o))]
+            if not claims and not outcomes:
+                return failed
+        written = await pg.flush(fetch, claims, outcomes)
+        if written.released:
+            await self._run(lambda c: lifecycle.wake_leader(c, channel))
+        if unlucky:
+            return Written(claimed=written.claimed, stale=written.stale | failed.stale)
+        return written
+
+
+def _ends_unsuccessfully(outcome: Outcome) -> bool:
+    return outcome.state.is_final and outcome.state is not TaskStatus.SUCCEEDED

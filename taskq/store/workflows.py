@@ -14,8 +14,9 @@ Shapes (`receives`, `output`) are JSON: a step number stands for that step's val
 for the list of what its items stand for.
 
 A join step (task name `JOIN_TASK`) stands between a group and the several steps before it,
-so that its members wait for one step instead of all of those. No worker runs it: the
-release that makes it due ends it at once, its value the list it receives.
+so that its members wait for one step instead of all of those. No worker runs it: the leader,
+finding it due, ends it (its value the list it receives) and releases its children, in one
+transaction.
 """
 
 from __future__ import annotations
@@ -96,12 +97,7 @@ async def release(conn: Connection, task_ids: Iterable[str]) -> int:
                 ended_by[step] += 1
         edges = following
     await _cancel(conn, doomed)
-    due = await _count_down(conn, {step: n for step, n in ended_by.items() if step not in doomed})
-    joins = [task_id for task_id, name in due if name == JOIN_TASK]
-    if not joins:
-        return len(due)
-    await _end_joins(conn, joins)
-    return len(due) - len(joins) + await release(conn, joins)
+    return await _count_down(conn, {step: n for step, n in ended_by.items() if step not in doomed})
 
 
 async def _waiting_steps(conn: Connection, steps: set[Step]) -> dict[Step, tuple[bool, list[int]]]:
@@ -130,13 +126,13 @@ async def _cancel(conn: Connection, doomed: set[Step]) -> None:
         )
 
 
-async def _count_down(conn: Connection, ended_by: dict[Step, int]) -> list[tuple[str, str]]:
-    """Each step waits for `n` fewer parents; those that wait for none become due. → (task
-    id, name) of each step that became due."""
+async def _count_down(conn: Connection, ended_by: dict[Step, int]) -> int:
+    """Each step waits for `n` fewer parents; those that wait for none become due. → how
+    many did."""
     by_count: dict[tuple[str, int], set[int]] = collections.defaultdict(set)
     for (workflow, step), n in ended_by.items():
         by_count[(workflow, n)].add(step)
-    due = []
+    due = 0
     for (workflow, n), numbers in by_count.items():
         for chunk in _chunks(sorted(numbers)):
             rows = await conn.execute(
@@ -146,14 +142,15 @@ async def _count_down(conn: Connection, ended_by: dict[Step, int]) -> list[tuple
                     waiting_for=_c.waiting_for - n,
                     run_at=case((_c.waiting_for - n <= 0, clock(conn)), else_=None),
                 )
-                .returning(_c.id, _c.name, _c.waiting_for)
+                .returning(_c.waiting_for)
             )
-            due += [(str(row.id), row.name) for row in rows if row.waiting_for <= 0]
+            due += sum(1 for row in rows if row.waiting_for <= 0)
     return due
 
 
-async def _end_joins(conn: Connection, join_ids: list[str]) -> None:
-    """Join steps that became due end `succeeded` now, each with the value it receives."""
+async def end_joins(conn: Connection, join_ids: list[str]) -> None:
+    """Join steps that came due (the leader found them) end `succeeded`, each with the
+    value it receives; the caller releases the steps waiting for them."""
     rows = await conn.execute(select(_c.id, _c.workflow_id, _c.receives).where(_c.id.in_(join_ids)))
     moment = records.now()
     for row in rows.all():
