@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,9 @@ from taskq.store import workflows
 
 if TYPE_CHECKING:
     from taskq.client.runtime import Runtime
+
+# How long `result()` lets the ends of a group's members gather before it reads them.
+_BURST = 0.02
 
 
 class WorkflowHandle:
@@ -61,15 +65,20 @@ class WorkflowHandle:
         outputs = workflows.steps_in(self._output)
         ids = await self._ids()
         waiter, store = self._runtime.waiter, self._runtime.store
-        async with waiter.watch([ids[step] for step in set(outputs)]) as watch:
+        ended: dict[int, workflows.EndedStep] = {}
+        pending = sorted(set(outputs))
+        async with waiter.watch([ids[step] for step in pending]) as watch:
             while True:
                 watch.may_have_ended.clear()  # (before the read: an end after it is heard)
-                ended = await store.ended_steps(self.id, outputs)
-                if len(ended) == len(set(outputs)):
+                ended.update(await store.ended_steps(self.id, pending))
+                pending = [step for step in pending if step not in ended]
+                if not pending:
                     break
                 if deadline is not None and deadline <= time.monotonic():
                     raise TimeoutError(f"workflow {self.id} has not ended after {timeout} s")
                 await wait_for_change(waiter, watch, deadline, watch.may_have_ended)
+                if len(pending) > 1:  # (members end in bursts: one read for each burst)
+                    await asyncio.sleep(_BURST)
         if any(state is not TaskStatus.SUCCEEDED for state, *_ in ended.values()):
             raise await self._failure()
         values = {step: result for step, (_, result, _, _) in ended.items()}
