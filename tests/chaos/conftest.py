@@ -9,7 +9,7 @@ import contextlib
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,16 +129,18 @@ async def staged(
         await asyncio.to_thread(workers.stop_all)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed scenario's report ends with its RabbitMQ node's log: what a CI run saw."""
-    outcome = yield
-    report = outcome.get_result()
+    report = yield
     if report.failed and call.when in ("setup", "call"):
         for fixture in ("chaos_rabbit", "chaos_rabbit_timeout"):
             node = getattr(item, "funcargs", {}).get(fixture)
             if isinstance(node, RabbitNode):
                 report.sections.append((f"RabbitMQ node {node.name} log (tail)", node.log_tail()))
+    return report
 
 
 @pytest.fixture
