@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from taskq.cli import common, db, demo, dlq, inspect, prune, schedules, submit, tasks, worker
+from taskq.cli import (
+    common,
+    db,
+    demo,
+    dlq,
+    inspect,
+    prune,
+    schedules,
+    submit,
+    tasks,
+    worker,
+    workflow,
+)
 
 app = typer.Typer(
     name="taskq",
@@ -48,6 +60,7 @@ app.command()(submit.cancel)
 app.command()(inspect.status)
 app.command()(inspect.workers)
 app.command()(tasks.tasks)
+app.command()(workflow.workflow)
 app.command()(tasks.events)
 app.command()(tasks.queues)
 app.command()(schedules.schedules)

@@ -38,6 +38,9 @@ def tasks(
     name: Annotated[str | None, typer.Option(help="Only tasks of this registered name.")] = None,
     queue: Annotated[str | None, typer.Option(help="Only tasks of this queue.")] = None,
     batch: Annotated[str | None, typer.Option(help="Only tasks of this submit_many batch.")] = None,
+    workflow: Annotated[
+        str | None, typer.Option(help="Only the steps of this workflow, in step order.")
+    ] = None,
     since: Annotated[
         str | None,
         typer.Option(
@@ -48,12 +51,13 @@ def tasks(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     store_url: StoreUrl = None,
 ) -> None:
-    """List tasks, newest first, filtered by every option given."""
+    """List tasks, newest first (a workflow's in step order), filtered by every option given."""
     query: dict[str, Any] = {
         "states": state or [],
         "name": name,
         "queue": queue,
-        "batch_id": _uuid(batch, "--batch") if batch else None,
+        "batch_id": _uuid(batch, "--batch", "batch") if batch else None,
+        "workflow_id": _uuid(workflow, "--workflow", "workflow") if workflow else None,
         "since": parse_since(since) if since else None,
         "limit": limit,
     }
@@ -66,6 +70,8 @@ def tasks(
 
     table = Table()
     table.add_column("id", no_wrap=True)
+    if workflow:
+        table.add_column("step", justify="right")
     for column in ("name", "queue", "state", "attempts", "created", "took"):
         table.add_column(column)
     for record in records:
@@ -78,6 +84,7 @@ def tasks(
             took = f"{(record.finished_at - record.started_at).total_seconds():.3f} s"
         table.add_row(
             record.id,
+            *([str(record.step)] if workflow else []),
             escape(record.name),
             record.queue,
             state_text,
@@ -87,7 +94,8 @@ def tasks(
         )
     out().print(table)
     if len(records) == limit:
-        out().print(f"[dim](the newest {limit}; --limit shows more)[/dim]")
+        which = f"first {limit} steps" if workflow else f"newest {limit}"
+        out().print(f"[dim](the {which}; --limit shows more)[/dim]")
 
 
 def events(
@@ -190,11 +198,11 @@ def parse_since(text: str) -> datetime:
         fail(f"--since {text!r} reaches back before the year 1: give a shorter duration")
 
 
-def _uuid(text: str, option: str) -> str:
+def _uuid(text: str, option: str, what: str) -> str:
     try:
         return str(uuid.UUID(text))
     except ValueError:
-        fail(f"{option} {text!r} is not a batch id (they are UUIDs)")
+        fail(f"{option} {text!r} is not a {what} id (they are UUIDs)")
 
 
 async def _find(store: Store, query: dict[str, Any]) -> list[TaskRecord]:
