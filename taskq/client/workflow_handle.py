@@ -17,7 +17,7 @@ from taskq.store import workflows
 if TYPE_CHECKING:
     from taskq.client.runtime import Runtime
 
-# How long `result()` lets the ends of a group's members gather before it reads them.
+# How long `result()` lets the ends of steps gather before it reads the store again.
 _BURST = 0.02
 
 
@@ -67,7 +67,9 @@ class WorkflowHandle:
         waiter, store = self._runtime.waiter, self._runtime.store
         ended: dict[int, workflows.EndedStep] = {}
         pending = sorted(set(outputs))
-        async with waiter.watch([ids[step] for step in pending]) as watch:
+        # Every step is watched: steps cancelled because another failed announce nothing,
+        # but the failure does.
+        async with waiter.watch(ids) as watch:
             while True:
                 watch.may_have_ended.clear()  # (before the read: an end after it is heard)
                 ended.update(await store.ended_steps(self.id, pending))
@@ -77,8 +79,7 @@ class WorkflowHandle:
                 if deadline is not None and deadline <= time.monotonic():
                     raise TimeoutError(f"workflow {self.id} has not ended after {timeout} s")
                 await wait_for_change(waiter, watch, deadline, watch.may_have_ended)
-                if len(pending) > 1:  # (members end in bursts: one read for each burst)
-                    await asyncio.sleep(_BURST)
+                await asyncio.sleep(_BURST)  # (steps end in bursts: one read for each)
         if any(state is not TaskStatus.SUCCEEDED for state, *_ in ended.values()):
             raise await self._failure()
         values = {step: result for step, (_, result, _, _) in ended.items()}
