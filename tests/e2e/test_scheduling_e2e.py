@@ -93,11 +93,12 @@ def ran_labels(workers: Workers) -> collections.Counter[str]:
 async def test_delayed_tasks_survive_every_taskq_process_stopping_and_a_broker_restart(
     private_production: Backend, private_workers: Workers, private_rabbit: RabbitNode
 ) -> None:
-    # Given 100 tasks due in 5 s, submitted while no taskq process runs
+    # Given 100 tasks due in 10 s, submitted while no taskq process runs (10 s: time for a
+    # worker to start, lead and stop before they are due, on a loaded machine too)
     e2e = worker_app.build(private_production.broker_url, private_production.store_url)
     labels = [f"delayed-{i}" for i in range(100)]
     async with e2e.app:
-        await asyncio.gather(*(e2e.record.options(countdown=5).submit(x) for x in labels))
+        await asyncio.gather(*(e2e.record.options(countdown=10).submit(x) for x in labels))
     assert await state_counts(private_production.store_url) == {"scheduled": 100}
     (times,) = await sql(
         private_production.store_url,
