@@ -25,6 +25,32 @@ EXPECTED_OUTPUT = {
         "stored headers: {'tenant': 'acme'}\n"
         "refused: examples.send_invoice: submitted outside any tenant's request\n"
     ),
+    "workflows.py": (
+        "chain: 5 words (succeeded)\n"
+        "group: [5, 4, 7]\n"
+        "chord: 16 words in all\n"
+        "fan out and in: notified: stats ready\n"
+        "  step 0 examples.download: 'a chord merges what a group returns'\n"
+        "  step 1 examples.count_words: 7\n"
+        "  step 2 examples.count_letters: 29\n"
+        "  step 3 examples.summary: 'chords: 7 words, 29 letters'\n"
+        "  step 4 examples.notify: 'notified: stats ready'\n"
+        "refused: workflow step 1 (task 'examples.count_words') takes (text: 'str') -> 'int':"
+        " too many positional arguments\n"
+        "failed: LookupError: step 0 (task 'examples.download') failed: no page 'missing'\n"
+        "  step 0 examples.download: failed LookupError\n"
+        "  step 1 examples.count_words: cancelled ParentFailed\n"
+        "  step 2 examples.count_letters: cancelled ParentFailed\n"
+        "  step 3 examples.summary: cancelled ParentFailed\n"
+        "  workflow: failed\n"
+        "tolerant chord: 9 words; failed: [\"LookupError: no page 'missing'\"]\n"
+        "cancel: True\n"
+        "  result() raised TaskCancelled\n"
+        "  workflow: cancelled\n"
+        "  step 0 examples.slow_download: cancelled TaskCancelled\n"
+        "  step 1 examples.count_words: cancelled -\n"
+        "  step 2 examples.notify: cancelled -\n"
+    ),
 }
 
 
