@@ -109,13 +109,27 @@ class WorkflowHandle:
 
     async def events(self) -> AsyncIterator[TaskEvent]:
         """Every step's state changes and progress as they happen (each step's current
-        state first); ends once the workflow has ended."""
+        state first); ends once the workflow has ended, with each step's final state."""
         ids = await self._ids()
-        waiter, load = self._runtime.waiter, self._runtime.serializer.load
+        waiter, load, store = (
+            self._runtime.waiter,
+            self._runtime.serializer.load,
+            self._runtime.store,
+        )
+        last: dict[str, TaskStatus] = {}  # task id → the last state yielded
+
+        def fresh(event: TaskEvent) -> bool:
+            if event.kind == "state":
+                if last.get(event.task_id) is event.state:
+                    return False
+                last[event.task_id] = event.state
+            return True
+
         async with waiter.watch(ids, with_events=True) as watch:
             assert watch.events is not None
-            for record in (await self._runtime.store.get_tasks(ids)).values():
+            for record in (await store.get_tasks(ids)).values():
                 yield TaskEvent.state_of(record)
+                last[record.id] = record.state
             while not (await self.status()).is_final:
                 watch.changed.clear()
                 if watch.events.empty():
@@ -123,7 +137,12 @@ class WorkflowHandle:
                 while not watch.events.empty():
                     wire = watch.events.get_nowait()  # (None: a hint to re-read)
                     if wire is not None and (event := TaskEvent.from_wire(wire, load)):
-                        yield event
+                        if fresh(event):
+                            yield event
+        # (The store may say "ended" before the last events arrive: its rows fill them in.)
+        for record in (await store.get_tasks(ids)).values():
+            if fresh(event := TaskEvent.state_of(record)):
+                yield event
 
     async def _ids(self) -> list[str]:
         if self._step_ids is None:

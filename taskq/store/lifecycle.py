@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -59,7 +60,7 @@ async def write_batch(
     """A writer's flush in one transaction (`statements.write_batch`), with the release of
     the steps waiting for the workflow steps that ended in it."""
     written = await statements.write_batch(conn, claims, outcomes)
-    await ended(
+    released = await ended(
         conn,
         [
             o.task_id
@@ -68,14 +69,18 @@ async def write_batch(
         ],
         channel,
     )
-    return written
+    return dataclasses.replace(written, cancelled=released.cancelled)
 
 
-async def ended(conn: Connection, task_ids: Sequence[str], channel: str = DUE_CHANNEL) -> None:
+async def ended(
+    conn: Connection, task_ids: Sequence[str], channel: str = DUE_CHANNEL
+) -> workflows.Released:
     """These tasks have just ended, in this transaction: release (or cancel) the workflow
     steps waiting for them, and wake the leader for those that became due."""
-    if task_ids and await workflows.release(conn, task_ids):
+    released = await workflows.release(conn, task_ids)
+    if released.due:
         await wake_leader(conn, channel)
+    return released
 
 
 async def request_cancel_many(
@@ -102,7 +107,10 @@ async def request_cancel_many(
         for row in await conn.execute(statement)
     }
     cancelled = [task_id for task_id, (state, _, _) in changed.items() if state.is_final]
-    await ended(conn, cancelled, channel)
+    released = await ended(conn, cancelled, channel)
+    # (steps cancelled because these were: announced like them)
+    changed.update((task_id, (TaskStatus.CANCELLED, name, queue))
+                   for task_id, name, queue in released.cancelled)  # fmt: skip
     return changed
 
 

@@ -166,6 +166,9 @@ class Written:
     claimed: dict[str, Claimed]
     stale: frozenset[tuple[str, int]] = frozenset()
     released: int = 0  # workflow steps that became due
+    # (id, name, queue) of workflow steps cancelled because a step they wait for did not
+    # succeed: the writer's caller announces them.
+    cancelled: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -74,7 +74,11 @@ class WorkflowOperations:
         if written.released:
             await self._run(lambda c: lifecycle.wake_leader(c, channel))
         if unlucky:
-            return Written(claimed=written.claimed, stale=written.stale | failed.stale)
+            return Written(
+                claimed=written.claimed,
+                stale=written.stale | failed.stale,
+                cancelled=failed.cancelled,
+            )
         return written
 
 

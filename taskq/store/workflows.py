@@ -22,6 +22,7 @@ transaction.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -60,12 +61,21 @@ async def insert(
     await statements.insert_tasks(conn, waiting)
 
 
-async def release(conn: Connection, task_ids: Iterable[str]) -> int:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Released:
+    """What a release did: how many steps became due, and the (id, name, queue) of each
+    step it cancelled (their waiters hear of it only from whoever announces it)."""
+
+    due: int = 0
+    cancelled: tuple[tuple[str, str, str], ...] = ()
+
+
+async def release(conn: Connection, task_ids: Iterable[str]) -> Released:
     """Steps among `task_ids` have just ended (in this transaction): release or cancel the
-    steps waiting for them. → how many steps became due."""
+    steps waiting for them."""
     ids = list(task_ids)
     if not ids:
-        return 0
+        return Released()
     ended = (
         await conn.execute(
             select(_c.workflow_id, _c.state, _c.children).where(
@@ -96,8 +106,9 @@ async def release(conn: Connection, task_ids: Iterable[str]) -> int:
             else:
                 ended_by[step] += 1
         edges = following
-    await _cancel(conn, doomed)
-    return await _count_down(conn, {step: n for step, n in ended_by.items() if step not in doomed})
+    cancelled = await _cancel(conn, doomed)
+    due = await _count_down(conn, {step: n for step, n in ended_by.items() if step not in doomed})
+    return Released(due, tuple(cancelled))
 
 
 async def _waiting_steps(conn: Connection, steps: set[Step]) -> dict[Step, tuple[bool, list[int]]]:
@@ -114,16 +125,21 @@ async def _waiting_steps(conn: Connection, steps: set[Step]) -> dict[Step, tuple
     return found
 
 
-async def _cancel(conn: Connection, doomed: set[Step]) -> None:
+async def _cancel(conn: Connection, doomed: set[Step]) -> list[tuple[str, str, str]]:
+    """→ (id, name, queue) of each step cancelled."""
     error = records.TaskError(
         "ParentFailed", "not run: a step it waits for failed or was cancelled"
     ).to_json()
+    cancelled = []
     for workflow, numbers in _by_workflow(doomed):
-        await conn.execute(
+        rows = await conn.execute(
             update(tasks)
             .where(_c.workflow_id == workflow, _c.step.in_(numbers), _c.state == _WAITING)
             .values(state=TaskStatus.CANCELLED.value, error=error, finished_at=records.now())
+            .returning(_c.id, _c.name, _c.queue)
         )
+        cancelled += [(str(row.id), row.name, row.queue) for row in rows]
+    return cancelled
 
 
 async def _count_down(conn: Connection, ended_by: dict[Step, int]) -> int:

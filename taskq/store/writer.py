@@ -85,6 +85,8 @@ class Writer:
         self._progress_timer: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._closing = False
+        # Told the (id, name, queue) of workflow steps a flush cancelled (`Written.cancelled`).
+        self.on_cancelled: Callable[[Sequence[tuple[str, str, str]]], None] | None = None
 
     async def claim(
         self,
@@ -193,6 +195,8 @@ class Writer:
             for _, outcome_future in outcomes:
                 _settle(outcome_future, exc=exc)
             return
+        if written.cancelled and self.on_cancelled is not None:
+            self.on_cancelled(written.cancelled)
         claimed = dict(written.claimed)
         for request, claim_future in claims:
             # Two copies of one message in one batch: only the first runs the attempt.

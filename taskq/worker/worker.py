@@ -11,16 +11,17 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from taskq import middleware
 from taskq.broker import Delivery, topology
-from taskq.client.events import EventBatcher
+from taskq.client.events import EventBatcher, event
 from taskq.context import WorkerState, worker_state
 from taskq.exceptions import BrokerError
 from taskq.scheduler import LeaderWork, campaign
+from taskq.status import TaskStatus
 from taskq.store import Store
 from taskq.telemetry import metrics
 from taskq.worker import health, heartbeat, hooks, running
@@ -84,6 +85,7 @@ class Worker:
             await app.declare(queue)
         writer = app.store.writer(flush_interval=app.settings.flush_interval, worker_id=self.id)
         events = EventBatcher(app.broker, app.runtime.event_signer)
+        writer.on_cancelled = functools.partial(_announce_cancelled, events)
         # Twice the slots: a plain def task that timed out or was cancelled keeps its thread
         # until it returns (a thread cannot be stopped), and must not starve the next ones.
         threads = ThreadPoolExecutor(2 * self.concurrency, thread_name_prefix="taskq-task")
@@ -335,3 +337,9 @@ async def running_worker(app: App, options: WorkerOptions) -> AsyncIterator[Work
     finally:
         worker.stop()
         await running
+
+
+def _announce_cancelled(events: EventBatcher, steps: Sequence[tuple[str, str, str]]) -> None:
+    """Workflow steps a flush cancelled (a step they wait for failed): tell their waiters."""
+    for task_id, name, queue in steps:
+        events.add(event(task_id, TaskStatus.CANCELLED, name=name, queue=queue))
