@@ -344,7 +344,8 @@ class App:
         found = await self.store.workflow(_checked_id(workflow_id, what="workflow id"))
         if found is None:
             raise TaskNotFound(f"no workflow with id {workflow_id}")
-        return WorkflowHandle(self.runtime, str(uuid.UUID(workflow_id)), output=found[1])
+        returns = {name: task.returns for name, task in self._tasks.items()}
+        return WorkflowHandle(self.runtime, str(uuid.UUID(workflow_id)), found[1], returns)
 
     def dlq(self, queue: str = "default") -> DeadLetters:
         """The dead-letter queue of `queue`: list, replay and purge its dead tasks."""

@@ -52,7 +52,9 @@ async def submit_workflow(runtime: Runtime, node: canvas.Node) -> WorkflowHandle
         tracing.end(span)
     for envelope, _ in messages:
         metrics.submitted.add(1, metrics.task_attributes(envelope.task, envelope.queue))
-    return WorkflowHandle(runtime, workflow_id, _json_shape(plan.output))
+    returns = {step.signature.task.name: getattr(step.signature.task, "returns", Any)
+               for step in plan.steps}  # fmt: skip
+    return WorkflowHandle(runtime, workflow_id, _json_shape(plan.output), returns)
 
 
 async def _message(runtime: Runtime, step: canvas.Step) -> tuple[protocol.Envelope, bytes]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from taskq.client import cancel
@@ -24,10 +24,18 @@ _BURST = 0.02
 class WorkflowHandle:
     """Returned by `wf.submit()` and `app.get_workflow(id)`; holds no connection."""
 
-    def __init__(self, runtime: Runtime, workflow_id: str, output: Any) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        workflow_id: str,
+        output: Any,
+        returns: Mapping[str, Any] | None = None,
+    ) -> None:
         self._runtime = runtime
         self.id = workflow_id
         self._output = output  # (the shape of its value: a step number, or a list of shapes)
+        # A task name → its return annotation: what `result()` rebuilds each value as.
+        self._returns = returns or {}
         self._step_ids: list[str] | None = None
 
     def __repr__(self) -> str:
@@ -82,8 +90,11 @@ class WorkflowHandle:
                 await asyncio.sleep(_BURST)  # (steps end in bursts: one read for each)
         if any(state is not TaskStatus.SUCCEEDED for state, *_ in ended.values()):
             raise await self._failure()
-        values = {step: result for step, (_, result, _, _) in ended.items()}
-        return self._runtime.serializer.load(workflows.value_of(self._output, values))
+        load = self._runtime.serializer.load
+        values = {
+            step: load(end.result, self._returns.get(end.name, Any)) for step, end in ended.items()
+        }
+        return workflows.value_of(self._output, values)
 
     async def _failure(self) -> Exception:
         failed = await self._runtime.store.first_failure(self.id)

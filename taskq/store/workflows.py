@@ -25,7 +25,7 @@ import collections
 import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import case, func, select, update
 
@@ -221,7 +221,7 @@ def input_value(shape: Any, ended: dict[int, EndedStep]) -> Any:
     if missing:  # (a step is released only once every parent has ended)
         raise StoreError(f"workflow step inputs missing: steps {missing} have not ended")
     values: dict[int, Any] = {}
-    for step, (state, result, error, task_id) in ended.items():
+    for step, (state, result, error, task_id, _) in ended.items():
         if state is TaskStatus.SUCCEEDED:
             values[step] = result
         else:
@@ -230,8 +230,14 @@ def input_value(shape: Any, ended: dict[int, EndedStep]) -> Any:
     return value_of(shape, values)
 
 
-# step → (state, result, error, task id) of a step that has ended
-EndedStep = tuple[TaskStatus, Any, records.TaskError | None, str]
+class EndedStep(NamedTuple):
+    """A step that has ended: how, with what, and which task it is."""
+
+    state: TaskStatus
+    result: Any
+    error: records.TaskError | None
+    task_id: str
+    name: str
 
 
 async def ended_steps(
@@ -242,16 +248,17 @@ async def ended_steps(
     final = [state.value for state in TaskStatus if state.is_final]
     for chunk in _chunks(sorted(set(numbers))):
         rows = await conn.execute(
-            select(_c.step, _c.state, _c.result, _c.error, _c.id).where(
+            select(_c.step, _c.state, _c.result, _c.error, _c.id, _c.name).where(
                 _c.workflow_id == workflow_id, _c.step.in_(chunk), _c.state.in_(final)
             )
         )
         for row in rows:
-            found[row.step] = (
+            found[row.step] = EndedStep(
                 TaskStatus(row.state),
                 codec.from_json(row.result),
                 records.TaskError.of(row.error),
                 str(row.id),
+                row.name,
             )
     return found
 
