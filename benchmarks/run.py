@@ -18,6 +18,10 @@ says what each row measures. Every measurement gets a throwaway vhost and databa
   100 asyncio tasks sharing one App each submitting M/100 sequentially, and one
   `submit_many` of M items; each timing ends when the last await returns (every row
   committed, every message confirmed).
+- chord vs submit_many: workflow.py's measurements, once each: N no-op tasks through
+  `submit_many`, then a chord of N no-op members and a body, each with a `taskq worker
+  benchmarks.workflow:app --concurrency 100` of its own (scheduler on: the leader publishes
+  the body); the chord's end-to-end time ÷ the plain tasks'.
 - round trip: a `taskq worker` subprocess (the same command) runs; after 30 warm-up pairs,
   300 sequential `await (await task.submit(i)).result()`; p50 and p99, nearest rank, in ms.
 - memory: the worker subprocess's RSS (psutil) idle (the round-trip worker once it has
@@ -54,7 +58,7 @@ from collections.abc import Iterator  # noqa: E402
 import psutil  # noqa: E402
 
 import taskq  # noqa: E402
-from benchmarks import drain, noop_app, peers  # noqa: E402
+from benchmarks import drain, noop_app, peers, workflow  # noqa: E402
 from benchmarks.services import add_service_options  # noqa: E402
 
 DEFAULT_TASKS = 20_000
@@ -66,6 +70,8 @@ WARMUP = 30
 SMOKE_TASKS = 200
 SMOKE_SUBMITS = 200
 SMOKE_PAIRS = 20
+DEFAULT_WORKFLOW = 10_000  # chord members, and plain tasks to compare
+SMOKE_WORKFLOW = 200
 SMOKE_WARMUP = 5
 CONCURRENCY = 100  # the worker's --concurrency, as in drain.py
 MB = 1_000_000
@@ -79,6 +85,7 @@ TARGET_SUBMIT_MANY = 4_000.0  # tasks/s
 TARGET_RSS_IDLE = 60.0  # MB
 TARGET_FLAT = 10.0  # percent, RSS after FLAT_TASKS vs after N
 TARGET_SEAM = 5.0  # percent of the drain rate, with SEAM_MIDDLEWARES no-op middlewares
+TARGET_CHORD = workflow.TARGET_RATIO  # x the plain tasks' time, for a chord as many members
 SEAM_MIDDLEWARES = 3
 
 
@@ -225,6 +232,34 @@ async def submitter(task: taskq.Task[..., object], numbers: range) -> None:
         await task.submit(i)
 
 
+# -- chord vs submit_many ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Chord:
+    tasks: int
+    plain: float  # s, submit_many's start to the last task's outcome durable
+    chord: float  # s, submit()'s start to result() returning
+
+    @property
+    def ratio(self) -> float:
+        return self.chord / self.plain
+
+
+async def measure_chord(options: argparse.Namespace) -> Chord:
+    """workflow.py's two measurements, once each, on services of their own."""
+    settings = argparse.Namespace(
+        tasks=options.workflow_tasks,
+        concurrency=CONCURRENCY,
+        profile_worker=None,
+        amqp_url=options.amqp_url,
+        postgres_url=options.postgres_url,
+    )
+    plain = await workflow.measure(settings, 1, "plain")
+    chord = await workflow.measure(settings, 1, "chord")
+    return Chord(settings.tasks, plain.total, chord.total)
+
+
 # -- round trip and idle memory ---------------------------------------------------------------
 
 
@@ -301,6 +336,7 @@ def rows_of(
     submits: dict[str, float],
     trip: RoundTrip,
     peer_results: list[peers.PeerResult] | None,
+    chord: Chord,
 ) -> list[tuple[str, str, str, str, str]]:
     n, m = f"{options.tasks:,}", f"{options.submits:,}"
     rows = [
@@ -353,6 +389,14 @@ def rows_of(
             "tasks/s",
             f">= {TARGET_SUBMIT_MANY:,.0f}",
             verdict(submits["submit_many"] >= TARGET_SUBMIT_MANY),
+        ),
+        (
+            f"chord vs submit_many ({chord.tasks:,} tasks, {chord.chord:.2f} s / "
+            f"{chord.plain:.2f} s)",
+            f"{chord.ratio:.3f}",
+            "x",
+            f"<= {TARGET_CHORD:g}x",
+            verdict(chord.ratio <= TARGET_CHORD),
         ),
         (
             f"round trip p50 ({trip.pairs} pairs)",
@@ -415,6 +459,12 @@ def parse_args() -> argparse.Namespace:
         "--pairs", type=int, help=f"round trips (default {DEFAULT_PAIRS}; {SMOKE_PAIRS} smoke)"
     )
     parser.add_argument(
+        "--workflow-tasks",
+        type=int,
+        help=f"chord members and plain tasks of the chord row (default {DEFAULT_WORKFLOW:,}; "
+        f"{SMOKE_WORKFLOW} smoke)",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="small N, few round trips, no peers unless --peers"
     )
     parser.add_argument(
@@ -439,10 +489,15 @@ def parse_args() -> argparse.Namespace:
     options.tasks = options.tasks or (SMOKE_TASKS if options.smoke else DEFAULT_TASKS)
     options.submits = options.submits or (SMOKE_SUBMITS if options.smoke else DEFAULT_SUBMITS)
     options.pairs = options.pairs or (SMOKE_PAIRS if options.smoke else DEFAULT_PAIRS)
+    options.workflow_tasks = options.workflow_tasks or (
+        SMOKE_WORKFLOW if options.smoke else DEFAULT_WORKFLOW
+    )
     options.seam_rounds = options.seam_rounds or (1 if options.smoke else 2)
     options.warmup = min(SMOKE_WARMUP if options.smoke else WARMUP, options.pairs)
     if options.tasks < 1 or options.pairs < 1 or options.submits < SUBMITTERS:
         parser.error(f"--tasks and --pairs must be at least 1, --submits at least {SUBMITTERS}")
+    if options.workflow_tasks < 2:
+        parser.error("--workflow-tasks must be at least 2")
     return options
 
 
@@ -461,6 +516,8 @@ async def amain() -> int:
     for way in ("sequential", "concurrent", "submit_many"):
         log(f"submit {way}, {options.submits:,} tasks ...")
         submits[way] = await time_submits(options, way, options.submits)
+    log(f"chord vs submit_many, {options.workflow_tasks:,} tasks ...")
+    chord = await measure_chord(options)
     log(f"round trips: {options.warmup} warm-up, {options.pairs} timed ...")
     trip = await measure_round_trips(options)
 
@@ -480,7 +537,7 @@ async def amain() -> int:
         f"{noop_app.APP_SPEC} --concurrency {CONCURRENCY} --no-scheduler`; {os.cpu_count()} CPUs, "
         f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
-    print(table(rows_of(options, drained, seam, flat, submits, trip, peer_results)))
+    print(table(rows_of(options, drained, seam, flat, submits, trip, peer_results, chord)))
     print()
     if peer_results is None:
         print(peer_line)

@@ -168,6 +168,54 @@ async def test_peers_without_the_bench_extra_says_how_to_install_it_and_exits_0(
     assert "drain/s" not in output, output
 
 
+WORKFLOW_HEADER = [
+    "round",
+    "kind",
+    "tasks",
+    "submit",
+    "s",
+    "members",
+    "s",
+    "total",
+    "s",
+    "tasks/s",
+    "worker",
+    "cpu",
+    "s",
+    "client",
+    "cpu",
+    "s",
+]
+CELERY_CHORD = ("celery chord: not run", "celery chord: 500 members")
+
+
+@pytest.mark.timeout(200)
+async def test_workflow_benchmark_times_a_chord_against_submit_many(production: Backend) -> None:
+    # When the workflow benchmark's quick run (500 tasks each way, once) runs against this
+    # test's vhost and database
+    code, output = await benchmark("workflow.py", "--quick", production=production, limit=180)
+    # Then it succeeds (every task succeeded, the body got all 500 values) and prints a row
+    # per measurement, the medians and bests (figures not asserted)
+    assert code == 0, output
+    lines = [line.split() for line in output.splitlines()]
+    assert WORKFLOW_HEADER in lines, output
+    start = lines.index(WORKFLOW_HEADER) + 1
+    rows = {(row[0], row[1]): row[2:] for row in lines[start : start + 6]}
+    labels = ("1", "median", "best")
+    assert set(rows) == {(label, kind) for label in labels for kind in ("plain", "chord")}
+    for row in rows.values():
+        assert row[0] == "500" and len(row) == 7, output
+        assert all(float(figure.replace(",", "")) > 0 for figure in row[1:5]), output
+    # And the chord's body timeline, both times, and the ratio with a verdict (a MISS is a
+    # figure, not a failure)
+    timeline = "chord, round 1: last member durable at "
+    assert any(line.startswith(timeline) for line in output.splitlines()), output
+    ratio = next(line for line in lines if line and line[0] == "ratio:")
+    assert ratio[-3] in ("PASS", "MISS"), output
+    # And Celery's chord ran, or a line says why not (CI installs only .[dev])
+    assert any(line.startswith(CELERY_CHORD) for line in output.splitlines()), output
+
+
 RUN_HEADER = ["measurement", "figure", "unit", "target", "verdict"]
 RUN_ROWS = (
     "drain (200 tasks, 1 worker)",
@@ -176,6 +224,7 @@ RUN_ROWS = (
     "submit sequential (200)",
     "submit 100 concurrent (200)",
     "submit_many (200)",
+    "chord vs submit_many (200 tasks, ",
     "round trip p50 (20 pairs)",
     "round trip p99 (20 pairs)",
     "worker RSS idle",
