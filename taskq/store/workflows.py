@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import ColumnElement, case, func, or_, select, update
 
 from taskq.exceptions import StoreError
 from taskq.status import TaskStatus
@@ -39,7 +39,7 @@ from taskq.store.tables import tasks, workflows
 JOIN_TASK = "taskq.join"
 
 _c = tasks.c
-_CHUNK = 1_000  # steps per IN list
+_RUNS = 50  # ranges of step numbers per statement
 _WAITING = TaskStatus.SCHEDULED.value
 
 Step = tuple[str, int]  # (workflow id, step number)
@@ -114,10 +114,10 @@ async def release(conn: Connection, task_ids: Iterable[str]) -> Released:
 async def _waiting_steps(conn: Connection, steps: set[Step]) -> dict[Step, tuple[bool, list[int]]]:
     """Of `steps`, those still waiting: → (tolerates failures, children) of each."""
     found: dict[Step, tuple[bool, list[int]]] = {}
-    for workflow, numbers in _by_workflow(steps):
+    for workflow, numbered in _by_workflow(steps):
         rows = await conn.execute(
             select(_c.step, _c.tolerates_failures, _c.children).where(
-                _c.workflow_id == workflow, _c.step.in_(numbers), _c.state == _WAITING
+                _c.workflow_id == workflow, numbered, _c.state == _WAITING
             )
         )
         for row in rows:
@@ -131,10 +131,10 @@ async def _cancel(conn: Connection, doomed: set[Step]) -> list[tuple[str, str, s
         "ParentFailed", "not run: a step it waits for failed or was cancelled"
     ).to_json()
     cancelled = []
-    for workflow, numbers in _by_workflow(doomed):
+    for workflow, numbered in _by_workflow(doomed):
         rows = await conn.execute(
             update(tasks)
-            .where(_c.workflow_id == workflow, _c.step.in_(numbers), _c.state == _WAITING)
+            .where(_c.workflow_id == workflow, numbered, _c.state == _WAITING)
             .values(state=TaskStatus.CANCELLED.value, error=error, finished_at=records.now())
             .returning(_c.id, _c.name, _c.queue)
         )
@@ -150,10 +150,10 @@ async def _count_down(conn: Connection, ended_by: dict[Step, int]) -> int:
         by_count[(workflow, n)].add(step)
     due = 0
     for (workflow, n), numbers in by_count.items():
-        for chunk in _chunks(sorted(numbers)):
+        for numbered in _numbered(numbers):
             rows = await conn.execute(
                 update(tasks)
-                .where(_c.workflow_id == workflow, _c.step.in_(chunk), _c.state == _WAITING)
+                .where(_c.workflow_id == workflow, numbered, _c.state == _WAITING)
                 .values(
                     waiting_for=_c.waiting_for - n,
                     run_at=case((_c.waiting_for - n <= 0, clock(conn)), else_=None),
@@ -184,17 +184,35 @@ async def end_joins(conn: Connection, join_ids: list[str]) -> None:
         )
 
 
-def _by_workflow(steps: Iterable[Step]) -> list[tuple[str, list[int]]]:
+def _by_workflow(steps: Iterable[Step]) -> list[tuple[str, ColumnElement[bool]]]:
+    """(workflow, a condition on `step`) for every chunk of `steps`."""
     grouped: dict[str, list[int]] = collections.defaultdict(list)
     for workflow, step in steps:
         grouped[workflow].append(step)
     return [
-        (workflow, chunk) for workflow, numbers in grouped.items() for chunk in _chunks(numbers)
+        (workflow, numbered)
+        for workflow, numbers in grouped.items()
+        for numbered in _numbered(numbers)
     ]
 
 
-def _chunks(numbers: list[int]) -> list[list[int]]:
-    return [numbers[start : start + _CHUNK] for start in range(0, len(numbers), _CHUNK)]
+def _numbered(numbers: Iterable[int]) -> list[ColumnElement[bool]]:
+    """Conditions on `step` that together match `numbers`: a range for each run of
+    consecutive numbers (a chord body's 10,000 parents are one), `_RUNS` runs each.
+
+    Not IN lists: after five executions PostgreSQL plans a prepared statement generically,
+    and with 1,000 parameters that plan read every step of the workflow (0.15-0.25 s a
+    statement at 10,000 steps, against 5-10 ms for a range)."""
+    runs: list[list[int]] = []
+    for number in sorted(set(numbers)):
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return [
+        or_(*(_c.step.between(low, high) for low, high in runs[start : start + _RUNS]))
+        for start in range(0, len(runs), _RUNS)
+    ]
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -245,14 +263,15 @@ async def ended_steps(
 ) -> dict[int, EndedStep]:
     """step → (state, result, error, task id) of those of `numbers` that have ended."""
     found = {}
-    final = [state.value for state in TaskStatus if state.is_final]
-    for chunk in _chunks(sorted(set(numbers))):
+    for numbered in _numbered(numbers):
         rows = await conn.execute(
             select(_c.step, _c.state, _c.result, _c.error, _c.id, _c.name).where(
-                _c.workflow_id == workflow_id, _c.step.in_(chunk), _c.state.in_(final)
+                _c.workflow_id == workflow_id, numbered
             )
         )
         for row in rows:
+            if not TaskStatus(row.state).is_final:
+                continue
             found[row.step] = EndedStep(
                 TaskStatus(row.state),
                 codec.from_json(row.result),

@@ -4,6 +4,7 @@ that does what the SQLAlchemy statements do on SQLite."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -242,3 +243,29 @@ async def test_concurrent_reads_of_single_tasks_go_in_one_statement(
     # Then each read gets its own row (None for the missing one), from one statement
     assert [None if record is None else record.id for record in found] == [*ids[:-1], None]
     assert len(statements) == 1
+
+
+async def test_publishing_a_batch_leaves_rows_a_leader_holds_to_it_without_waiting(
+    store: Store, postgres_url: str
+) -> None:
+    # Given three due scheduled rows, one of them locked by a leader publishing it now
+    rows = [dataclasses.replace(new_task(), state=TaskStatus.SCHEDULED) for _ in range(3)]
+    await store.insert_tasks(rows, due_now=True)
+    ids = [row.id for row in rows]
+    leader = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        async with leader.transaction():
+            await leader.execute("SELECT 1 FROM taskq_tasks WHERE id = $1 FOR UPDATE", ids[0])
+            published: list[str] = []
+
+            async def publish(locked: list[str]) -> None:
+                published.extend(locked)
+
+            # When the submitter publishes the batch
+            async with asyncio.timeout(5):  # (it used to wait for the leader's commit)
+                mine = await store.publish_scheduled(ids, publish)
+    finally:
+        await leader.close()
+    # Then it published the two others at once and left the held one to the leader
+    assert sorted(mine) == sorted(published) == sorted(ids[1:])
+    assert (await store.get_states(ids))[ids[0]] is TaskStatus.SCHEDULED
