@@ -128,7 +128,7 @@ class TaskHandle(Generic[R]):
         waiter, load = self._runtime.waiter, self._runtime.serializer.load
         async with waiter.watch([self.id], with_events=True) as watch:
             assert watch.events is not None
-            seen = _Seen()
+            seen = SeenEvents()
             arrived: list[TaskEvent | None] = []
             reread = True
             while True:
@@ -153,8 +153,9 @@ class TaskHandle(Generic[R]):
                 reread = not arrived or None in arrived
 
 
-class _Seen:
-    """What `events()` has yielded, to drop repeats and events older than the store."""
+class SeenEvents:
+    """What `events()` has yielded of one task, to drop repeats and events older than the
+    store (the leader's `queued` may come after a worker's `running`)."""
 
     def __init__(self) -> None:
         self.state: TaskStatus | None = None

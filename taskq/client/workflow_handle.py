@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskq.client import cancel
 from taskq.client.events import TaskEvent
-from taskq.client.handle import TaskHandle, wait_for_change
+from taskq.client.handle import SeenEvents, TaskHandle, wait_for_change
 from taskq.exceptions import TaskCancelled, TaskFailed
 from taskq.status import TaskStatus
 from taskq.store import workflows
@@ -127,20 +127,16 @@ class WorkflowHandle:
             self._runtime.serializer.load,
             self._runtime.store,
         )
-        last: dict[str, TaskStatus] = {}  # task id → the last state yielded
+        seen: dict[str, SeenEvents] = {}  # per step: what was yielded, to drop stale events
 
         def fresh(event: TaskEvent) -> bool:
-            if event.kind == "state":
-                if last.get(event.task_id) is event.state:
-                    return False
-                last[event.task_id] = event.state
-            return True
+            return seen.setdefault(event.task_id, SeenEvents()).is_new(event)
 
         async with waiter.watch(ids, with_events=True) as watch:
             assert watch.events is not None
             for record in (await store.get_tasks(ids)).values():
-                yield TaskEvent.state_of(record)
-                last[record.id] = record.state
+                if fresh(current := TaskEvent.state_of(record)):
+                    yield current
             while not (await self.status()).is_final:
                 watch.changed.clear()
                 if watch.events.empty():
@@ -152,8 +148,8 @@ class WorkflowHandle:
                             yield event
         # (The store may say "ended" before the last events arrive: its rows fill them in.)
         for record in (await store.get_tasks(ids)).values():
-            if fresh(event := TaskEvent.state_of(record)):
-                yield event
+            if fresh(final := TaskEvent.state_of(record)):
+                yield final
 
     async def _ids(self) -> list[str]:
         if self._step_ids is None:
