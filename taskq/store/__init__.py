@@ -91,6 +91,7 @@ class Store(ReadOperations, WorkflowOperations):
         self._turns = asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         self._local_locks: dict[str, asyncio.Lock] = {}
         self._leader_turn = asyncio.Lock()
+        self._due_here = asyncio.Event()  # (SQLite's `due_soon`)
         # PostgreSQL: single statements sent through asyncpg (`pg`, `held`).
         self._pg: held.PgPaths | None = None
         self._event_key: str | None = None
@@ -385,9 +386,10 @@ class Store(ReadOperations, WorkflowOperations):
     @contextlib.asynccontextmanager
     async def due_soon(self) -> AsyncIterator[asyncio.Event]:
         """An event set whenever a transaction that wrote a due task commits (PostgreSQL
-        NOTIFY; never set on SQLite, where nothing else writes)."""
+        NOTIFY; on SQLite, where only this process writes, by a flush that released
+        workflow steps)."""
         if self.dialect == "sqlite":
-            yield asyncio.Event()
+            yield self._due_here
             return
         async with locks.listening(
             self._url.render_as_string(hide_password=False),

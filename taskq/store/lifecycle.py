@@ -69,7 +69,7 @@ async def write_batch(
         ],
         channel,
     )
-    return dataclasses.replace(written, cancelled=released.cancelled)
+    return dataclasses.replace(written, released=released.due, cancelled=released.cancelled)
 
 
 async def ended(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -18,10 +19,11 @@ EndedStep = workflows.EndedStep
 
 
 class WorkflowOperations:
-    """Needs the store's `_run` (one transaction), `_pg` and `_due_channel`."""
+    """Needs the store's `_run` (one transaction), `_pg`, `_due_channel`, `_due_here`."""
 
     _pg: held.PgPaths | None
     _due_channel: str
+    _due_here: asyncio.Event
 
     async def _run(self, operation: Callable[[Connection], Awaitable[T]]) -> T:
         raise NotImplementedError
@@ -63,7 +65,10 @@ class WorkflowOperations:
         transaction of its own."""
         channel = self._due_channel
         if fetch is None:
-            return await self._run(lambda c: lifecycle.write_batch(c, claims, outcomes, channel))
+            done = await self._run(lambda c: lifecycle.write_batch(c, claims, outcomes, channel))
+            if done.released:
+                self._due_here.set()  # (no NOTIFY here: the leader is in this process)
+            return done
         unlucky = [o for o in outcomes if o.in_workflow and _ends_unsuccessfully(o)]
         if unlucky:
             failed = await self._run(lambda c: lifecycle.write_batch(c, (), unlucky, channel))
