@@ -11,7 +11,7 @@ import pytest
 
 import taskq
 from taskq import protocol
-from taskq.client.handle import _Seen
+from taskq.client.handle import SeenEvents
 
 Status = taskq.TaskStatus
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -160,7 +160,7 @@ def test_no_progress_event_unless_running_with_a_report(row: taskq.TaskRecord) -
 
 
 def test_seen_drops_a_repeated_state() -> None:
-    seen = _Seen()
+    seen = SeenEvents()
     assert seen.is_new(event(state=Status.QUEUED, attempt=0))
     assert not seen.is_new(event(state=Status.QUEUED, attempt=0))
     assert seen.is_new(event(state=Status.RUNNING))
@@ -168,7 +168,7 @@ def test_seen_drops_a_repeated_state() -> None:
 
 
 def test_seen_passes_progress_only_while_running_and_only_newer() -> None:
-    seen = _Seen()
+    seen = SeenEvents()
     assert not seen.is_new(event(kind="progress", seq=1))  # before `running` was seen
     assert seen.is_new(event(state=Status.RUNNING))
     assert seen.is_new(event(kind="progress", seq=2))
@@ -178,7 +178,7 @@ def test_seen_passes_progress_only_while_running_and_only_newer() -> None:
 
 
 def test_seen_drops_what_an_earlier_attempt_sent_after_a_later_one_was_seen() -> None:
-    seen = _Seen()
+    seen = SeenEvents()
     assert seen.is_new(event(state=Status.RUNNING, attempt=2))
     assert not seen.is_new(event(state=Status.FAILED, attempt=1))
     assert not seen.is_new(event(kind="progress", attempt=1, seq=9))
