@@ -118,11 +118,14 @@ class LeaderWork:
         """Waiting tasks past their expiry end `expired`; long tasks whose worker died (their
         lease lapsed) become due again, for `publish_due`."""
         store = self._app.store
-        expired = await store.expire_overdue(BATCH)
-        for task_id, name, queue in expired:
-            logger.info("task %s expired before it started", task_id, extra={"task_id": task_id})
-            expiry = events.event(task_id, TaskStatus.EXPIRED, name=name, queue=queue)
-            await events.announce(self._app.broker, expiry, self._app.runtime.event_signer)
+        ended = await store.expire_overdue(BATCH)
+        for task_id, name, queue, state in ended:
+            if state is TaskStatus.EXPIRED:
+                logger.info(
+                    "task %s expired before it started", task_id, extra={"task_id": task_id}
+                )
+            change = events.event(task_id, state, name=name, queue=queue)
+            await events.announce(self._app.broker, change, self._app.runtime.event_signer)
         requeued = await store.requeue_lapsed(BATCH)
         for task_id in requeued:
             logger.warning("task %s lost its worker (lease lapsed): requeued", task_id)

@@ -356,8 +356,9 @@ class Store(ReadOperations, WorkflowOperations):
     async def record_tick(self, name: str, tick: datetime) -> None:
         await self._run(lambda conn: coordination.record_tick(conn, name, tick))
 
-    async def expire_overdue(self, limit: int) -> list[tuple[str, str, str]]:
-        """Waiting tasks past their expiry end `expired`; → (id, name, queue) of each."""
+    async def expire_overdue(self, limit: int) -> list[tuple[str, str, str, TaskStatus]]:
+        """Waiting tasks past their expiry end `expired`; → (id, name, queue, state) of each,
+        and of each workflow step that was waiting for one (`cancelled`)."""
         channel = self._due_channel
         return await self._run(lambda conn: lifecycle.expire_overdue(conn, limit, channel))
 

@@ -131,7 +131,7 @@ async def expire_waiting(conn: Connection, task_id: str, channel: str = DUE_CHAN
 
 async def expire_overdue(
     conn: Connection, limit: int, channel: str = DUE_CHANNEL
-) -> list[tuple[str, str, str]]:
+) -> list[tuple[str, str, str, TaskStatus]]:
     """The leader's sweep: waiting tasks past their expiry (RabbitMQ may have dropped their
     message into the DLQ as expired, so no worker will ever see it) end `expired`."""
     overdue = (
@@ -146,10 +146,13 @@ async def expire_overdue(
         .values(state=TaskStatus.EXPIRED.value, dead_reason="expired", finished_at=now())
         .returning(_c.id, _c.name, _c.queue)
     )
-    # → (id, name, queue) of each task expired
+    # → (id, name, queue, state) of each task expired, and of each workflow step cancelled
+    # because a step it waited for expired
     expired = [(str(row.id), row.name, row.queue) for row in await conn.execute(statement)]
-    await ended(conn, [task_id for task_id, _, _ in expired], channel)
-    return expired
+    released = await ended(conn, [task_id for task_id, _, _ in expired], channel)
+    return [(*task, TaskStatus.EXPIRED) for task in expired] + [
+        (*step, TaskStatus.CANCELLED) for step in released.cancelled
+    ]
 
 
 async def fail_unclaimed(

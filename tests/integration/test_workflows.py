@@ -288,6 +288,23 @@ async def test_a_failed_chain_step_cancels_the_later_steps_and_the_result_names_
             await (await handle.tasks())[3].result()
 
 
+async def test_a_step_that_expires_unrun_cancels_the_steps_after_it_and_says_so(
+    wf: Flow,
+) -> None:
+    # Given a chain whose first step sits on a queue no worker takes from, expiring in 0.5 s
+    first = wf.add.options(queue="nobody_consumes", expires=0.5).s(1, 1)
+    handle = await chain(first, wf.mul.s(2)).submit()
+    after = (await handle.tasks())[1]
+    # When the leader's sweep expires it, then the step after it ends cancelled, and its
+    # own handle hears of it at once (announced by the sweep, not the 30 s re-read)
+    async with asyncio.timeout(DEADLINE):
+        with pytest.raises(taskq.TaskCancelled):
+            await after.result()
+    assert await states(handle) == [Status.EXPIRED, Status.CANCELLED]
+    assert await errors(handle) == [None, "ParentFailed"]
+    assert await handle.status() is Status.FAILED
+
+
 async def test_a_failed_group_member_lets_its_siblings_finish_and_cancels_the_chord_body(
     wf: Flow,
 ) -> None:

@@ -195,7 +195,9 @@ async def test_expiry_by_a_worker_and_by_the_leaders_sweep(store: Store) -> None
         await store.insert_task(task)
     assert await store.expire_waiting(received.id)
     assert not await store.expire_waiting(unexpiring.id)
-    assert await store.expire_overdue(10) == [(overdue.id, "tests.task", "default")]
+    assert await store.expire_overdue(10) == [
+        (overdue.id, "tests.task", "default", TaskStatus.EXPIRED)
+    ]
     assert (await got(store, overdue.id)).dead_reason == "expired"
 
 
