@@ -156,15 +156,7 @@ async def submit_many(
     for args, kwargs in calls:
         await chain(middleware.Submission(name=name, args=args, kwargs=kwargs, options=options))
     batch_id = str(uuid.uuid4())
-    sends = []
-    messages: list[tuple[protocol.Envelope, bytes]] = []
-    for envelope, body in checked:
-        span, traced = tracing.start_send(envelope)
-        sends.append(span)
-        # (With tracing on, the message carries the span's context: encode it again.)
-        messages.append(
-            (traced, body if traced is envelope else protocol.encode(traced, max_bytes=max_bytes))
-        )
+    sends, messages = start_sends(checked, max_bytes)
     try:
         # Stored `scheduled` and due, then published: rows whose publishing a crash cut
         # short are the leader's to publish, like any due task.
@@ -184,6 +176,22 @@ async def submit_many(
         tracing.end(span)
     metrics.submitted.add(len(rows), metrics.task_attributes(name, options.queue))
     return batch_id, [envelope.id for envelope, _ in messages]
+
+
+def start_sends(
+    checked: Sequence[tuple[protocol.Envelope, bytes]], max_bytes: int
+) -> tuple[list[Any], list[tuple[protocol.Envelope, bytes]]]:
+    """A `send` span for each message; → (the spans, the messages as sent: with tracing
+    on, each carries its span's context, so it is encoded again)."""
+    sends = []
+    messages: list[tuple[protocol.Envelope, bytes]] = []
+    for envelope, body in checked:
+        span, traced = tracing.start_send(envelope)
+        sends.append(span)
+        messages.append(
+            (traced, body if traced is envelope else protocol.encode(traced, max_bytes=max_bytes))
+        )
+    return sends, messages
 
 
 async def publish_batch(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from taskq import middleware, protocol
 from taskq.client import canvas
 from taskq.client.rows import new_task_row
-from taskq.client.submit import check_options, make_envelope, publish_batch
+from taskq.client.submit import check_options, make_envelope, publish_batch, start_sends
 from taskq.client.workflow_handle import WorkflowHandle
 from taskq.exceptions import ConfigurationError, TaskqError
 from taskq.store import NewTask, WorkflowPlace
@@ -27,63 +27,63 @@ async def submit_workflow(runtime: Runtime, node: canvas.Node) -> WorkflowHandle
     """Plan `node`, check and store every step, publish the first ones; → its handle."""
     plan = canvas.plan(node)
     workflow_id = str(uuid.uuid4())
-    messages = [await _message(runtime, step) for step in plan.steps]
+    max_bytes = runtime.settings.max_payload_bytes
+    checked: list[tuple[protocol.Envelope, bytes]] = []
+
+    async def accept(submission: middleware.Submission) -> str:
+        # (Stored with the others once every step has come through.)
+        where = f"workflow step {len(checked)} (task {submission.name!r})"
+        envelope = make_envelope(runtime, submission, where=where)
+        try:
+            checked.append((envelope, protocol.encode(envelope, max_bytes=max_bytes)))
+        except TaskqError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        return envelope.id
+
+    chain = middleware.compose_submit(runtime.middleware, accept)
+    for step in plan.steps:
+        await chain(_submission(runtime, step))
     children: dict[int, list[int]] = {step.index: [] for step in plan.steps}
     for step in plan.steps:
         for parent in step.after:
             children[parent].append(step.index)
-    rows = [
-        _row(envelope, workflow_id, step, children[step.index])
-        for step, (envelope, _) in zip(plan.steps, messages, strict=True)
-    ]
-    spans = [tracing.start_send(envelope)[0] for envelope, _ in messages]
+    sends, messages = start_sends(checked, max_bytes)
     try:
-        await runtime.store.insert_workflow(
-            workflow_id, datetime.now(UTC), _json_shape(plan.output), rows
-        )
+        rows = [
+            _row(envelope, workflow_id, step, children[step.index])
+            for step, (envelope, _) in zip(plan.steps, messages, strict=True)
+        ]
+        output = _json_shape(plan.output)
+        await runtime.store.insert_workflow(workflow_id, datetime.now(UTC), output, rows)
         roots = [message for step, message in zip(plan.steps, messages, strict=True)
                  if not step.after]  # fmt: skip
         await publish_batch(runtime, roots, relay=True)
     except BaseException as exc:
-        for span in spans:
+        for span in sends:
             tracing.end(span, exc)
         raise
-    for span in spans:
+    for span in sends:
         tracing.end(span)
     for envelope, _ in messages:
         metrics.submitted.add(1, metrics.task_attributes(envelope.task, envelope.queue))
     returns = {step.signature.task.name: getattr(step.signature.task, "returns", Any)
                for step in plan.steps}  # fmt: skip
-    return WorkflowHandle(runtime, workflow_id, _json_shape(plan.output), returns)
+    return WorkflowHandle(runtime, workflow_id, output, returns)
 
 
-async def _message(runtime: Runtime, step: canvas.Step) -> tuple[protocol.Envelope, bytes]:
-    """The step's message (without the value it will receive), through the submit
-    middleware, checked like any submit's."""
+def _submission(runtime: Runtime, step: canvas.Step) -> middleware.Submission:
+    """The step's call (without the value it will receive), its options checked."""
     signature = step.signature
     where = f"workflow step {step.index} (task {signature.task.name!r})"
     options = signature.options or signature.task.default_options
     _check_step_options(options, where)
     check_options(options, runtime.settings.max_priority)
-    made: list[tuple[protocol.Envelope, bytes]] = []
-
-    async def accept(submission: middleware.Submission) -> str:
-        envelope = make_envelope(runtime, submission, where=where)
-        try:
-            body = protocol.encode(envelope, max_bytes=runtime.settings.max_payload_bytes)
-        except TaskqError as exc:
-            raise type(exc)(f"{where}: {exc}") from None
-        made.append((envelope, body))
-        return envelope.id
-
-    call = middleware.Submission(
+    return middleware.Submission(
         name=signature.task.name,
         args=signature.args,
         kwargs=dict(signature.kwargs),
         options=options,
     )
-    await middleware.compose_submit(runtime.middleware, accept)(call)
-    return made[-1]
 
 
 def _check_step_options(options: TaskOptions, where: str) -> None:

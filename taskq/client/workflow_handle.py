@@ -50,14 +50,15 @@ class WorkflowHandle:
         has ended and one failed; `cancelled` likewise if none failed; before that,
         `running` while a step runs, else `queued` or `scheduled`."""
         store = self._runtime.store
-        outputs = workflows.steps_in(self._output)
-        ended = await store.ended_steps(self.id, outputs)
-        if len(ended) == len(set(outputs)) and all(
-            state is TaskStatus.SUCCEEDED for state, *_ in ended.values()
-        ):
-            return TaskStatus.SUCCEEDED
+        # (Its steps all end before its value's do: the steps making it up wait for the rest.)
         counts = await store.workflow_states(self.id)
         if all(state.is_final for state in counts):
+            outputs = workflows.steps_in(self._output)
+            ended = await store.ended_steps(self.id, outputs)
+            if len(ended) == len(set(outputs)) and all(
+                end.state is TaskStatus.SUCCEEDED for end in ended.values()
+            ):
+                return TaskStatus.SUCCEEDED
             failed = counts.get(TaskStatus.FAILED) or counts.get(TaskStatus.EXPIRED)
             return TaskStatus.FAILED if failed else TaskStatus.CANCELLED
         for state in (TaskStatus.RUNNING, TaskStatus.QUEUED):
@@ -113,10 +114,8 @@ class WorkflowHandle:
     async def cancel(self) -> bool:
         """Cancel every step not yet ended (running ones are told to stop); → whether any
         was."""
-        states = await self._runtime.store.get_states(await self._ids())
-        waiting = [task_id for task_id, state in states.items() if not state.is_final]
-        cancelled = await cancel.cancel_many(self._runtime, waiting)
-        return any(cancelled.values())
+        cancelled = await cancel.cancel_many(self._runtime, await self._ids())
+        return any(cancelled.values())  # (False for steps that had already ended)
 
     async def events(self) -> AsyncIterator[TaskEvent]:
         """Every step's state changes and progress as they happen (each step's current

@@ -69,10 +69,10 @@ class WorkflowOperations:
             if done.released:
                 self._due_here.set()  # (no NOTIFY here: the leader is in this process)
             return done
-        unlucky = [o for o in outcomes if o.in_workflow and _ends_unsuccessfully(o)]
+        unlucky = [o for o in outcomes if _ends_a_step_unsuccessfully(o)]
         if unlucky:
             failed = await self._run(lambda c: lifecycle.write_batch(c, (), unlucky, channel))
-            outcomes = [o for o in outcomes if not (o.in_workflow and _ends_unsuccessfully(o))]
+            outcomes = [o for o in outcomes if not _ends_a_step_unsuccessfully(o)]
             if not claims and not outcomes:
                 return failed
         written = await pg.flush(fetch, claims, outcomes)
@@ -87,5 +87,8 @@ class WorkflowOperations:
         return written
 
 
-def _ends_unsuccessfully(outcome: Outcome) -> bool:
-    return outcome.state.is_final and outcome.state is not TaskStatus.SUCCEEDED
+def _ends_a_step_unsuccessfully(outcome: Outcome) -> bool:
+    """A workflow step's final outcome that may cancel others (`workflows.release`)."""
+    return (
+        outcome.in_workflow and outcome.state.is_final and outcome.state is not TaskStatus.SUCCEEDED
+    )
