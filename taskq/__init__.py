@@ -7,6 +7,7 @@ from taskq.client.batch import Batch
 from taskq.client.canvas import Chain, Chord, Group, Signature, chain, chord, group
 from taskq.client.events import TaskEvent
 from taskq.client.handle import TaskHandle
+from taskq.client.limits import ConcurrencyLimit, Quota, RateLimit
 from taskq.client.options import TaskOptions
 from taskq.client.task import BoundTask, Task
 from taskq.client.workflow_handle import WorkflowHandle
@@ -23,6 +24,7 @@ from taskq.exceptions import (
     ProtocolError,
     PublishError,
     PublishUnconfirmed,
+    QuotaExceeded,
     SchemaOutOfDate,
     SerializationError,
     StoreConnectionError,
@@ -54,6 +56,7 @@ __all__ = [
     "BrokerError",
     "Chain",
     "Chord",
+    "ConcurrencyLimit",
     "ConfigurationError",
     "DuplicateTaskName",
     "Group",
@@ -64,6 +67,9 @@ __all__ = [
     "ProtocolError",
     "PublishError",
     "PublishUnconfirmed",
+    "Quota",
+    "QuotaExceeded",
+    "RateLimit",
     "Retry",
     "SchemaOutOfDate",
     "SerializationError",

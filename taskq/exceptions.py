@@ -9,6 +9,7 @@
     ├── SerializationError        a value msgpack cannot carry (also TypeError)
     ├── PayloadTooLarge           an encoded message over the size limit (also ValueError)
     ├── ProtocolError             bytes that are not a valid taskq message
+    ├── QuotaExceeded             a submit past its task's quota of unfinished tasks
     ├── BrokerError
     │   ├── BrokerConnectionError cannot reach or log in to the broker
     │   ├── PublishError          the broker did not confirm a message
@@ -55,6 +56,14 @@ class UnknownTask(TaskqError):
 
 class InvalidArguments(TaskqError, TypeError):
     """submit() was called with arguments that do not match the task's signature."""
+
+
+class QuotaExceeded(TaskqError):
+    """A submit would take a task's unfinished count past its quota: nothing was stored."""
+
+    def __init__(self, message: str, *, key: str, quota: int, unfinished: int) -> None:
+        super().__init__(message)
+        self.key, self.quota, self.unfinished = key, quota, unfinished
 
 
 class SerializationError(TaskqError, TypeError):

@@ -42,6 +42,9 @@ class Envelope:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     max_retries: int = 0
     expires_at: float | None = None  # epoch seconds; a worker never starts it after this
+    # Flow control it is subject to (`taskq.client.limits.row_limits`); the row's copy is
+    # the one enforced, this one only tells the worker to claim it through the limits.
+    limits: dict[str, Any] | None = None
 
 
 def encode(envelope: Envelope, *, max_bytes: int) -> bytes:
@@ -60,6 +63,8 @@ def encode(envelope: Envelope, *, max_bytes: int) -> bytes:
         "max_retries": envelope.max_retries,
         "expires_at": envelope.expires_at,
     }
+    if envelope.limits is not None:
+        body["limits"] = envelope.limits
     try:
         data: bytes = msgpack.packb(body, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -146,6 +151,7 @@ _FIELDS: Mapping[str, tuple[type | tuple[type, ...], bool]] = {
     "headers": (dict, False),
     "max_retries": (int, False),
     "expires_at": ((int, float, type(None)), False),
+    "limits": ((dict, type(None)), False),
 }
 
 
@@ -184,7 +190,32 @@ def _envelope_from(raw: dict[str, Any]) -> Envelope:
         headers=headers,
         max_retries=raw.get("max_retries", 0),
         expires_at=None if raw.get("expires_at") is None else float(raw["expires_at"]),
+        limits=raw.get("limits"),
     )
+
+
+def limits_fit(limits: Any) -> bool:
+    """Whether `limits` has the shape `taskq.client.limits.row_limits` gives: "rate": [key,
+    per second, burst], "slots" and "quota": [key, count], each key a plain name."""
+    if not isinstance(limits, dict) or not limits or not set(limits) <= {"rate", "slots", "quota"}:
+        return False
+    for kind, value in limits.items():
+        sizes = 3 if kind == "rate" else 2
+        if not (isinstance(value, list) and len(value) == sizes and is_plain_name(value[0])):
+            return False
+        numbers = value[1:]
+        if kind == "rate" and not (
+            isinstance(numbers[0], int | float) and math.isfinite(numbers[0]) and numbers[0] > 0
+        ):
+            return False
+        counts = numbers[1:] if kind == "rate" else numbers
+        if not all(_is_count(count) for count in counts):
+            return False
+    return True
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 2**31 - 1
 
 
 def _check_fields(raw: dict[str, Any], headers: dict[Any, Any]) -> None:
@@ -209,6 +240,8 @@ def _check_fields(raw: dict[str, Any], headers: dict[Any, Any]) -> None:
         moment = raw.get(name)
         if moment is not None and not (math.isfinite(moment) and 0 <= moment <= 1e11):
             raise ProtocolError(f"message {name} {moment!r} is not a time")
+    if raw.get("limits") is not None and not limits_fit(raw["limits"]):
+        raise ProtocolError("message limits are not what taskq sends")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()) or (
         not headers_fit(headers)
     ):

@@ -8,43 +8,32 @@ import logging
 import uuid
 from collections.abc import (
     AsyncIterator,
-    Callable,
-    Coroutine,
     Iterable,
-    Mapping,
     Sequence,
 )
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from taskq import broker as brokers
 from taskq import middleware as middlewares
-from taskq import protocol
 from taskq.client import batch as batches
 from taskq.client import cancel
-from taskq.client import retention as retentions
 from taskq.client import submit as submission
 from taskq.client.dlq import DeadLetters
 from taskq.client.events import EventBatcher, TaskEvent, tail_events
 from taskq.client.handle import TaskHandle
-from taskq.client.options import TaskOptions
-from taskq.client.periodic import Missed, Periodic
+from taskq.client.registry import Registry
 from taskq.client.runtime import Runtime
 from taskq.client.sync import SyncBridge
-from taskq.client.task import Task, TaskDecorator
 from taskq.client.waiter import Waiter
 from taskq.client.workflow_handle import WorkflowHandle
 from taskq.config import Settings, redact_url
-from taskq.context import WorkerHook, checked_hook
 from taskq.exceptions import (
     ConfigurationError,
-    DuplicateTaskName,
     TaskNotFound,
 )
 from taskq.middleware import Middleware
-from taskq.retry import DEFAULT_BACKOFF, Backoff
-from taskq.serializer import Serializer
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord
 
@@ -54,7 +43,7 @@ R = TypeVar("R")
 logger = logging.getLogger(__name__)
 
 
-class App:
+class App(Registry):
     """A taskq application: create one, register tasks on it, `async with app:` to use it.
 
     URLs left as None come from TASKQ_BROKER_URL / TASKQ_STORE_URL, then the embedded
@@ -90,11 +79,7 @@ class App:
             retention=retention,
             namespace=namespace,
         )
-        self._tasks: dict[str, Task[Any, Any]] = {}
-        # Run by each worker process: at start, before its first task; at stop, once drained.
-        self.worker_start_hooks: list[WorkerHook] = []
-        self.worker_stop_hooks: list[WorkerHook] = []
-        self._schedules: dict[str, Periodic] = {}
+        super().__init__()
         self.runtime = Runtime(self.settings)
         self.runtime.sync = SyncBridge(self.open, self.close, lambda: self.runtime.is_open)
         self._middleware = [middlewares.checked(m) for m in middleware]
@@ -104,168 +89,6 @@ class App:
             f"App(broker_url={redact_url(self.settings.broker_url)!r}, "
             f"store_url={redact_url(self.settings.store_url)!r})"
         )
-
-    # -- registry -------------------------------------------------------------------------
-
-    @overload
-    def task(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
-
-    @overload
-    def task(self, fn: Callable[P, R]) -> Task[P, R]: ...
-
-    @overload
-    def task(
-        self,
-        *,
-        name: str | None = None,
-        queue: str = "default",
-        priority: int = 0,
-        timeout: float | None = None,
-        max_retries: int = 0,
-        retry_for: tuple[type[BaseException], ...] = (Exception,),
-        backoff: Backoff = DEFAULT_BACKOFF,
-        max_deliveries: int = 5,
-        retention: timedelta | str | None = None,
-    ) -> TaskDecorator: ...
-
-    def task(
-        self,
-        fn: Callable[..., Any] | None = None,
-        *,
-        name: str | None = None,
-        queue: str = "default",
-        priority: int = 0,
-        timeout: float | None = None,
-        max_retries: int = 0,
-        retry_for: tuple[type[BaseException], ...] = (Exception,),
-        backoff: Backoff = DEFAULT_BACKOFF,
-        max_deliveries: int = 5,
-        retention: timedelta | str | None = None,
-    ) -> Any:
-        """Register a function as a task (`async def`, or plain `def` run in a thread pool).
-
-        A failure whose exception is one of `retry_for` (a timeout counts as `TaskTimeout`)
-        is retried up to `max_retries` times, `backoff` apart. A message delivered more than
-        `max_deliveries` times without an outcome (its task keeps killing the worker) is
-        dead-lettered instead of run again. Its finished rows are deleted once older than
-        `retention` (a timedelta, "7d", or "off"; None: the app's TASKQ_RETENTION).
-        """
-        options = TaskOptions(
-            queue=queue,
-            priority=priority,
-            timeout=timeout,
-            max_retries=max_retries,
-            retry_for=retry_for,
-            backoff=backoff,
-            max_deliveries=max_deliveries,
-        )
-        if fn is not None:
-            return self._register(fn, name, options, retention)
-        return TaskDecorator(lambda fn: self._register(fn, name, options, retention))
-
-    def _register(
-        self,
-        fn: Callable[..., Any],
-        name: str | None,
-        options: TaskOptions,
-        retention: timedelta | str | None,
-    ) -> Task[Any, Any]:
-        task_name = f"{fn.__module__}.{fn.__qualname__}" if name is None else name
-        if not protocol.is_plain_name(task_name):
-            # (what a worker would refuse in a message: better said once, here)
-            raise ConfigurationError(
-                f"task name {task_name[:64]!r} must be 1 to {protocol.MAX_NAME_CHARS} "
-                "printable characters"
-            )
-        if task_name in self._tasks:
-            raise DuplicateTaskName(
-                f"a task named {task_name!r} is already registered; "
-                "pass name=... to tell them apart"
-            )
-        submission.check_options(options, self.settings.max_priority)
-        kept = retentions.declared(retention, f"task {task_name!r}: retention")
-        task: Task[Any, Any] = Task(self.runtime, fn, name=task_name, options=options)
-        task.retention = kept
-        self._tasks[task_name] = task
-        return task
-
-    def on_worker_start(self, hook: WorkerHook) -> WorkerHook:
-        """Decorate `async def hook(state: taskq.WorkerState)`: each worker process runs it
-        before it takes a task (in registration order); what it puts on `state` its tasks
-        find on `taskq.context().state`. If it raises, the worker stops with its error."""
-        self.worker_start_hooks.append(checked_hook(hook, "on_worker_start"))
-        return hook
-
-    def on_worker_stop(self, hook: WorkerHook) -> WorkerHook:
-        """Decorate `async def hook(state: taskq.WorkerState)`: each worker process runs it
-        once its tasks are done (SIGTERM drains first), last registered first, even after a
-        start hook failed; an error is logged."""
-        self.worker_stop_hooks.append(checked_hook(hook, "on_worker_stop"))
-        return hook
-
-    @property
-    def serializer(self) -> Serializer:
-        """Task values beyond msgpack's: `app.serializer.register(type, encode, decode)`."""
-        return self.runtime.serializer
-
-    @property
-    def tasks(self) -> Mapping[str, Task[Any, Any]]:
-        """Registered tasks by name (read-only view)."""
-        return self._tasks
-
-    def periodic(
-        self,
-        *,
-        cron: str | None = None,
-        every: timedelta | None = None,
-        seconds: str | None = None,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        timezone: str = "UTC",
-        name: str | None = None,
-        queue: str = "default",
-        priority: int = 0,
-        timeout: float | None = None,
-        missed: Missed = "latest",
-        misfire_grace: float = 60.0,
-        retention: timedelta | str | None = None,
-    ) -> TaskDecorator:
-        """Register a task and submit it on every tick, exactly once per tick.
-
-        `cron="*/5 * * * *"` (five fields, read in `timezone`; a seconds field goes in
-        `seconds="*/10"`), or `every=timedelta(seconds=30)` (ticks at whole multiples of it
-        since the epoch). Ticks missed for longer than `misfire_grace` s (downtime) follow
-        `missed`: "latest" (default) runs only the newest of them, "all" each, "skip" none.
-        `retention`: how long its finished ticks are kept (see `task`), often shorter.
-        """
-        options = TaskOptions(queue=queue, priority=priority, timeout=timeout)
-
-        def register(task: Task[Any, Any]) -> None:
-            schedule = Periodic(
-                name=task.name,
-                task=task.name,
-                cron=cron,
-                seconds=seconds,
-                every=every,
-                args=tuple(args),
-                kwargs=dict(kwargs or {}),
-                timezone=timezone,
-                missed=missed,
-                misfire_grace=misfire_grace,
-            )
-            task.check_arguments(tuple(schedule.args), dict(schedule.kwargs))
-            for index, value in enumerate(schedule.args):
-                self.serializer.dump(value, f"periodic task {task.name!r}: argument {index}")
-            for key, value in schedule.kwargs.items():
-                self.serializer.dump(value, f"periodic task {task.name!r}: argument {key!r}")
-            self._schedules[schedule.name] = schedule
-
-        return TaskDecorator(lambda fn: self._register(fn, name, options, retention), register)
-
-    @property
-    def schedules(self) -> Mapping[str, Periodic]:
-        """Periodic schedules by name (the name of their task)."""
-        return self._schedules
 
     # -- lifecycle ------------------------------------------------------------------------
 

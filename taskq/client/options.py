@@ -6,6 +6,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+from taskq.client.limits import ConcurrencyLimit, Quota, RateLimit
 from taskq.retry import DEFAULT_BACKOFF, Backoff
 
 UNSET: Any = object()  # "not given" in `options(...)`, where None is a value
@@ -31,6 +32,11 @@ class TaskOptions:
     confirm_publish: bool = False
     # A caller's AsyncConnection or AsyncSession: the task is written in its transaction.
     transaction: Any = None
+    # Flow control (`taskq.client.limits`), and the tags a worker must have to run it.
+    rate_limit: RateLimit | None = None
+    concurrency_limit: ConcurrencyLimit | None = None
+    quota: Quota | None = None
+    tags: frozenset[str] = frozenset()
 
     def merged(self, **changes: Any) -> TaskOptions:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not UNSET})

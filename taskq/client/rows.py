@@ -42,6 +42,7 @@ def new_task_row(
         ),
         batch_id=batch_id,
         headers=envelope.headers or None,
+        limits=envelope.limits,
     )
 
 
@@ -59,4 +60,5 @@ def envelope_of(record: TaskRecord) -> protocol.Envelope:
         max_retries=record.max_retries,
         expires_at=None if record.expires_at is None else record.expires_at.timestamp(),
         headers=dict(record.headers or {}),
+        limits=record.limits,
     )

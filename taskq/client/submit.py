@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskq import middleware, protocol
 from taskq.broker import topology
-from taskq.client import events
+from taskq.client import events, limits
 from taskq.client.rows import envelope_of, new_task_row
 from taskq.exceptions import (
     BrokerConnectionError,
@@ -309,6 +309,14 @@ def make_envelope(
         headers=dict(headers),
         max_retries=options.max_retries,
         expires_at=None if expires_at is None else expires_at.timestamp(),
+        limits=limits.row_limits(
+            submission.name,
+            args,
+            kwargs,
+            options.rate_limit,
+            options.concurrency_limit,
+            options.quota,
+        ),
     )
 
 

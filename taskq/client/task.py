@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 import typing
@@ -10,10 +11,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from taskq import middleware, serializer
+from taskq.client import limits
 from taskq.client import submit as submission
 from taskq.client.batch import Batch
 from taskq.client.canvas import Node, Signature
 from taskq.client.handle import TaskHandle
+from taskq.client.limits import ConcurrencyLimit, Quota, RateLimit
 from taskq.client.options import UNSET as _UNSET
 from taskq.client.options import TaskOptions
 from taskq.client.workflow import submit_workflow
@@ -77,6 +80,10 @@ class _Submitter(Generic[P, R]):
         max_retries: int = _UNSET,
         transaction: AsyncConnection | AsyncSession | None = _UNSET,
         confirm_publish: bool = _UNSET,
+        rate_limit: RateLimit | str | None = _UNSET,
+        concurrency_limit: ConcurrencyLimit | int | None = _UNSET,
+        quota: Quota | int | None = _UNSET,
+        tags: set[str] | frozenset[str] | None = _UNSET,
     ) -> BoundTask[P, R]:
         """A copy with other options: `await task.options(priority=9).submit(...)`.
 
@@ -88,9 +95,20 @@ class _Submitter(Generic[P, R]):
         database): the task is written in that transaction and runs only if it commits.
         `confirm_publish=True`: return only once RabbitMQ confirmed the message, else raise
         `PublishError` (by default a task RabbitMQ cannot take now is stored, and the leader
-        publishes it once RabbitMQ is back). Options not given keep their values; calls chain.
+        publishes it once RabbitMQ is back). `rate_limit`, `concurrency_limit`, `quota` and
+        `tags` replace the task's own (None: none). Options not given keep their values;
+        calls chain.
         """
         task, options = self._target()
+        flow: dict[str, Any] = {}
+        if rate_limit is not _UNSET:
+            flow["rate_limit"] = limits.rate_limit(rate_limit)
+        if concurrency_limit is not _UNSET:
+            flow["concurrency_limit"] = limits.concurrency_limit(concurrency_limit)
+        if quota is not _UNSET:
+            flow["quota"] = limits.quota(quota)
+        if tags is not _UNSET:
+            flow["tags"] = limits.tags(tags)
         merged = options.merged(
             queue=queue,
             priority=priority,
@@ -102,8 +120,9 @@ class _Submitter(Generic[P, R]):
             max_retries=max_retries,
             transaction=transaction,
             confirm_publish=confirm_publish,
+            **flow,
         )
-        return BoundTask(task, merged)
+        return BoundTask(task, task.bound(merged))
 
 
 class Task(_Submitter[P, R]):
@@ -115,9 +134,9 @@ class Task(_Submitter[P, R]):
         self._runtime = runtime
         self.fn = fn
         self.name = name
-        self.default_options = options
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
+        self.default_options = self.bound(options)
         hints = serializer.task_hints(fn)
         self.returns = hints.pop("return", Any)
         runtime.serializer.check_annotation(self.returns, f"task {name!r}'s return value")
@@ -137,6 +156,17 @@ class Task(_Submitter[P, R]):
 
     def _target(self) -> tuple[Task[P, R], TaskOptions]:
         return self, self.default_options
+
+    def bound(self, options: TaskOptions) -> TaskOptions:
+        """`options` with each limit's `key` found among this task's parameters
+        (`ConfigurationError` if it names none of them)."""
+        sign, name = self._signature, self.name
+        return dataclasses.replace(
+            options,
+            rate_limit=limits.bound(options.rate_limit, sign, name),
+            concurrency_limit=limits.bound(options.concurrency_limit, sign, name),
+            quota=limits.bound(options.quota, sign, name),
+        )
 
     def load_arguments(
         self, args: list[Any], kwargs: dict[str, Any]

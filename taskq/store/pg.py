@@ -201,6 +201,10 @@ _NEW_ROW = (
     ("max_retries", "int"),
     ("batch_id", "uuid"),
     ("headers", "jsonb"),
+    ("limits", "jsonb"),
+    ("rate_key", "text"),
+    ("slot_key", "text"),
+    ("quota_key", "text"),
 )
 
 

@@ -21,6 +21,7 @@ from taskq.store import codec
 # decode here, so no read depends on a codec registered on the connection.
 JSON_COLUMNS = (
     "args", "kwargs", "result", "error", "progress", "headers", "parents", "children", "receives",
+    "limits",
 )  # fmt: skip
 
 # A worker this long without a heartbeat is dead: the leader marks it so, and a running
@@ -87,6 +88,8 @@ class NewTask:
     # What submit middleware added (str → str), the W3C trace context among them.
     headers: Mapping[str, str] | None = None
     workflow: WorkflowPlace | None = None
+    # Flow control it is subject to (`taskq.client.limits.row_limits`), if any.
+    limits: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +127,9 @@ class TaskRecord:
     workflow_id: str | None = None
     step: int | None = None
     parents: list[int] | None = None
+    limits: dict[str, Any] | None = None
+    # Which limit holds it back while `scheduled`: "rate" (until `run_at`) or "slots".
+    held_by: str | None = None
 
 
 # (task id, attempt, latest progress report)
@@ -249,7 +255,19 @@ def task_values(task: NewTask) -> dict[str, Any]:
         "max_retries": task.max_retries,
         "batch_id": task.batch_id,
         "headers": dict(task.headers) if task.headers else None,
+        **_limit_values(task.limits),
         **_workflow_values(task.workflow),
+    }
+
+
+def _limit_values(limits: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The limits column, and each limit's key in a column of its own (None if none)."""
+    return {
+        "limits": dict(limits) if limits else None,
+        **{
+            f"{column}_key": limits[kind][0] if limits and kind in limits else None
+            for kind, column in (("rate", "rate"), ("slots", "slot"), ("quota", "quota"))
+        },
     }
 
 
@@ -315,6 +333,8 @@ def record_of(row: Mapping[str, Any] | RowMapping, *, json_as_text: bool = False
         workflow_id=None if row["workflow_id"] is None else str(row["workflow_id"]),
         step=row["step"],
         parents=loaded("parents"),
+        limits=loaded("limits"),
+        held_by=row["held_by"],
     )
 
 

@@ -44,6 +44,8 @@ JsonOrNull = JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=
 Timestamp = DateTime(timezone=True)
 
 STATES = ", ".join(f"'{state.value}'" for state in TaskStatus)
+_SLOT = "slot_key IS NOT NULL AND state IN ('running', 'scheduled')"
+_QUOTA = "quota_key IS NOT NULL AND state IN ('queued', 'scheduled', 'running')"
 
 tasks = Table(
     "taskq_tasks",
@@ -102,6 +104,14 @@ tasks = Table(
     Column("receives", JsonOrNull, nullable=True),
     # A chord's body with tolerate_failures=True: a parent's failure does not cancel it.
     Column("tolerates_failures", Boolean, nullable=True),
+    # Flow control (`taskq.store.limits`): the limits it is subject to, as submitted
+    # ({"rate": [key, per second, burst], "slots": [key, n], "quota": [key, n]}), each key
+    # again in a column of its own, and which limit holds it back while `scheduled`.
+    Column("limits", JsonOrNull, nullable=True),
+    Column("rate_key", String(255), nullable=True),
+    Column("slot_key", String(255), nullable=True),
+    Column("quota_key", String(255), nullable=True),
+    Column("held_by", String(16), nullable=True),
     CheckConstraint(f"state IN ({STATES})", name="state"),
     Index(None, "state", "created_at"),
     Index(None, "name", "created_at"),
@@ -143,6 +153,21 @@ tasks = Table(
         "expires_at",
         postgresql_where=text("expires_at IS NOT NULL AND state IN ('scheduled', 'queued')"),
         sqlite_where=text("expires_at IS NOT NULL AND state IN ('scheduled', 'queued')"),
+    ),
+    # Slots in use (running) and tasks waiting for one, per concurrency key; unfinished
+    # tasks per quota key.
+    Index(
+        "ix_taskq_tasks_slots",
+        "slot_key",
+        "state",
+        postgresql_where=text(_SLOT),
+        sqlite_where=text(_SLOT),
+    ),
+    Index(
+        "ix_taskq_tasks_quota",
+        "quota_key",
+        postgresql_where=text(_QUOTA),
+        sqlite_where=text(_QUOTA),
     ),
     Index(
         "ix_taskq_tasks_leased",
@@ -186,6 +211,17 @@ schedules = Table(
     Column("last_tick", Timestamp, nullable=False),
 )
 
+# Each rate-limit key's theoretical arrival time (GCRA, epoch seconds by the database's
+# clock): a start is allowed while it is at most (burst - 1) / per_second ahead of now.
+rate_limits = Table(
+    "taskq_rate_limits",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("tat", Float, nullable=False),
+    Column("per_second", Float, nullable=False),
+    Column("burst", Integer, nullable=False),
+)
+
 # One row per worker or scheduler process: who runs, who leads, who stopped beating.
 workers = Table(
     "taskq_workers",
@@ -204,6 +240,7 @@ workers = Table(
     # As of the last heartbeat: tasks running, and resident memory in bytes.
     Column("running", Integer, nullable=False, server_default="0"),
     Column("memory", BigInteger, nullable=False, server_default="0"),
+    Column("tags", JsonOrNull, nullable=True),  # what it was started with (`--tags`)
     CheckConstraint("state IN ('running', 'stopped', 'dead')", name="state"),
     CheckConstraint("role IN ('worker', 'scheduler')", name="role"),
     Index(None, "state", "heartbeat_at"),
