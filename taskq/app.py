@@ -7,7 +7,7 @@ a web process that only submits has no use for it, and the import rule stays a r
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from taskq.client import app as client
 from taskq.worker import Worker, WorkerOptions, running_worker
@@ -25,6 +25,7 @@ class App(client.App):
         queues: Sequence[str] | None = None,
         scheduler: bool | None = None,
         shutdown_timeout: float | None = None,
+        tags: Iterable[str] | None = None,
     ) -> contextlib.AbstractAsyncContextManager[Worker]:
         """Run a worker inside this process for the duration of an `async with` block.
 
@@ -32,13 +33,15 @@ class App(client.App):
         every queue of the app's tasks, and standing for leadership by default. While it
         leads it publishes delayed tasks and periodic ticks (on the embedded default, it
         always leads). Leaving the block waits for running tasks, at most `shutdown_timeout`
-        s (None: no limit); tasks still running then are cancelled and handed back.
+        s (None: no limit); tasks still running then are cancelled and handed back. `tags`:
+        it also runs the tasks declared with them (docs/flow-control.md).
         """
         chosen = (options or WorkerOptions()).replace(
             concurrency=concurrency,
             queues=None if queues is None else tuple(queues),
             scheduler=scheduler,
             shutdown_timeout=shutdown_timeout,
+            tags=tags,  # (WorkerOptions makes it a frozenset, and refuses a string)
         )
         return running_worker(self, chosen)
 

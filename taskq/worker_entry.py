@@ -55,6 +55,7 @@ class Command:
     app: str
     concurrency: int = 10
     queues: tuple[str, ...] | None = None
+    tags: tuple[str, ...] = ()
     scheduler: bool = True
     shutdown_timeout: float = 30.0
     processes: int = 1
@@ -209,6 +210,7 @@ def _serve(command: Command, app: App) -> NoReturn:
         options = WorkerOptions(
             concurrency=command.concurrency,
             queues=command.queues,
+            tags=frozenset(command.tags),
             scheduler=command.scheduler,
             shutdown_timeout=command.shutdown_timeout,
             max_tasks=command.max_tasks_per_child,

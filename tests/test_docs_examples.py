@@ -25,6 +25,13 @@ EXPECTED_OUTPUT = {
         "stored headers: {'tenant': 'acme'}\n"
         "refused: examples.send_invoice: submitted outside any tenant's request\n"
     ),
+    "tags.py": (
+        "intro rendered\n"
+        "from default@gpu, on the gpu worker: True\n"
+        "320\n"
+        "no worker tagged eu yet: queued\n"
+        "960\n"
+    ),
     "workflows.py": (
         "chain: 5 words (succeeded)\n"
         "group: [5, 4, 7]\n"

@@ -64,7 +64,7 @@ class MemoryBroker(Broker):
         return self._open
 
     async def declare(self, queue: str) -> None:
-        topology.validate_queue_name(queue)
+        topology.validate_routed_queue(queue)
         self._queues.setdefault(queue, [])
         self._queues.setdefault(topology.dlq_name(queue), [])
 

@@ -142,7 +142,7 @@ class RabbitMQBroker(Broker):
             ) from None
 
     async def declare(self, queue: str) -> None:
-        topology.validate_queue_name(queue)
+        topology.validate_routed_queue(queue)
         if self._publisher is None:
             raise BrokerError("the broker is not connected")
         # A throwaway channel: a conflicting declaration closes the channel it was sent on.

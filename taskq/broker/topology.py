@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+from collections.abc import Iterable
+
 from taskq.exceptions import ConfigurationError
 
 TASK_EXCHANGE = "taskq.tasks"
@@ -98,4 +102,70 @@ def validate_queue_name(queue: str) -> None:
     if queue.endswith(".dlq"):
         raise ConfigurationError(
             f"queue name {queue!r} must not end in '.dlq' (reserved for dead letters)"
+        )
+
+
+# Routing by worker tags: a task with tags goes to "<queue>@<tag>+<tag>" (tags sorted), and a
+# worker consumes each of its queues with every subset of its tags, so it gets exactly the
+# tasks whose tags it has all of. '@' and '+' are in no queue or tag name: a name splits back.
+TAG_MARK, TAG_JOIN = "@", "+"
+MAX_WORKER_TAGS = 6  # 2**6 - 1 = 63 tagged queues per queue a worker consumes
+_TAG = re.compile(r"[a-z0-9_-]{1,32}")
+
+
+def tagged_queue(queue: str, tags: Iterable[str]) -> str:
+    """The queue a task of `queue` with `tags` is published to: `queue` itself without
+    tags, else `queue@eu+gpu` (tags sorted); a `ConfigurationError` past the name limit."""
+    ordered = sorted(set(tags))
+    if not ordered:
+        return queue
+    for tag in ordered:
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+            raise ConfigurationError(
+                f"tag {tag!r} must be 1 to 32 characters of a-z, 0-9, '_' and '-'"
+            )
+    name = f"{queue}{TAG_MARK}{TAG_JOIN.join(ordered)}"
+    if len(name) > MAX_QUEUE_NAME:
+        raise ConfigurationError(
+            f"queue {queue[:64]!r} with tags {','.join(ordered)} makes a queue name of "
+            f"{len(name)} characters, over {MAX_QUEUE_NAME} (the limit on queue names): "
+            "use a shorter queue name or shorter tags"
+        )
+    return name
+
+
+def queues_for(queues: Iterable[str], tags: Iterable[str]) -> list[str]:
+    """What a worker with `tags` consumes: each of `queues`, and each with every non-empty
+    subset of the tags (at most MAX_WORKER_TAGS, so at most 63 tagged queues per queue)."""
+    ordered = sorted(set(tags))
+    if len(ordered) > MAX_WORKER_TAGS:
+        raise ConfigurationError(
+            f"a worker takes at most {MAX_WORKER_TAGS} tags (it consumes a queue per subset "
+            f"of them: {2**MAX_WORKER_TAGS - 1} per queue), not {len(ordered)}"
+        )
+    subsets = [
+        subset for size in range(1, len(ordered) + 1)
+        for subset in itertools.combinations(ordered, size)
+    ]  # fmt: skip
+    return [
+        name
+        for queue in queues
+        for name in (queue, *(tagged_queue(queue, subset) for subset in subsets))
+    ]
+
+
+def split_tagged(name: str) -> tuple[str, list[str]]:
+    """(queue, tags) of a name `tagged_queue` made; ("default", []) for a plain one."""
+    queue, mark, joined = name.partition(TAG_MARK)
+    return queue, joined.split(TAG_JOIN) if mark else []
+
+
+def validate_routed_queue(name: str) -> None:
+    """A name tasks are published to: a valid queue name, or one that `tagged_queue` makes
+    of one (its tags valid, sorted, each once)."""
+    queue, tags = split_tagged(name)
+    validate_queue_name(queue)
+    if tags and tagged_queue(queue, tags) != name:
+        raise ConfigurationError(
+            f"queue {name[:64]!r}: tags after '@' must be distinct and sorted, joined by '+'"
         )

@@ -152,7 +152,7 @@ def workers(
 
     table = Table()
     table.add_column("id", overflow="fold")
-    for column in ("role", "state", "leader", "queues", "running", "memory", "heartbeat"):
+    for column in ("role", "state", "leader", "queues", "tags", "running", "memory", "heartbeat"):
         table.add_column(column)
     moment = datetime.now(UTC)
     for row in rows:
@@ -164,6 +164,7 @@ def workers(
             f"[{style}]{row.state}[/{style}]",
             "[bold yellow]leader[/bold yellow]" if row.leader else "",
             ",".join(row.queues),
+            ",".join(row.tags),
             f"{row.running}/{row.concurrency}",
             f"{row.memory / 2**20:.0f} MiB",
             f"{ago:.0f} s ago",
@@ -188,6 +189,7 @@ def _worker_json(row: WorkerRecord) -> dict[str, object]:
         "state": row.state,
         "leader": row.leader,
         "queues": row.queues,
+        "tags": row.tags,
         "concurrency": row.concurrency,
         "running": row.running,
         "memory": row.memory,

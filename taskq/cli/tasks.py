@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from taskq.broker import Broker, topology
+from taskq.broker import Broker, QueueStats, topology
 from taskq.cli.common import (
     BrokerUrl,
     StoreUrl,
@@ -216,13 +216,18 @@ async def _find(store: Store, query: dict[str, Any]) -> list[TaskRecord]:
 def queues(
     queue: Annotated[
         list[str] | None,
-        typer.Option("--queue", help="A queue to show (repeat; default: every worker's)."),
+        typer.Option(
+            "--queue",
+            help="A queue to show (repeat; default: every worker's, and every queue tasks "
+            "wait in, tagged ones as QUEUE@TAG+TAG).",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     broker_url: BrokerUrl = None,
     store_url: StoreUrl = None,
 ) -> None:
-    """Per queue: messages ready, unacked, consumers, dead letters; tasks running, scheduled."""
+    """Per queue: messages ready, unacked, consumers, dead letters; tasks running, scheduled;
+    and which tags a worker needs for the tasks that wait in a tagged queue nobody consumes."""
     settings = settings_from(broker_url=broker_url, store_url=store_url)
     rows = run(_queues(settings, queue))
     if not rows:
@@ -236,25 +241,43 @@ def queues(
     table = Table()
     for column in ("queue", "ready", "unacked", "consumers", "dlq", "running", "scheduled"):
         table.add_column(column, justify="left" if column == "queue" else "right")
+    table.add_column("")
     for row in rows:
+        waiting = row["waiting_for_tags"]
         table.add_row(
             row["queue"],
             *(
                 "?" if row[key] is None else str(row[key])
                 for key in ("ready", "unacked", "consumers", "dlq", "running", "scheduled")
             ),
+            f"[yellow]waiting for a worker tagged {','.join(waiting)}[/yellow]" if waiting else "",
         )
     out().print(table)
+
+
+async def _known_queues(store: Store) -> list[str]:
+    """The queues of every worker (a tagged one's with all its tags), and those tasks wait
+    `queued` in: a task whose tags no worker has waits in a queue no worker names."""
+    known = await store.list_workers(include_stopped=True)
+    names = {queue for row in known for queue in row.queues}
+    names |= {topology.tagged_queue(queue, row.tags) for row in known for queue in row.queues}
+    return sorted(names | set(await store.queued_queues()))
+
+
+def _unserved_tags(name: str, stats: QueueStats | None, counts: dict[str, int]) -> list[str] | None:
+    """The tags of a tagged queue that has tasks waiting and no consumer, else None."""
+    tags = topology.split_tagged(name)[1]
+    waiting = (stats is not None and stats.ready > 0) or counts.get(TaskStatus.QUEUED.value, 0)
+    if tags and waiting and (stats is None or not stats.consumers):
+        return tags
+    return None
 
 
 async def _queues(settings: Settings, named: list[str] | None) -> list[dict[str, Any]]:
     store = Store(settings.store_url, settings.namespace)
     await store.open()
     try:
-        names = list(named or [])
-        if not names:
-            known = await store.list_workers(include_stopped=True)
-            names = sorted({queue for row in known for queue in row.queues})
+        names = list(named or []) or await _known_queues(store)
         counts = await store.count_waiting(names)
     finally:
         await store.close()
@@ -276,6 +299,7 @@ async def _queues(settings: Settings, named: list[str] | None) -> list[dict[str,
                     "dlq": None if dead is None else dead.ready,
                     "running": running,
                     "scheduled": counts[name].get(TaskStatus.SCHEDULED.value, 0),
+                    "waiting_for_tags": _unserved_tags(name, stats, counts[name]),
                 }
             )
         return rows

@@ -15,8 +15,10 @@ import typer
 
 from taskq import worker_entry
 from taskq.app import App
+from taskq.broker import topology
 from taskq.cli import common
 from taskq.cli.common import AppSpec, fail, load_app, run
+from taskq.exceptions import ConfigurationError
 from taskq.scheduler import LeaderWork, campaign
 from taskq.telemetry import logs
 from taskq.worker import heartbeat
@@ -48,6 +50,14 @@ def worker(
         str | None,
         typer.Option(
             envvar="TASKQ_QUEUES", help="Comma-separated queues (default: all the app's)."
+        ),
+    ] = None,
+    tags: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TASKQ_TAGS",
+            help="Comma-separated tags (at most 6): also run the tasks declared with them "
+            "(a task runs only on workers that have all of its tags).",
         ),
     ] = None,
     scheduler: Annotated[
@@ -169,6 +179,7 @@ def worker(
         app=app,
         concurrency=concurrency,
         queues=None if names is None else tuple(names),
+        tags=_tags(tags),
         scheduler=scheduler,
         shutdown_timeout=shutdown_timeout,
         processes=processes,
@@ -190,6 +201,16 @@ def worker(
     # The worker runs in a process of its own, which never imported typer (see
     # taskq/worker_entry.py): this one becomes it.
     worker_entry.become(command)
+
+
+def _tags(given: str | None) -> tuple[str, ...]:
+    """`--tags gpu,eu`, checked here so that a mistake is one line before anything starts."""
+    found = tuple(sorted({tag.strip() for tag in (given or "").split(",") if tag.strip()}))
+    try:
+        topology.queues_for(["default"], found)
+    except ConfigurationError as exc:
+        fail(f"--tags: {exc}")
+    return found
 
 
 def scheduler(

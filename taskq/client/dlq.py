@@ -42,7 +42,7 @@ class DeadLetters:
     """The dead-letter queue of one taskq queue."""
 
     def __init__(self, runtime: Runtime, queue: str) -> None:
-        topology.validate_queue_name(queue)
+        topology.validate_routed_queue(queue)  # (a tagged queue's, `default@gpu`, too)
         self._runtime = runtime
         self.queue = queue
         self.name = topology.dlq_name(queue)

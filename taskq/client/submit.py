@@ -63,7 +63,7 @@ async def submit(runtime: Runtime, submission: middleware.Submission) -> str:
         tracing.end(span, exc)
         raise
     if task_id == envelope.id:
-        metrics.submitted.add(1, metrics.task_attributes(submission.name, options.queue))
+        metrics.submitted.add(1, metrics.task_attributes(submission.name, envelope.queue))
     else:  # an earlier task holds the idempotency key: this submit is that task's
         tracing.name_task(span, task_id)
     tracing.end(span)
@@ -80,7 +80,9 @@ async def _store_and_publish(
     store, broker = runtime.store, runtime.broker
     relay = not options.confirm_publish
     try:
-        await runtime.declare(options.queue)
+        # (Its tagged queue too: declared before any publish, so a task that no running
+        # worker has the tags for waits in it, not lost as unroutable.)
+        await runtime.declare(envelope.queue)
     except BrokerError:
         if not relay:
             raise
@@ -97,7 +99,7 @@ async def _store_and_publish(
         # before RabbitMQ confirms it, and watchers must see `queued` before that.
         await runtime.events.announce(events.task_event(envelope, TaskStatus.QUEUED))
         try:
-            await publish(runtime, options.queue, body, envelope)
+            await publish(runtime, envelope.queue, body, envelope)
         except PublishError as exc:
             if relay and isinstance(exc, PublishUnconfirmed):
                 await _hand_to_relay(store, task_id, str(exc))
@@ -174,7 +176,8 @@ async def submit_many(
         raise
     for span in sends:
         tracing.end(span)
-    metrics.submitted.add(len(rows), metrics.task_attributes(name, options.queue))
+    queue = topology.tagged_queue(options.queue, options.tags)
+    metrics.submitted.add(len(rows), metrics.task_attributes(name, queue))
     return batch_id, [envelope.id for envelope, _ in messages]
 
 
@@ -300,7 +303,7 @@ def make_envelope(
     return protocol.Envelope(
         id=str(uuid.uuid4()),
         task=submission.name,
-        queue=options.queue,
+        queue=topology.tagged_queue(options.queue, options.tags),  # (routed by tags)
         args=[dump(value, f"{where}: argument {index}") for index, value in enumerate(args)],
         kwargs={key: dump(value, f"{where}: argument {key!r}") for key, value in kwargs.items()},
         priority=options.priority,
@@ -396,6 +399,12 @@ def time_left(envelope: protocol.Envelope) -> float | None:
 
 def check_options(options: TaskOptions, max_priority: int) -> None:
     topology.validate_queue_name(options.queue)
+    if len(options.tags) > topology.MAX_WORKER_TAGS:
+        raise ConfigurationError(
+            f"a task takes at most {topology.MAX_WORKER_TAGS} tags (as a worker does), "
+            f"not {len(options.tags)}: no worker could run it"
+        )
+    topology.tagged_queue(options.queue, options.tags)  # (its name within the limit)
     if not 0 <= options.priority <= max_priority:
         raise ConfigurationError(
             f"priority {options.priority} is outside 0..{max_priority} (the app's max_priority)"

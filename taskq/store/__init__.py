@@ -307,7 +307,13 @@ class Store(ReadOperations, WorkflowOperations):
     # -- processes and the leader ------------------------------------------------------------
 
     async def register_worker(
-        self, worker_id: str, *, role: str, queues: Sequence[str], concurrency: int
+        self,
+        worker_id: str,
+        *,
+        role: str,
+        queues: Sequence[str],
+        concurrency: int,
+        tags: Sequence[str] = (),
     ) -> None:
         """A `running` row for this process (host and pid taken from here)."""
         await self._run(
@@ -319,6 +325,7 @@ class Store(ReadOperations, WorkflowOperations):
                 pid=os.getpid(),
                 queues=queues,
                 concurrency=concurrency,
+                tags=tags,
             )
         )
 

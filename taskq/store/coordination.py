@@ -25,6 +25,7 @@ async def register_worker(
     pid: int,
     queues: Sequence[str],
     concurrency: int,
+    tags: Sequence[str] = (),
 ) -> None:
     moment = now()
     await conn.execute(
@@ -35,6 +36,7 @@ async def register_worker(
             pid=pid,
             queues=list(queues),
             concurrency=concurrency,
+            tags=sorted(tags) or None,  # (NULL: started with none, or before tags existed)
             state="running",
             leader=False,
             started_at=moment,

@@ -7,10 +7,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
+from sqlalchemy import select
+
 from taskq.status import TaskStatus
 from taskq.store import coordination, lifecycle, statements
 from taskq.store.async_core import Connection
 from taskq.store.records import TaskRecord, WorkerRecord
+from taskq.store.tables import tasks
 
 T = TypeVar("T")
 
@@ -50,6 +53,10 @@ class ReadOperations:
         """queue → {state: count} of the not-yet-final tasks of `queues`."""
         return await self._run(lambda conn: statements.count_waiting(conn, queues))
 
+    async def queued_queues(self) -> list[str]:
+        """The queues that tasks wait `queued` in (tagged ones among them), sorted."""
+        return await self._run(_queued_queues)
+
     async def list_attempts(self, task_id: str) -> list[dict[str, object]]:
         return await self._run(lambda conn: lifecycle.list_attempts(conn, task_id))
 
@@ -57,3 +64,9 @@ class ReadOperations:
         return await self._run(
             lambda conn: coordination.list_workers(conn, include_stopped=include_stopped)
         )
+
+
+async def _queued_queues(conn: Connection) -> list[str]:
+    # (The index on (state, created_at) finds the queued rows.)
+    query = select(tasks.c.queue).where(tasks.c.state == TaskStatus.QUEUED.value).distinct()
+    return sorted(row.queue for row in await conn.execute(query))

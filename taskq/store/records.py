@@ -219,6 +219,7 @@ class WorkerRecord:
     stopped_at: datetime | None
     running: int = 0
     memory: int = 0
+    tags: list[str] = dataclasses.field(default_factory=list)  # started with (`--tags`)
 
 
 def now() -> datetime:
@@ -363,4 +364,5 @@ def worker_of(row: Mapping[str, Any] | RowMapping) -> WorkerRecord:
         stopped_at=aware(row["stopped_at"]),
         running=row["running"],
         memory=row["memory"],
+        tags=list(row["tags"] or ()),
     )

@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import psutil
@@ -39,13 +39,16 @@ async def registered(
     *,
     role: str,
     queues: Sequence[str],
+    tags: Iterable[str] = (),
     concurrency: int,
     lease_duration: float = 60.0,
     running: Callable[[], Sequence[str]] = lambda: (),
 ) -> AsyncIterator[None]:
     """A `running` row for the block (beating every INTERVAL s, which also renews the
     leases of the tasks `running()` names), then `stopped`."""
-    await store.register_worker(process_id, role=role, queues=queues, concurrency=concurrency)
+    await store.register_worker(
+        process_id, role=role, queues=queues, concurrency=concurrency, tags=sorted(tags)
+    )
     beating = asyncio.create_task(
         _beat(store, process_id, lease_duration, running), name="taskq-heartbeat"
     )

@@ -19,7 +19,8 @@ class WorkerOptions:
     task to blame. `hard_time_limit` (seconds the loop may stay blocked) and `memory_limit`
     (bytes of resident memory): past them the worker process ends, charging the task to
     blame (see `taskq.worker.limits`). `observe_queues`: keep the queue-depth gauges up to
-    date (metrics on).
+    date (metrics on). `tags`: the worker also runs tasks with those tags (each of its
+    queues with every subset of them; at most 6, `taskq.broker.topology.queues_for`).
     """
 
     concurrency: int = 10
@@ -34,6 +35,7 @@ class WorkerOptions:
     hard_time_limit: float | None = None
     memory_limit: int | None = None
     observe_queues: bool = False
+    tags: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
@@ -49,6 +51,7 @@ class WorkerOptions:
             for queue in queues:
                 topology.validate_queue_name(queue)
             object.__setattr__(self, "queues", queues)  # (a list given becomes a tuple)
+        self._check_tags()
         _at_least("shutdown_timeout", self.shutdown_timeout, 0)
         _at_least("max_tasks", self.max_tasks, 1)
         _at_least("max_memory", self.max_memory, 1)
@@ -57,6 +60,15 @@ class WorkerOptions:
         _at_least("memory_limit", self.memory_limit, 1)
         if self.health_port is not None and not 0 <= self.health_port <= 65535:
             raise ConfigurationError(f"health_port must be 0 to 65535, not {self.health_port}")
+
+    def _check_tags(self) -> None:
+        """Tags are names (any iterable of them, kept as a frozenset), at most 6, and with
+        the queues given they make names within the limit."""
+        if isinstance(self.tags, str):
+            raise ConfigurationError(f"tags must be a set of names, not the string {self.tags!r}")
+        tags = frozenset(self.tags)
+        object.__setattr__(self, "tags", tags)
+        topology.queues_for(self.queues or ("default",), tags)  # (ConfigurationError if not)
 
     def replace(self, **changes: object) -> WorkerOptions:
         """A copy with `changes` (those given as None are left as they are)."""

@@ -46,6 +46,8 @@ class Worker:
         self.app = app
         self.options = options
         self.queues = list(options.queues or _queues_of(app))
+        # What it consumes: its queues, and with tags each of them per subset of its tags.
+        self.consumed = topology.queues_for(self.queues, options.tags)
         self.recycled: str | None = None  # why the worker stopped itself, if it did
         self.bound_health_port: int | None = None
         self._completed = 0
@@ -59,7 +61,8 @@ class Worker:
         return self.options.concurrency
 
     def __repr__(self) -> str:
-        return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
+        tags = f" tags={','.join(sorted(self.options.tags))}" if self.options.tags else ""
+        return f"<Worker {self.id} queues={self.queues}{tags} concurrency={self.concurrency}>"
 
     def stop(self, *, force: bool = False) -> None:
         """Stop taking messages; `run()` returns once running tasks are done, or once
@@ -81,7 +84,7 @@ class Worker:
 
     async def _run(self) -> None:
         app = self.app
-        for queue in self.queues:
+        for queue in self.consumed:
             await app.declare(queue)
         writer = app.store.writer(flush_interval=app.settings.flush_interval, worker_id=self.id)
         events = EventBatcher(app.broker, app.runtime.event_signer)
@@ -106,7 +109,7 @@ class Worker:
         logger.info(
             "worker %s consuming %s with concurrency %d",
             self.id,
-            self.queues,
+            self.consumed,
             self.concurrency,
             extra={"action": "start_worker", "worker_id": self.id},
         )
@@ -117,6 +120,7 @@ class Worker:
                     self.id,
                     role="worker",
                     queues=self.queues,
+                    tags=self.options.tags,
                     concurrency=self.concurrency,
                     lease_duration=app.settings.lease_duration,
                     running=executor.runs.ids,
@@ -166,7 +170,7 @@ class Worker:
     async def _observe_queues(self) -> None:
         """Refresh the queue and dead-letter queue depths that the metrics report."""
         while True:
-            for queue in self.queues:
+            for queue in self.consumed:
                 for name, into in (
                     (queue, metrics.gauges.queue_depth),
                     (topology.dlq_name(queue), metrics.gauges.dlq_depth),
@@ -182,7 +186,7 @@ class Worker:
 
     async def _consume(self, executor: Executor) -> None:
         subscription = await self.app.broker.consume(
-            self.queues,
+            self.consumed,
             prefetch=self.concurrency,
             on_delivery=self._deliveries.put_nowait,
         )

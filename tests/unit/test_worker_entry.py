@@ -75,11 +75,12 @@ def test_every_option_of_the_command_line_is_in_the_command_with_its_default() -
     fields = {field.name: field.default for field in dataclasses.fields(worker_entry.Command)}
     # (debug is the root's --debug; the memory sizes arrive as bytes, the rest as given)
     assert set(given) == set(fields) - {"debug"}
-    assert {name: given[name] for name in ("log_format", "middleware")} == {
+    assert {name: given[name] for name in ("log_format", "middleware", "tags")} == {
         "log_format": cli_worker.LogFormatChoice.text,
         "middleware": None,
+        "tags": None,  # (a comma-separated string, split into a tuple)
     }
-    same = set(fields) - {"app", "debug", "log_format", "middleware"}
+    same = set(fields) - {"app", "debug", "log_format", "middleware", "tags"}
     assert {name: given[name] for name in same} == {name: fields[name] for name in same}
 
 
