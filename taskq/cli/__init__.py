@@ -13,6 +13,7 @@ from taskq.cli import (
     demo,
     dlq,
     inspect,
+    limits,
     prune,
     schedules,
     submit,
@@ -65,6 +66,7 @@ app.command()(tasks.events)
 app.command()(tasks.queues)
 app.command()(schedules.schedules)
 app.command()(prune.prune)
+app.command()(limits.limits)
 app.command()(demo.demo)
 app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")

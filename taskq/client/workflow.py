@@ -94,6 +94,11 @@ def _check_step_options(options: TaskOptions, where: str) -> None:
         "eta": options.eta,
     }
     given = [name for name, value in refused.items() if value is not None]
+    if options.quota is not None:
+        raise ConfigurationError(
+            f"{where}: a task with a quota cannot be a workflow step (a workflow's steps are "
+            "stored at once; give the quota to the task that submits the workflow instead)"
+        )
     if given:
         raise ConfigurationError(
             f"{where}: {', '.join(given)} cannot be given to a workflow step (a step starts "

@@ -116,7 +116,8 @@ class LeaderWork:
 
     async def sweep(self) -> float:
         """Waiting tasks past their expiry end `expired`; long tasks whose worker died (their
-        lease lapsed) become due again, for `publish_due`."""
+        lease lapsed) become due again, for `publish_due`; so do tasks waiting for a
+        concurrency slot that is free."""
         store = self._app.store
         ended = await store.expire_overdue(BATCH)
         for task_id, name, queue, state in ended:
@@ -129,6 +130,8 @@ class LeaderWork:
         requeued = await store.requeue_lapsed(BATCH)
         for task_id in requeued:
             logger.warning("task %s lost its worker (lease lapsed): requeued", task_id)
+        # (a slot freed where no flush saw it: a lapsed lease, a cancel, a lost release)
+        await store.release_free_slots(BATCH)
         return SWEEP_INTERVAL
 
     async def submit_ticks(self) -> float:

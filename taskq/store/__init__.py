@@ -25,11 +25,13 @@ from taskq.status import TaskStatus
 from taskq.store import coordination, held, lifecycle, locks, migrations, pg, pruning, statements
 from taskq.store import engine as engines
 from taskq.store.async_core import Connection, Engine
+from taskq.store.limit_ops import LimitOperations, under_quota
 from taskq.store.reads import ReadOperations
 from taskq.store.records import (
     SILENT_FOR,
     Claimed,
     ClaimRequest,
+    Held,
     NewTask,
     Outcome,
     ProgressReport,
@@ -51,6 +53,7 @@ __all__ = [
     "SILENT_FOR",
     "ClaimRequest",
     "Claimed",
+    "Held",
     "NewTask",
     "Outcome",
     "ProgressReport",
@@ -75,7 +78,7 @@ PRUNE_BATCH = 1_000
 PruneRule = pruning.PruneRule
 
 
-class Store(ReadOperations, WorkflowOperations):
+class Store(ReadOperations, WorkflowOperations, LimitOperations):
     """Owns the engine. `open()` checks (SQLite: applies) migrations before any use."""
 
     def __init__(self, url: str, namespace: str = "") -> None:
@@ -162,6 +165,8 @@ class Store(ReadOperations, WorkflowOperations):
 
     async def insert_task(self, task: NewTask) -> str:
         """→ the task's id, or the earlier task's if its idempotency key was taken."""
+        if under_quota([task]):
+            return await self._insert_under_quota([task], due_now=False)
         if self._pg is not None and task.idempotency_key is None:
             await self._pg.inserts.insert(task)
             return task.id
@@ -170,6 +175,9 @@ class Store(ReadOperations, WorkflowOperations):
     async def insert_tasks(self, rows: Sequence[NewTask], *, due_now: bool) -> None:
         """Many rows (a batch: no idempotency keys) in one statement and one transaction;
         `due_now`: due by the database's clock (see `statements.insert_tasks`)."""
+        if under_quota(rows):
+            await self._insert_under_quota(rows, due_now=due_now)
+            return
         if self._pg is not None:
             await pg.insert_tasks(self._pg.pooled, rows, due_now=due_now)
             return
@@ -187,6 +195,7 @@ class Store(ReadOperations, WorkflowOperations):
         schema = self.namespace if self.dialect == "postgresql" else None
         conn = await Connection.of_callers_transaction(transaction, schema=schema)
         async with self._translated():
+            await self._check_quotas(conn, [task])
             task_id = await statements.insert_task(conn, task, due_now=due_now)
             if due_now:
                 await lifecycle.wake_leader(conn, self._due_channel)

@@ -140,6 +140,16 @@ def upsert_increasing(
     )
 
 
+def upsert_rows(
+    engine: Engine | Connection, table: Table, rows: list[dict[str, Any]], *, key: str
+) -> Any:
+    """INSERT these rows, or on conflict UPDATE every other column they give."""
+    statement = _insert(engine, table).values(rows)
+    return statement.on_conflict_do_update(
+        index_elements=[key], set_={c: statement.excluded[c] for c in rows[0] if c != key}
+    )
+
+
 def _insert(engine: Engine | Connection, table: Table) -> Any:
     """The dialect's own INSERT (for ON CONFLICT). SQLite's is imported only where it is used:
     a worker on PostgreSQL never loads that dialect (0.7 MB)."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, select, text, update
 
 from taskq.status import TaskStatus
-from taskq.store import coordination, records, statements, workflows
+from taskq.store import coordination, limits, records, statements, workflows
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock
 from taskq.store.records import TaskRecord, now
@@ -56,10 +56,14 @@ async def write_batch(
     claims: Sequence[records.ClaimRequest],
     outcomes: Sequence[records.Outcome],
     channel: str = DUE_CHANNEL,
+    scope: str = "",
 ) -> records.Written:
     """A writer's flush in one transaction (`statements.write_batch`), with the release of
-    the steps waiting for the workflow steps that ended in it."""
-    written = await statements.write_batch(conn, claims, outcomes)
+    the steps waiting for the workflow steps that ended in it. Claims of tasks with limits
+    are decided after the outcomes (whose slots are then free), and the tasks waiting for
+    a slot that an outcome freed are released last (`limits`)."""
+    written = await statements.write_batch(conn, (), outcomes)
+    claimed, held = await claim_with_limits(conn, claims, channel, scope)
     released = await ended(
         conn,
         [
@@ -69,7 +73,50 @@ async def write_batch(
         ],
         channel,
     )
-    return dataclasses.replace(written, released=released.due, cancelled=released.cancelled)
+    freed = await release_slots(conn, freed_keys(outcomes, written.stale), channel, scope)
+    return dataclasses.replace(
+        written,
+        claimed=claimed,
+        released=released.due + freed,
+        cancelled=released.cancelled,
+        held=held,
+    )
+
+
+async def claim_with_limits(
+    conn: Connection,
+    claims: Sequence[records.ClaimRequest],
+    channel: str = DUE_CHANNEL,
+    scope: str = "",
+) -> tuple[dict[str, records.Claimed], dict[str, records.Held]]:
+    """Claims, those of tasks with limits through them (`limits.claim_limited`); → (the
+    claims that took, those held back). A reservation coming due later wakes the leader."""
+    held: dict[str, records.Held] = {}
+    limited = [c for c in claims if c.limited]
+    if limited:
+        going, held = await limits.claim_limited(conn, limited, scope)
+        claims = [c for c in claims if not c.limited] + going
+        if any(h.until is not None for h in held.values()):
+            await wake_leader(conn, channel)
+    if not claims:
+        return {}, held
+    return (await statements.write_batch(conn, claims, ())).claimed, held
+
+
+async def release_slots(
+    conn: Connection, keys: Sequence[str], channel: str = DUE_CHANNEL, scope: str = ""
+) -> int:
+    """The oldest tasks waiting for a free slot of these keys become due (the leader woken)."""
+    released = await limits.release_slots(conn, keys, scope) if keys else 0
+    if released:
+        await wake_leader(conn, channel)
+    return released
+
+
+def freed_keys(outcomes: Sequence[records.Outcome], stale: Iterable[tuple[str, int]]) -> list[str]:
+    """The concurrency keys of the attempts whose end was stored."""
+    lost = set(stale)
+    return [o.slot_key for o in outcomes if o.slot_key and (o.task_id, o.attempt) not in lost]
 
 
 async def ended(
@@ -286,6 +333,7 @@ async def reset_for_replay(conn: Connection, task_ids: Sequence[str]) -> list[st
             state=TaskStatus.SCHEDULED.value,
             run_at=now(),
             dead_reason=None,
+            held_by=None,
             error=None,
             result=None,
             finished_at=None,

@@ -61,6 +61,7 @@ _CLAIMED = """claimed AS (
         AS c (id, name, queue)
     WHERE t.id = ANY({claim_ids}::uuid[]) AND t.id = c.id
         AND t.name = coalesce(c.name, t.name) AND t.queue = coalesce(c.queue, t.queue)
+        AND t.limits IS NULL
         AND CASE t.state
         WHEN 'queued' THEN true
         WHEN 'running' THEN t.id = ANY({redelivered_ids}::uuid[]) AND (

@@ -146,6 +146,8 @@ class ClaimRequest(NamedTuple):
     # (a message reusing another task's id must not run in its place). None: not checked.
     name: str | None = None
     queue: str | None = None
+    # Its message says it has limits: the claim goes through them (`store.limits`).
+    limited: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,6 +163,18 @@ class Claimed:
     # a plain task, or a step that receives nothing).
     workflow_id: str | None = None
     receives: Any = None
+    # Its concurrency key, if it has one: its attempt's end frees a slot of it.
+    slot_key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Held:
+    """A claim a limit refused: the task waits `scheduled`, held by `reason` ("rate" or
+    "slots") on `key`, until `until` (a rate reservation) or a free slot (None)."""
+
+    reason: str
+    key: str
+    until: datetime | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,6 +189,8 @@ class Written:
     # (id, name, queue) of workflow steps cancelled because a step they wait for did not
     # succeed: the writer's caller announces them.
     cancelled: tuple[tuple[str, str, str], ...] = ()
+    # Claims a limit refused (`store.limits`): the task waits, its message is to be acked.
+    held: Mapping[str, Held] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,6 +213,9 @@ class Outcome:
     result_size: int | None = None  # msgpack bytes, once checked (not stored)
     # A workflow step's: its final state releases (or cancels) the steps waiting for it.
     in_workflow: bool = False
+    # Its concurrency key, if it has one: once stored, the tasks waiting for a slot of it
+    # are released (`store.limits.release_slots`).
+    slot_key: str | None = None
 
     @property
     def logged_state(self) -> str:

@@ -106,7 +106,7 @@ async def get_states(conn: Connection, task_ids: Iterable[str]) -> dict[str, Tas
 
 _CLAIMED_COLUMNS = (
     _c.id, _c.attempts, _c.deliveries, _c.retries, _c.max_retries, _c.cancel_requested_at,
-    _c.workflow_id, _c.receives,
+    _c.workflow_id, _c.receives, _c.slot_key,
 )  # fmt: skip
 
 
@@ -118,8 +118,12 @@ async def claim(
     redelivered: bool,
     name: str | None = None,
     queue: str | None = None,
+    limited: bool = False,
 ) -> dict[str, records.Claimed]:
     """Mark tasks `running` and count the attempt and delivery, in one statement.
+
+    A row with limits is claimed only when `limited` (its limits were decided first, in
+    this transaction: `limits.claim_limited`), whatever its message says.
 
     Rows already final (a duplicate delivery) or missing are left alone and absent from
     the result. A `running` row is taken over only by a redelivery whose attempt's worker
@@ -134,6 +138,7 @@ async def claim(
             _c.id.in_(list(task_ids)),
             _c.name == (_c.name if name is None else name),
             _c.queue == (_c.queue if queue is None else queue),
+            *(() if limited else (_c.limits.is_(None),)),
             or_(
                 _c.state == TaskStatus.QUEUED.value,
                 *(takeover if redelivered else ()),
@@ -153,6 +158,7 @@ async def claim(
             lease_until=None,
             progress=None,
             expires_at=None,  # expiry means "not started by then": it has started now
+            held_by=None,
         )
         .returning(*_CLAIMED_COLUMNS)
     )
@@ -165,6 +171,7 @@ async def claim(
             cancel_requested=row.cancel_requested_at is not None,
             workflow_id=None if row.workflow_id is None else str(row.workflow_id),
             receives=row.receives,
+            slot_key=row.slot_key,
         )
         for row in await conn.execute(statement)
     }
@@ -348,15 +355,23 @@ async def write_batch(
     outcomes: Sequence[records.Outcome],
 ) -> records.Written:
     """A writer's flush in one transaction: outcomes, then claims in one UPDATE per
-    (worker, redelivered, task name, queue)."""
+    (worker, redelivered, task name, queue, limited)."""
     stored = await record_outcomes(conn, outcomes) if outcomes else frozenset()
-    groups: dict[tuple[str, bool, str | None, str | None], list[str]] = {}
-    for task_id, worker_id, redelivered, name, queue in claims:
-        groups.setdefault((worker_id, redelivered, name, queue), []).append(task_id)
+    groups: dict[tuple[str, bool, str | None, str | None, bool], list[str]] = {}
+    for task_id, *group in claims:
+        groups.setdefault(tuple(group), []).append(task_id)  # type: ignore[arg-type]
     claimed: dict[str, records.Claimed] = {}
-    for (worker_id, redelivered, name, queue), ids in groups.items():
+    for (worker_id, redelivered, name, queue, limited), ids in groups.items():
         claimed.update(
-            await claim(conn, ids, worker_id, redelivered=redelivered, name=name, queue=queue)
+            await claim(
+                conn,
+                ids,
+                worker_id,
+                redelivered=redelivered,
+                name=name,
+                queue=queue,
+                limited=limited,
+            )
         )
     stale = {(o.task_id, o.attempt) for o in outcomes} - stored
     return records.Written(claimed=claimed, stale=frozenset(stale))

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from taskq.status import TaskStatus
 from taskq.store import held, lifecycle, pg, workflows
 from taskq.store.async_core import Connection
-from taskq.store.records import ClaimRequest, NewTask, Outcome, TaskRecord, Written
+from taskq.store.records import ClaimRequest, Held, NewTask, Outcome, TaskRecord, Written
 
 T = TypeVar("T")
 
@@ -19,10 +19,12 @@ EndedStep = workflows.EndedStep
 
 
 class WorkflowOperations:
-    """Needs the store's `_run` (one transaction), `_pg`, `_due_channel`, `_due_here`."""
+    """Needs the store's `_run` (one transaction), `_pg`, `_due_channel`, `_due_here`,
+    `_scope`."""
 
     _pg: held.PgPaths | None
     _due_channel: str
+    _scope: str
     _due_here: asyncio.Event
 
     async def _run(self, operation: Callable[[Connection], Awaitable[T]]) -> T:
@@ -62,29 +64,45 @@ class WorkflowOperations:
         """One flush of a writer. On PostgreSQL it is one statement (`pg.flush`), which also
         counts down the steps waiting for workflow steps that succeeded; a step that did not
         succeed may cancel others (`workflows.release`): its outcome goes, with that, in a
-        transaction of its own."""
-        channel = self._due_channel
+        transaction of its own. So do claims of tasks with limits (after the outcomes, whose
+        slots are then free) and the release of tasks waiting for a slot an outcome freed."""
+        channel, scope = self._due_channel, self._scope
         if fetch is None:
-            done = await self._run(lambda c: lifecycle.write_batch(c, claims, outcomes, channel))
-            if done.released:
+            done = await self._run(
+                lambda c: lifecycle.write_batch(c, claims, outcomes, channel, scope)
+            )
+            if done.released or any(h.until is not None for h in done.held.values()):
                 self._due_here.set()  # (no NOTIFY here: the leader is in this process)
             return done
+        failed = Written(claimed={})
         unlucky = [o for o in outcomes if _ends_a_step_unsuccessfully(o)]
         if unlucky:
             failed = await self._run(lambda c: lifecycle.write_batch(c, (), unlucky, channel))
             outcomes = [o for o in outcomes if not _ends_a_step_unsuccessfully(o)]
-            if not claims and not outcomes:
-                return failed
-        written = await pg.flush(fetch, claims, outcomes)
-        if written.released:
-            await self._run(lambda c: lifecycle.wake_leader(c, channel))
-        if unlucky:
-            return Written(
-                claimed=written.claimed,
-                stale=written.stale | failed.stale,
-                cancelled=failed.cancelled,
+        limited = [c for c in claims if c.limited]
+        claims = [c for c in claims if not c.limited]
+        written = Written(claimed={})
+        if claims or outcomes:
+            written = await pg.flush(fetch, claims, outcomes)
+            if written.released:
+                await self._run(lambda c: lifecycle.wake_leader(c, channel))
+        claimed = dict(written.claimed)
+        held: dict[str, Held] = {}
+        if limited:
+            more, held = await self._run(
+                lambda c: lifecycle.claim_with_limits(c, limited, channel, scope)
             )
-        return written
+            claimed.update(more)
+        freed = lifecycle.freed_keys(outcomes, written.stale)
+        if freed:
+            await self._run(lambda c: lifecycle.release_slots(c, freed, channel, scope))
+        return Written(
+            claimed=claimed,
+            stale=written.stale | failed.stale,
+            released=written.released,
+            cancelled=failed.cancelled,
+            held=held,
+        )
 
 
 def _ends_a_step_unsuccessfully(outcome: Outcome) -> bool:

@@ -67,7 +67,7 @@ class SqlBatches:
         return None
 
 
-_Claim = tuple[ClaimRequest, "asyncio.Future[records.Claimed | None]"]
+_Claim = tuple[ClaimRequest, "asyncio.Future[records.Claimed | records.Held | None]"]
 _Outcome = tuple[records.Outcome, "asyncio.Future[bool]"]
 
 
@@ -96,11 +96,14 @@ class Writer:
         redelivered: bool,
         name: str | None = None,
         queue: str | None = None,
-    ) -> records.Claimed | None:
-        """Count an attempt and mark `running`; → the claim, or None if not claimable (or
-        the row's task name or queue is not `name` or `queue`, when given)."""
-        future: asyncio.Future[records.Claimed | None] = asyncio.get_running_loop().create_future()
-        request = ClaimRequest(task_id, worker_id, redelivered, name, queue)
+        limited: bool = False,
+    ) -> records.Claimed | records.Held | None:
+        """Count an attempt and mark `running`; → the claim, why a limit holds the task back
+        (`limited`: its message says it has limits), or None if not claimable (or the
+        row's task name or queue is not `name` or `queue`, when given)."""
+        future: asyncio.Future[records.Claimed | records.Held | None]
+        future = asyncio.get_running_loop().create_future()
+        request = ClaimRequest(task_id, worker_id, redelivered, name, queue, limited)
         self._claims.append((request, future))
         self._wake.set()
         return await future
@@ -197,7 +200,7 @@ class Writer:
             return
         if written.cancelled and self.on_cancelled is not None:
             self.on_cancelled(written.cancelled)
-        claimed = dict(written.claimed)
+        claimed: dict[str, records.Claimed | records.Held] = {**written.held, **written.claimed}
         for request, claim_future in claims:
             # Two copies of one message in one batch: only the first runs the attempt.
             _settle(claim_future, claimed.pop(request.task_id, None))
@@ -210,8 +213,8 @@ def _now() -> float:
 
 
 def _settle(
-    future: asyncio.Future[records.Claimed | None] | asyncio.Future[bool],
-    value: records.Claimed | bool | None = None,
+    future: asyncio.Future[records.Claimed | records.Held | None] | asyncio.Future[bool],
+    value: records.Claimed | records.Held | bool | None = None,
     exc: BaseException | None = None,
 ) -> None:
     with contextlib.suppress(asyncio.InvalidStateError):  # the waiter was cancelled

@@ -34,6 +34,7 @@ queue_time = _meter.create_histogram(
 )
 retried = _meter.create_counter(**_instrument(sc.TASKS_RETRIED))
 dead_lettered = _meter.create_counter(**_instrument(sc.TASKS_DEAD_LETTERED))
+rate_limited = _meter.create_counter(**_instrument(sc.RATE_LIMITED))
 
 
 class BatchedRecords:
@@ -89,6 +90,9 @@ class Gauges:
     queue_depth: dict[str, int] = dataclasses.field(default_factory=dict)
     dlq_depth: dict[str, int] = dataclasses.field(default_factory=dict)
     loop_lag: float | None = None
+    # task name → concurrency slots its running tasks hold here (summed across workers:
+    # the cluster's use of its limit).
+    slots: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 gauges = Gauges()
@@ -110,6 +114,11 @@ def _dlq_depths(_options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(depth, {sc.MESSAGING_DESTINATION_NAME: queue})
 
 
+def _slots(_options: CallbackOptions) -> Iterable[Observation]:
+    for name, held in list(gauges.slots.items()):
+        yield Observation(held, {sc.TASK_NAME: name})
+
+
 def _loop_lag(_options: CallbackOptions) -> Iterable[Observation]:
     if gauges.loop_lag is not None:
         yield Observation(gauges.loop_lag)
@@ -119,3 +128,4 @@ _meter.create_observable_up_down_counter(**_instrument(sc.TASKS_ACTIVE), callbac
 _meter.create_observable_gauge(**_instrument(sc.QUEUE_DEPTH), callbacks=[_queue_depths])
 _meter.create_observable_gauge(**_instrument(sc.DLQ_DEPTH), callbacks=[_dlq_depths])
 _meter.create_observable_gauge(**_instrument(sc.LOOP_LAG), callbacks=[_loop_lag])
+_meter.create_observable_up_down_counter(**_instrument(sc.SLOTS_IN_USE), callbacks=[_slots])

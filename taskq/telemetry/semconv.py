@@ -49,6 +49,12 @@ TASK_QUEUE_TIME = ("taskq.task.queue_time", "s", "From submit (or due time) to s
 TASKS_RETRIED = ("taskq.tasks.retried", "{task}", "Failed attempts that will be retried.")
 TASKS_DEAD_LETTERED = ("taskq.tasks.dead_lettered", "{task}", "Tasks sent to a dead-letter queue.")
 TASKS_ACTIVE = ("taskq.tasks.active", "{task}", "Tasks running now.")
+RATE_LIMITED = ("taskq.rate_limited", "{task}", "Starts a rate limit put off to a later time.")
+SLOTS_IN_USE = (
+    "taskq.concurrency.slots_in_use",
+    "{slot}",
+    "Concurrency-limit slots held by tasks running now.",
+)
 QUEUE_DEPTH = ("taskq.queue.depth", "{message}", "Messages ready in a queue.")
 DLQ_DEPTH = ("taskq.queue.dlq_depth", "{message}", "Messages in a queue's dead-letter queue.")
 LOOP_LAG = ("taskq.event_loop.lag", "s", "How late the worker's event loop runs a timer.")

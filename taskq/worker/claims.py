@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from taskq import protocol
 from taskq.client.rows import new_task_row
 from taskq.status import TaskStatus
-from taskq.store import Claimed, Store, TaskRecord, Writer
+from taskq.store import Claimed, Held, Store, TaskRecord, Writer
 
 # Reads of the row before a delivery whose claim keeps missing is taken for a duplicate.
 TRIES = 3
@@ -38,7 +38,7 @@ class Duplicate:
     record: TaskRecord | None
 
 
-Claim = Claimed | Impostor | Leased | Duplicate
+Claim = Claimed | Held | Impostor | Leased | Duplicate
 
 
 async def claim(
@@ -50,21 +50,27 @@ async def claim(
     redelivered: bool,
     lease_duration: float,
 ) -> Claim:
-    """Claim the delivery's task: the claim (run it), or why not."""
+    """Claim the delivery's task: the claim (run it), the limit holding it back, or why
+    it does not run."""
+    limited = envelope.limits is not None
 
-    async def claimed() -> Claimed | None:
+    async def claimed() -> Claimed | Held | None:
         return await writer.claim(
             envelope.id,
             worker_id,
             redelivered=redelivered,
             name=envelope.task,
             queue=envelope.queue,
+            limited=limited,
         )
 
     for _ in range(TRIES):
         if (taken := await claimed()) is not None:
             return taken
         record = await store.get_task(envelope.id)
+        if record is not None and record.limits and not limited:
+            limited = True  # (its row has limits that its message does not say: obey the row)
+            continue
         if record is None:
             # A message with no row (published by other means): record it, then run it.
             await store.insert_task_if_missing(new_task_row(envelope))

@@ -188,6 +188,7 @@ class Executor:
             "worker_id": self._worker_id,
             "started_at": datetime.now(UTC),
             "in_workflow": claimed.workflow_id is not None,
+            "slot_key": claimed.slot_key,
         }
         if not attempt.runs and not claimed.cancel_requested:
             limit = attempt.task.default_options.max_deliveries

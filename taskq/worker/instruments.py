@@ -76,10 +76,13 @@ class Metrics:
                 metrics.batched.record(metrics.queue_time, waited, attributes)
             active, key = metrics.gauges.active, (name, envelope.queue)
             active[key] = active.get(key, 0) + 1
+            slots = metrics.gauges.slots if attempt.claimed.slot_key else {}
+            slots[name] = slots.get(name, 0) + 1
             try:
                 outcome = await call_next(attempt)
             finally:
                 active[key] -= 1
+                slots[name] -= 1
         outcome_attributes = {**attributes, semconv.TASK_OUTCOME: _outcome_name(attempt, outcome)}
         metrics.batched.record(metrics.duration, attempt.ran, outcome_attributes)
         if not attempt.stored:

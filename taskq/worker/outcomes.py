@@ -71,6 +71,7 @@ def base_of(outcome: Outcome) -> dict[str, Any]:
         "worker_id": outcome.worker_id,
         "started_at": outcome.started_at,
         "in_workflow": outcome.in_workflow,
+        "slot_key": outcome.slot_key,
     }
 
 

@@ -16,7 +16,7 @@ from taskq.client.rows import new_task_row
 from taskq.exceptions import ProtocolError, TaskqError
 from taskq.signing import BadSignature
 from taskq.status import TaskStatus
-from taskq.store import Store, TaskError, TaskRecord
+from taskq.store import Held, Store, TaskError, TaskRecord
 from taskq.telemetry import metrics, semconv
 from taskq.worker import claims
 
@@ -111,9 +111,13 @@ async def not_claimed(
     events: EventBatcher,
     delivery: Delivery,
     envelope: protocol.Envelope,
-    claim: claims.Impostor | claims.Leased | claims.Duplicate,
+    claim: Held | claims.Impostor | claims.Leased | claims.Duplicate,
 ) -> None:
-    """Settle a delivery whose claim did not take (`claims.Impostor`, `Leased`, `Duplicate`)."""
+    """Settle a delivery whose claim did not take (`Held` by a limit, `claims.Impostor`,
+    `Leased`, `Duplicate`)."""
+    if isinstance(claim, Held):
+        await hold(events, delivery, envelope, claim)
+        return
     if isinstance(claim, claims.Impostor):
         await reject_impostor(delivery, envelope, claim.record)
         return
@@ -136,6 +140,25 @@ async def not_claimed(
         logger.info("task %s is not claimable; acking a duplicate delivery", envelope.id)
         await settle(delivery.ack())
     events.add(task_event(envelope, None))
+
+
+async def hold(
+    events: EventBatcher, delivery: Delivery, envelope: protocol.Envelope, held: Held
+) -> None:
+    """A limit holds the task back: its row waits `scheduled` (the leader publishes it when
+    it may start), so this message is done with; it never holds a slot here."""
+    logger.debug(
+        "task %s waits for %s %s until %s",
+        envelope.id,
+        "rate limit" if held.reason == "rate" else "a free slot of",
+        held.key,
+        "a slot is free" if held.until is None else held.until.isoformat(),
+        extra={"action": "held", "task_id": envelope.id},
+    )
+    if held.reason == "rate":
+        metrics.rate_limited.add(1, {semconv.TASK_NAME: envelope.task})
+    await settle(delivery.ack())
+    events.add(task_event(envelope, TaskStatus.SCHEDULED))
 
 
 async def reject_impostor(
