@@ -4,7 +4,7 @@ A task's row says what limits it is subject to (`limits`: the rate, concurrency 
 specs with their keys) and keeps each key in a column of its own, indexed where it is counted:
 running tasks per concurrency key, unfinished tasks per quota key. `held_by` says which limit
 holds a `scheduled` task back ("rate" or "slots"). `taskq_rate_limits` keeps each rate key's
-theoretical arrival time (GCRA). Workers list the tags they were started with.
+theoretical arrival time (GCRA) and how far ahead starts are booked for tasks held back. Workers list the tags they were started with.
 
 Revision ID: 0010
 Revises: 0009
@@ -52,6 +52,7 @@ def upgrade() -> None:
         "taskq_rate_limits",
         sa.Column("key", sa.String(255), nullable=False),
         sa.Column("tat", sa.Float(), nullable=False),
+        sa.Column("booked", sa.Float(), nullable=False),
         sa.Column("per_second", sa.Float(), nullable=False),
         sa.Column("burst", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_taskq_rate_limits")),

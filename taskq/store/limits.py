@@ -4,13 +4,14 @@ tasks waiting for a slot, and quotas at submit. SQLAlchemy Core, both dialects.
 Every limit is cluster-wide because every decision is taken in one transaction holding the
 key's lock (a transaction-scoped advisory lock on PostgreSQL; SQLite has one writer):
 
-- **Rate** (GCRA): each key keeps a theoretical arrival time `tat` in `taskq_rate_limits`. A
-  start is allowed while `tat - (burst - 1) / rate <= now`, and moves `tat` on by `1 / rate`.
-  A task that may not start yet is given the first moment it may (its reservation: `tat`
-  moves on for it too), as a `scheduled` row held by "rate" that the leader publishes then;
-  once due it starts without taking another token. So tasks beyond the rate queue up in
-  order, each published once, and no window of one period sees more than rate x period +
-  burst starts (give or take the few ms between a reservation and its start).
+- **Rate** (GCRA): each key keeps the theoretical arrival time `tat` of its starts in
+  `taskq_rate_limits`. A start is allowed while `tat - (burst - 1/2) / rate <= now` (half an
+  interval of slack for the jitter of turns coming due), and moves `tat` on by `1 / rate`:
+  no window of one period ever holds more than rate x period + burst starts. A task that may
+  not start yet is given a turn after those held back before it (`booked`), as a `scheduled`
+  row held by "rate" that the leader publishes then. A new task never starts ahead of tasks
+  waiting their turn; a turn that comes too late to start (the leader was late, and the
+  turns behind it came due together) goes to the back of the line.
 - **Concurrency**: the slots in use are the key's `running` rows, counted, so a slot is free
   again whenever its task stops running, however that happens (an outcome, a retry, the
   leader requeueing a dead worker's task once its lease lapsed). A task without a free slot
@@ -78,30 +79,40 @@ async def claim_limited(
 
 @dataclasses.dataclass(slots=True)
 class _Bucket:
+    """A rate key: `tat`, the GCRA's theoretical arrival time of starts; `booked`, the end of
+    the turns given to tasks held back (epoch seconds)."""
+
     tat: float
+    booked: float
     per_second: float
     burst: int
     changed: bool = False
 
 
 def _refusal(row: Any, used: Counter[str], buckets: dict[str, _Bucket], now: float) -> Held | None:
-    """Why this row may not start now (None: it may, and its rate token is taken)."""
+    """Why this row may not start now (None: it may; its slot or rate token is taken)."""
     if SLOTS in row.limits:
         key, most = row.limits[SLOTS]
         if used[key] >= most:
             return Held(SLOTS, key, None)
-    if RATE not in row.limits or row.held_by == RATE:
-        return None  # (a reservation coming due took its token when it was made)
+    if RATE not in row.limits:
+        return None
     key, per_second, burst = row.limits[RATE]
-    bucket = buckets.setdefault(key, _Bucket(now, per_second, burst))
+    bucket = buckets.setdefault(key, _Bucket(now, now, per_second, burst))
+    bucket.per_second, bucket.burst, bucket.changed = per_second, burst, True
     interval = 1.0 / per_second
     start = max(bucket.tat, now)
-    may_start = start - (burst - 1) * interval
-    bucket.tat, bucket.per_second, bucket.burst = start + interval, per_second, burst
-    bucket.changed = True
-    if may_start <= now + _EPSILON:
+    # Half an interval of slack for the jitter of turns coming due: still never more than
+    # rate x period + burst starts in a period.
+    allowed = start - (burst - 0.5) * interval <= now + _EPSILON
+    queue_ahead = row.held_by != RATE and bucket.booked > now + _EPSILON
+    if allowed and not queue_ahead:
+        bucket.tat = start + interval
         return None
-    return Held(RATE, key, datetime.fromtimestamp(may_start, UTC))
+    # Its turn: after every task held back before it (or, at the front, when a start is free).
+    turn = max(bucket.booked, start - (burst - 1) * interval)
+    bucket.booked = turn + interval
+    return Held(RATE, key, datetime.fromtimestamp(turn, UTC))
 
 
 async def _rows(conn: Connection, task_ids: Sequence[str]) -> dict[str, Any]:
@@ -171,13 +182,14 @@ async def _buckets(conn: Connection, keys: set[str], now: float) -> dict[str, _B
         return {}
     query = select(rate_limits).where(rate_limits.c.key.in_(list(keys)))
     return {
-        row.key: _Bucket(row.tat, row.per_second, row.burst) for row in await conn.execute(query)
+        row.key: _Bucket(row.tat, row.booked, row.per_second, row.burst)
+        for row in await conn.execute(query)
     }
 
 
 async def _save_buckets(conn: Connection, buckets: dict[str, _Bucket]) -> None:
     changed = [
-        {"key": key, "tat": b.tat, "per_second": b.per_second, "burst": b.burst}
+        {"key": key, "tat": b.tat, "booked": b.booked, "per_second": b.per_second, "burst": b.burst}
         for key, b in buckets.items()
         if b.changed
     ]

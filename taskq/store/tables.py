@@ -211,13 +211,14 @@ schedules = Table(
     Column("last_tick", Timestamp, nullable=False),
 )
 
-# Each rate-limit key's theoretical arrival time (GCRA, epoch seconds by the database's
-# clock): a start is allowed while it is at most (burst - 1) / per_second ahead of now.
+# Each rate-limit key's theoretical arrival time of its starts (GCRA, epoch seconds by the
+# database's clock), and the end of the turns booked for tasks held back (`store.limits`).
 rate_limits = Table(
     "taskq_rate_limits",
     metadata,
     Column("key", String(255), primary_key=True),
     Column("tat", Float, nullable=False),
+    Column("booked", Float, nullable=False),
     Column("per_second", Float, nullable=False),
     Column("burst", Integer, nullable=False),
 )
