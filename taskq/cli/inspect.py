@@ -88,6 +88,20 @@ def _attempts_table(attempts: list[dict[str, Any]]) -> Table:
     return table
 
 
+def waiting_for(record: TaskRecord) -> str | None:
+    """What a limit holds it back for, if one does: "rate limit app.call account=42 (its
+    turn at 12:00:01)" or "a free slot of app.sync customer=7 (concurrency limit)"."""
+    if record.state is not TaskStatus.SCHEDULED or not record.limits or not record.held_by:
+        return None
+    if record.held_by == "rate" and "rate" in record.limits:
+        turn = f" (its turn at {_when(record.run_at)})" if record.run_at else ""
+        return f"rate limit {record.limits['rate'][0]}{turn}"
+    if record.held_by == "slots" and "slots" in record.limits:
+        key, most = record.limits["slots"]
+        return f"a free slot of {key} (concurrency limit {most})"
+    return None
+
+
 def describe(record: TaskRecord) -> Table:
     from rich.markup import escape
     from rich.table import Table
@@ -100,6 +114,8 @@ def describe(record: TaskRecord) -> Table:
     grid.add_row("name", record.name)
     grid.add_row("queue", f"{record.queue} (priority {record.priority})")
     grid.add_row("state", f"[{style}]{record.state}[/{style}]")
+    if (waiting := waiting_for(record)) is not None:
+        grid.add_row("waiting", escape(waiting))
     grid.add_row("attempts", f"{record.attempts} (retries {record.retries}/{record.max_retries})")
     if record.batch_id:
         grid.add_row("batch", record.batch_id)

@@ -53,8 +53,17 @@ async def test_a_rate_limit_spaces_starts_and_holds_the_rest_back(backend: Backe
             lambda: app.list_tasks(state="scheduled", name="call_api"),
             what="tasks held back by the rate limit",
         )
-        assert held[0].held_by == "rate"
-        assert held[0].run_at is not None
+        last = max(held, key=lambda record: record.run_at or record.created_at)
+        assert last.held_by == "rate"
+        assert last.run_at is not None
+        # And `taskq status` says what it waits for
+        shown = await asyncio.to_thread(
+            CliRunner().invoke,
+            cli,
+            ["status", last.id],
+            env={"TASKQ_BROKER_URL": backend.broker_url, "TASKQ_STORE_URL": backend.store_url},
+        )
+        assert "waiting   rate limit call_api (its turn at" in shown.output, shown.output
         await app.gather(handles, timeout=20)
         took = time.monotonic() - began
 
