@@ -25,6 +25,12 @@ EXPECTED_OUTPUT = {
         "stored headers: {'tenant': 'acme'}\n"
         "refused: examples.send_invoice: submitted outside any tenant's request\n"
     ),
+    "flow_control.py": (
+        "10 calls for acme, 0.1 s apart: True\n"
+        "6 syncs for 2 customers, each customer's one at a time: True\n"
+        "refused: __main__.export tenant=acme has 2 of 2 unfinished\n"
+        "acme exported\n"
+    ),
     "tags.py": (
         "intro rendered\n"
         "from default@gpu, on the gpu worker: True\n"
