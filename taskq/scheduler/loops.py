@@ -33,6 +33,7 @@ SWEEP_INTERVAL = 1.0
 RETRY_AFTER_ERROR = 1.0
 PRUNE_INTERVAL = 60.0  # between passes that found nothing more to delete
 PRUNE_PAUSE = 0.25  # between full batches: the workers keep most of the database
+IDLE_RATE_KEY = 3600.0  # seconds unused before a rate-limit key's row is deleted
 
 
 class LeaderWork:
@@ -197,13 +198,14 @@ class LeaderWork:
             if period is not None:
                 await store.forget_workers(now - period)
                 await store.forget_workflows(now - period)
+                await store.forget_idle_rates(IDLE_RATE_KEY)
         except StoreConnectionError:
             raise
         except StoreError as exc:  # (a role without DELETE: say how to fix it, once a pass)
             logger.warning(
                 "retention: cannot delete old rows (%s); GRANT DELETE on taskq_tasks, "
-                "taskq_attempts, taskq_workers and taskq_workflows to this role, or set "
-                "TASKQ_RETENTION=off",
+                "taskq_attempts, taskq_workers, taskq_workflows and taskq_rate_limits to this "
+                "role, or set TASKQ_RETENTION=off",
                 exc,
             )
         return PRUNE_INTERVAL

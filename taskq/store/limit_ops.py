@@ -54,6 +54,10 @@ class LimitOperations:
 
         return await self._run(release)
 
+    async def forget_idle_rates(self, idle_for: float) -> int:
+        """Delete the rows of rate-limit keys unused for `idle_for` seconds."""
+        return await self._run(lambda conn: limits.forget_idle_rates(conn, idle_for))
+
     async def limits_in_use(self) -> list[dict[str, Any]]:
         """Each limit key in use: its kind, limit, and use now (`limits.usage`)."""
         return await self._run(limits.usage)

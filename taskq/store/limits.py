@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy import bindparam, delete, func, or_, select, text, update
 
 from taskq.exceptions import QuotaExceeded
 from taskq.status import TaskStatus
@@ -56,17 +56,18 @@ async def claim_limited(
     Only a row that would start now (queued, or scheduled and due, of the claim's name and
     queue) is decided; any other claim goes on as usual, to be refused or taken over."""
     found = await _rows(conn, [c.task_id for c in claims])
-    now = await _now(conn)
-    deciding = [(c, found[c.task_id]) for c in claims if _starts(found.get(c.task_id), c, now)]
-    if not deciding:
+    due_by = await _now(conn)  # (the transaction's "now", as the claim's own check of run_at)
+    starting = [(c, found[c.task_id]) for c in claims if _starts(found.get(c.task_id), c, due_by)]
+    if not starting:
         return list(claims), {}
-    rate_keys = {row.limits[RATE][0] for _, row in deciding if RATE in row.limits}
-    slot_keys = {row.limits[SLOTS][0] for _, row in deciding if SLOTS in row.limits}
+    rate_keys = {row.limits[RATE][0] for _, row in starting if RATE in row.limits}
+    slot_keys = {row.limits[SLOTS][0] for _, row in starting if SLOTS in row.limits}
     await lock(conn, rate_keys | slot_keys, scope)
     used = await running_per_key(conn, slot_keys)
+    now = await _now(conn, after_waiting=True)  # (the moment the starts are counted from)
     buckets = await _buckets(conn, rate_keys, now)
     held: dict[str, Held] = {}
-    for claim, row in deciding:
+    for claim, row in starting:
         refusal = _refusal(row, used, buckets, now)
         if refusal is not None:
             held[claim.task_id] = refusal
@@ -136,11 +137,13 @@ def _starts(row: Any, claim: records.ClaimRequest, now: float) -> bool:
     )
 
 
-async def _now(conn: Connection) -> float:
-    """Epoch seconds by the database's clock (this process's on SQLite)."""
+async def _now(conn: Connection, *, after_waiting: bool = False) -> float:
+    """Epoch seconds by the database's clock (this process's on SQLite): the transaction's
+    start, or with `after_waiting` the moment of asking (a lock may have kept it waiting)."""
     if conn.dialect.name != "postgresql":
         return time.time()
-    return float((await conn.execute(select(func.extract("epoch", func.now())))).scalar_one())
+    clock = func.clock_timestamp() if after_waiting else func.now()
+    return float((await conn.execute(select(func.extract("epoch", clock)))).scalar_one())
 
 
 async def lock(conn: Connection, keys: Iterable[str], scope: str) -> None:
@@ -365,3 +368,13 @@ async def _quota_usage(conn: Connection) -> list[dict[str, Any]]:
         }
         for key, count, most in await conn.execute(query)
     ]
+
+
+async def forget_idle_rates(conn: Connection, idle_for: float) -> int:
+    """Delete the rows of rate keys unused for `idle_for` seconds (a bucket that full holds
+    nothing a new row would not); → how many."""
+    before = await _now(conn) - idle_for
+    gone = await conn.execute(
+        delete(rate_limits).where(rate_limits.c.tat < before, rate_limits.c.booked < before)
+    )
+    return int(gone.rowcount or 0)

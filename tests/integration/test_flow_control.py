@@ -5,6 +5,7 @@ submits past them. (Several `taskq worker` processes: tests/e2e/test_flow_contro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 import taskq
+from taskq import protocol
 from taskq.cli import app as cli
+from taskq.client import rows
+from taskq.client import submit as submission
 from tests.conftest import Backend
 from tests.support import eventually
 
@@ -229,3 +233,53 @@ async def _submitted(
 ) -> AsyncIterator[taskq.TaskHandle[None]]:
     for _ in range(count):
         yield await task.submit()
+
+
+async def test_a_message_that_hides_its_limits_is_still_held_by_them(backend: Backend) -> None:
+    # Given a task limited to one running, one of which runs
+    app = backend.app()
+    release = asyncio.Event()
+
+    @app.task(name="alone", concurrency_limit=1)
+    async def alone() -> None:
+        await release.wait()
+
+    async with app, app.worker(concurrency=4, scheduler=True):
+        running = await alone.submit()
+        await eventually(running.status, lambda s: s is taskq.TaskStatus.RUNNING, what="a run")
+        # When a second is submitted, and a copy of its message without its limits is sent
+        second = await alone.submit()
+        record = await app.store.get_task(second.id)
+        assert record is not None and record.limits is not None
+        stripped = dataclasses.replace(rows.envelope_of(record), limits=None)
+        body = protocol.encode(stripped, max_bytes=app.settings.max_payload_bytes)
+        await submission.publish(app.runtime, record.queue, body, stripped)
+        # Then the row's limits hold it back all the same: it waits for the slot
+        await eventually(
+            second.info, lambda r: r.held_by == "slots", what="the second held for a slot"
+        )
+        assert await running.status() is taskq.TaskStatus.RUNNING
+        release.set()
+        await app.gather([running, second], timeout=20)
+
+
+async def test_rows_of_rate_keys_long_unused_are_deleted(backend: Backend) -> None:
+    # Given a rate-limited task that ran once
+    app = backend.app()
+
+    @app.task(name="paced", rate_limit="5/s")
+    async def paced() -> None:
+        pass
+
+    async with app, app.worker(concurrency=2, scheduler=False):
+        await (await paced.submit()).result(timeout=20)
+        # When rate keys unused for an hour are forgotten, then those unused for 0 s
+        kept = await app.store.forget_idle_rates(3600)
+        # (its row says the next start may come 0.2 s after the last: idle only after that)
+        await eventually(
+            lambda: app.store.forget_idle_rates(0), lambda n: n == 1, what="rows deleted"
+        )
+    # Then only the second call deletes its row
+    assert kept == 0
+    async with app:
+        assert await app.store.limits_in_use() == []
