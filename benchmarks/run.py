@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/run.py               # the full run (about 2 to 3 minutes)
     .venv/bin/python benchmarks/run.py --flat        # also a 100,000-task drain (RSS flatness)
+    .venv/bin/python benchmarks/run.py --flow-control  # also drains with rate/concurrency limits
     .venv/bin/python benchmarks/run.py --smoke       # small N, no peers (the test suite's run)
     .venv/bin/python benchmarks/run.py --no-peers    # skip the peers even if installed
 
@@ -27,6 +28,9 @@ says what each row measures. Every measurement gets a throwaway vhost and databa
 - memory: the worker subprocess's RSS (psutil) idle (the round-trip worker once it has
   registered, before its first task) and right after the drain; with --flat, also after a
   drain of 100,000, which must stay within 10% of the N drain's.
+- flow control (with --flow-control): flow_control.py's drains of N tasks with no limit, a
+  rate limit never reached and a concurrency limit of 10 per key (100 keys), in turn
+  (`--flow-rounds` rounds); each limited variant's median rate against the unlimited one's.
 - peers (when the bench extra is installed, unless --no-peers): peers.py's `run_peers`,
   N drained and 300 round trips each, and its table with taskq ÷ peer ratios.
 """
@@ -58,7 +62,7 @@ from collections.abc import Iterator  # noqa: E402
 import psutil  # noqa: E402
 
 import taskq  # noqa: E402
-from benchmarks import drain, noop_app, peers, workflow  # noqa: E402
+from benchmarks import drain, flow_control, noop_app, peers, workflow  # noqa: E402
 from benchmarks.services import add_service_options  # noqa: E402
 
 DEFAULT_TASKS = 20_000
@@ -86,6 +90,7 @@ TARGET_RSS_IDLE = 60.0  # MB
 TARGET_FLAT = 10.0  # percent, RSS after FLAT_TASKS vs after N
 TARGET_SEAM = 5.0  # percent of the drain rate, with SEAM_MIDDLEWARES no-op middlewares
 TARGET_CHORD = workflow.TARGET_RATIO  # x the plain tasks' time, for a chord as many members
+TARGET_FLOW = flow_control.TARGET  # percent of the drain rate a limit that holds nothing costs
 SEAM_MIDDLEWARES = 3
 
 
@@ -186,6 +191,25 @@ async def measure_seam(options: argparse.Namespace, first: Drain) -> Seam:
             rate = (await measure_drain(options, options.tasks, middlewares)).rate
             (seam.three if middlewares else seam.none).append(rate)
     return seam
+
+
+async def measure_flow_control(options: argparse.Namespace) -> dict[str, float]:
+    """flow_control.py's drains, every variant `--flow-rounds` times in turn, on services of
+    their own; → variant → median tasks/s."""
+    settings = argparse.Namespace(
+        tasks=options.tasks,
+        repeat=options.flow_rounds,
+        concurrency=CONCURRENCY,
+        only=list(flow_control.VARIANTS),
+        scheduler=False,
+        amqp_url=options.amqp_url,
+        postgres_url=options.postgres_url,
+    )
+    results = await flow_control.run_all(settings)
+    return {
+        variant: statistics.median(m.rate for m in results if m.variant == variant)
+        for variant in settings.only
+    }
 
 
 # -- submit -----------------------------------------------------------------------------------
@@ -337,6 +361,7 @@ def rows_of(
     trip: RoundTrip,
     peer_results: list[peers.PeerResult] | None,
     chord: Chord,
+    flow: dict[str, float] | None = None,
 ) -> list[tuple[str, str, str, str, str]]:
     n, m = f"{options.tasks:,}", f"{options.submits:,}"
     rows = [
@@ -374,6 +399,25 @@ def rows_of(
             verdict(seam.cost <= TARGET_SEAM),
         )
     )
+    for variant, label in (
+        ("rate", "drain, rate_limit never reached"),
+        ("slots", "drain, concurrency_limit 10 per key"),
+    ):
+        target = f"cost <= {TARGET_FLOW:g}%"
+        if flow is None:
+            rows.append((f"{label} (--flow-control)", "-", "tasks/s", target, "n/a"))
+            continue
+        lost = flow_control.cost(flow["none"], flow[variant])
+        rows.append(
+            (
+                f"{label} ({lost:+.1f}% vs none {flow['none']:,.1f}; medians of "
+                f"{options.flow_rounds})",
+                f"{flow[variant]:,.1f}",
+                "tasks/s",
+                target,
+                verdict(lost <= TARGET_FLOW),
+            )
+        )
     rows += [
         (f"submit sequential ({m})", f"{submits['sequential']:,.1f}", "tasks/s", "-", "-"),
         (
@@ -484,6 +528,17 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help=f"also drain {FLAT_TASKS:,} tasks, for the RSS flatness target (adds 1 to 3 min)",
     )
+    parser.add_argument(
+        "--flow-control",
+        action="store_true",
+        help="also drain N tasks with a rate limit never reached and with a concurrency limit "
+        "per key, against no limit (flow_control.py; adds 2 to 4 min)",
+    )
+    parser.add_argument(
+        "--flow-rounds",
+        type=int,
+        help="rounds of the three --flow-control drains (default 2; 1 smoke)",
+    )
     add_service_options(parser, throwaway="per measurement")
     options = parser.parse_args()
     options.tasks = options.tasks or (SMOKE_TASKS if options.smoke else DEFAULT_TASKS)
@@ -493,6 +548,7 @@ def parse_args() -> argparse.Namespace:
         SMOKE_WORKFLOW if options.smoke else DEFAULT_WORKFLOW
     )
     options.seam_rounds = options.seam_rounds or (1 if options.smoke else 2)
+    options.flow_rounds = options.flow_rounds or (1 if options.smoke else 2)
     options.warmup = min(SMOKE_WARMUP if options.smoke else WARMUP, options.pairs)
     if options.tasks < 1 or options.pairs < 1 or options.submits < SUBMITTERS:
         parser.error(f"--tasks and --pairs must be at least 1, --submits at least {SUBMITTERS}")
@@ -512,6 +568,10 @@ async def amain() -> int:
     if options.flat:
         log(f"drain of {FLAT_TASKS:,} (--flat) ...")
         flat = await measure_drain(options, FLAT_TASKS)
+    flow = None
+    if options.flow_control:
+        log(f"drains of {options.tasks:,} with and without flow-control limits, in turn ...")
+        flow = await measure_flow_control(options)
     submits = {}
     for way in ("sequential", "concurrent", "submit_many"):
         log(f"submit {way}, {options.submits:,} tasks ...")
@@ -537,7 +597,7 @@ async def amain() -> int:
         f"{noop_app.APP_SPEC} --concurrency {CONCURRENCY} --no-scheduler`; {os.cpu_count()} CPUs, "
         f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
-    print(table(rows_of(options, drained, seam, flat, submits, trip, peer_results, chord)))
+    print(table(rows_of(options, drained, seam, flat, submits, trip, peer_results, chord, flow)))
     print()
     if peer_results is None:
         print(peer_line)

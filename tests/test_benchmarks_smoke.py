@@ -221,6 +221,8 @@ RUN_ROWS = (
     "drain (200 tasks, 1 worker)",
     "drain vs fastest peer",
     "drain, 3 no-op middlewares",
+    "drain, rate_limit never reached (--flow-control)",
+    "drain, concurrency_limit 10 per key (--flow-control)",
     "submit sequential (200)",
     "submit 100 concurrent (200)",
     "submit_many (200)",
@@ -321,3 +323,55 @@ async def test_retention_benchmark_prunes_every_old_row_and_leaves_the_unfinishe
     untouched = next(line for line in output.splitlines() if line.startswith("untouched: "))
     assert untouched.startswith("untouched: the 110 unfinished and dead-lettered rows"), output
     assert untouched.endswith(" after every phase: yes"), output
+
+
+FLOW_HEADER = [
+    "run",
+    "variant",
+    "tasks",
+    "tasks/s",
+    "drain",
+    "s",
+    "wall",
+    "s",
+    "worker",
+    "cpu",
+    "s",
+    "pg",
+    "cpu",
+    "s",
+    "held",
+    "prefill",
+    "s",
+]
+
+
+@pytest.mark.timeout(150)
+async def test_flow_control_benchmark_drains_each_variant_and_counts_the_holds(
+    production: Backend,
+) -> None:
+    # When the flow-control benchmark's quick run drains 1,000 tasks with no limit, with a
+    # rate limit never reached and with a concurrency limit per customer, against this
+    # test's vhost and database
+    code, output = await benchmark("flow_control.py", "--quick", production=production, limit=140)
+    # Then it succeeds (every task of every variant succeeded, with its limits on its row)
+    # and prints a row per drain and a median per variant (figures not asserted)
+    assert code == 0, output
+    lines = [line.split() for line in output.splitlines()]
+    assert FLOW_HEADER in lines, output
+    start = lines.index(FLOW_HEADER) + 1
+    rows = {(row[0], row[1]): row[2:] for row in lines[start : start + 6]}
+    variants = ("none", "rate", "slots")
+    assert set(rows) == {(run, v) for run in ("1", "median") for v in variants}, output
+    for row in rows.values():
+        assert row[0] == "1000" and len(row) == 8 and float(row[1]) > 0, output
+    # And no task was held back (the rate is never reached; at most 100 run at once, over
+    # 100 customers with 10 slots each), counted by the ledger for each variant
+    for variant in variants:
+        held = f"held back, {variant}: 0 times over 1 drain(s) of 1,000 (no task ever held)"
+        assert held in output.splitlines(), output
+    # And each limited variant's cost against no limit, with a verdict (a MISS is a figure,
+    # not a failure)
+    for variant in ("rate", "slots"):
+        cost = next(line for line in lines if line[:3] == ["cost", "of", f"{variant}:"])
+        assert cost[-1] in ("PASS", "MISS"), output
