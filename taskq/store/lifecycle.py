@@ -90,17 +90,32 @@ async def claim_with_limits(
     scope: str = "",
 ) -> tuple[dict[str, records.Claimed], dict[str, records.Held]]:
     """Claims, those of tasks with limits through them (`limits.claim_limited`); → (the
-    claims that took, those held back). A reservation coming due later wakes the leader."""
+    claims that took, those held back). A turn held for later wakes the leader."""
+    claimed: dict[str, records.Claimed] = {}
     held: dict[str, records.Held] = {}
     limited = [c for c in claims if c.limited]
     if limited:
-        going, held = await limits.claim_limited(conn, limited, scope)
+        going, claimed, held = await limits.claim_limited(conn, limited, scope)
         claims = [c for c in claims if not c.limited] + going
         if any(h.until is not None for h in held.values()):
             await wake_leader(conn, channel)
-    if not claims:
-        return {}, held
-    return (await statements.write_batch(conn, claims, ())).claimed, held
+    if claims:
+        claimed.update((await statements.write_batch(conn, claims, ())).claimed)
+    return claimed, held
+
+
+async def claim_then_release(
+    conn: Connection,
+    claims: Sequence[records.ClaimRequest],
+    freed: Sequence[str],
+    channel: str = DUE_CHANNEL,
+    scope: str = "",
+) -> tuple[dict[str, records.Claimed], dict[str, records.Held]]:
+    """`claim_with_limits`, then `release_slots` of the keys whose slots outcomes freed
+    (counted after these claims took theirs), in the caller's one transaction."""
+    claimed, held = await claim_with_limits(conn, claims, channel, scope) if claims else ({}, {})
+    await release_slots(conn, freed, channel, scope)
+    return claimed, held
 
 
 async def release_slots(

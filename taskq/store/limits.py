@@ -34,7 +34,7 @@ from sqlalchemy import bindparam, delete, func, or_, select, text, update
 
 from taskq.exceptions import QuotaExceeded
 from taskq.status import TaskStatus
-from taskq.store import records
+from taskq.store import records, statements
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock, upsert_rows
 from taskq.store.records import Held
@@ -50,22 +50,22 @@ _EPSILON = 1e-6  # seconds: float noise, never a real gap between starts
 
 async def claim_limited(
     conn: Connection, claims: Sequence[records.ClaimRequest], scope: str
-) -> tuple[list[records.ClaimRequest], dict[str, Held]]:
-    """Decide the claims of tasks with limits: → (those to claim as usual, those held back).
+) -> tuple[list[records.ClaimRequest], dict[str, records.Claimed], dict[str, Held]]:
+    """Decide the claims of tasks with limits: → (those to claim as usual, those started
+    here, those held back).
 
     Only a row that would start now (queued, or scheduled and due, of the claim's name and
-    queue) is decided; any other claim goes on as usual, to be refused or taken over."""
-    found = await _rows(conn, [c.task_id for c in claims])
-    due_by = await _now(conn)  # (the transaction's "now", as the claim's own check of run_at)
+    queue) is decided, and started here if its limits allow; any other claim goes on as
+    usual, to be refused or taken over."""
+    found, due_by = await _rows(conn, [c.task_id for c in claims])
     starting = [(c, found[c.task_id]) for c in claims if _starts(found.get(c.task_id), c, due_by)]
     if not starting:
-        return list(claims), {}
+        return list(claims), {}, {}
     rate_keys = {row.limits[RATE][0] for _, row in starting if RATE in row.limits}
     slot_keys = {row.limits[SLOTS][0] for _, row in starting if SLOTS in row.limits}
-    await lock(conn, rate_keys | slot_keys, scope)
+    now = await lock(conn, rate_keys | slot_keys, scope)  # (starts count from then)
     used = await running_per_key(conn, slot_keys)
-    now = await _now(conn, after_waiting=True)  # (the moment the starts are counted from)
-    buckets = await _buckets(conn, rate_keys, now)
+    buckets = await _buckets(conn, rate_keys)
     held: dict[str, Held] = {}
     for claim, row in starting:
         refusal = _refusal(row, used, buckets, now)
@@ -75,7 +75,29 @@ async def claim_limited(
             used[row.limits[SLOTS][0]] += 1
     await _save_buckets(conn, buckets)
     await _hold(conn, held)
-    return [c for c in claims if c.task_id not in held], held
+    started = await _start(conn, [c for c, _ in starting if c.task_id not in held])
+    decided = {c.task_id for c, _ in starting}
+    return [c for c in claims if c.task_id not in decided], started, held
+
+
+async def _start(
+    conn: Connection, claims: Sequence[records.ClaimRequest]
+) -> dict[str, records.Claimed]:
+    """Mark these rows `running` (locked and checked by `_rows` in this transaction, so
+    found by primary key alone), counting the attempt and the delivery."""
+    by_worker: dict[str, list[str]] = {}
+    for claim in claims:
+        by_worker.setdefault(claim.worker_id, []).append(claim.task_id)
+    started: dict[str, records.Claimed] = {}
+    for worker_id, ids in by_worker.items():
+        statement = (
+            update(tasks)
+            .where(_c.id.in_(ids))
+            .values(**statements.STARTED, worker_id=worker_id, started_at=records.now())
+            .returning(*statements.CLAIMED_COLUMNS)
+        )
+        started.update(statements.claimed_of(await conn.execute(statement)))
+    return started
 
 
 @dataclasses.dataclass(slots=True)
@@ -116,13 +138,28 @@ def _refusal(row: Any, used: Counter[str], buckets: dict[str, _Bucket], now: flo
     return Held(RATE, key, datetime.fromtimestamp(turn, UTC))
 
 
-async def _rows(conn: Connection, task_ids: Sequence[str]) -> dict[str, Any]:
+async def _rows(conn: Connection, task_ids: Sequence[str]) -> tuple[dict[str, Any], float]:
+    """The claims' rows, locked, and the transaction's "now" (as the claim's own check of
+    `run_at` sees it), in one statement."""
+    now = func.extract("epoch", func.now()) if conn.dialect.name == "postgresql" else None
     query = (
-        select(_c.id, _c.name, _c.queue, _c.state, _c.run_at, _c.limits, _c.held_by)
+        select(
+            _c.id,
+            _c.name,
+            _c.queue,
+            _c.state,
+            _c.run_at,
+            _c.limits,
+            _c.held_by,
+            (now if now is not None else _c.attempts).label("now"),
+        )
         .where(_c.id.in_(list(task_ids)))
         .with_for_update()
     )
-    return {str(row.id): row for row in await conn.execute(query)}
+    found = {str(row.id): row for row in await conn.execute(query)}
+    if now is None or not found:
+        return found, time.time()
+    return found, float(next(iter(found.values())).now)
 
 
 def _starts(row: Any, claim: records.ClaimRequest, now: float) -> bool:
@@ -146,17 +183,21 @@ async def _now(conn: Connection, *, after_waiting: bool = False) -> float:
     return float((await conn.execute(select(func.extract("epoch", clock)))).scalar_one())
 
 
-async def lock(conn: Connection, keys: Iterable[str], scope: str) -> None:
+async def lock(conn: Connection, keys: Iterable[str], scope: str) -> float:
     """Hold each key's lock until this transaction ends (PostgreSQL; in a sorted order, so
-    two transactions never wait for each other). SQLite has one writer: nothing to do."""
-    if conn.dialect.name != "postgresql":
-        return
+    two transactions never wait for each other; SQLite has one writer: nothing to do).
+    → epoch seconds by the database's clock once they are held."""
     numbers = sorted({_lock_number(scope, key) for key in keys})
-    if numbers:
-        await conn.execute(
-            text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) k"),
-            {"keys": numbers},
-        )
+    if conn.dialect.name != "postgresql" or not numbers:
+        return await _now(conn, after_waiting=True)
+    held = await conn.execute(
+        text(
+            "SELECT extract(epoch FROM max(clock_timestamp())) FROM ("
+            "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) k) AS locked"
+        ),
+        {"keys": numbers},
+    )
+    return float(held.scalar_one())
 
 
 def _lock_number(scope: str, key: str) -> int:
@@ -180,7 +221,7 @@ async def running_per_key(conn: Connection, keys: Iterable[str]) -> Counter[str]
     return Counter(dict((await conn.execute(query)).all()))
 
 
-async def _buckets(conn: Connection, keys: set[str], now: float) -> dict[str, _Bucket]:
+async def _buckets(conn: Connection, keys: set[str]) -> dict[str, _Bucket]:
     if not keys:
         return {}
     query = select(rate_limits).where(rate_limits.c.key.in_(list(keys)))

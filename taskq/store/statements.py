@@ -104,10 +104,39 @@ async def get_states(conn: Connection, task_ids: Iterable[str]) -> dict[str, Tas
     return {str(row.id): TaskStatus(row.state) for row in await conn.execute(query)}
 
 
-_CLAIMED_COLUMNS = (
+CLAIMED_COLUMNS = (
     _c.id, _c.attempts, _c.deliveries, _c.retries, _c.max_retries, _c.cancel_requested_at,
     _c.workflow_id, _c.receives, _c.slot_key,
 )  # fmt: skip
+# What a claim sets besides the worker and the start (expiry means "not started by then":
+# it has started now).
+STARTED = {
+    "state": TaskStatus.RUNNING.value,
+    "attempts": _c.attempts + 1,
+    "deliveries": _c.deliveries + 1,
+    "finished_at": None,
+    "lease_until": None,
+    "progress": None,
+    "expires_at": None,
+    "held_by": None,
+}
+
+
+def claimed_of(rows: Iterable[Any]) -> dict[str, records.Claimed]:
+    """The claims of the rows an UPDATE ... RETURNING `CLAIMED_COLUMNS` marked running."""
+    return {
+        str(row.id): records.Claimed(
+            attempt=row.attempts,
+            deliveries=row.deliveries,
+            retries=row.retries,
+            max_retries=row.max_retries,
+            cancel_requested=row.cancel_requested_at is not None,
+            workflow_id=None if row.workflow_id is None else str(row.workflow_id),
+            receives=row.receives,
+            slot_key=row.slot_key,
+        )
+        for row in rows
+    }
 
 
 async def claim(
@@ -148,33 +177,10 @@ async def claim(
                 and_(_c.state == TaskStatus.SCHEDULED.value, _c.run_at <= clock(conn)),
             ),
         )
-        .values(
-            state=TaskStatus.RUNNING.value,
-            attempts=_c.attempts + 1,
-            deliveries=_c.deliveries + 1,
-            worker_id=worker_id,
-            started_at=records.now(),
-            finished_at=None,
-            lease_until=None,
-            progress=None,
-            expires_at=None,  # expiry means "not started by then": it has started now
-            held_by=None,
-        )
-        .returning(*_CLAIMED_COLUMNS)
+        .values(**STARTED, worker_id=worker_id, started_at=records.now())
+        .returning(*CLAIMED_COLUMNS)
     )
-    return {
-        str(row.id): records.Claimed(
-            attempt=row.attempts,
-            deliveries=row.deliveries,
-            retries=row.retries,
-            max_retries=row.max_retries,
-            cancel_requested=row.cancel_requested_at is not None,
-            workflow_id=None if row.workflow_id is None else str(row.workflow_id),
-            receives=row.receives,
-            slot_key=row.slot_key,
-        )
-        for row in await conn.execute(statement)
-    }
+    return claimed_of(await conn.execute(statement))
 
 
 _FENCE = (

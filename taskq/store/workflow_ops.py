@@ -88,14 +88,12 @@ class WorkflowOperations:
                 await self._run(lambda c: lifecycle.wake_leader(c, channel))
         claimed = dict(written.claimed)
         held: dict[str, Held] = {}
-        if limited:
+        freed = lifecycle.freed_keys(outcomes, written.stale)
+        if limited or freed:
             more, held = await self._run(
-                lambda c: lifecycle.claim_with_limits(c, limited, channel, scope)
+                lambda c: lifecycle.claim_then_release(c, limited, freed, channel, scope)
             )
             claimed.update(more)
-        freed = lifecycle.freed_keys(outcomes, written.stale)
-        if freed:
-            await self._run(lambda c: lifecycle.release_slots(c, freed, channel, scope))
         return Written(
             claimed=claimed,
             stale=written.stale | failed.stale,
