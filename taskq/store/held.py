@@ -15,6 +15,7 @@ from taskq.store import pg, records
 from taskq.store.async_core import Connection
 from taskq.store.records import ClaimRequest, NewTask, Outcome, ProgressReport, TaskRecord, Written
 
+T = TypeVar("T")
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
 
@@ -51,16 +52,32 @@ class HeldConnection:
     async def fetch(self, statement: str, *arguments: Any) -> list[Any]:
         async with self._translated():
             try:
-                if self._conn is None:
-                    self._conn = await self._connect()
-                    self._raw = (await self._conn.get_raw_connection()).driver_connection
-                    assert self._raw is not None
-                    await self._raw.execute(_SESSION_SETUP, self._application_name)
-                rows: list[Any] = await self._raw.fetch(statement, *arguments)
+                raw = await self._opened()
+                rows: list[Any] = await raw.fetch(statement, *arguments)
             except BaseException:
                 await self.close()  # it may be broken: the next statement takes a fresh one
                 raise
         return rows
+
+    async def in_transaction(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+        """`operation(its asyncpg connection)` inside one transaction (several statements
+        that must commit together); errors come out as taskq's."""
+        async with self._translated():
+            try:
+                raw = await self._opened()
+                async with raw.transaction():
+                    return await operation(raw)
+            except BaseException:
+                await self.close()
+                raise
+
+    async def _opened(self) -> Any:
+        if self._conn is None:
+            self._conn = await self._connect()
+            self._raw = (await self._conn.get_raw_connection()).driver_connection
+            assert self._raw is not None
+            await self._raw.execute(_SESSION_SETUP, self._application_name)
+        return self._raw
 
     async def close(self) -> None:
         conn, self._conn, self._raw = self._conn, None, None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, select, text, update
@@ -12,6 +12,7 @@ from taskq.status import TaskStatus
 from taskq.store import coordination, limits, records, statements, workflows
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock
+from taskq.store.limit_sql import CoreIO
 from taskq.store.records import TaskRecord, now
 from taskq.store.tables import attempts, tasks
 
@@ -63,7 +64,8 @@ async def write_batch(
     are decided after the outcomes (whose slots are then free), and the tasks waiting for
     a slot that an outcome freed are released last (`limits`)."""
     written = await statements.write_batch(conn, (), outcomes)
-    claimed, held = await claim_with_limits(conn, claims, channel, scope)
+    freed = limits.freed_keys(outcomes, written.stale)
+    claimed, held, freed_due = await claim_then_release(conn, claims, freed, channel, scope)
     released = await ended(
         conn,
         [
@@ -73,35 +75,13 @@ async def write_batch(
         ],
         channel,
     )
-    freed = await release_slots(conn, freed_keys(outcomes, written.stale), channel, scope)
     return dataclasses.replace(
         written,
         claimed=claimed,
-        released=released.due + freed,
+        released=released.due + freed_due,
         cancelled=released.cancelled,
         held=held,
     )
-
-
-async def claim_with_limits(
-    conn: Connection,
-    claims: Sequence[records.ClaimRequest],
-    channel: str = DUE_CHANNEL,
-    scope: str = "",
-) -> tuple[dict[str, records.Claimed], dict[str, records.Held]]:
-    """Claims, those of tasks with limits through them (`limits.claim_limited`); → (the
-    claims that took, those held back). A turn held for later wakes the leader."""
-    claimed: dict[str, records.Claimed] = {}
-    held: dict[str, records.Held] = {}
-    limited = [c for c in claims if c.limited]
-    if limited:
-        going, claimed, held = await limits.claim_limited(conn, limited, scope)
-        claims = [c for c in claims if not c.limited] + going
-        if any(h.until is not None for h in held.values()):
-            await wake_leader(conn, channel)
-    if claims:
-        claimed.update((await statements.write_batch(conn, claims, ())).claimed)
-    return claimed, held
 
 
 async def claim_then_release(
@@ -110,28 +90,29 @@ async def claim_then_release(
     freed: Sequence[str],
     channel: str = DUE_CHANNEL,
     scope: str = "",
-) -> tuple[dict[str, records.Claimed], dict[str, records.Held]]:
-    """`claim_with_limits`, then `release_slots` of the keys whose slots outcomes freed
-    (counted after these claims took theirs), in the caller's one transaction."""
-    claimed, held = await claim_with_limits(conn, claims, channel, scope) if claims else ({}, {})
-    await release_slots(conn, freed, channel, scope)
-    return claimed, held
+) -> tuple[dict[str, records.Claimed], dict[str, records.Held], int]:
+    """Claims, those of tasks with limits through them, then the release of the tasks
+    waiting for the slots of `freed` keys (`limits.claim_then_release`), in the caller's
+    one transaction; → (the claims that took, those held back, how many became due)."""
+    going, claimed, held, released = await limits.claim_then_release(
+        CoreIO(conn, scope), [c for c in claims if c.limited], freed
+    )
+    if released or any(h.until is not None for h in held.values()):
+        await wake_leader(conn, channel)
+    going += [c for c in claims if not c.limited]
+    if going:
+        claimed.update((await statements.write_batch(conn, going, ())).claimed)
+    return claimed, held, released
 
 
 async def release_slots(
     conn: Connection, keys: Sequence[str], channel: str = DUE_CHANNEL, scope: str = ""
 ) -> int:
     """The oldest tasks waiting for a free slot of these keys become due (the leader woken)."""
-    released = await limits.release_slots(conn, keys, scope) if keys else 0
+    released = await limits.release_slots(CoreIO(conn, scope), keys) if keys else 0
     if released:
         await wake_leader(conn, channel)
     return released
-
-
-def freed_keys(outcomes: Sequence[records.Outcome], stale: Iterable[tuple[str, int]]) -> list[str]:
-    """The concurrency keys of the attempts whose end was stored."""
-    lost = set(stale)
-    return [o.slot_key for o in outcomes if o.slot_key and (o.task_id, o.attempt) not in lost]
 
 
 async def ended(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from taskq.store import limits, statements
+from taskq.store import limit_sql, statements
 from taskq.store.async_core import Connection
 from taskq.store.lifecycle import release_slots
 from taskq.store.records import NewTask
@@ -31,7 +31,7 @@ class LimitOperations:
         scope = self._scope
 
         async def insert(conn: Connection) -> str:
-            await limits.check_quotas(conn, rows, scope)
+            await limit_sql.check_quotas(conn, rows, scope)
             if len(rows) == 1:
                 return await statements.insert_task(conn, rows[0], due_now=due_now)
             await statements.insert_tasks(conn, rows, due_now=due_now)
@@ -40,8 +40,8 @@ class LimitOperations:
         return await self._run(insert)
 
     async def _check_quotas(self, conn: Connection, rows: Sequence[NewTask]) -> None:
-        """`limits.check_quotas` in a transaction of the caller's."""
-        await limits.check_quotas(conn, rows, self._scope)
+        """`limit_sql.check_quotas` in a transaction of the caller's."""
+        await limit_sql.check_quotas(conn, rows, self._scope)
 
     async def release_free_slots(self, limit: int) -> int:
         """Tasks waiting for a concurrency slot that is free (its holder ended in a way no
@@ -49,18 +49,18 @@ class LimitOperations:
         channel, scope = self._due_channel, self._scope
 
         async def release(conn: Connection) -> int:
-            keys = await limits.keys_with_waiters(conn, limit)
+            keys = await limit_sql.keys_with_waiters(conn, limit)
             return await release_slots(conn, keys, channel, scope)
 
         return await self._run(release)
 
     async def forget_idle_rates(self, idle_for: float) -> int:
         """Delete the rows of rate-limit keys unused for `idle_for` seconds."""
-        return await self._run(lambda conn: limits.forget_idle_rates(conn, idle_for))
+        return await self._run(lambda conn: limit_sql.forget_idle_rates(conn, idle_for))
 
     async def limits_in_use(self) -> list[dict[str, Any]]:
-        """Each limit key in use: its kind, limit, and use now (`limits.usage`)."""
-        return await self._run(limits.usage)
+        """Each limit key in use: its kind, limit, and use now (`limit_sql.usage`)."""
+        return await self._run(limit_sql.usage)
 
 
 def under_quota(rows: Sequence[NewTask]) -> bool:

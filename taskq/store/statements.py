@@ -152,7 +152,7 @@ async def claim(
     """Mark tasks `running` and count the attempt and delivery, in one statement.
 
     A row with limits is claimed only when `limited` (its limits were decided first, in
-    this transaction: `limits.claim_limited`), whatever its message says.
+    this transaction: `limits.claim_then_release`), whatever its message says.
 
     Rows already final (a duplicate delivery) or missing are left alone and absent from
     the result. A `running` row is taken over only by a redelivery whose attempt's worker

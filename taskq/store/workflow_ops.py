@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from taskq.status import TaskStatus
-from taskq.store import held, lifecycle, pg, workflows
+from taskq.store import lifecycle, limits, pg, pg_limits, statements, workflows
 from taskq.store.async_core import Connection
+from taskq.store.held import HeldConnection, PgPaths
 from taskq.store.records import ClaimRequest, Held, NewTask, Outcome, TaskRecord, Written
 
 T = TypeVar("T")
@@ -22,7 +24,7 @@ class WorkflowOperations:
     """Needs the store's `_run` (one transaction), `_pg`, `_due_channel`, `_due_here`,
     `_scope`."""
 
-    _pg: held.PgPaths | None
+    _pg: PgPaths | None
     _due_channel: str
     _scope: str
     _due_here: asyncio.Event
@@ -81,6 +83,19 @@ class WorkflowOperations:
             outcomes = [o for o in outcomes if not _ends_a_step_unsuccessfully(o)]
         limited = [c for c in claims if c.limited]
         claims = [c for c in claims if not c.limited]
+        with_limits = limited or any(o.slot_key for o in outcomes)
+        if with_limits and isinstance(fetch, HeldConnection):
+            # One transaction on the writer's own connection, through asyncpg: the flush's
+            # statement, then the limited claims and the release of freed slots.
+            written, going = await fetch.in_transaction(
+                lambda raw: pg_limits.flush(raw, claims, outcomes, limited, channel, scope)
+            )
+            if going:  # (takeovers and claims to refuse: as any claim)
+                taken = await self._run(lambda c: statements.write_batch(c, going, ()))
+                written = dataclasses.replace(written, claimed={**written.claimed, **taken.claimed})
+            return dataclasses.replace(
+                written, stale=written.stale | failed.stale, cancelled=failed.cancelled
+            )
         written = Written(claimed={})
         if claims or outcomes:
             written = await pg.flush(fetch, claims, outcomes)
@@ -88,9 +103,9 @@ class WorkflowOperations:
                 await self._run(lambda c: lifecycle.wake_leader(c, channel))
         claimed = dict(written.claimed)
         held: dict[str, Held] = {}
-        freed = lifecycle.freed_keys(outcomes, written.stale)
+        freed = limits.freed_keys(outcomes, written.stale)
         if limited or freed:
-            more, held = await self._run(
+            more, held, _ = await self._run(
                 lambda c: lifecycle.claim_then_release(c, limited, freed, channel, scope)
             )
             claimed.update(more)
