@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from typer.testing import CliRunner
 
 import taskq
@@ -17,6 +19,7 @@ from taskq import protocol
 from taskq.cli import app as cli
 from taskq.client import rows
 from taskq.client import submit as submission
+from taskq.telemetry import metrics, prometheus, semconv
 from tests.conftest import Backend
 from tests.support import eventually
 
@@ -283,3 +286,47 @@ async def test_rows_of_rate_keys_long_unused_are_deleted(backend: Backend) -> No
     assert kept == 0
     async with app:
         assert await app.store.limits_in_use() == []
+
+
+async def test_holds_and_slots_in_use_are_metrics(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given taskq's rate-limited counter on a meter of this test's own
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    name, unit, description = semconv.RATE_LIMITED
+    counter = provider.get_meter("taskq").create_counter(name, unit=unit, description=description)
+    monkeypatch.setattr(metrics, "rate_limited", counter)
+    app = Backend("embedded", "memory://", sqlite_url).app()
+    release = asyncio.Event()
+
+    @app.task(name="metered", rate_limit="5/s")
+    async def metered() -> None:
+        pass
+
+    @app.task(name="slotted", concurrency_limit=2)
+    async def slotted() -> None:
+        await release.wait()
+
+    async with app, app.worker(concurrency=10, scheduler=True):
+        # When 5 rate-limited tasks go at once, and 2 tasks hold slots
+        await app.gather([await metered.submit() for _ in range(5)], timeout=20)
+        holding = [await slotted.submit() for _ in range(2)]
+        in_use = await eventually(
+            lambda: _async(metrics.gauges.slots.get("slotted", 0)),
+            lambda held: held == 2,
+            what="slots in use",
+        )
+        release.set()
+        await app.gather(holding, timeout=20)
+
+    # Then the 4 held back by the rate limit are counted, and the slots were in use
+    text = prometheus.render(prometheus.snapshot(reader))
+    assert 'taskq_rate_limited_total{taskq_task_name="metered"} 4' in text, text
+    assert in_use == 2
+    assert prometheus.prometheus_name(*semconv.SLOTS_IN_USE[:2]) == "taskq_concurrency_slots_in_use"
+    provider.shutdown()
+
+
+async def _async(value: int) -> int:
+    return value
