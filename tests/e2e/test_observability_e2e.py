@@ -255,6 +255,7 @@ async def test_queues_workers_and_tasks_views_show_the_right_numbers(
                 "dlq": 0,
                 "running": 0,
                 "scheduled": 0,
+                "waiting_for_tags": None,
             }
         }
         # And the table form names the queue
@@ -292,6 +293,7 @@ async def test_queues_workers_and_tasks_views_show_the_right_numbers(
         "dlq": 1,
         "running": 0,
         "scheduled": 0,
+        "waiting_for_tags": None,
     }
     assert (shown["default"]["consumers"], shown["default"]["dlq"]) == (1, 0)
     table = await cli("queues")
