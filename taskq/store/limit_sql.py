@@ -16,7 +16,7 @@ from taskq.status import TaskStatus
 from taskq.store import records, statements
 from taskq.store.async_core import Connection
 from taskq.store.engine import clock, upsert_rows
-from taskq.store.limits import RATE, SLOTS, Bucket, Row, lock_number
+from taskq.store.limits import RATE, SLOTS, Bucket, Read, Row, lock_number
 from taskq.store.records import Held
 from taskq.store.tables import rate_limits, tasks
 
@@ -31,7 +31,28 @@ class CoreIO:
     def __init__(self, conn: Connection, scope: str) -> None:
         self._conn, self._scope = conn, scope
 
-    async def rows(self, task_ids: Sequence[str]) -> tuple[dict[str, Row], float]:
+    async def read(
+        self, task_ids: Sequence[str], slot_keys: Iterable[str], rate_keys: Iterable[str]
+    ) -> Read:
+        rows, due_by = await self._rows(task_ids) if task_ids else ({}, 0.0)
+        slot_keys, rate_keys = list(slot_keys), list(rate_keys)
+        used, waiting = await self._counts(slot_keys) if slot_keys else (Counter(), Counter())
+        buckets = await self._buckets(rate_keys) if rate_keys else {}
+        return Read(rows, due_by, used, waiting, buckets)
+
+    async def write(
+        self,
+        buckets: Mapping[str, Bucket],
+        held: Mapping[str, Held],
+        going: Sequence[records.ClaimRequest],
+    ) -> dict[str, records.Claimed]:
+        if buckets:
+            await self._save(buckets)
+        if held:
+            await self._hold(held)
+        return await self._start(going) if going else {}
+
+    async def _rows(self, task_ids: Sequence[str]) -> tuple[dict[str, Row], float]:
         query = (
             select(_c.id, _c.name, _c.queue, _c.state, _c.run_at, _c.limits, _c.held_by)
             .where(_c.id.in_(list(task_ids)))
@@ -44,7 +65,7 @@ class CoreIO:
         await lock(self._conn, keys, self._scope)
         return await _now(self._conn, after_waiting=True)
 
-    async def counts(self, keys: Iterable[str]) -> tuple[Counter[str], Counter[str]]:
+    async def _counts(self, keys: Iterable[str]) -> tuple[Counter[str], Counter[str]]:
         waiting = (
             select(_c.slot_key, func.count())
             .where(
@@ -58,14 +79,14 @@ class CoreIO:
         found = Counter(dict((await self._conn.execute(waiting)).all()))
         return await running_per_key(self._conn, keys), found
 
-    async def buckets(self, keys: Iterable[str]) -> dict[str, Bucket]:
+    async def _buckets(self, keys: Iterable[str]) -> dict[str, Bucket]:
         query = select(rate_limits).where(rate_limits.c.key.in_(list(keys))).with_for_update()
         return {
             row.key: Bucket(row.tat, row.booked, row.per_second, row.burst)
             for row in await self._conn.execute(query)
         }
 
-    async def save(self, buckets: Mapping[str, Bucket]) -> None:
+    async def _save(self, buckets: Mapping[str, Bucket]) -> None:
         rows = [
             {"key": k, "tat": b.tat, "booked": b.booked, "per_second": b.per_second,
              "burst": b.burst}
@@ -73,11 +94,11 @@ class CoreIO:
         ]  # fmt: skip
         await self._conn.execute(upsert_rows(self._conn, rate_limits, rows, key="key"))
 
-    async def hold(self, held: Mapping[str, Held]) -> None:
+    async def _hold(self, held: Mapping[str, Held]) -> None:
         values = [{"b_id": i, "b_until": h.until, "b_held": h.reason} for i, h in held.items()]
         await self._conn.execute(_HOLD, values)
 
-    async def start(self, claims: Sequence[records.ClaimRequest]) -> dict[str, records.Claimed]:
+    async def _start(self, claims: Sequence[records.ClaimRequest]) -> dict[str, records.Claimed]:
         by_worker: dict[str, list[str]] = {}
         for claim in claims:
             by_worker.setdefault(claim.worker_id, []).append(claim.task_id)

@@ -52,31 +52,38 @@ class Row(NamedTuple):
     held_by: str | None
 
 
+class Read(NamedTuple):
+    """What a limited claim reads once the keys are locked: the rows (locked), the
+    transaction's "now" (epoch seconds), per concurrency key the tasks running and those
+    waiting for a slot, and the rate keys' GCRA rows (locked; missing: never used, or
+    forgotten while idle)."""
+
+    rows: dict[str, Row]
+    due_by: float
+    used: Counter[str]
+    waiting: Counter[str]
+    buckets: dict[str, Bucket]
+
+
 class LimitIO(Protocol):
     """The statements a limited claim and a release need, in one transaction."""
-
-    async def rows(self, task_ids: Sequence[str]) -> tuple[dict[str, Row], float]:
-        """The rows, locked, and the transaction's "now" (epoch seconds)."""
-        ...
 
     async def lock(self, keys: Iterable[str]) -> float:
         """Hold the keys' locks until the transaction ends; → epoch seconds once held."""
         ...
 
-    async def counts(self, keys: Iterable[str]) -> tuple[Counter[str], Counter[str]]:
-        """Per concurrency key: tasks running (slots in use), tasks waiting for a slot."""
-        ...
+    async def read(
+        self, task_ids: Sequence[str], slot_keys: Iterable[str], rate_keys: Iterable[str]
+    ) -> Read: ...
 
-    async def buckets(self, keys: Iterable[str]) -> dict[str, Bucket]:
-        """The rate keys' rows, locked (missing: never used, or forgotten while idle)."""
-        ...
-
-    async def save(self, buckets: Mapping[str, Bucket]) -> None: ...
-
-    async def hold(self, held: Mapping[str, Held]) -> None: ...
-
-    async def start(self, claims: Sequence[records.ClaimRequest]) -> dict[str, records.Claimed]:
-        """Mark these rows (locked and checked) `running`, counting attempt and delivery."""
+    async def write(
+        self,
+        buckets: Mapping[str, Bucket],
+        held: Mapping[str, Held],
+        going: Sequence[records.ClaimRequest],
+    ) -> dict[str, records.Claimed]:
+        """Save the GCRA rows, hold back the held, and mark the going rows (locked and
+        checked) `running`, counting attempt and delivery; → their claims."""
         ...
 
     async def release(self, keys: Sequence[str], most: int) -> int:
@@ -89,24 +96,37 @@ async def claim_then_release(
     io: LimitIO, claims: Sequence[records.ClaimRequest], freed: Sequence[str] = ()
 ) -> tuple[list[records.ClaimRequest], dict[str, records.Claimed], dict[str, Held], int]:
     """Decide the claims of tasks with limits, then release the tasks waiting for the slots
-    of `freed` keys (counted after these claims took theirs); every key is locked at once, in
-    one order (so two transactions never wait for each other), in one transaction.
+    of `freed` keys (counted after these claims took theirs), in one transaction.
     → (claims to make as usual, those started here, those held back, how many became due).
 
+    The keys the messages name are locked first, all at once in one order (so two
+    transactions never wait for each other), then everything is read in one go; the rows
+    stay the truth: a key a row has and its message did not name is locked and read then.
     Only a row that would start now (queued, or scheduled and due, of the claim's name and
     queue) is decided, and started here if its limits allow; any other claim goes on as
     usual, to be refused or taken over."""
-    found, due_by = await io.rows([c.task_id for c in claims]) if claims else ({}, 0.0)
-    starting = [(c, found[c.task_id]) for c in claims if _starts(found.get(c.task_id), c, due_by)]
+    named_rates = {c.rate_key for c in claims if c.rate_key}
+    named_slots = {c.slot_key for c in claims if c.slot_key} | set(freed)
+    locked = named_rates | named_slots
+    now = await io.lock(locked) if locked else None  # (starts count from then)
+    read = await io.read([c.task_id for c in claims], named_slots, named_rates)
+    starting = [
+        (c, read.rows[c.task_id])
+        for c in claims
+        if _starts(read.rows.get(c.task_id), c, read.due_by)
+    ]
     rate_keys = {row.limits[RATE][0] for _, row in starting if RATE in row.limits}
     slot_keys = {row.limits[SLOTS][0] for _, row in starting if SLOTS in row.limits}
-    keys = rate_keys | slot_keys | set(freed)  # (none: a quota only, checked at submit)
-    now = await io.lock(keys) if keys else due_by  # (starts count from then)
-    counted = slot_keys | set(freed)
-    used, waiting = await io.counts(counted) if counted else (Counter[str](), Counter[str]())
-    held, started = await _decide(io, starting, used, rate_keys, now)
+    if unnamed := (rate_keys | slot_keys) - locked:  # (rare: a message hid its limits)
+        now = await io.lock(unnamed)
+        more = await io.read([], slot_keys & unnamed, rate_keys & unnamed)
+        read.used.update(more.used)
+        read.buckets.update(more.buckets)
+    held, started = await _decide(
+        io, starting, read.used, read.buckets, read.due_by if now is None else now
+    )
     # (a key with nobody waiting for a slot needs no release: most keys, most of the time)
-    releasing = sorted(key for key in set(freed) if waiting[key])
+    releasing = sorted(key for key in set(freed) if read.waiting[key])
     released = await io.release(releasing, RELEASE_AT_ONCE) if releasing else 0
     decided = {c.task_id for c, _ in starting}
     return [c for c in claims if c.task_id not in decided], started, held, released
@@ -116,11 +136,10 @@ async def _decide(
     io: LimitIO,
     starting: Sequence[tuple[records.ClaimRequest, Row]],
     used: Counter[str],
-    rate_keys: set[str],
+    buckets: dict[str, Bucket],
     now: float,
 ) -> tuple[dict[str, Held], dict[str, records.Claimed]]:
     """Hold back the rows their limits refuse, start the others; → (held, started)."""
-    buckets = await io.buckets(rate_keys) if rate_keys else {}
     held: dict[str, Held] = {}
     for claim, row in starting:
         refusal = _refusal(row, used, buckets, now)
@@ -128,12 +147,11 @@ async def _decide(
             held[claim.task_id] = refusal
         elif SLOTS in row.limits:
             used[row.limits[SLOTS][0]] += 1
-    if any(bucket.changed for bucket in buckets.values()):
-        await io.save({key: bucket for key, bucket in buckets.items() if bucket.changed})
-    if held:
-        await io.hold(held)
+    changed = {key: bucket for key, bucket in buckets.items() if bucket.changed}
     going = [c for c, _ in starting if c.task_id not in held]
-    return held, await io.start(going) if going else {}
+    if not (changed or held or going):
+        return held, {}
+    return held, await io.write(changed, held, going)
 
 
 async def release_slots(io: LimitIO, keys: Iterable[str]) -> int:

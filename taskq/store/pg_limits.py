@@ -11,49 +11,58 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from taskq.store import limits, pg, records
-from taskq.store.limits import Bucket, Row
+from taskq.store.limits import Bucket, Read, Row
 from taskq.store.records import Held
 
-_ROWS = (
-    "SELECT id::text AS id, name, queue, state, run_at, limits::text AS limits, held_by, "
-    "extract(epoch FROM now())::float8 AS now "
-    "FROM taskq_tasks WHERE id = ANY($1::uuid[]) FOR UPDATE"
+# The rows (locked), the transaction's "now", per concurrency key the tasks running and
+# those waiting for a slot, and the rate keys' GCRA rows (locked), in one statement, read
+# after the keys' locks are held (a statement's snapshot is taken when it starts).
+_READ = """WITH r AS (
+    SELECT id::text AS id, name, queue, state, run_at, limits::text AS limits, held_by
+    FROM taskq_tasks WHERE id = ANY($1::uuid[]) FOR UPDATE
+), c AS (
+    SELECT slot_key,
+        count(*) FILTER (WHERE state = 'running')::int AS running,
+        count(*) FILTER (WHERE state = 'scheduled' AND held_by = 'slots' AND run_at IS NULL)::int
+            AS waiting
+    FROM taskq_tasks
+    WHERE slot_key = ANY($2::text[]) AND state IN ('running', 'scheduled') GROUP BY slot_key
+), b AS (
+    SELECT key, tat, booked, per_second, burst FROM taskq_rate_limits
+    WHERE key = ANY($3::text[]) FOR UPDATE
 )
+SELECT 'r' AS kind, id AS key, name, queue, state, run_at, limits, held_by, NULL::int AS running,
+    NULL::int AS waiting, NULL::float8 AS tat, NULL::float8 AS booked,
+    NULL::float8 AS per_second, NULL::int AS burst, extract(epoch FROM now())::float8 AS now
+FROM r
+UNION ALL SELECT 'c', slot_key, NULL, NULL, NULL, NULL, NULL, NULL, running, waiting, NULL, NULL,
+    NULL, NULL, NULL FROM c
+UNION ALL SELECT 'b', key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tat, booked,
+    per_second, burst, NULL FROM b"""
 # `max(clock_timestamp())` is read after the last lock is held: starts count from then.
 _LOCK = (
     "SELECT extract(epoch FROM max(clock_timestamp()))::float8 FROM ("
     "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k) AS locked"
 )
-_COUNTS = (
-    "SELECT slot_key, count(*) FILTER (WHERE state = 'running')::int AS running, "
-    "count(*) FILTER (WHERE state = 'scheduled' AND held_by = 'slots' AND run_at IS NULL)::int "
-    "AS waiting FROM taskq_tasks "
-    "WHERE slot_key = ANY($1::text[]) AND state IN ('running', 'scheduled') GROUP BY slot_key"
+# The GCRA rows saved, the rows held back, and the others started, in one statement (every
+# part runs, whether or not the final one reads it).
+_WRITE = """WITH saved AS (
+    INSERT INTO taskq_rate_limits (key, tat, booked, per_second, burst)
+    SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[], $5::int[])
+    ON CONFLICT (key) DO UPDATE SET tat = excluded.tat, booked = excluded.booked,
+        per_second = excluded.per_second, burst = excluded.burst
+), held AS (
+    UPDATE taskq_tasks AS t SET state = 'scheduled', run_at = h.run_at, held_by = h.held
+    FROM unnest($6::uuid[], $7::timestamptz[], $8::text[]) AS h (id, run_at, held)
+    WHERE t.id = ANY($6::uuid[]) AND t.id = h.id
 )
-_BUCKETS = (
-    "SELECT key, tat, booked, per_second, burst FROM taskq_rate_limits "
-    "WHERE key = ANY($1::text[]) FOR UPDATE"
-)
-_SAVE = (
-    "INSERT INTO taskq_rate_limits (key, tat, booked, per_second, burst) "
-    "SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[], $5::int[]) "
-    "ON CONFLICT (key) DO UPDATE SET tat = excluded.tat, booked = excluded.booked, "
-    "per_second = excluded.per_second, burst = excluded.burst"
-)
-_HOLD = (
-    "UPDATE taskq_tasks AS t SET state = 'scheduled', run_at = h.run_at, held_by = h.held "
-    "FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS h (id, run_at, held) "
-    "WHERE t.id = ANY($1::uuid[]) AND t.id = h.id"
-)
-_START = (
-    "UPDATE taskq_tasks AS t SET state = 'running', attempts = t.attempts + 1, "
-    "deliveries = t.deliveries + 1, worker_id = $2, started_at = $3, finished_at = NULL, "
-    "lease_until = NULL, progress = NULL, expires_at = NULL, held_by = NULL "
-    "WHERE t.id = ANY($1::uuid[]) "
-    "RETURNING t.id::text AS id, t.attempts, t.deliveries, t.retries, t.max_retries, "
-    "t.cancel_requested_at IS NOT NULL AS cancel_requested, t.workflow_id::text AS workflow_id, "
-    "t.receives::text AS receives, t.slot_key"
-)
+UPDATE taskq_tasks AS t SET state = 'running', attempts = t.attempts + 1,
+    deliveries = t.deliveries + 1, worker_id = $10, started_at = $11, finished_at = NULL,
+    lease_until = NULL, progress = NULL, expires_at = NULL, held_by = NULL
+WHERE t.id = ANY($9::uuid[])
+RETURNING t.id::text AS id, t.attempts, t.deliveries, t.retries, t.max_retries,
+    t.cancel_requested_at IS NOT NULL AS cancel_requested, t.workflow_id::text AS workflow_id,
+    t.receives::text AS receives, t.slot_key"""
 # Slots in use, the line of waiters, and the first of them made due, in one statement (the
 # keys are locked, and this statement's snapshot is taken after that).
 _RELEASE = """WITH used AS (
@@ -80,62 +89,57 @@ class RawIO:
     def __init__(self, raw: Any, scope: str) -> None:
         self._raw, self._scope = raw, scope
 
-    async def rows(self, task_ids: Sequence[str]) -> tuple[dict[str, Row], float]:
-        found = await self._raw.fetch(_ROWS, list(task_ids))
-        rows = {
-            r["id"]: Row(
-                r["id"], r["name"], r["queue"], r["state"], r["run_at"],
-                json.loads(r["limits"]) if r["limits"] else {}, r["held_by"],
-            )
-            for r in found
-        }  # fmt: skip
-        return rows, float(found[0]["now"]) if found else 0.0  # (no row: nothing starts)
-
     async def lock(self, keys: Iterable[str]) -> float:
         numbers = sorted({limits.lock_number(self._scope, key) for key in keys})
         return float(await self._raw.fetchval(_LOCK, numbers))
 
-    async def counts(self, keys: Iterable[str]) -> tuple[Counter[str], Counter[str]]:
-        found = await self._raw.fetch(_COUNTS, list(keys))
-        running = Counter({r["slot_key"]: r["running"] for r in found})
-        return running, Counter({r["slot_key"]: r["waiting"] for r in found})
+    async def read(
+        self, task_ids: Sequence[str], slot_keys: Iterable[str], rate_keys: Iterable[str]
+    ) -> Read:
+        found = await self._raw.fetch(_READ, list(task_ids), list(slot_keys), list(rate_keys))
+        read = Read({}, 0.0, Counter(), Counter(), {})
+        for r in found:
+            if r["kind"] == "r":
+                limits_of = json.loads(r["limits"]) if r["limits"] else {}
+                read.rows[r["key"]] = Row(
+                    r["key"], r["name"], r["queue"], r["state"], r["run_at"], limits_of,
+                    r["held_by"],
+                )  # fmt: skip
+                read = read._replace(due_by=r["now"])
+            elif r["kind"] == "c":
+                read.used[r["key"]], read.waiting[r["key"]] = r["running"], r["waiting"]
+            else:
+                read.buckets[r["key"]] = Bucket(r["tat"], r["booked"], r["per_second"], r["burst"])
+        return read
 
-    async def buckets(self, keys: Iterable[str]) -> dict[str, Bucket]:
-        found = await self._raw.fetch(_BUCKETS, list(keys))
-        return {r["key"]: Bucket(r["tat"], r["booked"], r["per_second"], r["burst"]) for r in found}
-
-    async def save(self, buckets: Mapping[str, Bucket]) -> None:
-        await self._raw.execute(
-            _SAVE,
-            list(buckets),
-            [b.tat for b in buckets.values()],
-            [b.booked for b in buckets.values()],
-            [b.per_second for b in buckets.values()],
-            [b.burst for b in buckets.values()],
-        )
-
-    async def hold(self, held: Mapping[str, Held]) -> None:
-        await self._raw.execute(
-            _HOLD, list(held), [h.until for h in held.values()], [h.reason for h in held.values()]
-        )
-
-    async def start(self, claims: Sequence[records.ClaimRequest]) -> dict[str, records.Claimed]:
+    async def write(
+        self,
+        buckets: Mapping[str, Bucket],
+        held: Mapping[str, Held],
+        going: Sequence[records.ClaimRequest],
+    ) -> dict[str, records.Claimed]:
         by_worker: dict[str, list[str]] = {}
-        for claim in claims:
+        for claim in going:
             by_worker.setdefault(claim.worker_id, []).append(claim.task_id)
+        groups = list(by_worker.items()) or [("", [])]
         started: dict[str, records.Claimed] = {}
-        for worker_id, ids in by_worker.items():
-            for r in await self._raw.fetch(_START, ids, worker_id, records.now()):
-                started[r["id"]] = records.Claimed(
-                    attempt=r["attempts"],
-                    deliveries=r["deliveries"],
-                    retries=r["retries"],
-                    max_retries=r["max_retries"],
-                    cancel_requested=r["cancel_requested"],
-                    workflow_id=r["workflow_id"],
-                    receives=None if r["receives"] is None else json.loads(r["receives"]),
-                    slot_key=r["slot_key"],
-                )
+        for index, (worker_id, ids) in enumerate(groups):
+            saved, holding = (buckets, held) if index == 0 else ({}, {})
+            found = await self._raw.fetch(
+                _WRITE,
+                list(saved),
+                [b.tat for b in saved.values()],
+                [b.booked for b in saved.values()],
+                [b.per_second for b in saved.values()],
+                [b.burst for b in saved.values()],
+                list(holding),
+                [h.until for h in holding.values()],
+                [h.reason for h in holding.values()],
+                ids,
+                worker_id,
+                records.now(),
+            )
+            started.update((r["id"], _claimed(r)) for r in found)
         return started
 
     async def release(self, keys: Sequence[str], most: int) -> int:
@@ -166,3 +170,16 @@ async def flush(
         await raw.execute("SELECT pg_notify($1, '')", channel)
     claimed = {**written.claimed, **started}
     return dataclasses.replace(written, claimed=claimed, held=held), going
+
+
+def _claimed(row: Any) -> records.Claimed:
+    return records.Claimed(
+        attempt=row["attempts"],
+        deliveries=row["deliveries"],
+        retries=row["retries"],
+        max_retries=row["max_retries"],
+        cancel_requested=row["cancel_requested"],
+        workflow_id=row["workflow_id"],
+        receives=None if row["receives"] is None else json.loads(row["receives"]),
+        slot_key=row["slot_key"],
+    )

@@ -146,8 +146,11 @@ class ClaimRequest(NamedTuple):
     # (a message reusing another task's id must not run in its place). None: not checked.
     name: str | None = None
     queue: str | None = None
-    # Its message says it has limits: the claim goes through them (`store.limits`).
+    # Its message says it has limits: the claim goes through them (`store.limits`), whose
+    # keys it names (locked before the row is read; the row's are the ones obeyed).
     limited: bool = False
+    rate_key: str | None = None
+    slot_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -364,8 +364,10 @@ async def write_batch(
     (worker, redelivered, task name, queue, limited)."""
     stored = await record_outcomes(conn, outcomes) if outcomes else frozenset()
     groups: dict[tuple[str, bool, str | None, str | None, bool], list[str]] = {}
-    for task_id, *group in claims:
-        groups.setdefault(tuple(group), []).append(task_id)  # type: ignore[arg-type]
+    for c in claims:
+        groups.setdefault((c.worker_id, c.redelivered, c.name, c.queue, c.limited), []).append(
+            c.task_id
+        )
     claimed: dict[str, records.Claimed] = {}
     for (worker_id, redelivered, name, queue, limited), ids in groups.items():
         claimed.update(

@@ -97,13 +97,15 @@ class Writer:
         name: str | None = None,
         queue: str | None = None,
         limited: bool = False,
+        keys: tuple[str | None, str | None] = (None, None),
     ) -> records.Claimed | records.Held | None:
         """Count an attempt and mark `running`; → the claim, why a limit holds the task back
-        (`limited`: its message says it has limits), or None if not claimable (or the
-        row's task name or queue is not `name` or `queue`, when given)."""
+        (`limited`: its message says it has limits, `keys` its rate and concurrency keys),
+        or None if not claimable (or the row's task name or queue is not `name` or `queue`,
+        when given)."""
         future: asyncio.Future[records.Claimed | records.Held | None]
         future = asyncio.get_running_loop().create_future()
-        request = ClaimRequest(task_id, worker_id, redelivered, name, queue, limited)
+        request = ClaimRequest(task_id, worker_id, redelivered, name, queue, limited, *keys)
         self._claims.append((request, future))
         self._wake.set()
         return await future

@@ -53,6 +53,9 @@ async def claim(
     """Claim the delivery's task: the claim (run it), the limit holding it back, or why
     it does not run."""
     limited = envelope.limits is not None
+    named = envelope.limits or {}
+    keys = (named["rate"][0] if "rate" in named else None,
+            named["slots"][0] if "slots" in named else None)  # fmt: skip
 
     async def claimed() -> Claimed | Held | None:
         return await writer.claim(
@@ -62,6 +65,7 @@ async def claim(
             name=envelope.task,
             queue=envelope.queue,
             limited=limited,
+            keys=keys,
         )
 
     for _ in range(TRIES):
