@@ -28,6 +28,29 @@ NAMESPACE = int.from_bytes(b"tq\x00\x01", "big", signed=True)
 _LOCK_NOT_AVAILABLE = "55P03"
 
 
+async def connect_or_close(engine: Engine) -> Connection:
+    """`engine.connect()`; if the caller is cancelled while it runs (a leader's term ending
+    as it tries for the lock), the connection it still makes is closed, not left for the
+    garbage collector."""
+    connecting = asyncio.ensure_future(engine.connect())
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        connecting.add_done_callback(_close_made)
+        raise
+
+
+def _close_made(connecting: asyncio.Future[Connection]) -> None:
+    if connecting.cancelled() or connecting.exception() is not None:
+        return
+    closing = asyncio.ensure_future(connecting.result().close())
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Future[None]] = set()  # (kept referenced until done)
+
+
 def key_of(name: str) -> int:
     """A stable int4 for `name` (hashtext() is not promised stable across versions)."""
     return int.from_bytes(
@@ -84,7 +107,7 @@ class SessionLock:
                     "server_settings": {"application_name": self._application_name[:63]},
                 },
             )
-            self._conn = await self._engine.connect()
+            self._conn = await connect_or_close(self._engine)
         return self._conn
 
     async def check(self, within: float) -> None:
@@ -208,7 +231,7 @@ async def listening(url: str, channel: str, shown_url: str) -> AsyncIterator[asy
         conn: Connection | None
         try:
             async with engines.translated_errors(engines.parse_url(url)):
-                conn = await engine.connect()
+                conn = await connect_or_close(engine)
                 raw = (await conn.get_raw_connection()).driver_connection
                 assert raw is not None
                 await raw.add_listener(channel, lambda *_: wake.set())

@@ -279,21 +279,25 @@ async def flush(
         )
         rows += await connection.fetch(sql, *(values[name] for name in names))
     return Written(
-        claimed={
-            row["id"]: Claimed(
-                attempt=row["attempts"],
-                deliveries=row["deliveries"],
-                retries=row["retries"],
-                max_retries=row["max_retries"],
-                cancel_requested=row["cancel_requested"],
-                workflow_id=row["workflow_id"],
-                receives=None if row["receives"] is None else json.loads(row["receives"]),
-            )
-            for row in rows
-            if row["kind"] == "claim"
-        },
+        claimed={row["id"]: claimed_of(row) for row in rows if row["kind"] == "claim"},
         stale=frozenset((row["id"], row["attempts"]) for row in rows if row["kind"] == "stale"),
         released=sum(1 for row in rows if row["kind"] == "released"),
+    )
+
+
+def claimed_of(row: Any) -> Claimed:
+    """A claim from a row its statement returned (`attempts`, `deliveries`, `retries`,
+    `max_retries`, `cancel_requested`, `workflow_id`, `receives` as JSON text, and
+    `slot_key` if it selected one)."""
+    return Claimed(
+        attempt=row["attempts"],
+        deliveries=row["deliveries"],
+        retries=row["retries"],
+        max_retries=row["max_retries"],
+        cancel_requested=row["cancel_requested"],
+        workflow_id=row["workflow_id"],
+        receives=None if row["receives"] is None else json.loads(row["receives"]),
+        slot_key=row.get("slot_key"),
     )
 
 

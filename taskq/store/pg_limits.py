@@ -139,7 +139,7 @@ class RawIO:
                 worker_id,
                 records.now(),
             )
-            started.update((r["id"], _claimed(r)) for r in found)
+            started.update((r["id"], pg.claimed_of(r)) for r in found)
         return started
 
     async def release(self, keys: Sequence[str], most: int) -> int:
@@ -170,16 +170,3 @@ async def flush(
         await raw.execute("SELECT pg_notify($1, '')", channel)
     claimed = {**written.claimed, **started}
     return dataclasses.replace(written, claimed=claimed, held=held), going
-
-
-def _claimed(row: Any) -> records.Claimed:
-    return records.Claimed(
-        attempt=row["attempts"],
-        deliveries=row["deliveries"],
-        retries=row["retries"],
-        max_retries=row["max_retries"],
-        cancel_requested=row["cancel_requested"],
-        workflow_id=row["workflow_id"],
-        receives=None if row["receives"] is None else json.loads(row["receives"]),
-        slot_key=row["slot_key"],
-    )

@@ -111,15 +111,10 @@ CLAIMED_COLUMNS = (
 # What a claim sets besides the worker and the start (expiry means "not started by then":
 # it has started now).
 STARTED = {
-    "state": TaskStatus.RUNNING.value,
-    "attempts": _c.attempts + 1,
-    "deliveries": _c.deliveries + 1,
-    "finished_at": None,
-    "lease_until": None,
-    "progress": None,
-    "expires_at": None,
-    "held_by": None,
-}
+    "state": TaskStatus.RUNNING.value, "attempts": _c.attempts + 1,
+    "deliveries": _c.deliveries + 1, "finished_at": None, "lease_until": None,
+    "progress": None, "expires_at": None, "held_by": None,
+}  # fmt: skip
 
 
 def claimed_of(rows: Iterable[Any]) -> dict[str, records.Claimed]:
@@ -365,9 +360,8 @@ async def write_batch(
     stored = await record_outcomes(conn, outcomes) if outcomes else frozenset()
     groups: dict[tuple[str, bool, str | None, str | None, bool], list[str]] = {}
     for c in claims:
-        groups.setdefault((c.worker_id, c.redelivered, c.name, c.queue, c.limited), []).append(
-            c.task_id
-        )
+        group = (c.worker_id, c.redelivered, c.name, c.queue, c.limited)
+        groups.setdefault(group, []).append(c.task_id)
     claimed: dict[str, records.Claimed] = {}
     for (worker_id, redelivered, name, queue, limited), ids in groups.items():
         claimed.update(
