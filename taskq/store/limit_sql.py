@@ -38,7 +38,8 @@ class CoreIO:
         slot_keys, rate_keys = list(slot_keys), list(rate_keys)
         used, waiting = await self._counts(slot_keys) if slot_keys else (Counter(), Counter())
         buckets = await self._buckets(rate_keys) if rate_keys else {}
-        return Read(rows, due_by, used, waiting, buckets)
+        clock = await _now(self._conn, after_waiting=True)
+        return Read(rows, due_by, clock, used, waiting, buckets)
 
     async def write(
         self,
@@ -61,9 +62,8 @@ class CoreIO:
         found = {str(row.id): Row(str(row.id), *row[1:]) for row in await self._conn.execute(query)}
         return found, await _now(self._conn)
 
-    async def lock(self, keys: Iterable[str]) -> float:
+    async def lock(self, keys: Iterable[str]) -> None:
         await lock(self._conn, keys, self._scope)
-        return await _now(self._conn, after_waiting=True)
 
     async def _counts(self, keys: Iterable[str]) -> tuple[Counter[str], Counter[str]]:
         waiting = (

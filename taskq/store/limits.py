@@ -60,6 +60,7 @@ class Read(NamedTuple):
 
     rows: dict[str, Row]
     due_by: float
+    clock: float  # epoch seconds when the read began: after the keys' locks were held
     used: Counter[str]
     waiting: Counter[str]
     buckets: dict[str, Bucket]
@@ -68,8 +69,8 @@ class Read(NamedTuple):
 class LimitIO(Protocol):
     """The statements a limited claim and a release need, in one transaction."""
 
-    async def lock(self, keys: Iterable[str]) -> float:
-        """Hold the keys' locks until the transaction ends; → epoch seconds once held."""
+    async def lock(self, keys: Iterable[str]) -> None:
+        """Hold the keys' locks until the transaction ends."""
         ...
 
     async def read(
@@ -108,8 +109,10 @@ async def claim_then_release(
     named_rates = {c.rate_key for c in claims if c.rate_key}
     named_slots = {c.slot_key for c in claims if c.slot_key} | set(freed)
     locked = named_rates | named_slots
-    now = await io.lock(locked) if locked else None  # (starts count from then)
+    if locked:
+        await io.lock(locked)
     read = await io.read([c.task_id for c in claims], named_slots, named_rates)
+    now = read.clock  # (starts count from then)
     starting = [
         (c, read.rows[c.task_id])
         for c in claims
@@ -118,13 +121,12 @@ async def claim_then_release(
     rate_keys = {row.limits[RATE][0] for _, row in starting if RATE in row.limits}
     slot_keys = {row.limits[SLOTS][0] for _, row in starting if SLOTS in row.limits}
     if unnamed := (rate_keys | slot_keys) - locked:  # (rare: a message hid its limits)
-        now = await io.lock(unnamed)
+        await io.lock(unnamed)
         more = await io.read([], slot_keys & unnamed, rate_keys & unnamed)
+        now = more.clock
         read.used.update(more.used)
         read.buckets.update(more.buckets)
-    held, started = await _decide(
-        io, starting, read.used, read.buckets, read.due_by if now is None else now
-    )
+    held, started = await _decide(io, starting, read.used, read.buckets, now)
     # (a key with nobody waiting for a slot needs no release: most keys, most of the time)
     releasing = sorted(key for key in set(freed) if read.waiting[key])
     released = await io.release(releasing, RELEASE_AT_ONCE) if releasing else 0

@@ -127,15 +127,22 @@ _LOGGED = """logged AS (
 )"""
 
 
+# Flow control's keys, locked for the rest of the flush's transaction (`pg_limits.flush`).
+_LOCKED = """locked AS (
+    SELECT count(pg_advisory_xact_lock(k))::int AS n FROM unnest({lock_numbers}::bigint[]) AS k
+)"""
+
+
 @functools.cache
 def _flush_statement(
-    claims: bool, finals: bool, retries: bool, releases: bool = False
+    claims: bool, finals: bool, retries: bool, releases: bool = False, locks: bool = False
 ) -> tuple[str, tuple[str, ...]]:
     """→ (SQL, the parameter names in $1, $2, ... order) for a flush with these parts.
 
     It returns a row per claim that took (`kind` 'claim'), per outcome that was not
     stored (`kind` 'stale': its attempt was no longer the row's latest), usually none, and
-    per workflow step that became due (`kind` 'released')."""
+    per workflow step that became due (`kind` 'released'). With `locks`, it also takes the
+    advisory locks `lock_numbers` (inside a transaction, which holds them until it ends)."""
     stored = " UNION ALL ".join(
         f"SELECT id, attempts FROM {part}"
         for part, wanted in (("finished", finals), ("retried", retries))
@@ -149,10 +156,17 @@ def _flush_statement(
             (_RETRIED, retries),
             (_LOGGED.replace("{stored}", stored), finals or retries),
             (_COUNTED, releases),
+            (_LOCKED, locks),
         )
         if wanted
     ]
     selects = []
+    if locks:  # (no row: it makes the locks be taken)
+        selects.append(
+            "SELECT 'locked' AS kind, NULL::text AS id, n AS attempts, NULL::int AS deliveries, "
+            "NULL::int AS retries, NULL::int AS max_retries, NULL::bool AS cancel_requested, "
+            "NULL::text AS workflow_id, NULL::text AS receives FROM locked WHERE n < 0"
+        )
     if claims:
         selects.append(
             "SELECT 'claim' AS kind, id, attempts, deliveries, retries, max_retries, "
@@ -260,10 +274,14 @@ class Fetch(Protocol):
 
 
 async def flush(
-    connection: Fetch, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]
+    connection: Fetch,
+    claims: Sequence[ClaimRequest],
+    outcomes: Sequence[Outcome],
+    lock_numbers: Sequence[int] = (),
 ) -> Written:
     """Outcomes and claims in one statement (one per worker id among the claims: a
-    worker's writer has one); → the claims that took, and the outcomes stored."""
+    worker's writer has one); → the claims that took, and the outcomes stored. In a
+    transaction, `lock_numbers` are advisory locks it also takes (held until it ends)."""
     by_worker: dict[str, list[ClaimRequest]] = {}
     for claim in claims:
         by_worker.setdefault(claim.worker_id, []).append(claim)
@@ -271,11 +289,16 @@ async def flush(
     rows = []
     for index, (worker_id, group) in enumerate(groups):
         values = _values(worker_id, group, outcomes if index == 0 else ())
+        values["lock_numbers"] = sorted(lock_numbers) if index == 0 else []
         releases = index == 0 and any(
             outcome.in_workflow and outcome.state is TaskStatus.SUCCEEDED for outcome in outcomes
         )
         sql, names = _flush_statement(
-            bool(group), bool(values["final_ids"]), bool(values["retry_ids"]), releases
+            bool(group),
+            bool(values["final_ids"]),
+            bool(values["retry_ids"]),
+            releases,
+            bool(values["lock_numbers"]),
         )
         rows += await connection.fetch(sql, *(values[name] for name in names))
     return Written(

@@ -31,19 +31,18 @@ _READ = """WITH r AS (
     SELECT key, tat, booked, per_second, burst FROM taskq_rate_limits
     WHERE key = ANY($3::text[]) FOR UPDATE
 )
-SELECT 'r' AS kind, id AS key, name, queue, state, run_at, limits, held_by, NULL::int AS running,
-    NULL::int AS waiting, NULL::float8 AS tat, NULL::float8 AS booked,
-    NULL::float8 AS per_second, NULL::int AS burst, extract(epoch FROM now())::float8 AS now
-FROM r
+SELECT 'n' AS kind, NULL::text AS key, NULL::text AS name, NULL::text AS queue,
+    NULL::text AS state, NULL::timestamptz AS run_at, NULL::text AS limits, NULL::text AS held_by,
+    NULL::int AS running, NULL::int AS waiting, NULL::float8 AS tat, NULL::float8 AS booked,
+    NULL::float8 AS per_second, NULL::int AS burst, extract(epoch FROM now())::float8 AS now,
+    extract(epoch FROM clock_timestamp())::float8 AS clock
+UNION ALL SELECT 'r', id, name, queue, state, run_at, limits, held_by, NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL, NULL FROM r
 UNION ALL SELECT 'c', slot_key, NULL, NULL, NULL, NULL, NULL, NULL, running, waiting, NULL, NULL,
-    NULL, NULL, NULL FROM c
+    NULL, NULL, NULL, NULL FROM c
 UNION ALL SELECT 'b', key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tat, booked,
-    per_second, burst, NULL FROM b"""
-# `max(clock_timestamp())` is read after the last lock is held: starts count from then.
-_LOCK = (
-    "SELECT extract(epoch FROM max(clock_timestamp()))::float8 FROM ("
-    "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k) AS locked"
-)
+    per_second, burst, NULL, NULL FROM b"""
+_LOCK = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k"
 # The GCRA rows saved, the rows held back, and the others started, in one statement (every
 # part runs, whether or not the final one reads it).
 _WRITE = """WITH saved AS (
@@ -86,26 +85,29 @@ SELECT count(*)::int FROM due"""
 class RawIO:
     """`limits.LimitIO` on an asyncpg connection inside a transaction."""
 
-    def __init__(self, raw: Any, scope: str) -> None:
+    def __init__(self, raw: Any, scope: str, locked: Iterable[str] = ()) -> None:
         self._raw, self._scope = raw, scope
+        self._locked = set(locked)  # (by the flush's own statement: `pg.flush`)
 
-    async def lock(self, keys: Iterable[str]) -> float:
-        numbers = sorted({limits.lock_number(self._scope, key) for key in keys})
-        return float(await self._raw.fetchval(_LOCK, numbers))
+    async def lock(self, keys: Iterable[str]) -> None:
+        numbers = sorted({limits.lock_number(self._scope, k) for k in set(keys) - self._locked})
+        if numbers:
+            await self._raw.execute(_LOCK, numbers)
 
     async def read(
         self, task_ids: Sequence[str], slot_keys: Iterable[str], rate_keys: Iterable[str]
     ) -> Read:
         found = await self._raw.fetch(_READ, list(task_ids), list(slot_keys), list(rate_keys))
-        read = Read({}, 0.0, Counter(), Counter(), {})
+        read = Read({}, 0.0, 0.0, Counter(), Counter(), {})
         for r in found:
-            if r["kind"] == "r":
+            if r["kind"] == "n":  # (the clocks: the transaction's start, and now)
+                read = read._replace(due_by=r["now"], clock=r["clock"])
+            elif r["kind"] == "r":
                 limits_of = json.loads(r["limits"]) if r["limits"] else {}
                 read.rows[r["key"]] = Row(
                     r["key"], r["name"], r["queue"], r["state"], r["run_at"], limits_of,
                     r["held_by"],
                 )  # fmt: skip
-                read = read._replace(due_by=r["now"])
             elif r["kind"] == "c":
                 read.used[r["key"]], read.waiting[r["key"]] = r["running"], r["waiting"]
             else:
@@ -160,11 +162,18 @@ async def flush(
     woken if a task became due, now or later. → (what it wrote, the limited claims to make
     as usual: takeovers, and claims to refuse)."""
     written = records.Written(claimed={})
+    # (the keys the claims name and those the outcomes may free, locked by the flush's own
+    # statement when it has one: a round trip fewer)
+    named = {k for c in limited for k in (c.rate_key, c.slot_key) if k}
+    named |= {o.slot_key for o in outcomes if o.slot_key}
     if claims or outcomes:
-        written = await pg.flush(raw, claims, outcomes)
+        numbers = [limits.lock_number(scope, key) for key in named]
+        written = await pg.flush(raw, claims, outcomes, numbers)
+    else:
+        named = set()
     freed = limits.freed_keys(outcomes, written.stale)
     going, started, held, released = await limits.claim_then_release(
-        RawIO(raw, scope), limited, freed
+        RawIO(raw, scope, locked=named), limited, freed
     )
     if written.released or released or any(h.until is not None for h in held.values()):
         await raw.execute("SELECT pg_notify($1, '')", channel)
