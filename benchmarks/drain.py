@@ -336,14 +336,21 @@ def worker_env(
 
 
 async def wait_drained(
-    store_url: str, batches: list[str], count: int, process: subprocess.Popen[bytes]
+    store_url: str,
+    batches: list[str],
+    count: int,
+    process: subprocess.Popen[bytes],
+    *,
+    held: str | None = None,
 ) -> None:
     """Poll the rows until every one is `succeeded` with its result stored; fail loudly on
-    a task that ended otherwise, a worker that died, or the deadline."""
+    a task that ended otherwise, a worker that died, or the deadline. A task waiting
+    `scheduled` fails the run too, saying `held` if given (flow_control.py's limits)."""
     within = 120 + count / 40  # a stuck run fails rather than hangs
     deadline = time.monotonic() + within
     query = (
         "SELECT count(*) FILTER (WHERE state = 'succeeded' AND result IS NOT NULL) AS done, "
+        "count(*) FILTER (WHERE state = 'scheduled') AS held, "
         "count(*) FILTER (WHERE state NOT IN ('queued', 'running', 'succeeded')) AS other "
         "FROM taskq_tasks WHERE batch_id = ANY($1::uuid[])"
     )
@@ -353,6 +360,8 @@ async def wait_drained(
             row = await connection.fetchrow(query, batches)
             if row["done"] == count:
                 return
+            if row["held"] and held is not None:
+                raise SystemExit(f"FAIL: {row['held']} tasks {held}")
             if row["other"]:
                 states = await connection.fetch(
                     "SELECT state, count(*) AS n FROM taskq_tasks "

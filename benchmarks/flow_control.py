@@ -43,7 +43,6 @@ import asyncio
 import dataclasses
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,7 +57,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from benchmarks.drain import fetch, worker_env  # noqa: E402
+from benchmarks.drain import fetch, wait_drained, worker_env  # noqa: E402
 from benchmarks.flow_control_app import (  # noqa: E402
     APP_SPEC,
     CUSTOMERS,
@@ -178,63 +177,17 @@ async def prefill(
     return elapsed, batches
 
 
+# Why a task waiting `scheduled` fails a run without --scheduler.
+HELD = (
+    "were held back by their limit: they wait `scheduled` for the leader, and the worker "
+    "runs with --no-scheduler (rerun with --scheduler)"
+)
+
+
 def worker_command(concurrency: int, scheduler: bool) -> list[str]:
     """drain.py's worker command, with this benchmark's app."""
     command = [sys.executable, "-m", "taskq", "worker", APP_SPEC, "--concurrency", str(concurrency)]
     return command if scheduler else [*command, "--no-scheduler"]
-
-
-async def wait_drained(
-    store_url: str,
-    batches: list[str],
-    count: int,
-    process: subprocess.Popen[bytes],
-    scheduler: bool,
-) -> None:
-    """Poll the rows until every one is `succeeded` with its result stored; fail loudly on
-    a task that ended otherwise, one held back with no leader to publish it, a worker that
-    died, or the deadline."""
-    within = 120 + count / 40  # a stuck run fails rather than hangs
-    deadline = time.monotonic() + within
-    query = (
-        "SELECT count(*) FILTER (WHERE state = 'succeeded' AND result IS NOT NULL) AS done, "
-        "count(*) FILTER (WHERE state = 'scheduled') AS held, "
-        "count(*) FILTER (WHERE state NOT IN ('queued', 'running', 'succeeded', 'scheduled')) "
-        "AS other FROM taskq_tasks WHERE batch_id = ANY($1::uuid[])"
-    )
-    connection = await asyncpg.connect(asyncpg_url(store_url), timeout=10)
-    try:
-        while True:
-            row = await connection.fetchrow(query, batches)
-            if row["done"] == count:
-                return
-            if row["other"]:
-                states = await connection.fetch(
-                    "SELECT state, count(*) AS n FROM taskq_tasks "
-                    "WHERE batch_id = ANY($1::uuid[]) GROUP BY state",
-                    batches,
-                )
-                found = {r["state"]: r["n"] for r in states}
-                raise SystemExit(f"FAIL: tasks did not all succeed: {found}")
-            if row["held"] and not scheduler:
-                raise SystemExit(
-                    f"FAIL: {row['held']} tasks were held back by their limit: they wait "
-                    "`scheduled` for the leader, and the worker runs with --no-scheduler "
-                    "(rerun with --scheduler)"
-                )
-            if process.poll() is not None:
-                raise SystemExit(
-                    f"FAIL: the worker exited ({process.returncode}) with "
-                    f"{count - row['done']} of {count} tasks not done"
-                )
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"FAIL: {count - row['done']} of {count} tasks not succeeded "
-                    f"after {within:.0f} s"
-                )
-            await asyncio.sleep(0.5)
-    finally:
-        await connection.close()
 
 
 async def measure(options: argparse.Namespace, run: int, variant: str) -> Measurement:
@@ -252,7 +205,9 @@ async def measure(options: argparse.Namespace, run: int, variant: str) -> Measur
                 postgres.start()
                 spawned = time.time()
                 with worker_process(command, env, Path(tmp)) as process:
-                    await wait_drained(store_url, batches, count, process, options.scheduler)
+                    await wait_drained(
+                        store_url, batches, count, process, held=None if options.scheduler else HELD
+                    )
                     postgres.sample()  # (the worker's backends are still there)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
             rows = await fetch(
