@@ -113,17 +113,28 @@ MAX_WORKER_TAGS = 6  # 2**6 - 1 = 63 tagged queues per queue a worker consumes
 _TAG = re.compile(r"[a-z0-9_-]{1,32}")
 
 
-def tagged_queue(queue: str, tags: Iterable[str]) -> str:
-    """The queue a task of `queue` with `tags` is published to: `queue` itself without
-    tags, else `queue@eu+gpu` (tags sorted); a `ConfigurationError` past the name limit."""
-    ordered = sorted(set(tags))
-    if not ordered:
-        return queue
-    for tag in ordered:
+def checked_tags(value: Iterable[str] | None) -> frozenset[str]:
+    """Tags as given (`tags=` of a task or a worker: any iterable of names, or None), as a
+    frozenset; a `ConfigurationError` for a string or a name outside `[a-z0-9_-]{1,32}`."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        raise ConfigurationError(f"tags must be a set of names, not the string {value!r}")
+    found = frozenset(value)
+    for tag in found:
         if not isinstance(tag, str) or not _TAG.fullmatch(tag):
             raise ConfigurationError(
                 f"tag {tag!r} must be 1 to 32 characters of a-z, 0-9, '_' and '-'"
             )
+    return found
+
+
+def tagged_queue(queue: str, tags: Iterable[str]) -> str:
+    """The queue a task of `queue` with `tags` is published to: `queue` itself without
+    tags, else `queue@eu+gpu` (tags sorted); a `ConfigurationError` past the name limit."""
+    if not tags:
+        return queue
+    ordered = sorted(checked_tags(tags))
     name = f"{queue}{TAG_MARK}{TAG_JOIN.join(ordered)}"
     if len(name) > MAX_QUEUE_NAME:
         raise ConfigurationError(

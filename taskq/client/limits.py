@@ -15,6 +15,7 @@ import json
 import re
 from typing import Any, TypeVar
 
+from taskq.broker import topology
 from taskq.exceptions import ConfigurationError
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
@@ -118,18 +119,8 @@ def quota(value: Quota | int | None) -> Quota | None:
 
 
 def tags(value: Any) -> frozenset[str]:
-    """`tags=` as given: a set (or any iterable) of tag names, `[a-z0-9_-]`, 1-32 chars."""
-    if value is None:
-        return frozenset()
-    if isinstance(value, str):
-        raise ConfigurationError(f"tags must be a set of names, not the string {value!r}")
-    found = frozenset(value)
-    for tag in found:
-        if not isinstance(tag, str) or not re.fullmatch(r"[a-z0-9_-]{1,32}", tag):
-            raise ConfigurationError(
-                f"tag {tag!r} must be 1 to 32 characters of a-z, 0-9, '_' and '-'"
-            )
-    return found
+    """`tags=` as given: a set (or any iterable) of tag names (`topology.checked_tags`)."""
+    return topology.checked_tags(value)
 
 
 def bound(limit: L | None, signature: inspect.Signature, task: str) -> L | None:

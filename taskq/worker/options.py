@@ -64,9 +64,7 @@ class WorkerOptions:
     def _check_tags(self) -> None:
         """Tags are names (any iterable of them, kept as a frozenset), at most 6, and with
         the queues given they make names within the limit."""
-        if isinstance(self.tags, str):
-            raise ConfigurationError(f"tags must be a set of names, not the string {self.tags!r}")
-        tags = frozenset(self.tags)
+        tags = topology.checked_tags(self.tags)
         object.__setattr__(self, "tags", tags)
         topology.queues_for(self.queues or ("default",), tags)  # (ConfigurationError if not)
 
