@@ -139,6 +139,12 @@ def parse_retention(value: str | timedelta | None, what: str) -> timedelta | Non
     return period
 
 
+def secret_from_env(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """TASKQ_<NAME>, or the contents of the file TASKQ_<NAME>_FILE names; None if neither."""
+    value = _from_env(os.environ if env is None else env, name, str)
+    return None if value is None else str(value)
+
+
 def _from_env(env: Mapping[str, str], name: str, type_name: object) -> object:
     """Read TASKQ_<NAME>, or the file named by TASKQ_<NAME>_FILE (Docker secrets)."""
     key = ENV_PREFIX + name.upper()

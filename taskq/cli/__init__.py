@@ -9,6 +9,7 @@ import typer
 
 from taskq.cli import (
     common,
+    dashboard,
     db,
     demo,
     dlq,
@@ -68,6 +69,7 @@ app.command()(schedules.schedules)
 app.command()(prune.prune)
 app.command()(limits.limits)
 app.command()(demo.demo)
+app.command()(dashboard.dashboard)
 app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")
 

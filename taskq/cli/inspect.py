@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import enum
 import json
 import sys
 from datetime import UTC, datetime
@@ -13,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from taskq.cli.common import StoreUrl, fail, full_task_id, out, run, store_from
+from taskq.client.as_json import json_value, worker_json
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord, WorkerRecord
 
@@ -45,7 +44,7 @@ def status(
         fail(f"no task with id {task_id} in this store (is --store-url / TASKQ_STORE_URL right?)")
     if as_json:
         shown = {**dataclasses.asdict(record), "attempt_log": attempts}
-        sys.stdout.write(json.dumps(shown, default=_json_value) + "\n")
+        sys.stdout.write(json.dumps(shown, default=json_value) + "\n")
         return
     out().print(describe(record))
     if len(attempts) > 1 or any(a["error"] for a in attempts):
@@ -162,7 +161,7 @@ def workers(
     rows = run(_workers(store_from(store_url), all_))
     if as_json:
         for row in rows:
-            sys.stdout.write(json.dumps(_worker_json(row)) + "\n")
+            sys.stdout.write(json.dumps(worker_json(row)) + "\n")
         return
     from rich.table import Table
 
@@ -194,33 +193,3 @@ async def _workers(store: Store, include_stopped: bool) -> list[WorkerRecord]:
         return await store.list_workers(include_stopped=include_stopped)
     finally:
         await store.close()
-
-
-def _worker_json(row: WorkerRecord) -> dict[str, object]:
-    return {
-        "id": row.id,
-        "role": row.role,
-        "host": row.host,
-        "pid": row.pid,
-        "state": row.state,
-        "leader": row.leader,
-        "queues": row.queues,
-        "tags": row.tags,
-        "concurrency": row.concurrency,
-        "running": row.running,
-        "memory": row.memory,
-        "started_at": row.started_at.isoformat(),
-        "heartbeat_at": row.heartbeat_at.isoformat(),
-        "stopped_at": row.stopped_at.isoformat() if row.stopped_at else None,
-    }
-
-
-def _json_value(value: Any) -> Any:
-    """What `json` cannot write itself: times as ISO 8601, bytes as base64, states by value."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, enum.Enum):
-        return value.value
-    return str(value)

@@ -21,7 +21,7 @@ def schedules(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """APP's periodic schedules: how each ticks, its next three ticks (UTC) and the last tick
-    the leader handled (from TASKQ_STORE_URL)."""
+    the leader submitted (from TASKQ_STORE_URL)."""
     loaded = load_app(app)
     found = sorted(loaded.schedules.values(), key=lambda schedule: schedule.name)
     store = Store(loaded.settings.store_url, loaded.settings.namespace)
@@ -65,9 +65,10 @@ def _shown(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-async def _last_ticks(store: Store) -> dict[str, datetime]:
+async def _last_ticks(store: Store) -> dict[str, datetime | None]:
+    """Schedule name → the last tick the leader submitted (None: never)."""
     await store.open()
     try:
-        return await store.last_ticks()
+        return {row.name: row.ticked_at for row in await store.list_schedules()}
     finally:
         await store.close()

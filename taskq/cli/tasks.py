@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from taskq.broker import Broker, QueueStats, topology
+from taskq.broker import Broker
 from taskq.cli.common import (
     BrokerUrl,
     StoreUrl,
@@ -23,7 +23,9 @@ from taskq.cli.common import (
     store_from,
 )
 from taskq.cli.inspect import STATE_STYLE, describe_progress
+from taskq.client.as_json import event_json, task_json
 from taskq.client.events import TaskEvent, tail_events
+from taskq.client.queues import known_queues, queue_rows
 from taskq.config import Settings, parse_duration
 from taskq.exceptions import ConfigurationError
 from taskq.status import TaskStatus
@@ -135,53 +137,6 @@ def _event_line(event: TaskEvent) -> str:
     return f"{when} {event.task_id} {escape(event.name)} ({event.queue}) {what}"
 
 
-def event_json(event: TaskEvent) -> dict[str, Any]:
-    return {
-        "kind": event.kind,
-        "task_id": event.task_id,
-        "state": event.state.value,
-        "name": event.name,
-        "queue": event.queue,
-        "attempt": event.attempt,
-        "at": event.at.isoformat(),
-        "progress": event.progress,
-        "message": event.message,
-        "data": _plain(dict(event.data)),
-    }
-
-
-def task_json(record: TaskRecord) -> dict[str, Any]:
-    def when(moment: datetime | None) -> str | None:
-        return moment.isoformat() if moment else None
-
-    return {
-        "id": record.id,
-        "name": record.name,
-        "queue": record.queue,
-        "priority": record.priority,
-        "state": record.state.value,
-        "attempts": record.attempts,
-        "batch_id": record.batch_id,
-        "worker_id": record.worker_id,
-        "created_at": when(record.created_at),
-        "started_at": when(record.started_at),
-        "finished_at": when(record.finished_at),
-        "progress": record.progress,
-        "error": None if record.error is None else record.error.to_json(),
-    }
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe: bytes (which msgpack carries) become hex."""
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
 def parse_since(text: str) -> datetime:
     """'10m' → ten minutes ago; an ISO 8601 time (UTC if it has no offset) → that time."""
     try:
@@ -255,53 +210,16 @@ def queues(
     out().print(table)
 
 
-async def _known_queues(store: Store) -> list[str]:
-    """The queues of every worker (a tagged one's with all its tags), and those tasks wait
-    `queued` in: a task whose tags no worker has waits in a queue no worker names."""
-    known = await store.list_workers(include_stopped=True)
-    names = {queue for row in known for queue in row.queues}
-    names |= {topology.tagged_queue(queue, row.tags) for row in known for queue in row.queues}
-    return sorted(names | set(await store.queued_queues()))
-
-
-def _unserved_tags(name: str, stats: QueueStats | None, counts: dict[str, int]) -> list[str] | None:
-    """The tags of a tagged queue that has tasks waiting and no consumer, else None."""
-    tags = topology.split_tagged(name)[1]
-    waiting = (stats is not None and stats.ready > 0) or counts.get(TaskStatus.QUEUED.value, 0)
-    if tags and waiting and (stats is None or not stats.consumers):
-        return tags
-    return None
-
-
 async def _queues(settings: Settings, named: list[str] | None) -> list[dict[str, Any]]:
     store = Store(settings.store_url, settings.namespace)
+    broker = broker_from(settings)
     await store.open()
     try:
-        names = list(named or []) or await _known_queues(store)
-        counts = await store.count_waiting(names)
+        names = list(named or []) or await known_queues(store)
+        await broker.connect()
+        try:
+            return await queue_rows(store, broker, names)
+        finally:
+            await broker.close()
     finally:
         await store.close()
-    broker = broker_from(settings)
-    await broker.connect()
-    try:
-        rows = []
-        for name in names:
-            stats = await broker.stats(name)
-            dead = await broker.stats(topology.dlq_name(name))
-            running = counts[name].get(TaskStatus.RUNNING.value, 0)
-            rows.append(
-                {
-                    "queue": name,
-                    "ready": None if stats is None else stats.ready,
-                    # AMQP does not report unacked messages: a task running holds one.
-                    "unacked": running if stats is None or stats.unacked is None else stats.unacked,
-                    "consumers": None if stats is None else stats.consumers,
-                    "dlq": None if dead is None else dead.ready,
-                    "running": running,
-                    "scheduled": counts[name].get(TaskStatus.SCHEDULED.value, 0),
-                    "waiting_for_tags": _unserved_tags(name, stats, counts[name]),
-                }
-            )
-        return rows
-    finally:
-        await broker.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -220,12 +221,19 @@ class App(Registry):
         return {task_id: cancelled[checked] for task_id, checked in given.items()}
 
     def events(
-        self, *, queue: str | None = None, task: str | None = None
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        ready: asyncio.Event | None = None,
     ) -> AsyncIterator[TaskEvent]:
         """Every task's events, live, across the cluster (optionally one queue's or one
-        task name's), until the loop stops. Events sent before the call are not replayed."""
+        task name's), until the loop stops. Events sent before the call are not replayed;
+        `ready`, if given, is set once none sent from then on can be missed."""
         signer, load = self.runtime.signer, self.serializer.load
-        return tail_events(self.broker, queue=queue, task=task, signer=signer, load=load)
+        return tail_events(
+            self.broker, queue=queue, task=task, signer=signer, load=load, ready=ready
+        )
 
     async def list_tasks(
         self,

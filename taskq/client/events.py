@@ -225,8 +225,10 @@ async def tail_events(
     task: str | None = None,
     signer: Signer | None = None,
     load: Load = _as_sent,
+    ready: asyncio.Event | None = None,
 ) -> AsyncIterator[TaskEvent]:
-    """Every task's events from now on (those of `queue` / task name `task` if given)."""
+    """Every task's events from now on (those of `queue` / task name `task` if given);
+    `ready` is set once they are being received (nothing sent after that is missed)."""
     arrived: asyncio.Queue[bytes] = asyncio.Queue()
 
     def on_event(body: bytes) -> None:
@@ -241,6 +243,8 @@ async def tail_events(
     subscription = await broker.subscribe_events(on_event, on_reconnect)
     try:
         await subscription.bind(topology.EVENTS_KEY)
+        if ready is not None:
+            ready.set()
         while True:
             try:
                 wires = protocol.decode_events(open_message(signer, await arrived.get()))

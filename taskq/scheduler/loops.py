@@ -144,13 +144,15 @@ class LeaderWork:
         last = await store.last_ticks()
         now = datetime.now(UTC)
         for schedule in schedules.values():
+            submitted = None
             if schedule.name not in last:
                 # A new schedule starts from now: its first tick is the next one.
                 await store.record_tick(schedule.name, now)
-                continue
+                last[schedule.name] = now
             for tick in schedule.due(last[schedule.name], now):
                 try:
                     await self._submit_tick(schedule, tick)
+                    submitted = tick
                 except (StoreConnectionError, BrokerError):
                     raise  # transient: the whole pass is retried
                 except TaskqError as exc:
@@ -159,6 +161,14 @@ class LeaderWork:
             # Every tick up to `now` is handled (a crash before this line only means the
             # next leader submits them again, and their idempotency keys make that a no-op).
             await store.record_tick(schedule.name, now)
+            await store.describe_schedule(
+                schedule.name,
+                task=schedule.task,
+                spec=schedule.spec,
+                timezone=schedule.timezone,
+                next_tick=schedule.next_after(now),
+                ticked_at=submitted,
+            )
         soonest = min(schedule.next_after(now) for schedule in schedules.values())
         return min(max((soonest - datetime.now(UTC)).total_seconds(), 0.0), CRON_INTERVAL)
 

@@ -26,6 +26,7 @@ from taskq.store import coordination, held, lifecycle, locks, migrations, pg, pr
 from taskq.store import engine as engines
 from taskq.store.async_core import Connection, Engine
 from taskq.store.limit_ops import LimitOperations, under_quota
+from taskq.store.listing import PageMark, Summary
 from taskq.store.reads import ReadOperations
 from taskq.store.records import (
     SILENT_FOR,
@@ -41,6 +42,7 @@ from taskq.store.records import (
     WorkflowPlace,
     Written,
 )
+from taskq.store.schedule_ops import ScheduleOperations, ScheduleRecord
 from taskq.store.workflow_ops import WorkflowOperations
 from taskq.store.writer import Batches, SqlBatches, Writer
 
@@ -56,9 +58,12 @@ __all__ = [
     "Held",
     "NewTask",
     "Outcome",
+    "PageMark",
     "ProgressReport",
     "PruneRule",
+    "ScheduleRecord",
     "Store",
+    "Summary",
     "TaskError",
     "TaskRecord",
     "WorkerRecord",
@@ -78,7 +83,7 @@ PRUNE_BATCH = 1_000
 PruneRule = pruning.PruneRule
 
 
-class Store(ReadOperations, WorkflowOperations, LimitOperations):
+class Store(ReadOperations, WorkflowOperations, LimitOperations, ScheduleOperations):
     """Owns the engine. `open()` checks (SQLite: applies) migrations before any use."""
 
     def __init__(self, url: str, namespace: str = "") -> None:
@@ -364,13 +369,6 @@ class Store(ReadOperations, WorkflowOperations, LimitOperations):
 
     async def set_leader(self, worker_id: str, leading: bool) -> None:
         await self._run(lambda conn: coordination.set_leader(conn, worker_id, leading))
-
-    async def last_ticks(self) -> dict[str, datetime]:
-        """Periodic schedule name → its newest tick submitted."""
-        return await self._run(coordination.last_ticks)
-
-    async def record_tick(self, name: str, tick: datetime) -> None:
-        await self._run(lambda conn: coordination.record_tick(conn, name, tick))
 
     async def expire_overdue(self, limit: int) -> list[tuple[str, str, str, TaskStatus]]:
         """Waiting tasks past their expiry end `expired`; → (id, name, queue, state) of each,

@@ -1,17 +1,16 @@
-"""Rows that coordinate processes: the workers table and the periodic schedules' last ticks."""
+"""Rows that coordinate processes: the workers table (who runs, who leads, who is dead)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import select, update
 
 from taskq.store import records
 from taskq.store.async_core import Connection
-from taskq.store.engine import upsert_increasing
-from taskq.store.records import aware, now
-from taskq.store.tables import schedules, workers
+from taskq.store.records import now
+from taskq.store.tables import workers
 
 _w = workers.c
 
@@ -96,16 +95,3 @@ async def list_workers(conn: Connection, *, include_stopped: bool) -> list[recor
     if not include_stopped:
         query = query.where(_w.state != "stopped")
     return [records.worker_of(row) for row in (await conn.execute(query)).mappings()]
-
-
-async def last_ticks(conn: Connection) -> dict[str, datetime]:
-    rows = await conn.execute(select(schedules.c.name, schedules.c.last_tick))
-    return {row.name: aware(row.last_tick) or now() for row in rows}
-
-
-async def record_tick(conn: Connection, name: str, tick: datetime) -> None:
-    """Remember the newest tick submitted for `name` (never moves backwards)."""
-    statement = upsert_increasing(
-        conn, schedules, {"name": name, "last_tick": tick}, key="name", column="last_tick"
-    )
-    await conn.execute(statement)

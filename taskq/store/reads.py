@@ -10,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy import select
 
 from taskq.status import TaskStatus
-from taskq.store import coordination, lifecycle, statements
+from taskq.store import coordination, lifecycle, listing
 from taskq.store.async_core import Connection
 from taskq.store.records import TaskRecord, WorkerRecord
 from taskq.store.tables import tasks
@@ -33,11 +33,12 @@ class ReadOperations:
         batch_id: str | None = None,
         workflow_id: str | None = None,
         since: datetime | None = None,
+        after: listing.PageMark | None = None,
         limit: int = 100,
     ) -> list[TaskRecord]:
-        """Tasks matching every filter given, newest first."""
+        """Tasks matching every filter given, newest first (after `after`: the next page)."""
         return await self._run(
-            lambda conn: statements.find_tasks(
+            lambda conn: listing.find_tasks(
                 conn,
                 states=states,
                 name=name,
@@ -45,13 +46,18 @@ class ReadOperations:
                 batch_id=batch_id,
                 workflow_id=workflow_id,
                 since=since,
+                after=after,
                 limit=limit,
             )
         )
 
     async def count_waiting(self, queues: Sequence[str]) -> dict[str, dict[str, int]]:
         """queue → {state: count} of the not-yet-final tasks of `queues`."""
-        return await self._run(lambda conn: statements.count_waiting(conn, queues))
+        return await self._run(lambda conn: listing.count_waiting(conn, queues))
+
+    async def summarise(self, since: datetime) -> listing.Summary:
+        """Tasks by queue and state, and finished per minute, since `since` (the overview)."""
+        return await self._run(lambda conn: listing.summarise(conn, since))
 
     async def queued_queues(self) -> list[str]:
         """The queues that tasks wait `queued` in (tagged ones among them), sorted."""

@@ -398,48 +398,6 @@ async def record_progress(
         )
 
 
-async def find_tasks(
-    conn: Connection,
-    *,
-    states: Sequence[TaskStatus] = (),
-    name: str | None = None,
-    queue: str | None = None,
-    batch_id: str | None = None,
-    workflow_id: str | None = None,
-    since: datetime | None = None,
-    limit: int = 100,
-) -> list[records.TaskRecord]:
-    """Tasks matching every filter given, newest first (the indexes cover each filter); a
-    workflow's steps in step order."""
-    query = select(tasks).order_by(_c.created_at.desc(), _c.id).limit(limit)
-    if states:
-        query = query.where(_c.state.in_([state.value for state in states]))
-    if name is not None:
-        query = query.where(_c.name == name)
-    if queue is not None:
-        query = query.where(_c.queue == queue)
-    if batch_id is not None:
-        query = query.where(_c.batch_id == batch_id)
-    if workflow_id is not None:
-        query = query.where(_c.workflow_id == workflow_id).order_by(None).order_by(_c.step)
-    if since is not None:
-        query = query.where(_c.created_at >= since)
-    return [records.record_of(row) for row in (await conn.execute(query)).mappings()]
-
-
-async def count_waiting(conn: Connection, queues: Sequence[str]) -> dict[str, dict[str, int]]:
-    """queue → {state: count} of the not-yet-final tasks of `queues`."""
-    query = (
-        select(_c.queue, _c.state, func.count())
-        .where(_c.queue.in_(list(queues)), _c.state.in_(_NOT_FINAL))
-        .group_by(_c.queue, _c.state)
-    )
-    counts: dict[str, dict[str, int]] = {queue: {} for queue in queues}
-    for queue, state, count in await conn.execute(query):
-        counts[queue][state] = count
-    return counts
-
-
 async def next_due(conn: Connection) -> datetime | None:
     """When the earliest `scheduled` task is due, if any."""
     query = select(func.min(_c.run_at)).where(_c.state == TaskStatus.SCHEDULED.value)

@@ -202,13 +202,19 @@ workflows = Table(
     Index(None, "created_at"),
 )
 
-# The last tick submitted for each periodic schedule, so a new leader neither repeats
-# nor (within the misfire grace) skips a tick.
+# The last tick handled for each periodic schedule, so a new leader neither repeats nor
+# (within the misfire grace) skips a tick.
 schedules = Table(
     "taskq_schedules",
     metadata,
     Column("name", String(255), primary_key=True),
     Column("last_tick", Timestamp, nullable=False),
+    # What the leader last saw of it, for those who have not its app (0011): NULL till then.
+    Column("task", String(255), nullable=True),
+    Column("spec", String(255), nullable=True),  # "cron */5 * * * *", "every 0:00:30"
+    Column("timezone", String(64), nullable=True),
+    Column("next_tick", Timestamp, nullable=True),
+    Column("ticked_at", Timestamp, nullable=True),  # the last tick submitted (NULL: never)
 )
 
 # Each rate-limit key's theoretical arrival time of its starts (GCRA, epoch seconds by the

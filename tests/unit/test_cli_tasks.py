@@ -93,6 +93,7 @@ def test_task_json_is_json_with_every_field() -> None:
         "state": "running",
         "attempts": 1,
         "batch_id": "b1",
+        "workflow_id": None,
         "worker_id": "w1",
         "created_at": "2026-01-02T03:04:05+00:00",
         "started_at": "2026-01-02T03:04:06+00:00",
