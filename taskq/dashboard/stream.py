@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -34,7 +34,7 @@ def event_stream(app: App, request: Request) -> StreamingResponse:
 
 async def _lines(
     app: App, task_id: str | None, queue: str | None, name: str | None
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     arrived: asyncio.Queue[TaskEvent | None] = asyncio.Queue(BACKLOG)
     ready = asyncio.Event()
 
