@@ -14,6 +14,13 @@ from tests.conftest import Backend
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 EXPECTED_OUTPUT = {
+    "dashboard.py": (
+        "__main__.report scheduled\n"
+        "__main__.report succeeded\n"
+        "without the token: 401 sign in, or send Authorization: Bearer <token>\n"
+        "with it: True cancelled\n"
+        "its page: 200 text/html; charset=utf-8\n"
+    ),
     "quickstart.py": "5\n",
     "housekeeping.py": (
         "billing did 1 / shipping did 2\n"
