@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncGenerator
 
 from starlette.requests import Request
@@ -18,6 +19,8 @@ from starlette.responses import StreamingResponse
 from taskq.app import App
 from taskq.client.as_json import event_json, json_value
 from taskq.client.events import TaskEvent
+
+logger = logging.getLogger(__name__)
 
 KEEP_ALIVE = 10.0  # seconds
 BACKLOG = 1_000  # events held for a slow browser before the stream ends (it reconnects)
@@ -45,6 +48,8 @@ async def _lines(
                     arrived.put_nowait(event)
         except asyncio.QueueFull:
             pass  # (the browser reads too slowly: end the stream, it reconnects)
+        except Exception as exc:  # (the broker went away: end the stream, it reconnects)
+            logger.warning("dashboard: an event stream ended: %s", exc)
         finally:
             with contextlib.suppress(asyncio.QueueFull):
                 arrived.put_nowait(None)
@@ -70,5 +75,5 @@ async def _lines(
             yield f"event: task\ndata: {data}\n\n"
     finally:
         pumping.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        with contextlib.suppress(asyncio.CancelledError):
             await pumping

@@ -24,6 +24,7 @@ from tests.support import eventually
 
 TOKEN = "api-test-token"
 LATER = timedelta(hours=1)  # (tasks due this late wait `scheduled`: no worker needed)
+BROKEN = {"api.charge"}  # tasks that fail while named here
 
 
 def make_app(backend: Backend) -> taskq.App:
@@ -36,6 +37,12 @@ def make_app(backend: Backend) -> taskq.App:
     @app.task(name="api.other")
     async def other(n: int) -> int:
         return n
+
+    @app.task(name="api.charge", max_retries=0)
+    async def charge(amount: int) -> int:
+        if "api.charge" in BROKEN:
+            raise RuntimeError("the card was declined")
+        return amount
 
     return app
 
@@ -308,6 +315,35 @@ async def test_overview_queues_workflows_and_schedules(
     # And the queues list the default queue with its broker figures
     (queue,) = (await dash.get("/api/queues")).json()
     assert (queue["queue"], queue["scheduled"], queue["dlq"]) == ("default", 1, 0)
+
+
+async def test_a_failed_task_is_retried_and_a_succeeded_one_is_not(
+    app: taskq.App, dash: httpx.AsyncClient
+) -> None:
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with app.worker():
+        # Given a task that failed its only attempt
+        BROKEN.add("api.charge")
+        handle = await app.tasks["api.charge"].submit(5)
+        with pytest.raises(taskq.TaskFailed):
+            await handle.result(timeout=10)
+        assert (await dash.get(f"/api/tasks/{handle.id}")).json()["dead_reason"] == "failed"
+
+        # When it is retried once its cause is gone: it runs again and succeeds
+        BROKEN.discard("api.charge")
+        done = await dash.post(f"/api/tasks/{handle.id}/retry", headers=bearer)
+        assert done.json() == {"task_id": handle.id, "retried": True}
+        await eventually(handle.status, lambda s: s is taskq.TaskStatus.SUCCEEDED, what="rerun")
+        assert [a["state"] for a in await handle.attempts()] == ["failed", "succeeded"]
+
+        # And its dead letter went with the replay
+        letters = (await dash.get("/api/dlq/default")).json()
+        assert handle.id not in [letter["task_id"] for letter in letters]
+
+    # But a task that succeeded is not run again
+    again = await dash.post(f"/api/tasks/{handle.id}/retry", headers=bearer)
+    assert again.status_code == 409
+    assert "only a task that ended without succeeding" in again.json()["error"]
 
 
 async def test_dead_letters_are_replayed_only_when_named_or_all(
