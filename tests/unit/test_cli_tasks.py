@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 import taskq
-from taskq.cli.tasks import event_json, parse_since, task_json
+from taskq.cli.tasks import parse_since
+from taskq.client.as_json import event_json, task_json
 from taskq.client.handle import TaskHandle
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
