@@ -91,6 +91,7 @@ def worker_json(row: WorkerRecord) -> dict[str, Any]:
         "leader": row.leader,
         "queues": row.queues,
         "tags": row.tags,
+        "version": row.version,
         "concurrency": row.concurrency,
         "running": row.running,
         "memory": row.memory,

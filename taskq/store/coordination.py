@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import metadata
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -13,6 +14,17 @@ from taskq.store.records import now
 from taskq.store.tables import workers
 
 _w = workers.c
+
+
+def _taskq_version() -> str | None:
+    try:
+        return metadata.version("taskq")
+    except metadata.PackageNotFoundError:  # (run from a checkout that was never installed)
+        return None
+
+
+# What each process writes in its row, so a fleet in the middle of an upgrade shows as one.
+TASKQ_VERSION = _taskq_version()
 
 
 async def register_worker(
@@ -36,6 +48,7 @@ async def register_worker(
             queues=list(queues),
             concurrency=concurrency,
             tags=sorted(tags) or None,  # (NULL: started with none, or before tags existed)
+            version=TASKQ_VERSION,
             state="running",
             leader=False,
             started_at=moment,

@@ -242,6 +242,7 @@ class WorkerRecord:
     running: int = 0
     memory: int = 0
     tags: list[str] = dataclasses.field(default_factory=list)  # started with (`--tags`)
+    version: str | None = None  # taskq's, in that process (None: from before 0011)
 
 
 def now() -> datetime:
@@ -387,4 +388,5 @@ def worker_of(row: Mapping[str, Any] | RowMapping) -> WorkerRecord:
         running=row["running"],
         memory=row["memory"],
         tags=list(row["tags"] or ()),
+        version=row.get("version"),
     )

@@ -248,6 +248,7 @@ workers = Table(
     Column("running", Integer, nullable=False, server_default="0"),
     Column("memory", BigInteger, nullable=False, server_default="0"),
     Column("tags", JsonOrNull, nullable=True),  # what it was started with (`--tags`)
+    Column("version", String(32), nullable=True),  # taskq's version in that process (0011)
     CheckConstraint("state IN ('running', 'stopped', 'dead')", name="state"),
     CheckConstraint("role IN ('worker', 'scheduler')", name="role"),
     Index(None, "state", "heartbeat_at"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from importlib import metadata
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -311,6 +312,11 @@ async def test_overview_queues_workflows_and_schedules(
         "ticked_at": None,
     }
     assert "never" in (await dash.get("/schedules")).text
+
+    # And the worker that ran them is listed, stopped, with its taskq version
+    (worker,) = (await dash.get("/api/workers", params={"all": "1"})).json()
+    assert (worker["state"], worker["version"]) == ("stopped", metadata.version("taskq"))
+    assert (await dash.get("/api/workers")).json() == []
 
     # And the queues list the default queue with its broker figures
     (queue,) = (await dash.get("/api/queues")).json()
