@@ -375,3 +375,40 @@ async def test_flow_control_benchmark_drains_each_variant_and_counts_the_holds(
     for variant in ("rate", "slots"):
         cost = next(line for line in lines if line[:3] == ["cost", "of", f"{variant}:"])
         assert cost[-1] in ("PASS", "MISS"), output
+
+
+DASHBOARD_HEADER = "page rows p50 ms p95 ms max ms cpu ms/load verdict path".split()
+DASHBOARD_PAGES = {
+    "tasks": "/tasks",
+    "filtered": "/tasks?state=failed&name=app.emails.send",
+    "filtered-2": "/tasks?state=failed&name=app.emails.send&after=",
+    "queue-1d": "/tasks?queue=reports&since=1d",
+    "overview": "/",
+    "api-tasks": "/api/tasks",
+}
+
+
+async def test_dashboard_benchmark_times_each_page_over_http(production: Backend) -> None:
+    # When the dashboard benchmark's quick run fills 10,000 task rows in this test's database
+    # and loads each page 10 times from a `taskq dashboard` subprocess
+    code, output = await benchmark("dashboard.py", "--quick", production=production, limit=60)
+    # Then it succeeds (every page answered 200 with tasks on it) and says what it filled
+    assert code == 0, output
+    filled = "dashboard: 10,000 rows in taskq_tasks ("
+    assert any(line.startswith(filled) for line in output.splitlines()), output
+    # And prints a row per page: tasks shown, p50 / p95 / max, the server's CPU per load
+    # and a verdict for the task pages (figures not asserted: a MISS is not a failure)
+    lines = [line.split() for line in output.splitlines()]
+    assert DASHBOARD_HEADER in lines, output
+    start = lines.index(DASHBOARD_HEADER) + 1
+    rows = {row[0]: row[1:] for row in lines[start : start + len(DASHBOARD_PAGES)]}
+    assert list(rows) == list(DASHBOARD_PAGES), output
+    for page, row in rows.items():
+        assert row[-1].startswith(DASHBOARD_PAGES[page]), output
+        assert row[0] == ("-" if page == "overview" else "50"), output
+        assert all(float(figure) >= 0 for figure in row[1:5]), output
+        targeted = page not in ("overview", "api-tasks")
+        assert row[5] in (("PASS", "MISS") if targeted else ("-",)), output
+    pages = "tasks, filtered, filtered-2, queue-1d"
+    verdict = rf"^target p95 < 300 ms \({pages}\): (PASS|MISS \(.+\))$"
+    assert re.search(verdict, output, re.MULTILINE), output
