@@ -93,7 +93,9 @@ async def workflow(request: Request) -> Response:
 
 
 async def events(request: Request) -> Response:
-    return event_stream(await dashboard_of(request).client(), request)
+    dashboard = dashboard_of(request)
+    await dashboard.client()
+    return await event_stream(dashboard.events, request)
 
 
 # -- actions ----------------------------------------------------------------------------------

@@ -8,14 +8,17 @@ from starlette.requests import Request
 
 from taskq.app import App
 from taskq.dashboard.access import Access
+from taskq.dashboard.stream import EventHub
 
 
 class Dashboard:
     """What every request shares: the taskq client (opened on first use, so a dashboard
-    mounted in another app, whose lifespan it never sees, works too) and who may act."""
+    mounted in another app, whose lifespan it never sees, works too), who may act, and the
+    one subscription to task events that every open page shares."""
 
     def __init__(self, app: App, access: Access) -> None:
         self.access = access
+        self.events = EventHub(app)
         self._app = app
         self._opening = asyncio.Lock()
 
@@ -26,6 +29,7 @@ class Dashboard:
         return self._app
 
     async def close(self) -> None:
+        await self.events.close()
         await self._app.close()
 
 

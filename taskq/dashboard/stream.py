@@ -1,14 +1,17 @@
 """`GET /api/events`: task events as server-sent events, for the pages' live parts.
 
-The first message, `ready`, comes once events are being received, so a page that refreshes
-itself then has missed nothing. A comment every few seconds keeps proxies from closing an
-idle stream, and shows the server that a browser has gone.
+One subscription to the broker's events serves every open page (`EventHub`): a page that
+closes only leaves the hub's set of listeners, with nothing to await, so no way a browser
+goes away can strand a broker queue. The first message, `ready`, comes once events are being
+received, so a page that refreshes itself then has missed nothing. A comment every few
+seconds keeps proxies from closing an idle stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncGenerator
@@ -19,53 +22,110 @@ from starlette.responses import StreamingResponse
 from taskq.app import App
 from taskq.client.as_json import event_json, json_value
 from taskq.client.events import TaskEvent
+from taskq.exceptions import BrokerError
 
 logger = logging.getLogger(__name__)
 
 KEEP_ALIVE = 10.0  # seconds
-BACKLOG = 1_000  # events held for a slow browser before the stream ends (it reconnects)
+BACKLOG = 1_000  # events held for a slow browser before its stream ends (it reconnects)
+SUBSCRIBE_WITHIN = 10.0  # seconds
 
 
-def event_stream(app: App, request: Request) -> StreamingResponse:
+@dataclasses.dataclass(eq=False)
+class Listener:
+    """One open stream: the events it wants, waiting for it (None: the stream ends)."""
+
+    task_id: str | None = None
+    queue: str | None = None
+    name: str | None = None
+    arrived: asyncio.Queue[TaskEvent | None] = dataclasses.field(
+        default_factory=lambda: asyncio.Queue(BACKLOG)
+    )
+
+    def offer(self, event: TaskEvent) -> bool:
+        """Queue `event` if wanted; → False once this stream has ended."""
+        if (
+            (self.task_id is None or event.task_id == self.task_id)
+            and (self.queue is None or event.queue == self.queue)
+            and (self.name is None or event.name == self.name)
+        ):
+            try:
+                self.arrived.put_nowait(event)
+            except asyncio.QueueFull:  # (a browser that reads too slowly starts afresh)
+                self.end()
+                return False
+        return True
+
+    def end(self) -> None:
+        while not self.arrived.empty():
+            self.arrived.get_nowait()
+        self.arrived.put_nowait(None)
+
+
+class EventHub:
+    """The dashboard's one subscription to task events, fanned out to every open stream."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._listeners: set[Listener] = set()
+        self._pumping: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def listen(self, listener: Listener) -> None:
+        """Add `listener` once events are being received; BrokerError if they cannot be."""
+        if self._pumping is None or self._pumping.done():
+            self._ready = asyncio.Event()
+            self._pumping = asyncio.create_task(self._pump(self._ready))
+        waiting = asyncio.ensure_future(self._ready.wait())
+        await asyncio.wait([waiting, self._pumping], timeout=SUBSCRIBE_WITHIN,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        waiting.cancel()
+        if not self._ready.is_set():
+            raise BrokerError("cannot subscribe to task events: is the broker up?")
+        self._listeners.add(listener)
+
+    def drop(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+
+    async def close(self) -> None:
+        if self._pumping is not None:
+            self._pumping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pumping
+
+    async def _pump(self, ready: asyncio.Event) -> None:
+        try:
+            async for event in self._app.events(ready=ready):
+                for listener in list(self._listeners):
+                    if not listener.offer(event):
+                        self._listeners.discard(listener)
+        except Exception as exc:  # (the broker went away: every stream ends; browsers retry)
+            logger.warning("dashboard: the task events stopped: %s", exc)
+        finally:
+            for listener in self._listeners:
+                listener.end()
+            self._listeners.clear()
+
+
+async def event_stream(hub: EventHub, request: Request) -> StreamingResponse:
     """Events of every task, or of the task / queue / task name the query names."""
     params = request.query_params
-    task_id = params.get("task") or None
-    lines = _lines(app, task_id, params.get("queue") or None, params.get("name") or None)
+    listener = Listener(params.get("task") or None, params.get("queue") or None,
+                        params.get("name") or None)  # fmt: skip
+    await hub.listen(listener)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(lines, media_type="text/event-stream", headers=headers)
+    return StreamingResponse(lines(hub, listener), media_type="text/event-stream", headers=headers)
 
 
-async def _lines(
-    app: App, task_id: str | None, queue: str | None, name: str | None
-) -> AsyncGenerator[str, None]:
-    arrived: asyncio.Queue[TaskEvent | None] = asyncio.Queue(BACKLOG)
-    ready = asyncio.Event()
-
-    async def pump() -> None:
-        try:
-            async for event in app.events(queue=queue, task=name, ready=ready):
-                if task_id is None or event.task_id == task_id:
-                    arrived.put_nowait(event)
-        except asyncio.QueueFull:
-            pass  # (the browser reads too slowly: end the stream, it reconnects)
-        except Exception as exc:  # (the broker went away: end the stream, it reconnects)
-            logger.warning("dashboard: an event stream ended: %s", exc)
-        finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                arrived.put_nowait(None)
-
-    pumping = asyncio.create_task(pump())
+async def lines(hub: EventHub, listener: Listener) -> AsyncGenerator[str, None]:
+    """The stream's text: `ready`, then each event, until the browser goes (or the hub ends
+    it); leaving only drops the listener, which nothing can interrupt."""
     try:
         yield "retry: 2000\n\n"
-        waiting = asyncio.create_task(ready.wait())
-        await asyncio.wait([waiting, pumping], return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
-        if not ready.is_set():
-            return  # (the broker refused the subscription: the browser retries)
         yield "event: ready\ndata: {}\n\n"
         while True:
             try:
-                event = await asyncio.wait_for(arrived.get(), KEEP_ALIVE)
+                event = await asyncio.wait_for(listener.arrived.get(), KEEP_ALIVE)
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
@@ -74,6 +134,4 @@ async def _lines(
             data = json.dumps(event_json(event), default=json_value)
             yield f"event: task\ndata: {data}\n\n"
     finally:
-        pumping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pumping
+        hub.drop(listener)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from importlib import metadata
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -370,17 +370,25 @@ async def test_the_event_stream_says_ready_then_carries_the_tasks_events(
 ) -> None:
     # Given the stream of one task's events (as `GET /api/events?task=ID` serves it)
     handle = await app.tasks["api.echo"].options(eta=datetime.now(UTC) + LATER).submit("x")
-    lines = stream._lines(app, handle.id, None, None)
+    other = await app.tasks["api.echo"].options(eta=datetime.now(UTC) + LATER).submit("y")
+    hub = stream.EventHub(app)
+    listener = stream.Listener(task_id=handle.id)
+    await hub.listen(listener)
+    lines = stream.lines(hub, listener)
     assert await anext(lines) == "retry: 2000\n\n"
     assert await anext(lines) == "event: ready\ndata: {}\n\n"
 
-    # When the task is cancelled, Then its event arrives, as JSON
+    # When both tasks are cancelled, Then only its event arrives, as JSON
     reading = asyncio.ensure_future(anext(lines))
-    await app.cancel_many([handle.id])
+    await app.cancel_many([other.id, handle.id])
     line = await asyncio.wait_for(reading, 10)
     assert line.startswith("event: task\ndata: {")
     assert f'"task_id": "{handle.id}"' in line and '"state": "cancelled"' in line
+
+    # And a stream that ends (the browser went) leaves the hub: nothing to await, nothing left
     await lines.aclose()
+    assert listener not in hub._listeners
+    await hub.close()
 
 
 async def test_it_mounts_under_a_prefix(app: taskq.App) -> None:
