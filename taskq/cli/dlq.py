@@ -14,6 +14,7 @@ import typer
 
 from taskq.app import App
 from taskq.cli.common import fail, out, run
+from taskq.client.as_json import dead_letter_json
 from taskq.client.dlq import DeadLetter
 
 app = typer.Typer(help="Inspect, replay and purge dead-lettered tasks.", no_args_is_help=True)
@@ -32,7 +33,7 @@ def list_(
     letters = run(_list(App(), queue, limit))
     if as_json:
         for letter in letters:
-            sys.stdout.write(json.dumps(_as_json(letter)) + "\n")
+            sys.stdout.write(json.dumps(dead_letter_json(letter)) + "\n")
         return
     from rich.table import Table
 
@@ -84,14 +85,3 @@ async def _replay(taskq_app: App, queue: str, ids: list[str] | None) -> int:
 async def _purge(taskq_app: App, queue: str) -> int:
     async with taskq_app:
         return await taskq_app.dlq(queue).purge()
-
-
-def _as_json(letter: DeadLetter) -> dict[str, object]:
-    return {
-        "task_id": letter.task_id,
-        "task": letter.task,
-        "reason": letter.reason,
-        "error_type": letter.error_type,
-        "error_message": letter.error_message,
-        "dead_at": letter.dead_at.isoformat() if letter.dead_at else None,
-    }

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from taskq.store import codec
 
 if TYPE_CHECKING:
+    from taskq.client.dlq import DeadLetter
     from taskq.client.events import TaskEvent
     from taskq.store import ScheduleRecord, TaskRecord, WorkerRecord
 
@@ -109,6 +110,17 @@ def schedule_json(row: ScheduleRecord) -> dict[str, Any]:
         "timezone": row.timezone,
         "next_tick": when(row.next_tick),
         "ticked_at": when(row.ticked_at),
+    }
+
+
+def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "task_id": letter.task_id,
+        "task": letter.task,
+        "reason": letter.reason,
+        "error_type": letter.error_type,
+        "error_message": letter.error_message,
+        "dead_at": when(letter.dead_at),
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from taskq.app import App
 from taskq.client.as_json import (
+    dead_letter_json,
     schedule_json,
     task_detail_json,
     task_json,
@@ -175,18 +176,7 @@ async def workers(app: App, *, include_stopped: bool = False) -> list[dict[str, 
 
 
 async def dead_letters(app: App, queue: str, limit: int = PAGE) -> list[dict[str, Any]]:
-    letters = await app.dlq(queue).list(limit)
-    return [
-        {
-            "task_id": letter.task_id,
-            "task": letter.task,
-            "reason": letter.reason,
-            "error_type": letter.error_type,
-            "error_message": letter.error_message,
-            "dead_at": when(letter.dead_at),
-        }
-        for letter in letters
-    ]
+    return [dead_letter_json(letter) for letter in await app.dlq(queue).list(limit)]
 
 
 async def schedules(app: App) -> list[dict[str, Any]]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import metadata
 from datetime import timedelta
+from importlib import metadata
 
 from sqlalchemy import select, update
 
