@@ -30,10 +30,16 @@ def private_rabbit() -> Iterator[RabbitNode]:
 def private_production(private_rabbit: RabbitNode, postgres_url: str) -> Backend:
     """The production backend on `private_rabbit`, in a fresh vhost of its own."""
     vhost = f"t_{uuid.uuid4().hex[:8]}"
-    for args in (("add_vhost", vhost), ("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
-        done = private_rabbit.ctl_sync(*args)
-        if done.returncode != 0:
-            raise subprocess.SubprocessError(f"rabbitmqctl {args}: {done.stderr}")
+    # (one `rabbitmqctl eval`, not add_vhost + set_permissions: each call starts an Erlang VM)
+    actor, every = '<<"taskq-tests">>', '<<".*">>'
+    done = private_rabbit.ctl_sync(
+        "eval",
+        f'ok = rabbit_vhost:add(<<"{vhost}">>, {actor}), '
+        f"ok = rabbit_auth_backend_internal:set_permissions("
+        f'<<"guest">>, <<"{vhost}">>, {every}, {every}, {every}, {actor}).',
+    )
+    if done.returncode != 0:
+        raise subprocess.SubprocessError(f"rabbitmqctl eval (add {vhost}): {done.stderr}")
     return Backend("private", f"{private_rabbit.url}{vhost}", postgres_url)
 
 
