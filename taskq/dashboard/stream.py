@@ -10,6 +10,7 @@ seconds keeps proxies from closing an idle stream.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 KEEP_ALIVE = 10.0  # seconds
 BACKLOG = 1_000  # events held for a slow browser before its stream ends (it reconnects)
+# Each task's latest progress report, for a page that opens between the report and the row's
+# write of it (progress is written behind, up to half a second late).
+RECENT_PROGRESS = 10_000
 SUBSCRIBE_WITHIN = 10.0  # seconds
 
 
@@ -68,6 +72,7 @@ class EventHub:
     def __init__(self, app: App) -> None:
         self._app = app
         self._listeners: set[Listener] = set()
+        self._progress: collections.OrderedDict[str, TaskEvent] = collections.OrderedDict()
         self._pumping: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -83,6 +88,8 @@ class EventHub:
         if not self._ready.is_set():
             raise BrokerError("cannot subscribe to task events: is the broker up?")
         self._listeners.add(listener)
+        if listener.task_id is not None and (latest := self._progress.get(listener.task_id)):
+            listener.offer(latest)
 
     def drop(self, listener: Listener) -> None:
         self._listeners.discard(listener)
@@ -93,9 +100,19 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pumping
 
+    def _remember(self, event: TaskEvent) -> None:
+        if event.kind == "progress":
+            self._progress[event.task_id] = event
+            self._progress.move_to_end(event.task_id)
+            if len(self._progress) > RECENT_PROGRESS:
+                self._progress.popitem(last=False)
+        elif event.state.is_final:
+            self._progress.pop(event.task_id, None)
+
     async def _pump(self, ready: asyncio.Event) -> None:
         try:
             async for event in self._app.events(ready=ready):
+                self._remember(event)
                 for listener in list(self._listeners):
                     if not listener.offer(event):
                         self._listeners.discard(listener)

@@ -293,6 +293,7 @@ async def test_every_page_renders_and_is_captured(
     assert await flow.result(timeout=WITHIN) == 21
     await state_is(client, dead.id, TaskStatus.FAILED)
     await state_is(client, running.id, TaskStatus.RUNNING)
+    await eventually(running.info, lambda row: row.progress is not None, what="25% stored")
 
     pages = {
         "overview": ("/", "Tasks by queue and state"),

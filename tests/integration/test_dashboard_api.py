@@ -6,6 +6,7 @@ real browser against a real server.)"""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from starlette.routing import Mount
 
 import taskq
 import taskq.dashboard
+from taskq.client.events import TaskEvent
 from taskq.dashboard import stream
 from tests.conftest import Backend
 from tests.support import eventually
@@ -408,3 +410,25 @@ async def test_it_mounts_under_a_prefix(app: taskq.App) -> None:
             what="the mounted API",
         )
         assert [task["id"] for task in found.json()["tasks"]] == [handle.id]
+
+
+async def test_a_page_opened_after_a_progress_report_gets_it_at_once(app: taskq.App) -> None:
+    # Given a report the hub saw (its row is written up to half a second later)
+    hub = stream.EventHub(app)
+    await hub.listen(stream.Listener())
+    seen = TaskEvent(kind="progress", task_id="t-1", state=taskq.TaskStatus.RUNNING,
+                     name="api.echo", queue="default", attempt=1, at=datetime.now(UTC),
+                     progress=0.25, message="reading", seq=1)  # fmt: skip
+    hub._remember(seen)
+
+    # When the task's page opens its stream, Then the report comes first
+    listener = stream.Listener(task_id="t-1")
+    await hub.listen(listener)
+    assert listener.arrived.get_nowait() == seen
+
+    # And once the task has finished, a new page gets no stale progress
+    hub._remember(dataclasses.replace(seen, kind="state", state=taskq.TaskStatus.SUCCEEDED))
+    late = stream.Listener(task_id="t-1")
+    await hub.listen(late)
+    assert late.arrived.empty()
+    await hub.close()
