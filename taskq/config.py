@@ -9,7 +9,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -127,6 +127,25 @@ def parse_duration(text: str, what: str) -> timedelta:
         return timedelta(**{_UNITS[unit]: float(amount)})
     except OverflowError:
         raise ConfigurationError(f"{what} {text!r} is too long a duration") from None
+
+
+def parse_since(text: str, what: str) -> datetime:
+    """'10m' → ten minutes ago; an ISO 8601 time (UTC if it names no offset) → that time;
+    anything else is a `ConfigurationError` naming `what`."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        return datetime.now(UTC) - parse_duration(text, what)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{exc}, or an ISO 8601 time") from None
+    except OverflowError:
+        raise ConfigurationError(
+            f"{what} {text!r} reaches back before the year 1: give a shorter duration"
+        ) from None
 
 
 def parse_retention(value: str | timedelta | None, what: str) -> timedelta | None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
+from taskq import config
 from taskq.broker import Broker
 from taskq.cli.common import (
     BrokerUrl,
@@ -26,7 +27,7 @@ from taskq.cli.inspect import STATE_STYLE, describe_progress
 from taskq.client.as_json import event_json, task_json
 from taskq.client.events import TaskEvent, tail_events
 from taskq.client.queues import known_queues, queue_rows
-from taskq.config import Settings, parse_duration
+from taskq.config import Settings
 from taskq.exceptions import ConfigurationError
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord
@@ -138,19 +139,11 @@ def _event_line(event: TaskEvent) -> str:
 
 
 def parse_since(text: str) -> datetime:
-    """'10m' → ten minutes ago; an ISO 8601 time (UTC if it has no offset) → that time."""
+    """`--since`: a duration back from now, or an ISO 8601 time; one red line if neither."""
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    try:
-        return datetime.now(UTC) - parse_duration(text, "--since")
+        return config.parse_since(text, "--since")
     except ConfigurationError as exc:
-        fail(f"{exc}, or an ISO 8601 time")
-    except OverflowError:
-        fail(f"--since {text!r} reaches back before the year 1: give a shorter duration")
+        fail(str(exc))
 
 
 def _uuid(text: str, option: str, what: str) -> str:

@@ -19,7 +19,7 @@ from taskq.client.as_json import (
     worker_json,
 )
 from taskq.client.queues import known_queues, queue_rows
-from taskq.config import parse_duration
+from taskq.config import parse_since
 from taskq.exceptions import ConfigurationError
 from taskq.status import FINAL, TaskStatus
 from taskq.store import PageMark
@@ -89,15 +89,10 @@ class TaskQuery:
 
 
 def since_moment(text: str) -> datetime:
-    """'10m' → ten minutes ago; an ISO 8601 time (UTC if it names no offset) → that time."""
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            return datetime.now(UTC) - parse_duration(text, "since")
-        except (ConfigurationError, OverflowError) as exc:
-            raise BadQuery(f"{exc}, or an ISO 8601 time") from None
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return parse_since(text, "since")
+    except ConfigurationError as exc:
+        raise BadQuery(str(exc)) from None
 
 
 async def list_tasks(app: App, query: TaskQuery) -> dict[str, Any]:
