@@ -22,7 +22,9 @@ class Delivery(abc.ABC):
 
     @abc.abstractmethod
     async def ack(self) -> None:
-        """The message is done with; the broker forgets it."""
+        """The message is done with; the broker forgets it. RabbitMQ's acks go out with the
+        others of the same turn of the loop, unawaited: one that fails (a closed channel)
+        leaves the message to be redelivered."""
 
     @abc.abstractmethod
     async def reject(self, *, requeue: bool) -> None:

@@ -184,7 +184,7 @@ class Consumption(Subscription):
         self._cancelled = False
         # Acks wait here for the end of the loop's turn, then go out together (see `_acks`).
         self._open: dict[Any, dict[int, Delivered]] = {}  # channel → tag → msg
-        self._acking: list[tuple[Delivered, asyncio.Future[None]]] = []
+        self._acking: list[Delivered] = []
         self._ack_flush: asyncio.Task[None] | None = None
 
     async def set_prefetch(self, prefetch: int) -> None:
@@ -210,14 +210,14 @@ class Consumption(Subscription):
         await self._consumer.cancel()
         await self._close_if_done()
 
-    async def ack(self, message: Delivered) -> None:
-        """Ack with the others of this turn of the loop: one `multiple` ack for the run of
-        tags that nothing older is still open below, single acks for the rest."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acking.append((message, done))
+    def ack(self, message: Delivered) -> None:
+        """Queue an ack; it goes out with the others of this turn of the loop: one `multiple`
+        ack for the run of tags that nothing older is still open below, single acks for the
+        rest. Nobody waits for it: an ack that fails leaves the message to be redelivered,
+        and its claim finds the row final (an awaited ack could only have logged that)."""
+        self._acking.append(message)
         if self._ack_flush is None or self._ack_flush.done():
             self._ack_flush = asyncio.create_task(self._acks(), name="taskq-acks")
-        await done
 
     def forget(self, message: Delivered) -> None:
         """A delivery settled otherwise (rejected): no longer open."""
@@ -227,40 +227,33 @@ class Consumption(Subscription):
         await asyncio.sleep(0)  # the rest of this turn's acks join
         while self._acking:
             batch, self._acking = self._acking, []
-            try:
-                await self._send_acks(batch)
-            except BaseException as exc:
-                # Never leave an executor waiting: whatever went wrong, its ack failed (the
-                # broker redelivers the message, which a duplicate check makes harmless).
-                failed = RuntimeError(f"ack failed: {type(exc).__name__}")
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(failed)
-                if not isinstance(exc, Exception):
-                    raise
+            error = await self._send_acks(batch)
+            if error is not None:
+                logger.info(
+                    "could not ack %d deliveries (%s); the broker will redeliver them",
+                    len(batch),
+                    error,
+                    extra={"action": "ack_failed"},
+                )
 
-    async def _send_acks(self, batch: list[tuple[Delivered, asyncio.Future[None]]]) -> None:
-        by_channel: dict[Any, list[tuple[Delivered, asyncio.Future[None]]]] = {}
-        for message, done in batch:
-            by_channel.setdefault(message.channel, []).append((message, done))
+    async def _send_acks(self, batch: list[Delivered]) -> BaseException | None:
+        """→ None, or why an ack of the batch failed."""
+        by_channel: dict[Any, list[Delivered]] = {}
+        for message in batch:
+            by_channel.setdefault(message.channel, []).append(message)
             self.forget(message)
+        error: BaseException | None = None
         for channel, acks in by_channel.items():
             still_open = self._open.get(channel, {})
             oldest_open = min(still_open, default=None)
-            below = [m for m, _ in acks if oldest_open is None or m.delivery_tag < oldest_open]
-            error = await _ack_run(below)
-            for message, _ in acks:
-                if message not in below and error is None:
-                    error = await _ack_one(message)
-            for _, done in acks:
-                if done.done():
-                    continue  # its waiter was cancelled
-                if error is not None:
-                    done.set_exception(error)
-                else:
-                    done.set_result(None)
+            below = [m for m in acks if oldest_open is None or m.delivery_tag < oldest_open]
+            error = await _ack_run(below) or error
+            for message in acks:
+                if message not in below:
+                    error = await _ack_one(message) or error
             if not still_open:
                 self._open.pop(channel, None)
+        return error
 
     async def settled(self) -> None:
         self._unsettled -= 1
@@ -269,6 +262,8 @@ class Consumption(Subscription):
     async def _close_if_done(self) -> None:
         # Closing the channel earlier would requeue deliveries still running.
         if self._cancelled and self._unsettled <= 0 and not self._channel.is_closed:
+            if self._ack_flush is not None:  # (its acks go out first)
+                await asyncio.shield(self._ack_flush)
             with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
                 async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
                     await self._channel.close()
@@ -284,7 +279,8 @@ class RabbitDelivery(Delivery):
         self._subscription = subscription
 
     async def ack(self) -> None:
-        await self._settle(self._subscription.ack(self._message))
+        self._subscription.ack(self._message)
+        await self._subscription.settled()
 
     async def reject(self, *, requeue: bool) -> None:
         self._subscription.forget(self._message)

@@ -219,6 +219,7 @@ class Executor:
         run = Run(attempt.task, envelope, ctx, self._threads, self._run_chain)
         self.runs.start(envelope.id, run)
         try:
+            run.begin()
             return await run.wait(
                 envelope.timeout,
                 hand_off_after=self._lease_after,

@@ -12,11 +12,12 @@ import dataclasses
 import functools
 import inspect
 import logging
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from taskq import protocol
 from taskq.client.task import Task
@@ -25,6 +26,8 @@ from taskq.exceptions import InvalidArguments
 from taskq.middleware import RunNext
 
 logger = logging.getLogger("taskq.worker.executor")  # (where these lines always came from)
+
+T = TypeVar("T")
 
 # How long a cancelled (timed out) async task may take to run its cleanup.
 CLEANUP_GRACE = 5.0
@@ -47,12 +50,30 @@ _invocation: contextvars.ContextVar[Callable[[], Awaitable[Any]]] = contextvars.
 )
 
 
+if sys.version_info >= (3, 12):
+
+    def start(coroutine: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+        """A task that runs at once, up to its first suspension (`eager_start`, 3.12+): a
+        task that never suspends ends without a turn of the loop, and one that does saves
+        the turn its first step would have waited for."""
+        loop = asyncio.get_running_loop()
+        return asyncio.Task(coroutine, loop=loop, name=name, eager_start=True)
+
+else:
+
+    def start(coroutine: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+        """A task (3.11 has no eager start: its first step waits for the next turn)."""
+        return asyncio.get_running_loop().create_task(coroutine, name=name)
+
+
 async def invoke(ctx: TaskContext) -> Any:
     """The end of the run chain: the task's own code (its function, or a pool thread)."""
     return await _invocation.get()()
 
 
 class Run:
+    """One attempt's code: made, registered in `Runs`, then `begin()` starts it."""
+
     def __init__(
         self,
         task: Task[Any, Any],
@@ -66,8 +87,18 @@ class Run:
         self.name = task.name
         self.attempt = ctx.attempt
         self.code = getattr(task.fn, "__code__", None)  # for the watchdog's blame
-        self._is_thread = not task.is_async
-        self._call: asyncio.Future[Any]
+        self._task, self._envelope, self._ctx = task, envelope, ctx
+        self._threads, self._chain = threads, chain
+        self._call: asyncio.Future[Any] | None = None
+
+    def begin(self) -> None:
+        """Start the code; an async task's runs at once up to its first suspension (`start`),
+        so it is registered first: the watchdog can blame it from its first line."""
+        if self.cancel_requested:  # (a request that came before it started)
+            self._call = asyncio.get_running_loop().create_future()
+            self._call.cancel()
+            return
+        task, envelope, ctx, threads = self._task, self._envelope, self._ctx, self._threads
         token = _current.set(ctx)
         try:
             try:
@@ -75,7 +106,7 @@ class Run:
                 failure = None
             except InvalidArguments as exc:  # (the attempt fails with it, never retried)
                 args, kwargs, failure = [], {}, exc
-            if chain is not None:
+            if self._chain is not None:
                 # The chain's task copies this context: `invoke` finds the code, and the
                 # middleware, like the task, sees `taskq.context()`.
                 code = (
@@ -85,17 +116,17 @@ class Run:
                 )
                 invocation = _invocation.set(code)
                 try:
-                    self._call = asyncio.ensure_future(chain(ctx))
+                    self._call = start(_awaited(self._chain(ctx)))
                 finally:
                     _invocation.reset(invocation)
             elif failure is not None:
-                self._call = asyncio.ensure_future(_raise(failure))
+                self._call = start(_raise(failure))
             elif task.is_async:
                 try:
                     coroutine = task.fn(*args, **kwargs)
                 except TypeError as exc:  # (arguments the signature refuses: the task's error)
                     coroutine = _raise(misfit(task, envelope, exc))
-                self._call = asyncio.ensure_future(coroutine)
+                self._call = start(coroutine)
             else:
                 run = functools.partial(contextvars.copy_context().run, task.fn, *args, **kwargs)
                 self._call = asyncio.get_running_loop().run_in_executor(threads, run)
@@ -105,7 +136,8 @@ class Run:
     def cancel(self) -> None:
         """A user asked to cancel: the task's code gets `CancelledError` (threads cannot)."""
         self.cancel_requested = True
-        self._call.cancel()
+        if self._call is not None:
+            self._call.cancel()
 
     async def wait(
         self,
@@ -116,43 +148,86 @@ class Run:
     ) -> Finished:
         """Wait for the end, at most `limit` s (the task's timeout); after `hand_off_after` s
         still running, await `hand_off()` once."""
+        call = self._running()
+        if call.done():  # (an eager start that never suspended)
+            return self._finished()
+        if limit is None:
+            await self._until_done(call, hand_off_after, hand_off)
+            return self._finished()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = None if limit is None else started + limit
+        deadline = started + limit
         hand_off_at = None if hand_off_after is None else started + hand_off_after
         try:
-            while not self._call.done():
-                marks = [m for m in (deadline, hand_off_at) if m is not None]
-                wait = max(min(marks) - loop.time(), 0.0) if marks else None
-                await asyncio.wait({self._call}, timeout=wait)
-                if self._call.done():
+            while not call.done():
+                wait = max(min(deadline, hand_off_at or deadline) - loop.time(), 0.0)
+                await asyncio.wait({call}, timeout=wait)
+                if call.done():
                     break
-                if deadline is not None and loop.time() >= deadline:
+                if loop.time() >= deadline:
                     await self._stop()
                     return Finished("timeout")
                 if hand_off_at is not None and loop.time() >= hand_off_at:
                     hand_off_at = None
                     await hand_off()
         except asyncio.CancelledError:
-            self._call.cancel()  # the worker itself is stopping
+            call.cancel()  # the worker itself is stopping
             raise
         return self._finished()
 
+    async def _until_done(
+        self,
+        call: asyncio.Future[Any],
+        hand_off_after: float | None,
+        hand_off: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Await the code itself, with no timeout: one wakeup when it ends (`asyncio.wait`
+        costs a waiter and two turns of the loop). A timer starts the hand-off, which ends
+        before this returns: the outcome is settled knowing whether it was acked early."""
+        handing: list[asyncio.Task[object]] = []
+        timer = None
+        if hand_off_after is not None:
+            timer = asyncio.get_running_loop().call_later(
+                hand_off_after, lambda: handing.append(start(_awaited(hand_off())))
+            )
+        try:
+            await call
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                call.cancel()  # the worker itself is stopping
+                raise
+            # Else the code was cancelled (on request, or by itself): `_finished` says which.
+        except BaseException:  # (the code's own error: `_finished` reads it)
+            pass
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if handing:
+            await handing[0]
+
+    def _running(self) -> asyncio.Future[Any]:
+        if self._call is None:
+            raise RuntimeError(f"task {self.task_id}: wait() before begin()")
+        return self._call
+
     async def _stop(self) -> None:
-        self._call.cancel()
-        if not self._is_thread:  # a thread cannot be stopped; do not wait for it
-            await asyncio.wait({self._call}, timeout=CLEANUP_GRACE)
+        call = self._running()
+        call.cancel()
+        if self._task.is_async:  # a thread cannot be stopped; do not wait for it
+            await asyncio.wait({call}, timeout=CLEANUP_GRACE)
 
     def _finished(self) -> Finished:
-        if self._call.cancelled():
+        call = self._running()
+        if call.cancelled():
             if self.cancel_requested:
                 return Finished("cancelled")
             # Cancelled from inside its own code: an error of the task, not a request.
             return Finished("error", error=asyncio.CancelledError("the task cancelled itself"))
-        error = self._call.exception()
+        error = call.exception()
         if error is not None:
             return Finished("error", error=error)
-        return Finished("value", value=self._call.result())
+        return Finished("value", value=call.result())
 
 
 class Runs:
@@ -236,6 +311,10 @@ def misfit(task: Task[Any, Any], envelope: protocol.Envelope, exc: TypeError) ->
             "submitted by another version of the code?"
         )
     return exc
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
 
 
 async def _raise(exc: Exception) -> Any:

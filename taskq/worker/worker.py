@@ -29,6 +29,7 @@ from taskq.worker.control import Control
 from taskq.worker.executor import Executor
 from taskq.worker.limits import HardLimits
 from taskq.worker.options import WorkerOptions
+from taskq.worker.running import start as start_task
 
 if TYPE_CHECKING:
     from taskq.client.app import App
@@ -207,7 +208,7 @@ class Worker:
             while (delivery := await self._deliveries.get()) is not None:
                 if not await self._slot(slots, delivery):
                     continue
-                started = asyncio.create_task(executor.execute(delivery), name="taskq-execute")
+                started = start_task(executor.execute(delivery), name="taskq-execute")
                 running.add(started)
                 # One callback, not three: each is a turn of the loop, for every task.
                 started.add_done_callback(functools.partial(self._after_task, running, slots))
