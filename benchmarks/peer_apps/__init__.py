@@ -11,4 +11,7 @@ directory:
 - `PEERS_RESULTS_NAME`: Dramatiq's Redis key namespace / Taskiq's result table of this run.
 - `PEERS_MARK_DIR`: where the `mark` task writes `time.time()` to a file named after its
   argument (`start`, `end`).
+- `PEERS_VARIANT`: the configuration, for what the app itself must know: read by
+  `taskiq_app` only (`quorum`, the default, or `classic`: the queue's type). Celery's and
+  Dramatiq's configurations differ in their worker command only (pool, processes, threads).
 """

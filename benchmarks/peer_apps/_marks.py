@@ -29,3 +29,8 @@ def results() -> str | None:
 
 def results_name() -> str:
     return os.environ.get("PEERS_RESULTS_NAME", "peers_bench")
+
+
+def variant() -> str:
+    """PEERS_VARIANT: the configuration, where the app itself differs ('' for the default)."""
+    return os.environ.get("PEERS_VARIANT", "")

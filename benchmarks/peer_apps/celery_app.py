@@ -1,6 +1,7 @@
 """Celery with its defaults: prefork pool, py-amqp transport, json, no result backend.
 
-Worker: `celery -A benchmarks.peer_apps.celery_app worker -P prefork -c 2`. With
+Worker: `celery -A benchmarks.peer_apps.celery_app worker -P prefork -c 2` (the defaults
+here), or `-P solo`: the pool is the worker command's, the app is the same. With
 PEERS_RESULTS=rpc:// the round trips use the RPC result backend (replies over RabbitMQ).
 """
 

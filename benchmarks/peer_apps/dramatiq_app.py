@@ -1,6 +1,7 @@
 """Dramatiq with its defaults: RabbitmqBroker (pika), no confirms, no result backend.
 
-Worker: `dramatiq benchmarks.peer_apps.dramatiq_app --processes 1 --threads 8`. With
+Worker: `dramatiq benchmarks.peer_apps.dramatiq_app --processes 1 --threads 8` (or 16 threads,
+or the default --processes, the CPU count): the same app each time. With
 PEERS_RESULTS=redis://... the round trips use the Results middleware with RedisBackend:
 Dramatiq ships no PostgreSQL or RabbitMQ result backend (only Redis, Memcached and a stub).
 """

@@ -1,6 +1,8 @@
 """Taskiq with its defaults: AioPikaBroker (quorum queue `taskiq`, confirms), no result backend.
 
 Worker: `taskiq worker benchmarks.peer_apps.taskiq_app:broker --workers 1`. With
+PEERS_VARIANT=classic the queue `taskiq` is a classic durable one instead (taskiq-aio-pika's
+own `task_queues=[Queue(type=QueueType.CLASSIC)]`), everything else as by default. With
 PEERS_RESULTS=postgresql://... the round trips use taskiq-postgres' AsyncpgResultBackend
 (table PEERS_RESULTS_NAME), which `wait_result()` polls.
 """
@@ -11,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from taskiq_aio_pika import AioPikaBroker
+from taskiq_aio_pika import AioPikaBroker, Queue, QueueType
 
 from benchmarks.peer_apps._marks import (
     TASK_MARK,
@@ -19,6 +21,7 @@ from benchmarks.peer_apps._marks import (
     amqp_url,
     results,
     results_name,
+    variant,
     write_mark,
 )
 
@@ -26,7 +29,18 @@ QUEUE = "taskiq"  # taskiq-aio-pika's default queue: quorum, durable (+ taskiq.d
 FILL_BATCH = 500  # kiq() calls in flight at once while filling
 FAST_CHECK_INTERVAL = 0.005  # the second round-trip series: wait_result(check_interval=5 ms)
 
-broker: Any = AioPikaBroker(url=amqp_url())
+
+def queue_options() -> dict[str, Any]:
+    """AioPikaBroker's queue options for PEERS_VARIANT; worker and driver declare it alike."""
+    kind = variant()
+    if kind in ("", "quorum"):
+        return {}  # the default: Queue(), a quorum queue named QUEUE
+    if kind == "classic":
+        return {"task_queues": [Queue(name=QUEUE, type=QueueType.CLASSIC)]}
+    raise SystemExit(f"PEERS_VARIANT={kind!r}: taskiq knows quorum (the default) and classic")
+
+
+broker: Any = AioPikaBroker(url=amqp_url(), **queue_options())
 if results() is not None:
     from taskiq_pg.asyncpg import AsyncpgResultBackend
 
