@@ -281,16 +281,17 @@ class Executor:
             await settle(delivery.reject(requeue=True))
 
     async def _store_outcome(self, attempt: Attempt, outcome: Outcome) -> Outcome:
-        """Write the outcome, even while being cancelled; a row that cannot hold it fails.
+        """Write the outcome, even while being cancelled (a cancelled wait ends once it is
+        durable: `Durable`); a row that cannot hold it fails.
         → the outcome meant for the row. `attempt.stored` is False if the row had moved on
         (another attempt took it over): then it must not be announced."""
         try:
-            attempt.stored = await shielded(self._writer.record(outcome))
+            attempt.stored = await self._writer.record(outcome)
             return outcome
         except StoreError as exc:
             if isinstance(exc, StoreConnectionError) or outcome.state is TaskStatus.FAILED:
                 raise
             error = TaskError("ResultNotStored", f"the task's result could not be stored: {exc}")
             failed = outcomes.failed(outcomes.base_of(outcome), error)
-            attempt.stored = await shielded(self._writer.record(failed))
+            attempt.stored = await self._writer.record(failed)
             return failed

@@ -348,6 +348,55 @@ async def test_writer_batches_concurrent_claims(store: Store) -> None:
     assert states == {TaskStatus.RUNNING}
 
 
+class SlowBatches(CountingBatches):
+    """Batches whose writes wait until `release` is set, announcing each on `writing`."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write(self, claims: Sequence[ClaimRequest], outcomes: Sequence[Outcome]) -> Written:
+        self.writing.set()
+        await self.release.wait()
+        return await super().write(claims, outcomes)
+
+
+async def test_a_cancelled_outcome_waiter_returns_only_once_its_outcome_is_durable(
+    store: Store,
+) -> None:
+    # Given a running task and a writer whose flush is held back
+    (task_id,) = await insert(store, new_task())
+    await claim(store, [task_id])
+    batches = SlowBatches(store)
+    writer = Writer(batches, flush_interval=0)
+    flushing = asyncio.create_task(writer.run(), name="writer")
+    outcome = Outcome(task_id=task_id, attempt=1, state=TaskStatus.SUCCEEDED, result="kept")
+
+    async def store_outcome() -> bool:
+        return await writer.record(outcome)
+
+    waiter = asyncio.create_task(store_outcome())
+    try:
+        async with asyncio.timeout(30):
+            await batches.writing.wait()
+            # When the waiter is cancelled while its outcome is being written
+            waiter.cancel()
+            await asyncio.sleep(0)
+            # Then it is still waiting: its write is not durable yet
+            assert not waiter.done()
+            batches.release.set()
+            # And once the write is durable it ends cancelled, with the outcome stored
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+        assert (await state_of(store, task_id)).state is TaskStatus.SUCCEEDED
+    finally:
+        batches.release.set()
+        writer.close()
+        async with asyncio.timeout(30):
+            await flushing
+
+
 async def test_writer_claim_of_a_final_task_is_none(store: Store) -> None:
     (task_id,) = await insert(store, new_task(TaskStatus.SUCCEEDED))
     writer = store.writer(flush_interval=0.001)
