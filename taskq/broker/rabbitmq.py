@@ -37,6 +37,7 @@ from taskq.broker.base import (
     QueueStats,
     Subscription,
 )
+from taskq.broker.browsed import RabbitBrowsed
 from taskq.broker.consumer import CONNECTION_ERRORS, SHUTDOWN_CALL_TIMEOUT, Consumption
 from taskq.config import redact_url, url_host
 from taskq.exceptions import (
@@ -51,6 +52,10 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 RECONNECT_INTERVAL = 1.0
+# Events are hints (the store has the facts): not persisted, and no confirm waited for.
+_EVENT_PROPERTIES = aiormq.spec.Basic.Properties(
+    delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT.value
+)
 
 
 class RabbitMQBroker(Broker):
@@ -66,7 +71,7 @@ class RabbitMQBroker(Broker):
         self._consumer: AbstractRobustConnection | None = None
         self._confirming: AbstractChannel | None = None
         self._control_exchange: AbstractExchange | None = None
-        self._event_exchange: AbstractExchange | None = None
+        self._events: AbstractChannel | None = None  # (its exchange: `self._names.events`)
 
     def __repr__(self) -> str:
         return f"RabbitMQBroker({redact_url(self._url)!r})"
@@ -89,9 +94,10 @@ class RabbitMQBroker(Broker):
                 self._control_exchange = await self._confirming.declare_exchange(
                     self._names.control, aio_pika.ExchangeType.FANOUT, durable=True
                 )
-                self._event_exchange = await events.declare_exchange(
+                await events.declare_exchange(
                     self._names.events, aio_pika.ExchangeType.TOPIC, durable=True
                 )
+                self._events = events
         except BaseException:
             await self.close()
             raise
@@ -265,7 +271,7 @@ class RabbitMQBroker(Broker):
                     message = await source.get(no_ack=False, fail=False, timeout=10)
                     if message is None:
                         break
-                    found.append(_RabbitBrowsed(message))
+                    found.append(RabbitBrowsed(message))
             yield found
         finally:
             # Closing the channel puts every message not removed back, in its place.
@@ -350,13 +356,21 @@ class RabbitMQBroker(Broker):
             return subscription
 
     async def publish_event(self, key: str, body: bytes) -> None:
-        if self._event_exchange is None:
+        """On the events channel's own aiormq channel, like a task's message: aio-pika's
+        `Message` and `Exchange.publish` cost a worker more than the event itself, twice
+        a task, and they sit between an outcome stored and its waiter hearing of it."""
+        events = self._events
+        if events is None:
             return
         async with self._errors("publish an event"):
-            await self._event_exchange.publish(
-                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
+            if events.is_closed:
+                raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
+            channel = await events.get_underlay_channel()  # (the one since a reconnect)
+            await channel.basic_publish(
+                body,
+                exchange=self._names.events,
                 routing_key=key,
-                mandatory=False,
+                properties=_EVENT_PROPERTIES,
                 timeout=self._publish_timeout,
             )
 
@@ -379,25 +393,6 @@ class RabbitMQBroker(Broker):
         connection.reconnect_callbacks.add(lambda *_: on_reconnect())
         # Short: a waiter that cannot bind falls back to re-reading the store.
         return _RabbitEvents(channel, queue, self._errors, self._names.events, timeout=2.0)
-
-
-class _RabbitBrowsed(Browsed):
-    def __init__(self, message: AbstractIncomingMessage) -> None:
-        self.body = message.body
-        self.message_id = message.message_id or ""
-        self.reason = _death_reason(message)
-        self._message = message
-
-    async def remove(self) -> None:
-        await self._message.ack()
-
-
-def _death_reason(message: AbstractIncomingMessage) -> str:
-    deaths = (message.headers or {}).get("x-death")
-    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-        reason = deaths[0].get("reason", "")
-        return reason.decode() if isinstance(reason, bytes) else str(reason)
-    return ""
 
 
 class _RabbitControl(Subscription):

@@ -95,9 +95,10 @@ async def _store_and_publish(
         if relay and not broker.connected:
             await _hand_to_relay(store, task_id, "the broker is not connected")
             return task_id
-        # The event leaves first: a worker can take the message and announce `running`
-        # before RabbitMQ confirms it, and watchers must see `queued` before that.
-        await runtime.events.announce(events.task_event(envelope, TaskStatus.QUEUED))
+        # Queued now, sent at the end of this turn of the loop: after the message's frames,
+        # but long before a worker that took it could have claimed it and sent `running`
+        # (events from different processes carry no order anyway; docs/client.md).
+        runtime.events.add(events.task_event(envelope, TaskStatus.QUEUED))
         try:
             await publish(runtime, envelope.queue, body, envelope)
         except PublishError as exc:
