@@ -160,7 +160,7 @@ class Delivered:
     async def ack(self, *, multiple: bool = False) -> None:
         """Ack this delivery (and with `multiple`, every earlier one on its channel)."""
         self._settle()
-        await self.channel.basic_ack(self.delivery_tag, multiple=multiple)
+        await self.channel.basic_ack(self.delivery_tag, multiple=multiple, wait=False)
 
     async def reject(self, *, requeue: bool) -> None:
         self._settle()

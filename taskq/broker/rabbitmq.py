@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -225,7 +225,7 @@ class RabbitMQBroker(Broker):
             try:
                 if confirming.is_closed:
                     raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
-                channel = await confirming.get_underlay_channel()  # (the one since a reconnect)
+                channel = await _underlay(confirming)
                 await channel.basic_publish(
                     body,
                     exchange=exchange,
@@ -233,6 +233,9 @@ class RabbitMQBroker(Broker):
                     properties=properties,
                     mandatory=True,
                     timeout=max(remaining, 0.1),
+                    # Not holding the channel's lock until the frame is written (a turn of
+                    # the loop per publish, one publish at a time): the confirm says more.
+                    wait=False,
                 )
                 return
             except aiormq.exceptions.PublishError:
@@ -365,13 +368,14 @@ class RabbitMQBroker(Broker):
         async with self._errors("publish an event"):
             if events.is_closed:
                 raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
-            channel = await events.get_underlay_channel()  # (the one since a reconnect)
+            channel = await _underlay(events)
             await channel.basic_publish(
                 body,
                 exchange=self._names.events,
                 routing_key=key,
                 properties=_EVENT_PROPERTIES,
                 timeout=self._publish_timeout,
+                wait=False,  # (queued for the connection's writer: nothing to wait for)
             )
 
     async def subscribe_events(
@@ -427,6 +431,12 @@ class _RabbitEvents(EventSubscription):
             with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
                 async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
                     await self._channel.close()
+
+
+async def _underlay(channel: AbstractChannel) -> aiormq.Channel:
+    """The robust channel's aiormq channel (the one since a reconnect), whose `basic_publish`
+    takes `wait` (its abstract class does not say so: tests/unit/test_pinned_contracts.py)."""
+    return cast(aiormq.Channel, await channel.get_underlay_channel())
 
 
 def _conflict(exc: aiormq.exceptions.ChannelPreconditionFailed) -> TopologyConflict:

@@ -18,7 +18,7 @@ class Channel:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    async def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
         self.calls.append(("ack", delivery_tag, multiple))
 
     async def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:

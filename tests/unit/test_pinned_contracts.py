@@ -43,12 +43,13 @@ def test_aiormq_channel_methods_the_broker_calls() -> None:
         keyword_only=("no_ack", "consumer_tag", "timeout"),
     )
     accepts(channel.basic_cancel, "consumer_tag", keyword_only=("timeout",))
-    accepts(channel.basic_ack, "delivery_tag", "multiple")
+    # `wait=False`: queue the frame without holding the channel's lock until it is written.
+    accepts(channel.basic_ack, "delivery_tag", "multiple", keyword_only=("wait",))
     accepts(channel.basic_reject, "delivery_tag", keyword_only=("requeue",))
     accepts(
         channel.basic_publish,
         "body",
-        keyword_only=("exchange", "routing_key", "properties", "mandatory", "timeout"),
+        keyword_only=("exchange", "routing_key", "properties", "mandatory", "timeout", "wait"),
     )
     for method in ("basic_consume", "basic_cancel", "basic_ack", "basic_reject", "basic_publish"):
         assert inspect.iscoroutinefunction(getattr(channel, method)), method
