@@ -30,6 +30,7 @@ from taskq.telemetry.logs import Throttled
 logger = logging.getLogger(__name__)
 
 _NOT_FINAL = frozenset(state.value for state in TaskStatus if state not in FINAL)
+_SUCCEEDED = TaskStatus.SUCCEEDED.value
 
 # How long after a reconnect waiters distrust events and re-read the store often.
 DEGRADED_AFTER_RECONNECT = 15.0
@@ -77,8 +78,10 @@ class Waiter:
         self._subscribing = asyncio.Lock()
         self._degraded_until = 0.0
         self._bound_at: float | None = None  # (monotonic) since when the binding holds
-        # Tasks whose ending events arrived lately, oldest first; when one was last dropped.
-        self._recent_ends: dict[str, None] = {}
+        # Tasks whose ending events arrived lately, oldest first, each with the value its
+        # signed `succeeded` event carried, if any (a `result()` begun after the end was
+        # heard needs no read then); when one was last dropped.
+        self._recent_ends: dict[str, list[Any] | None] = {}
         self._forgot_at = 0.0
         self._unbind_later: asyncio.TimerHandle | None = None
         self._unbinding: asyncio.Task[None] | None = None
@@ -101,6 +104,8 @@ class Waiter:
         subscription = await self._ensure_subscription()
         for task_id in watch.task_ids:
             self._watches.setdefault(task_id, set()).add(watch)
+            if (carried := self._recent_ends.get(task_id)) is not None:
+                watch.results[task_id] = carried
         try:
             watch.bound = await self._bind(subscription)
             yield watch
@@ -195,20 +200,22 @@ class Waiter:
             return
         for event in events:
             ending = event.state not in _NOT_FINAL
+            carried = None
+            if signed and event.result is not None and event.state == _SUCCEEDED:
+                carried = event.result  # (a worker's)
             if ending:
-                self._remember_end(event.task_id)
+                self._remember_end(event.task_id, carried)
             for watch in self._watches.get(event.task_id, ()):
                 watch.changed.set()
                 if ending:
                     watch.may_have_ended.set()
-                    succeeded = event.state == TaskStatus.SUCCEEDED.value
-                    if signed and event.result is not None and succeeded:
-                        watch.results[event.task_id] = event.result  # (a worker's)
+                    if carried is not None:
+                        watch.results[event.task_id] = carried
                 if watch.events is not None:
                     watch.events.put_nowait(event if signed or not ending else None)
 
-    def _remember_end(self, task_id: str) -> None:
-        self._recent_ends[task_id] = None
+    def _remember_end(self, task_id: str, carried: list[Any] | None) -> None:
+        self._recent_ends[task_id] = carried
         if len(self._recent_ends) > REMEMBERED_ENDS:
             del self._recent_ends[next(iter(self._recent_ends))]
             self._forgot_at = time.monotonic()

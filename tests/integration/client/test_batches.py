@@ -190,6 +190,36 @@ async def test_a_small_result_comes_with_its_signed_ending_event_and_others_from
     assert reads == [large.id]
 
 
+async def test_a_result_awaited_after_its_ending_event_arrived_needs_no_read(
+    production: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client that counts its reads of task rows, with its events signed
+    app = production.app(signing_key="s" * 32)
+    reads: list[str] = []
+    info = taskq.TaskHandle.info
+
+    async def counted_info(handle: taskq.TaskHandle[Any]) -> taskq.TaskRecord:
+        reads.append(handle.id)
+        return await info(handle)
+
+    monkeypatch.setattr(taskq.TaskHandle, "info", counted_info)
+
+    @app.task(name="small")
+    async def small() -> str:
+        return "carried"
+
+    async with app, app.worker():
+        await (await small.submit()).result(timeout=DEADLINE)  # (events now bound)
+        handle = await small.submit()
+        # When its `succeeded` event has arrived before anyone awaits its result
+        async with app.runtime.waiter.watch([handle.id]) as heard:
+            await asyncio.wait_for(heard.may_have_ended.wait(), DEADLINE)
+        reads.clear()
+        # Then result() returns the value the event carried, without reading the store
+        assert await handle.result(timeout=DEADLINE) == "carried"
+    assert reads == []
+
+
 async def test_a_result_the_store_refused_is_a_failure_also_for_a_waiting_result(
     production: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
