@@ -20,6 +20,7 @@ DEFAULT_BROKER_URL = "memory://"
 DEFAULT_STORE_URL = "sqlite+aiosqlite:///taskq.sqlite3"
 BROKER_SCHEMES = ("memory", "amqp", "amqps")
 STORE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+QUEUE_TYPES = ("classic", "quorum")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +51,9 @@ class Settings:
     # other: their RabbitMQ names start "<namespace>:", their tables live in the PostgreSQL
     # schema <namespace> (on SQLite: a file of their own). "" is the default, as before.
     namespace: str = ""
+    # "classic" (one node) or "quorum": task queues and their dead-letter queues replicated
+    # over a RabbitMQ cluster (docs/deploying.md#quorum-queues).
+    queue_type: str = "classic"
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={self._shown(f.name)!r}" for f in dataclasses.fields(self))
@@ -91,6 +95,10 @@ class Settings:
             raise ConfigurationError("lease_after must be > 0 and lease_duration >= 10 seconds")
         parse_retention(self.retention, "TASKQ_RETENTION")
         check_namespace(self.namespace)
+        if self.queue_type not in QUEUE_TYPES:
+            raise ConfigurationError(
+                f"TASKQ_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, not {self.queue_type!r}"
+            )
 
     @property
     def retention_period(self) -> timedelta | None:

@@ -23,9 +23,16 @@ __all__ = [
 ]
 
 
-def from_url(url: str, *, max_priority: int, publish_timeout: float, namespace: str = "") -> Broker:
+def from_url(
+    url: str,
+    *,
+    max_priority: int,
+    publish_timeout: float,
+    namespace: str = "",
+    queue_type: str = "classic",
+) -> Broker:
     """The broker for `url`, not yet connected. (`namespace` prefixes RabbitMQ's names; a
-    memory broker belongs to one app already.)"""
+    memory broker belongs to one app already. `queue_type`: RabbitMQ's, for task queues.)"""
     scheme = url.partition("://")[0]
     if scheme == "memory":
         from taskq.broker.memory import MemoryBroker
@@ -35,6 +42,10 @@ def from_url(url: str, *, max_priority: int, publish_timeout: float, namespace: 
         from taskq.broker.rabbitmq import RabbitMQBroker
 
         return RabbitMQBroker(
-            url, max_priority=max_priority, publish_timeout=publish_timeout, namespace=namespace
+            url,
+            max_priority=max_priority,
+            publish_timeout=publish_timeout,
+            namespace=namespace,
+            queue_type=queue_type,
         )
     raise ConfigurationError(f"broker URL scheme {scheme!r} is not supported (memory, amqp, amqps)")

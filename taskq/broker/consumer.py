@@ -176,8 +176,15 @@ class Consumption(Subscription):
     """The worker's consumption of its queues on one channel: deliveries, batched acks,
     and a channel closed only once every delivery is settled."""
 
-    def __init__(self, channel: AbstractRobustChannel, on_delivery: DeliveryCallback) -> None:
+    def __init__(
+        self,
+        channel: AbstractRobustChannel,
+        on_delivery: DeliveryCallback,
+        *,
+        shared_prefetch: bool = True,
+    ) -> None:
         self._channel = channel
+        self._shared_prefetch = shared_prefetch  # (else per consumer: quorum queues)
         self._on_delivery = on_delivery
         self._consumer = RawConsumer(channel)
         self._unsettled = 0
@@ -191,7 +198,9 @@ class Consumption(Subscription):
         if self._cancelled or self._channel.is_closed:
             return  # nothing more will be delivered on this channel anyway
         with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
-            await self._channel.set_qos(prefetch_count=prefetch, global_=True, timeout=5)
+            await self._channel.set_qos(
+                prefetch_count=prefetch, global_=self._shared_prefetch, timeout=5
+            )
 
     async def start(self, queue: AbstractQueue, name: str) -> None:
         """Consume `queue`, whose deliveries say they came from taskq queue `name` (the

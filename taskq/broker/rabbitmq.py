@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, cast
+from typing import cast
 
 import aio_pika
 import aiormq
@@ -22,7 +22,6 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
 )
 
@@ -39,6 +38,7 @@ from taskq.broker.base import (
 )
 from taskq.broker.browsed import RabbitBrowsed
 from taskq.broker.consumer import CONNECTION_ERRORS, SHUTDOWN_CALL_TIMEOUT, Consumption
+from taskq.broker.subscriptions import ControlChannel, EventChannel
 from taskq.config import redact_url, url_host
 from taskq.exceptions import (
     BrokerConnectionError,
@@ -60,10 +60,16 @@ _EVENT_PROPERTIES = aiormq.spec.Basic.Properties(
 
 class RabbitMQBroker(Broker):
     def __init__(
-        self, url: str, *, max_priority: int, publish_timeout: float, namespace: str = ""
+        self,
+        url: str,
+        *,
+        max_priority: int,
+        publish_timeout: float,
+        namespace: str = "",
+        queue_type: str = "classic",
     ) -> None:
         self._url = url
-        self._names = topology.Names(namespace)
+        self._names = topology.Names(namespace, queue_type)
         self._host = url_host(url)
         self._max_priority = max_priority
         self._publish_timeout = publish_timeout
@@ -164,7 +170,7 @@ class RabbitMQBroker(Broker):
                 dlq = await channel.declare_queue(
                     self._names.queue(topology.dlq_name(queue)),
                     durable=True,
-                    arguments=topology.dlq_arguments(),
+                    arguments=topology.dlq_arguments(self._names.queue_type),
                 )
                 await dlq.bind(self._names.dead_letters, routing_key=topology.dlq_name(queue))
             finally:
@@ -336,7 +342,7 @@ class RabbitMQBroker(Broker):
                 on_message(message.body)
 
             await queue.consume(deliver, no_ack=True)
-        return _RabbitControl(channel)
+        return ControlChannel(channel)
 
     async def consume(
         self, queues: Sequence[str], *, prefetch: int, on_delivery: DeliveryCallback
@@ -347,8 +353,11 @@ class RabbitMQBroker(Broker):
             channel = await self._consumer.channel()
             # global_: one limit for the channel, shared by every queue consumed on it (the
             # robust channel sets it again when it reopens, before consumers come back).
-            await channel.set_qos(prefetch_count=prefetch, global_=True)
-            subscription = Consumption(channel, on_delivery)
+            # Quorum queues refuse it: each of their consumers gets the limit (so a worker
+            # consuming several may hold more than its slots; the extra wait for one).
+            shared = self._names.queue_type == "classic"
+            await channel.set_qos(prefetch_count=prefetch, global_=shared)
+            subscription = Consumption(channel, on_delivery, shared_prefetch=shared)
             for name in queues:
                 queue = await channel.declare_queue(
                     self._names.queue(name),
@@ -396,41 +405,7 @@ class RabbitMQBroker(Broker):
             await queue.consume(deliver, no_ack=True)
         connection.reconnect_callbacks.add(lambda *_: on_reconnect())
         # Short: a waiter that cannot bind falls back to re-reading the store.
-        return _RabbitEvents(channel, queue, self._errors, self._names.events, timeout=2.0)
-
-
-class _RabbitControl(Subscription):
-    def __init__(self, channel: AbstractChannel) -> None:
-        self._channel = channel
-
-    async def cancel(self) -> None:
-        if not self._channel.is_closed:
-            with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
-                async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
-                    await self._channel.close()
-
-
-class _RabbitEvents(EventSubscription):
-    def __init__(
-        self, channel: AbstractChannel, queue: AbstractQueue, errors: Any, exchange: str, *,
-        timeout: float,
-    ) -> None:  # fmt: skip
-        self._channel, self._queue, self._errors = channel, queue, errors
-        self._exchange, self._timeout = exchange, timeout
-
-    async def bind(self, key: str) -> None:
-        async with self._errors("bind an event key"):
-            await self._queue.bind(self._exchange, routing_key=key, timeout=self._timeout)
-
-    async def unbind(self, key: str) -> None:
-        async with self._errors("unbind an event key"):
-            await self._queue.unbind(self._exchange, routing_key=key, timeout=self._timeout)
-
-    async def close(self) -> None:
-        if not self._channel.is_closed:
-            with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
-                async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT):
-                    await self._channel.close()
+        return EventChannel(channel, queue, self._errors, self._names.events, timeout=2.0)
 
 
 async def _underlay(channel: AbstractChannel) -> aiormq.Channel:
@@ -444,6 +419,7 @@ def _conflict(exc: aiormq.exceptions.ChannelPreconditionFailed) -> TopologyConfl
     return TopologyConflict(
         f"RabbitMQ refused a declaration: {exc}. An existing queue has other arguments than "
         "taskq declares (most often x-max-priority: set App(max_priority=...) to the queue's "
-        "value, or drain and delete the queue with `rabbitmqctl delete_queue NAME` so taskq "
-        "can declare it afresh)"
+        "value; x-queue-type: TASKQ_QUEUE_TYPE must match how the queue was made), or drain "
+        "and delete the queue with `rabbitmqctl delete_queue NAME` so taskq can declare it "
+        "afresh"
     )

@@ -20,8 +20,9 @@ class Names:
     "<namespace>:" before every exchange and queue name (":" is in no queue name, so no
     namespace's names can meet another's). Routing keys stay the plain queue names."""
 
-    def __init__(self, namespace: str = "") -> None:
+    def __init__(self, namespace: str = "", queue_type: str = "classic") -> None:
         self._prefix = f"{namespace}:" if namespace else ""
+        self.queue_type = queue_type
         self.tasks = self._prefix + TASK_EXCHANGE
         self.dead_letters = self._prefix + DEAD_LETTER_EXCHANGE
         self.events = self._prefix + EVENTS_EXCHANGE
@@ -40,7 +41,9 @@ class Names:
     def arguments(self, queue: str, max_priority: int) -> dict[str, object]:
         """The arguments `queue` is declared with, dead letters routed in this namespace."""
         if queue.endswith(".dlq"):
-            return dlq_arguments()
+            return dlq_arguments(self.queue_type)
+        if self.queue_type == "quorum":
+            return quorum_arguments(queue, dead_letters=self.dead_letters)
         return queue_arguments(queue, max_priority, dead_letters=self.dead_letters)
 
 
@@ -62,8 +65,24 @@ def queue_arguments(
     }
 
 
-def dlq_arguments() -> dict[str, object]:
-    return {}
+def quorum_arguments(queue: str, *, dead_letters: str) -> dict[str, object]:
+    """A task queue replicated over the cluster. RabbitMQ 3.10's quorum queues have no
+    priorities. Dead letters are moved at least once (the source keeps a message until its
+    dead-letter queue confirms it; that needs `reject-publish` when full). No
+    `x-delivery-limit`: redeliveries are counted in the store (`max_deliveries`), and a
+    broker limit would also count the hand-backs of an outage and dead-letter a task the
+    store still holds queued."""
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": dead_letters,
+        "x-dead-letter-routing-key": dlq_name(queue),
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+def dlq_arguments(queue_type: str = "classic") -> dict[str, object]:
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
 
 
 # Every task event is published with this routing key, in batches: a worker sends the

@@ -93,6 +93,7 @@ def broker_from(settings: Settings) -> Broker:
         max_priority=settings.max_priority,
         publish_timeout=5.0,
         namespace=settings.namespace,
+        queue_type=settings.queue_type,
     )
 
 

@@ -65,6 +65,7 @@ class App(Registry):
         signing_key: str | None = None,
         retention: str | None = None,
         namespace: str | None = None,
+        queue_type: str | None = None,
         middleware: Iterable[Middleware] = (),
     ) -> None:
         self.settings = Settings.load(
@@ -79,6 +80,7 @@ class App(Registry):
             signing_key=signing_key,
             retention=retention,
             namespace=namespace,
+            queue_type=queue_type,
         )
         super().__init__()
         self.runtime = Runtime(self.settings)

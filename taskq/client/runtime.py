@@ -62,6 +62,7 @@ class Runtime:
             max_priority=self.settings.max_priority,
             publish_timeout=self.settings.publish_timeout,
             namespace=self.settings.namespace,
+            queue_type=self.settings.queue_type,
         )
         try:
             await broker.connect()

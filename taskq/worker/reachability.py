@@ -42,6 +42,7 @@ class Reachability:
                 max_priority=settings.max_priority,
                 publish_timeout=CHECK_TIMEOUT,
                 namespace=settings.namespace,
+                queue_type=settings.queue_type,
             )
             try:
                 async with asyncio.timeout(CHECK_TIMEOUT):

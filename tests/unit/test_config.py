@@ -276,3 +276,11 @@ def test_retention_is_30_days_by_default_off_or_any_period_of_a_minute_or_more()
         with pytest.raises(ConfigurationError, match="TASKQ_RETENTION"):
             Settings.load(env={"TASKQ_RETENTION": bad})
     assert parse_retention(timedelta(days=2), "retention") == timedelta(days=2)
+
+
+def test_queue_type_is_classic_unless_set_and_only_classic_or_quorum() -> None:
+    assert Settings.load(env={}).queue_type == "classic"
+    assert Settings.load(env={"TASKQ_QUEUE_TYPE": "quorum"}).queue_type == "quorum"
+    with pytest.raises(taskq.ConfigurationError) as caught:
+        Settings.load(env={"TASKQ_QUEUE_TYPE": "stream"})
+    assert "TASKQ_QUEUE_TYPE" in str(caught.value) and "classic, quorum" in str(caught.value)

@@ -93,3 +93,23 @@ def test_names_rabbitmq_refuses_are_refused_here(queue: str) -> None:
     # not later as a BrokerError on the first submit.
     with pytest.raises(taskq.ConfigurationError):
         topology.validate_queue_name(queue)
+
+
+def test_quorum_queues_replicate_and_dead_letter_at_least_once_without_priorities() -> None:
+    names = topology.Names("billing", "quorum")
+    arguments = names.arguments("emails", 10)
+    assert arguments == {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "billing:taskq.dlx",
+        "x-dead-letter-routing-key": "emails.dlq",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+    # (RabbitMQ 3.10's quorum queues refuse x-max-priority; redeliveries are counted in the
+    # store, so there is no broker-side x-delivery-limit either)
+    assert "x-max-priority" not in arguments and "x-delivery-limit" not in arguments
+    assert names.arguments("emails.dlq", 10) == {"x-queue-type": "quorum"}
+
+
+def test_classic_is_the_default_queue_type() -> None:
+    assert topology.Names().arguments("q", 10) == topology.queue_arguments("q", 10)
