@@ -25,7 +25,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from taskq.broker import topology
+from taskq.broker import nodes, topology
 from taskq.broker.base import (
     Broker,
     Browsed,
@@ -39,7 +39,7 @@ from taskq.broker.base import (
 from taskq.broker.browsed import RabbitBrowsed
 from taskq.broker.consumer import CONNECTION_ERRORS, SHUTDOWN_CALL_TIMEOUT, Consumption
 from taskq.broker.subscriptions import ControlChannel, EventChannel
-from taskq.config import redact_url, url_host
+from taskq.config import redact_url
 from taskq.exceptions import (
     BrokerConnectionError,
     BrokerError,
@@ -69,8 +69,9 @@ class RabbitMQBroker(Broker):
         queue_type: str = "classic",
     ) -> None:
         self._url = url
+        self._nodes = nodes.node_urls(url)  # (one, or a cluster's: docs/deploying.md)
         self._names = topology.Names(namespace, queue_type)
-        self._host = url_host(url)
+        self._host = nodes.hosts_of(url)
         self._max_priority = max_priority
         self._publish_timeout = publish_timeout
         self._publisher: AbstractRobustConnection | None = None
@@ -115,8 +116,8 @@ class RabbitMQBroker(Broker):
 
     async def _connect(self, role: str) -> AbstractRobustConnection:
         try:
-            return await aio_pika.connect_robust(
-                self._url,
+            return await nodes.connect(
+                self._nodes,
                 timeout=CONNECT_TIMEOUT,
                 reconnect_interval=RECONNECT_INTERVAL,
                 client_properties={"connection_name": f"taskq {role} pid {os.getpid()}"},

@@ -116,3 +116,10 @@ def test_what_lean_spans_and_the_wire_encoder_take_from_the_sdk() -> None:
     assert callable(provider.sampler.should_sample)
     assert callable(provider.id_generator.generate_span_id)
     assert (SpanKind.CONSUMER.value, StatusCode.ERROR.value) == (4, 2)
+
+
+def test_aio_pika_resets_transport_before_each_connection_attempt() -> None:
+    """broker/nodes.py's FailoverConnection picks the next node when aio-pika sets
+    `transport` to None, which it does at the start of every (re)connection attempt."""
+    attempt = aio_pika.RobustConnection._RobustConnection__connect_transport  # type: ignore[attr-defined]
+    assert "self.transport = None" in inspect.getsource(attempt)
