@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 RABBITMQ_HOME = "/var/lib/rabbitmq"
@@ -143,6 +144,16 @@ class RabbitNode:
             except subprocess.TimeoutExpired:
                 os.killpg(self._process.pid, 9)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(node: RabbitNode) -> Iterator[RabbitNode]:
+    """The node started, and stopped and removed afterwards."""
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 POSTGRES_BIN = Path("/usr/lib/postgresql")

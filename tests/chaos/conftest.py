@@ -20,7 +20,7 @@ from taskq.store.migrations import upgrade_database
 from tests.chaos import chaos_app
 from tests.chaos.ledger import HEADER, Ledger, Verdict
 from tests.e2e.processes import Workers, plain_postgres_url
-from tests.servers import PostgresCluster, RabbitNode
+from tests.servers import PostgresCluster, RabbitNode, running
 
 CHAOS_APP = "tests.chaos.chaos_app:app"
 _verdicts: list[Verdict] = []
@@ -28,12 +28,8 @@ _verdicts: list[Verdict] = []
 
 @pytest.fixture(scope="session")
 def chaos_rabbit() -> Iterator[RabbitNode]:
-    node = RabbitNode()
-    node.start()
-    try:
+    with running(RabbitNode()) as node:
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture(scope="session")
@@ -83,9 +79,9 @@ class Scene:
         return verdict
 
 
-def new_vhost(node: RabbitNode) -> str:
+def new_vhost(node: RabbitNode, vhost: str | None = None) -> str:
     node.ensure_running()
-    vhost = f"chaos_{uuid.uuid4().hex[:8]}"
+    vhost = vhost or f"chaos_{uuid.uuid4().hex[:8]}"
     for args in (("add_vhost", vhost), ("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
         done = node.ctl_sync(*args)
         if done.returncode != 0:

@@ -6,7 +6,6 @@ failover of the connections; a quorum queue's replication is the cluster stage's
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -15,26 +14,15 @@ from aio_pika.connection import make_url
 import taskq
 from taskq.broker.nodes import FailoverConnection
 from tests.chaos.conftest import new_database, new_vhost
-from tests.servers import PostgresCluster, RabbitNode
+from tests.servers import PostgresCluster, RabbitNode, running
 
 DEADLINE = 60.0
 
 
 @pytest.fixture(scope="module")
 def second_rabbit() -> Iterator[RabbitNode]:
-    node = RabbitNode()
-    node.start()
-    try:
+    with running(RabbitNode()) as node:
         yield node
-    finally:
-        node.stop()
-
-
-def add_vhost(node: RabbitNode, vhost: str) -> None:
-    for args in (("add_vhost", vhost), ("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
-        done = node.ctl_sync(*args)
-        if done.returncode != 0:
-            raise subprocess.SubprocessError(f"rabbitmqctl {args}: {done.stderr}")
 
 
 async def test_client_and_worker_move_to_the_next_node_when_theirs_stops(
@@ -43,7 +31,7 @@ async def test_client_and_worker_move_to_the_next_node_when_theirs_stops(
     # Given one vhost on two nodes with the same queues (a cluster's nodes share them), and
     # an app whose broker URL names both, the first first
     vhost = new_vhost(chaos_rabbit)
-    add_vhost(second_rabbit, vhost)
+    new_vhost(second_rabbit, vhost)
     store_url = await new_database(chaos_postgres)
     for node in (chaos_rabbit, second_rabbit):
         async with taskq.App(f"{node.url}{vhost}", store_url) as alone:

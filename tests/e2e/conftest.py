@@ -11,19 +11,15 @@ import pytest
 
 from tests.conftest import Backend
 from tests.e2e.processes import Workers
-from tests.servers import RabbitNode
+from tests.servers import RabbitNode, running
 
 
 @pytest.fixture(scope="session")
 def private_rabbit() -> Iterator[RabbitNode]:
     """A RabbitMQ node of this run's own, for tests that stop or restart the broker (the
     machine's shared node is never stopped); started on first use, removed at the end."""
-    node = RabbitNode()
-    node.start()
-    try:
+    with running(RabbitNode()) as node:
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture

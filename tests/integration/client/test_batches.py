@@ -154,13 +154,8 @@ async def test_result_of_a_task_that_ended_before_result_was_called_returns_at_o
         assert time.monotonic() - started < DEADLINE / 2
 
 
-@pytest.mark.parametrize("signed", [True, False])
-async def test_a_small_result_comes_with_its_signed_ending_event_and_others_from_the_store(
-    production: Backend, monkeypatch: pytest.MonkeyPatch, signed: bool
-) -> None:
-    # Given a client that counts its reads of task rows (its events signed by its own key,
-    # or by the database's)
-    app = production.app(signing_key="s" * 32 if signed else None)
+def counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the task rows the client reads from now on, in order."""
     reads: list[str] = []
     info = taskq.TaskHandle.info
 
@@ -169,6 +164,17 @@ async def test_a_small_result_comes_with_its_signed_ending_event_and_others_from
         return await info(handle)
 
     monkeypatch.setattr(taskq.TaskHandle, "info", counted_info)
+    return reads
+
+
+@pytest.mark.parametrize("signed", [True, False])
+async def test_a_small_result_comes_with_its_signed_ending_event_and_others_from_the_store(
+    production: Backend, monkeypatch: pytest.MonkeyPatch, signed: bool
+) -> None:
+    # Given a client that counts its reads of task rows (its events signed by its own key,
+    # or by the database's)
+    app = production.app(signing_key="s" * 32 if signed else None)
+    reads = counted_reads(monkeypatch)
 
     @app.task(name="sized")
     async def sized(size: int) -> dict[str, Any]:
@@ -195,14 +201,7 @@ async def test_a_result_awaited_after_its_ending_event_arrived_needs_no_read(
 ) -> None:
     # Given a client that counts its reads of task rows, with its events signed
     app = production.app(signing_key="s" * 32)
-    reads: list[str] = []
-    info = taskq.TaskHandle.info
-
-    async def counted_info(handle: taskq.TaskHandle[Any]) -> taskq.TaskRecord:
-        reads.append(handle.id)
-        return await info(handle)
-
-    monkeypatch.setattr(taskq.TaskHandle, "info", counted_info)
+    reads = counted_reads(monkeypatch)
 
     @app.task(name="small")
     async def small() -> str:
