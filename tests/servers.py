@@ -146,6 +146,37 @@ class RabbitNode:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+class RabbitCluster:
+    """Private RabbitMQ nodes joined into one cluster (3 by default): `start()`, `nodes`,
+    `url` (every node's address, comma-separated, as taskq takes a cluster), `stop()`.
+    They share the `rabbitmq` user's Erlang cookie, so they can join."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [RabbitNode() for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"amqp://guest:guest@{hosts}/"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            for args in (("stop_app",), ("reset",), ("join_cluster", first.name), ("start_app",)):
+                done = node.ctl_sync(*args)
+                if done.returncode != 0:
+                    raise RuntimeError(f"rabbitmqctl {args} on {node.name}: {done.stderr}")
+
+    def node_named(self, name: str) -> RabbitNode:
+        return next(node for node in self.nodes if node.name == name)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+
+
 @contextlib.contextmanager
 def running(node: RabbitNode) -> Iterator[RabbitNode]:
     """The node started, and stopped and removed afterwards."""
