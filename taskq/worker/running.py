@@ -196,6 +196,8 @@ class Run:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 call.cancel()  # the worker itself is stopping
+                for started in handing:  # (as when the hand-off was awaited here)
+                    started.cancel()
                 raise
             # Else the code was cancelled (on request, or by itself): `_finished` says which.
         except BaseException:  # (the code's own error: `_finished` reads it)
