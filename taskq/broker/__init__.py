@@ -10,6 +10,7 @@ from taskq.broker.base import (
     QueueStats,
     Subscription,
 )
+from taskq.config import Settings
 from taskq.exceptions import ConfigurationError
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "EventSubscription",
     "QueueStats",
     "Subscription",
+    "from_settings",
     "from_url",
 ]
 
@@ -49,3 +51,15 @@ def from_url(
             queue_type=queue_type,
         )
     raise ConfigurationError(f"broker URL scheme {scheme!r} is not supported (memory, amqp, amqps)")
+
+
+def from_settings(settings: Settings, *, publish_timeout: float | None = None) -> Broker:
+    """The broker of `settings` (its URL, priorities, namespace and queue type), not yet
+    connected; `publish_timeout` overrides the settings' (a CLI or a health check)."""
+    return from_url(
+        settings.broker_url,
+        max_priority=settings.max_priority,
+        publish_timeout=settings.publish_timeout if publish_timeout is None else publish_timeout,
+        namespace=settings.namespace,
+        queue_type=settings.queue_type,
+    )

@@ -255,11 +255,14 @@ class Consumption(Subscription):
         for channel, acks in by_channel.items():
             still_open = self._open.get(channel, {})
             oldest_open = min(still_open, default=None)
-            below = [m for m in acks if oldest_open is None or m.delivery_tag < oldest_open]
-            error = await _ack_run(below) or error
+            below: list[Delivered] = []
+            above: list[Delivered] = []
             for message in acks:
-                if message not in below:
-                    error = await _ack_one(message) or error
+                under = oldest_open is None or message.delivery_tag < oldest_open
+                (below if under else above).append(message)
+            error = await _ack_run(below) or error
+            for message in above:
+                error = await _ack_one(message) or error
             if not still_open:
                 self._open.pop(channel, None)
         return error

@@ -53,9 +53,7 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 RECONNECT_INTERVAL = 1.0
 # Events are hints (the store has the facts): not persisted, and no confirm waited for.
-_EVENT_PROPERTIES = aiormq.spec.Basic.Properties(
-    delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT.value
-)
+_TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT.value
 
 
 class RabbitMQBroker(Broker):
@@ -171,7 +169,7 @@ class RabbitMQBroker(Broker):
                 dlq = await channel.declare_queue(
                     self._names.queue(topology.dlq_name(queue)),
                     durable=True,
-                    arguments=topology.dlq_arguments(self._names.queue_type),
+                    arguments=self._names.arguments(topology.dlq_name(queue), self._max_priority),
                 )
                 await dlq.bind(self._names.dead_letters, routing_key=topology.dlq_name(queue))
             finally:
@@ -383,7 +381,8 @@ class RabbitMQBroker(Broker):
                 body,
                 exchange=self._names.events,
                 routing_key=key,
-                properties=_EVENT_PROPERTIES,
+                # (new each time: aiormq writes a message id into the properties it gets)
+                properties=aiormq.spec.Basic.Properties(delivery_mode=_TRANSIENT),
                 timeout=self._publish_timeout,
                 wait=False,  # (queued for the connection's writer: nothing to wait for)
             )

@@ -11,7 +11,7 @@ import typer
 
 from taskq import reporting, worker_entry
 from taskq.app import App
-from taskq.broker import Broker, from_url
+from taskq.broker import Broker, from_settings
 from taskq.config import Settings
 from taskq.exceptions import TaskqError
 from taskq.store import Store
@@ -88,13 +88,7 @@ def store_from(option: str | None) -> Store:
 
 def broker_from(settings: Settings) -> Broker:
     """The broker of `settings`, in its namespace. (Not connected.)"""
-    return from_url(
-        settings.broker_url,
-        max_priority=settings.max_priority,
-        publish_timeout=5.0,
-        namespace=settings.namespace,
-        queue_type=settings.queue_type,
-    )
+    return from_settings(settings, publish_timeout=5.0)
 
 
 def load_app(spec: str) -> App:

@@ -57,13 +57,7 @@ class Runtime:
         self._submit = middleware.compose_submit(self.middleware, submit)
         store = Store(self.settings.store_url, self.settings.namespace)
         await store.open()
-        broker = brokers.from_url(
-            self.settings.broker_url,
-            max_priority=self.settings.max_priority,
-            publish_timeout=self.settings.publish_timeout,
-            namespace=self.settings.namespace,
-            queue_type=self.settings.queue_type,
-        )
+        broker = brokers.from_settings(self.settings)
         try:
             await broker.connect()
         except BaseException:

@@ -37,13 +37,7 @@ class Reachability:
     async def _broker_up(self) -> bool:
         if self._broker is None:
             settings = self._settings
-            broker = brokers.from_url(
-                settings.broker_url,
-                max_priority=settings.max_priority,
-                publish_timeout=CHECK_TIMEOUT,
-                namespace=settings.namespace,
-                queue_type=settings.queue_type,
-            )
+            broker = brokers.from_settings(settings, publish_timeout=CHECK_TIMEOUT)
             try:
                 async with asyncio.timeout(CHECK_TIMEOUT):
                     await broker.connect()
