@@ -54,6 +54,11 @@ class Settings:
     # "classic" (one node) or "quorum": task queues and their dead-letter queues replicated
     # over a RabbitMQ cluster (docs/deploying.md#quorum-queues).
     queue_type: str = "classic"
+    # Quorum queues have no priorities: each queue is a lane per priority band instead, and
+    # these are the bands' lowest priorities above 0, comma-separated ("1,5": 0 | 1-4 | 5
+    # and up); "" is 1 and half of max_priority (docs/deploying.md#priority-lanes). Classic
+    # queues ignore it.
+    priority_lanes: str = ""
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={self._shown(f.name)!r}" for f in dataclasses.fields(self))
@@ -99,11 +104,40 @@ class Settings:
             raise ConfigurationError(
                 f"TASKQ_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, not {self.queue_type!r}"
             )
+        parse_lanes(self.priority_lanes, self.max_priority)  # (checked in either mode)
+
+    @property
+    def lane_floors(self) -> tuple[int, ...]:
+        """The lowest priority of each lane, 0 first: (0,) for classic queues, which keep
+        priorities themselves."""
+        if self.queue_type == "classic":
+            return (0,)
+        return (0, *parse_lanes(self.priority_lanes, self.max_priority))
 
     @property
     def retention_period(self) -> timedelta | None:
         """How long finished tasks are kept; None: for ever."""
         return parse_retention(self.retention, "TASKQ_RETENTION")
+
+
+def parse_lanes(text: str, max_priority: int) -> tuple[int, ...]:
+    """The lowest priority of each lane above lane 0, rising, within 1..max_priority:
+    "1,5" → (1, 5); "" → 1 and half of max_priority (10: (1, 5))."""
+    if not text.strip():
+        return tuple(sorted({1, (max_priority + 1) // 2}))
+    try:
+        floors = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        floors = ()
+        valid = False
+    else:
+        valid = all(a < b for a, b in zip((0, *floors), floors, strict=False))
+    if not valid or any(floor > max_priority for floor in floors) or len(floors) > 9:
+        raise ConfigurationError(
+            f"TASKQ_PRIORITY_LANES {text[:40]!r} must be rising priorities between 1 and "
+            f"max_priority ({max_priority}), at most 9, comma-separated, like '1,5'"
+        )
+    return floors
 
 
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")

@@ -199,18 +199,27 @@ def _postgres_bin() -> Path:
 
 class PostgresCluster:
     """A private PostgreSQL cluster (its own data directory and port, trust auth), run as
-    the `postgres` user: `start()`, `stop()`, `restart()`, `remove()`."""
+    the `postgres` user: `start()`, `stop()`, `restart()`, `kill()`, `remove()`. With
+    `standby_of`, a streaming standby of that (running) cluster, copied by pg_basebackup:
+    `promote()` makes it a primary."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, standby_of: PostgresCluster | None = None) -> None:
         self.port = free_port()
         self._bin = _postgres_bin()
         self._dir = Path(tempfile.mkdtemp(prefix="taskq-postgres-"))
         self._dir.chmod(0o755)
         shutil.chown(self._dir, "postgres", "postgres")
         self._data = self._dir / "data"
-        self._as_postgres(
-            "initdb", "-D", str(self._data), "-A", "trust", "-U", "postgres", "--no-sync"
-        )
+        if standby_of is None:
+            self._as_postgres(
+                "initdb", "-D", str(self._data), "-A", "trust", "-U", "postgres", "--no-sync"
+            )
+        else:  # (initdb's trust lines let 127.0.0.1 replicate)
+            self._as_postgres(
+                "pg_basebackup", "-D", str(self._data), "-h", "127.0.0.1",
+                "-p", str(standby_of.port), "-U", "postgres", "-R", "-X", "stream",
+                "-c", "fast", "--no-sync",
+            )  # fmt: skip
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
@@ -239,6 +248,20 @@ class PostgresCluster:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL to the postmaster and every backend at once: the machine died."""
+        pid = int((self._data / "postmaster.pid").read_text().split()[0])
+        subprocess.run(["pkill", "-9", "-P", str(pid)], check=False)
+        os.kill(pid, 9)
+
+    def promote(self) -> None:
+        """A standby stops following and takes writes (pg_ctl promote, waited for)."""
+        self._as_postgres("pg_ctl", "-D", str(self._data), "-w", "promote")
+
+    def log_tail(self, characters: int = 4000) -> str:
+        path = self._dir / "log"
+        return path.read_text(errors="replace")[-characters:] if path.exists() else ""
 
     def remove(self) -> None:
         with contextlib.suppress(RuntimeError):

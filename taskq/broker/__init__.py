@@ -32,9 +32,11 @@ def from_url(
     publish_timeout: float,
     namespace: str = "",
     queue_type: str = "classic",
+    lanes: tuple[int, ...] = (0,),
 ) -> Broker:
     """The broker for `url`, not yet connected. (`namespace` prefixes RabbitMQ's names; a
-    memory broker belongs to one app already. `queue_type`: RabbitMQ's, for task queues.)"""
+    memory broker belongs to one app already. `queue_type`: RabbitMQ's, for task queues;
+    `lanes`: the lowest priority of each lane, where queues have no priorities.)"""
     scheme = url.partition("://")[0]
     if scheme == "memory":
         from taskq.broker.memory import MemoryBroker
@@ -49,6 +51,7 @@ def from_url(
             publish_timeout=publish_timeout,
             namespace=namespace,
             queue_type=queue_type,
+            lanes=lanes,
         )
     raise ConfigurationError(f"broker URL scheme {scheme!r} is not supported (memory, amqp, amqps)")
 
@@ -62,4 +65,5 @@ def from_settings(settings: Settings, *, publish_timeout: float | None = None) -
         publish_timeout=settings.publish_timeout if publish_timeout is None else publish_timeout,
         namespace=settings.namespace,
         queue_type=settings.queue_type,
+        lanes=settings.lane_floors,
     )

@@ -19,6 +19,7 @@ class Delivery(abc.ABC):
     queue: str
     redelivered: bool
     message_id: str  # "<task id>:<publish try>", readable even when the body is not
+    lane: int = 0  # the priority lane it came from (quorum queues: docs/deploying.md)
 
     @abc.abstractmethod
     async def ack(self) -> None:

@@ -202,15 +202,15 @@ class Consumption(Subscription):
                 prefetch_count=prefetch, global_=self._shared_prefetch, timeout=5
             )
 
-    async def start(self, queue: AbstractQueue, name: str) -> None:
+    async def start(self, queue: AbstractQueue, name: str, lane: int = 0) -> None:
         """Consume `queue`, whose deliveries say they came from taskq queue `name` (the
-        broker's name of it has the namespace in front)."""
+        broker's name of it has the namespace in front, and the lane's mark behind)."""
 
         async def deliver(raw: DeliveredMessage) -> None:
             message = Delivered(raw)
             self._unsettled += 1
             self._open.setdefault(message.channel, {})[message.delivery_tag] = message
-            self._on_delivery(RabbitDelivery(message, name, self))
+            self._on_delivery(RabbitDelivery(message, name, self, lane))
 
         await self._consumer.consume(queue, deliver)
 
@@ -282,9 +282,12 @@ class Consumption(Subscription):
 
 
 class RabbitDelivery(Delivery):
-    def __init__(self, message: Delivered, queue: str, subscription: Consumption) -> None:
+    def __init__(
+        self, message: Delivered, queue: str, subscription: Consumption, lane: int = 0
+    ) -> None:
         self.body = message.body
         self.queue = queue
+        self.lane = lane
         self.redelivered = message.redelivered
         self.message_id = message.message_id
         self._message = message

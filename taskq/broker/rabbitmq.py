@@ -65,10 +65,11 @@ class RabbitMQBroker(Broker):
         publish_timeout: float,
         namespace: str = "",
         queue_type: str = "classic",
+        lanes: tuple[int, ...] = (0,),
     ) -> None:
         self._url = url
         self._nodes = nodes.node_urls(url)  # (one, or a cluster's: docs/deploying.md)
-        self._names = topology.Names(namespace, queue_type)
+        self._names = topology.Names(namespace, queue_type, lanes)
         self._host = nodes.hosts_of(url)
         self._max_priority = max_priority
         self._publish_timeout = publish_timeout
@@ -160,12 +161,14 @@ class RabbitMQBroker(Broker):
         async with self._errors(f"declare queue {queue!r}"):
             channel = await self._publisher.channel()
             try:
-                main = await channel.declare_queue(
-                    self._names.queue(queue),
-                    durable=True,
-                    arguments=self._names.arguments(queue, self._max_priority),
-                )
-                await main.bind(self._names.tasks, routing_key=queue)
+                for lane in range(len(self._names.lanes)):  # (one, but with priority lanes)
+                    routed = self._names.lane(queue, lane)
+                    main = await channel.declare_queue(
+                        self._names.queue(routed),
+                        durable=True,
+                        arguments=self._names.arguments(queue, self._max_priority),
+                    )
+                    await main.bind(self._names.tasks, routing_key=routed)
                 dlq = await channel.declare_queue(
                     self._names.queue(topology.dlq_name(queue)),
                     durable=True,
@@ -187,7 +190,7 @@ class RabbitMQBroker(Broker):
     ) -> None:
         await self._publish_confirmed(
             self._names.tasks,
-            queue,
+            self._names.lane(queue, self._names.lane_of(priority)),
             body,
             priority=priority,
             message_id=message_id,
@@ -289,19 +292,24 @@ class RabbitMQBroker(Broker):
     async def stats(self, queue: str) -> QueueStats | None:
         if self._publisher is None:
             raise BrokerError("the broker is not connected")
+        lanes = 1 if queue.endswith(".dlq") else len(self._names.lanes)
         async with self._errors(f"inspect queue {queue!r}"):
             channel = await self._publisher.channel()
             try:
-                found = await channel.declare_queue(self._names.queue(queue), passive=True)
+                found = [
+                    (
+                        await channel.declare_queue(self._names.queue(name), passive=True)
+                    ).declaration_result
+                    for name in (self._names.lane(queue, lane) for lane in range(lanes))
+                ]
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return None
             finally:
                 with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):
                     await channel.close()
-            declared = found.declaration_result
-            return QueueStats(
-                ready=int(declared.message_count or 0),
-                consumers=int(declared.consumer_count or 0),
+            return QueueStats(  # (of every lane: consumers take from each)
+                ready=sum(int(declared.message_count or 0) for declared in found),
+                consumers=int(found[0].consumer_count or 0),
             )
 
     async def purge(self, queue: str) -> int:
@@ -309,10 +317,13 @@ class RabbitMQBroker(Broker):
             raise BrokerError("the broker is not connected")
         async with self._errors(f"purge queue {queue!r}"):
             channel = await self._publisher.channel()
+            lanes = 1 if queue.endswith(".dlq") else len(self._names.lanes)
             try:
-                target = await channel.declare_queue(self._names.queue(queue), passive=True)
-                done = await target.purge()
-                return int(done.message_count or 0)
+                purged = 0
+                for name in (self._names.lane(queue, lane) for lane in range(lanes)):
+                    target = await channel.declare_queue(self._names.queue(name), passive=True)
+                    purged += int((await target.purge()).message_count or 0)
+                return purged
             finally:
                 await channel.close()
 
@@ -355,15 +366,19 @@ class RabbitMQBroker(Broker):
             # Quorum queues refuse it: each of their consumers gets the limit (so a worker
             # consuming several may hold more than its slots; the extra wait for one).
             shared = self._names.queue_type == "classic"
-            await channel.set_qos(prefetch_count=prefetch, global_=shared)
+            # Priority lanes: one more each, so that when a slot frees, the next message of
+            # a higher lane is in the worker already, not still on its way.
+            lanes = len(self._names.lanes)
+            await channel.set_qos(prefetch_count=prefetch + (lanes > 1), global_=shared)
             subscription = Consumption(channel, on_delivery, shared_prefetch=shared)
             for name in queues:
-                queue = await channel.declare_queue(
-                    self._names.queue(name),
-                    durable=True,
-                    arguments=self._names.arguments(name, self._max_priority),
-                )
-                await subscription.start(queue, name)
+                for lane in reversed(range(lanes)):  # (the highest first: it is served first)
+                    queue = await channel.declare_queue(
+                        self._names.queue(self._names.lane(name, lane)),
+                        durable=True,
+                        arguments=self._names.arguments(name, self._max_priority),
+                    )
+                    await subscription.start(queue, name, lane)
             return subscription
 
     async def publish_event(self, key: str, body: bytes) -> None:

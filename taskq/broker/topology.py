@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 from collections.abc import Iterable
@@ -13,6 +14,9 @@ DEAD_LETTER_EXCHANGE = "taskq.dlx"
 EVENTS_EXCHANGE = "taskq.events"
 CONTROL_EXCHANGE = "taskq.control"
 DEFAULT_MAX_PRIORITY = 10
+# Lane n > 0 of queue "default" is the queue "default#p<its lowest priority>": "#" is in no
+# queue or tag name, so no name a user gives can meet a lane's.
+LANE_MARK = "#p"
 
 
 class Names:
@@ -20,9 +24,13 @@ class Names:
     "<namespace>:" before every exchange and queue name (":" is in no queue name, so no
     namespace's names can meet another's). Routing keys stay the plain queue names."""
 
-    def __init__(self, namespace: str = "", queue_type: str = "classic") -> None:
+    def __init__(
+        self, namespace: str = "", queue_type: str = "classic", lanes: tuple[int, ...] = (0,)
+    ) -> None:
         self._prefix = f"{namespace}:" if namespace else ""
         self.queue_type = queue_type
+        # Quorum queues have no priorities: a queue per band of them (its lowest, 0 first).
+        self.lanes = lanes if queue_type == "quorum" else (0,)
         self.tasks = self._prefix + TASK_EXCHANGE
         self.dead_letters = self._prefix + DEAD_LETTER_EXCHANGE
         self.events = self._prefix + EVENTS_EXCHANGE
@@ -38,8 +46,17 @@ class Names:
             )
         return physical
 
+    def lane_of(self, priority: int) -> int:
+        """The lane a task of `priority` goes to (0: the queue itself)."""
+        return bisect.bisect_right(self.lanes, priority) - 1 if len(self.lanes) > 1 else 0
+
+    def lane(self, queue: str, lane: int) -> str:
+        """The name (and routing key) of lane `lane` of taskq queue `queue`."""
+        return f"{queue}{LANE_MARK}{self.lanes[lane]}" if lane else queue
+
     def arguments(self, queue: str, max_priority: int) -> dict[str, object]:
-        """The arguments `queue` is declared with, dead letters routed in this namespace."""
+        """The arguments `queue` (and each of its lanes) is declared with, dead letters
+        routed to its `.dlq` in this namespace."""
         if queue.endswith(".dlq"):
             return dlq_arguments(self.queue_type)
         if self.queue_type == "quorum":

@@ -66,6 +66,7 @@ class App(Registry):
         retention: str | None = None,
         namespace: str | None = None,
         queue_type: str | None = None,
+        priority_lanes: Iterable[int] | str | None = None,
         middleware: Iterable[Middleware] = (),
     ) -> None:
         self.settings = Settings.load(
@@ -81,6 +82,11 @@ class App(Registry):
             retention=retention,
             namespace=namespace,
             queue_type=queue_type,
+            priority_lanes=(
+                priority_lanes
+                if priority_lanes is None or isinstance(priority_lanes, str)
+                else ",".join(str(floor) for floor in priority_lanes)
+            ),
         )
         super().__init__()
         self.runtime = Runtime(self.settings)

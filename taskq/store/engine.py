@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from sqlalchemy import Table, event, func
@@ -33,9 +35,30 @@ _LAST_USED = "taskq_last_used"
 
 def parse_url(url: str) -> URL:
     try:
-        return make_url(url)
-    except ArgumentError:
+        return make_url(_hosts_in_query(url))
+    except (ArgumentError, ValueError):
         raise ConfigurationError("store_url is not a valid SQLAlchemy URL") from None
+
+
+_HOST = re.compile(r"(\[[^\]]+\]|[^:\[\]]+)(?::(\d+))?")
+
+
+def _hosts_in_query(url: str) -> str:
+    """libpq's form for a primary and its standbys, `postgresql+asyncpg://u@h1,h2:5433/db`,
+    in SQLAlchemy's: every host as `host=h:port` in the query (its asyncpg dialect wants a
+    port for each; 5432 where none is given). With `target_session_attrs=read-write`, asyncpg
+    connects to the one that takes writes (docs/deploying.md#postgresql-failover)."""
+    parts = urlsplit(url)
+    user, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts or not parts.scheme.startswith("postgresql"):
+        return url
+    listed = []
+    for host in hosts.split(","):
+        if not (found := _HOST.fullmatch(host.strip())):
+            raise ValueError("not a host")
+        listed.append(("host", f"{found[1]}:{found[2] or 5432}"))
+    query = urlencode([*listed, *parse_qsl(parts.query, keep_blank_values=True)], safe=":[]")
+    return urlunsplit(parts._replace(netloc=user + at, query=query))
 
 
 def in_namespace(url: URL, namespace: str) -> URL:

@@ -223,7 +223,7 @@ async def listening(url: str, channel: str, shown_url: str) -> AsyncIterator[asy
     own. If it cannot listen, the event is simply never set (callers poll anyway)."""
     wake = asyncio.Event()
     engine = create_async_engine(
-        url,
+        engines.parse_url(url),
         poolclass=NullPool,
         connect_args={"timeout": 5, "server_settings": {"application_name": "taskq listener"}},
     )

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from taskq import middleware
-from taskq.broker import Delivery, topology
+from taskq.broker import topology
 from taskq.client.events import EventBatcher, event
 from taskq.context import WorkerState, worker_state
 from taskq.exceptions import BrokerError
@@ -27,6 +27,7 @@ from taskq.telemetry import metrics
 from taskq.worker import health, heartbeat, hooks, running
 from taskq.worker.control import Control
 from taskq.worker.executor import Executor
+from taskq.worker.inbox import Inbox
 from taskq.worker.limits import HardLimits
 from taskq.worker.options import WorkerOptions
 from taskq.worker.running import start as start_task
@@ -55,7 +56,7 @@ class Worker:
         self.id = heartbeat.new_process_id()
         self._force = asyncio.Event()
         self.started = asyncio.Event()
-        self._deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._inbox = Inbox()
 
     @property
     def concurrency(self) -> int:
@@ -69,7 +70,7 @@ class Worker:
         """Stop taking messages; `run()` returns once running tasks are done, or once
         `shutdown_timeout` has passed (or at once with `force`): the tasks still running
         then are cancelled and handed back for another worker."""
-        self._deliveries.put_nowait(None)
+        self._inbox.close()
         if force:
             self._force.set()
 
@@ -189,7 +190,7 @@ class Worker:
         subscription = await self.app.broker.consume(
             self.consumed,
             prefetch=self.concurrency,
-            on_delivery=self._deliveries.put_nowait,
+            on_delivery=self._inbox.put,
         )
         prefetch = self.concurrency
 
@@ -205,9 +206,9 @@ class Worker:
         # leases); this semaphore is the last guard that concurrency is a hard bound.
         slots = asyncio.Semaphore(self.concurrency)
         try:
-            while (delivery := await self._deliveries.get()) is not None:
-                if not await self._slot(slots, delivery):
-                    continue
+            while await self._slot(slots):
+                if (delivery := await self._inbox.get()) is None:
+                    break
                 started = start_task(executor.execute(delivery), name="taskq-execute")
                 running.add(started)
                 # One callback, not three: each is a turn of the loop, for every task.
@@ -215,9 +216,8 @@ class Worker:
             # The shutdown sequence. 1: no new deliveries; hand back those never started.
             logger.info("worker %s: stopping; %d tasks running", self.id, len(running))
             await subscription.cancel()
-            while not self._deliveries.empty():
-                if (leftover := self._deliveries.get_nowait()) is not None:
-                    await leftover.reject(requeue=True)
+            for leftover in self._inbox.take_all():
+                await leftover.reject(requeue=True)
             # 2: let running tasks finish, until the shutdown timeout or a forced stop.
             await self._drain(running)
         finally:
@@ -226,20 +226,37 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
 
-    async def _slot(self, slots: asyncio.Semaphore, delivery: Delivery) -> bool:
-        """Wait for a free slot; a delivery kept waiting (every slot held by long tasks on
-        leases) is handed back before RabbitMQ's consumer_timeout could close the channel
-        and redeliver it while its first copy is still here. → whether a slot was taken."""
+    async def _slot(self, slots: asyncio.Semaphore) -> bool:
+        """Wait for a free slot; → False if the worker stops first. Deliveries kept waiting
+        that long (every slot held by long tasks on leases) are handed back after
+        `lease_after`, before RabbitMQ's consumer_timeout could close the channel and
+        redeliver one while its first copy is still here."""
         if not slots.locked():  # (the usual case: no timer needed)
             await slots.acquire()
             return True
+        lease_after = self.app.settings.lease_after
+        closing = asyncio.ensure_future(self._inbox.closing.wait())
         try:
-            async with asyncio.timeout(self.app.settings.lease_after):
-                await slots.acquire()
-        except TimeoutError:
-            await delivery.reject(requeue=True)
-            return False
-        return True
+            while True:
+                acquiring = asyncio.ensure_future(slots.acquire())
+                waited = self._inbox.waited_longest() or 0.0
+                await asyncio.wait(
+                    (acquiring, closing),
+                    timeout=max(lease_after - waited, 0.0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if acquiring.done():
+                    return True
+                acquiring.cancel()
+                await asyncio.gather(acquiring, return_exceptions=True)
+                if not acquiring.cancelled():
+                    return True  # (acquired as it was being cancelled)
+                if closing.done():
+                    return False
+                for delivery in self._inbox.take_older(lease_after):
+                    await delivery.reject(requeue=True)
+        finally:
+            closing.cancel()
 
     def _hard_limits(self, executor: Executor, watchdog: health.LoopWatchdog) -> HardLimits | None:
         """The thread that ends this process past a hard limit, if any is set (started)."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import uuid
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 
 import taskq
 
 EFFECTS_TABLE = """CREATE TABLE IF NOT EXISTS chaos_effects (
-    task_id uuid NOT NULL, attempt int NOT NULL, pid int NOT NULL,
+    run uuid PRIMARY KEY, task_id uuid NOT NULL, attempt int NOT NULL, pid int NOT NULL,
     at timestamptz NOT NULL DEFAULT clock_timestamp())"""
 EFFECT_DEADLINE = 120.0
 TICKS_ENV = "CHAOS_TICKS"
@@ -29,6 +31,9 @@ _connection: asyncpg.Connection | None = None
 async def _record_effect() -> None:
     global _connection
     ctx = taskq.context()
+    # The run's own key: an insert retried after its commit went unanswered (the server
+    # died with the answer on its way) must not count as a second run.
+    run = uuid.uuid4()
     deadline = asyncio.get_running_loop().time() + EFFECT_DEADLINE
     while True:
         try:
@@ -38,7 +43,9 @@ async def _record_effect() -> None:
                 )
                 _connection = await asyncpg.connect(url, timeout=5)
             await _connection.execute(
-                "INSERT INTO chaos_effects (task_id, attempt, pid) VALUES ($1, $2, $3)",
+                "INSERT INTO chaos_effects (run, task_id, attempt, pid) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (run) DO NOTHING",
+                run,
                 ctx.id,
                 ctx.attempt,
                 os.getpid(),
@@ -101,10 +108,10 @@ async def tick() -> None:
     await _record_effect()
 
 
-def build(broker_url: str | None = None, store_url: str | None = None) -> ChaosApp:
-    """The app with its tasks under fixed names; URLs left as None come from TASKQ_*. With
-    CHAOS_TICKS set, it also ticks every second (`chaos.tick`)."""
-    app = taskq.App(broker_url, store_url)
+def build(broker_url: str | None = None, store_url: str | None = None, **settings: Any) -> ChaosApp:
+    """The app with its tasks under fixed names; URLs and `settings` left out come from
+    TASKQ_*. With CHAOS_TICKS set, it also ticks every second (`chaos.tick`)."""
+    app = taskq.App(broker_url, store_url, **settings)
     if os.environ.get(TICKS_ENV):
         app.periodic(every=timedelta(seconds=1), name="chaos.tick", missed="all")(tick)
     return ChaosApp(

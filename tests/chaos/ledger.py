@@ -41,6 +41,7 @@ class Verdict:
     dead: dict[str, int]
     seconds: float
     letters: tuple[str, ...] = ()  # the first dead letters, with their tasks' errors
+    unexplained: tuple[str, ...] = ()  # the first duplicates with too few attempts, runs
 
     def row(self) -> str:
         dead = ", ".join(f"{reason} {n}" for reason, n in sorted(self.dead.items())) or "-"
@@ -120,14 +121,16 @@ class Ledger:
         final = {task_id for task_id, r in tasks.items() if r["state"] in FINAL}
         lost = sum(1 for task_id in ids if task_id not in final and task_id not in dead_ids)
         stuck = len(tasks) - len(final)  # (after the drain: not final, running or waiting)
-        effects = collections.Counter(
-            str(r["task_id"]) for r in await self.rows("SELECT task_id FROM chaos_effects")
-        )
+        runs = collections.defaultdict(list)
+        for r in await self.rows("SELECT task_id, attempt, pid FROM chaos_effects ORDER BY at"):
+            runs[str(r["task_id"])].append(f"attempt {r['attempt']} pid {r['pid']}")
+        effects = {task_id: len(ran) for task_id, ran in runs.items()}
         duplicated = [task_id for task_id, n in effects.items() if n > 1]
-        explained = sum(
-            1 for task_id in duplicated
-            if task_id in tasks and tasks[task_id]["attempts"] >= effects[task_id]
-        )  # fmt: skip
+        unexplained = [
+            task_id for task_id in duplicated
+            if task_id not in tasks or tasks[task_id]["attempts"] < effects[task_id]
+        ]  # fmt: skip
+        explained = len(duplicated) - len(unexplained)
         stats = await self.app.broker.stats(queue)
         return Verdict(
             scenario=self.scenario,
@@ -144,5 +147,10 @@ class Ledger:
                 f"{letter.task} {letter.task_id}: {letter.reason} "
                 f"({letter.error_type}: {letter.error_message})"
                 for letter in letters[:5]
+            ),
+            unexplained=tuple(
+                f"{task_id} ({tasks[task_id]['attempts'] if task_id in tasks else 'no row'} "
+                f"attempts): {', '.join(runs[task_id])}"
+                for task_id in unexplained[:5]
             ),
         )

@@ -5,6 +5,8 @@ queue gets a TopologyConflict that says what to do."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import taskq
@@ -57,3 +59,29 @@ async def test_a_classic_app_meeting_a_quorum_queue_is_told_what_to_do(productio
     # Then the error names the argument and the setting
     message = str(caught.value)
     assert "x-queue-type" in message and "TASKQ_QUEUE_TYPE" in message
+
+
+async def test_with_one_slot_higher_priority_lanes_run_first_as_priorities_do_on_classic(
+    production: Backend,
+) -> None:
+    # Given quorum queues, whose lanes are 0 | 1-4 | 5 and up, and tasks of each band
+    # waiting, the lowest submitted first
+    app = production.app(queue_type="quorum")
+    order: list[str] = []
+
+    @app.task(name="job")
+    async def job(label: str) -> None:
+        order.append(label)
+        await asyncio.sleep(0.02)
+
+    async with app:
+        handles = [await job.submit(f"low{i}") for i in range(3)]
+        handles += [await job.options(priority=3).submit(f"mid{i}") for i in range(3)]
+        handles += [await job.options(priority=9).submit(f"high{i}") for i in range(3)]
+        # Each band waits in its own queue, the tasks without a priority in the queue itself
+        assert (await app.broker.stats("default")).ready == 9  # type: ignore[union-attr]
+        # When one worker with one slot takes them
+        async with app.worker(concurrency=1):
+            await asyncio.gather(*(h.result(timeout=DEADLINE) for h in handles))
+    # Then the highest band runs first, each band in the order it was submitted
+    assert order == [f"{band}{i}" for band in ("high", "mid", "low") for i in range(3)]

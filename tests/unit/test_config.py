@@ -284,3 +284,18 @@ def test_queue_type_is_classic_unless_set_and_only_classic_or_quorum() -> None:
     with pytest.raises(taskq.ConfigurationError) as caught:
         Settings.load(env={"TASKQ_QUEUE_TYPE": "stream"})
     assert "TASKQ_QUEUE_TYPE" in str(caught.value) and "classic, quorum" in str(caught.value)
+
+
+def test_priority_lanes_are_rising_bands_used_by_quorum_queues_only() -> None:
+    # Given the default bands: 0 | 1-4 | 5 and up, for quorum queues
+    assert Settings.load(env={"TASKQ_QUEUE_TYPE": "quorum"}).lane_floors == (0, 1, 5)
+    assert Settings.load(env={}).lane_floors == (0,)  # classic queues keep priorities
+    quorum = {"TASKQ_QUEUE_TYPE": "quorum"}
+    assert Settings.load(env={**quorum, "TASKQ_PRIORITY_LANES": "3"}).lane_floors == (0, 3)
+    # The default follows max_priority: 1 and half of it
+    assert Settings.load(env=quorum, max_priority=3).lane_floors == (0, 1, 2)
+    assert Settings.load(env=quorum, max_priority=1).lane_floors == (0, 1)
+    # Bands that do not rise, leave 1..max_priority or are no numbers are refused, by name
+    for bad in ("5,1", "0,5", "1,11", "1,x", "1,1"):
+        with pytest.raises(ConfigurationError, match="TASKQ_PRIORITY_LANES"):
+            Settings.load(env={**quorum, "TASKQ_PRIORITY_LANES": bad})

@@ -113,3 +113,24 @@ def test_quorum_queues_replicate_and_dead_letter_at_least_once_without_prioritie
 
 def test_classic_is_the_default_queue_type() -> None:
     assert topology.Names().arguments("q", 10) == topology.queue_arguments("q", 10)
+
+
+def test_quorum_priority_lanes_are_queues_of_their_own_named_by_their_lowest_priority() -> None:
+    names = topology.Names("", "quorum", (0, 1, 5))
+    # Each priority goes to the lane of its band: 0 | 1-4 | 5 and up
+    assert [names.lane_of(p) for p in (0, 1, 4, 5, 9, 10)] == [0, 1, 1, 2, 2, 2]
+    # Lane 0 is the queue itself (tasks without a priority keep their queue's name)
+    assert [names.lane("emails", lane) for lane in range(3)] == [
+        "emails", "emails#p1", "emails#p5"
+    ]  # fmt: skip
+    # A lane's name can meet no queue a user names ('#' is in none)
+    with pytest.raises(taskq.ConfigurationError):
+        topology.validate_queue_name("emails#p5")
+    # Every lane dead-letters to the queue's one dead-letter queue
+    assert names.arguments("emails", 10)["x-dead-letter-routing-key"] == "emails.dlq"
+
+
+def test_classic_queues_have_one_lane_whatever_the_bands() -> None:
+    names = topology.Names("", "classic", (0, 1, 5))
+    assert names.lanes == (0,)
+    assert {names.lane_of(p) for p in range(11)} == {0}
