@@ -12,7 +12,9 @@ beam.smp, the postmaster and every backend) is this benchmark's alone. Each meas
 fresh database; N no-op tasks queued with `submit_many` while no worker runs (the "prefill":
 what a submit costs the broker and the database); then K worker processes start, either K
 `taskq worker benchmarks.noop_app:app --concurrency C --no-scheduler` commands ("commands")
-or one such command with `--processes K` ("--processes"), and drain the queue. Read before
+or one such command with `--processes K` ("--processes"), and drain the queue. Each command
+runs in a session of its own, as a service manager starts it (the supervisor's children have
+one each too): Linux's autogroup scheduler shares the CPU between sessions first. Read before
 and after the drain: CPU seconds of the broker's, the database's and the workers' processes
 (each worker from its registration on, so its start-up is left out), the machine's busy
 share (from the first registration on), pg_stat_database's commits and rows inserted /
@@ -143,8 +145,10 @@ async def drain(
         spawned = time.monotonic()
         processes = []
         for i, argv in enumerate(commands(workers, mode, options.concurrency)):
-            (Path(tmp) / str(i)).mkdir()
-            processes.append(stack.enter_context(worker_process(argv, env, Path(tmp) / str(i))))
+            workdir = Path(tmp) / str(i)
+            workdir.mkdir()
+            started = worker_process(argv, env, workdir, new_session=True)
+            processes.append(stack.enter_context(started))
         cpu = WorkerCpu([p.pid for p in processes])
         up = await wait_registered(reader, cpu, machine, processes, workers, spawned)
         await wait_drained(reader, processes, options.tasks)
