@@ -106,10 +106,18 @@ async def services(amqp: str | None, postgres: str | None) -> AsyncIterator[tupl
 
 @contextlib.contextmanager
 def worker_process(
-    command: list[str], env: dict[str, str], workdir: Path, *, stop_within: float = 60
+    command: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    *,
+    stop_within: float = 60,
+    new_session: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A worker subprocess logging to `workdir`/worker.log; stopped with SIGTERM (killed
-    after `stop_within` s) on the way out, its log's end printed if it failed."""
+    after `stop_within` s) on the way out, its log's end printed if it failed. `new_session`:
+    a session of its own, as a service manager starts each worker; Linux's autogroup
+    scheduler shares the CPU between sessions first, so workers started in this script's
+    session would share one session's part of it."""
     log_path = workdir / "worker.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -119,6 +127,7 @@ def worker_process(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
+            start_new_session=new_session,
         )
     try:
         yield process
