@@ -22,6 +22,7 @@ EXPECTED_OUTPUT = {
         "its page: 200 text/html; charset=utf-8\n"
     ),
     "quickstart.py": "5\n",
+    "priority_lanes.py": "urgent > soon > routine\n",
     "housekeeping.py": (
         "billing did 1 / shipping did 2\n"
         "billing sees 1 task(s)\n"
@@ -98,6 +99,15 @@ def test_transactions_example_on_postgres_and_rabbitmq(production: Backend, tmp_
     assert "receipt for order 2 sent" in done.stdout
     assert "never existed" in done.stdout
     assert "orders stored: 2; tasks stored: 2" in done.stdout
+
+
+def test_priority_lanes_example_on_quorum_queues_of_rabbitmq(
+    production: Backend, tmp_path: Path
+) -> None:
+    urls = {"TASKQ_BROKER_URL": production.broker_url, "TASKQ_STORE_URL": production.store_url}
+    done = _run("priority_lanes.py", tmp_path, urls)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "urgent > soon > routine\n"
 
 
 def _run(

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 from sqlalchemy import Table, event, func
@@ -58,7 +58,8 @@ def _hosts_in_query(url: str) -> str:
             raise ValueError("not a host")
         listed.append(("host", f"{found[1]}:{found[2] or 5432}"))
     query = urlencode([*listed, *parse_qsl(parts.query, keep_blank_values=True)], safe=":[]")
-    return urlunsplit(parts._replace(netloc=user + at, query=query))
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{parts.scheme}://{user}{at}{parts.path}?{query}{fragment}"
 
 
 def in_namespace(url: URL, namespace: str) -> URL:
@@ -74,8 +75,15 @@ _IN_MEMORY = (None, "", ":memory:")
 
 
 def shown(url: URL) -> str:
-    """The URL for messages: password hidden (in the query too)."""
-    return redact_url(url.render_as_string(hide_password=True))
+    """The URL for messages: password hidden (in the query too); several hosts as the
+    user wrote them, h1:5432,h2:5432."""
+    hosts = url.query.get("host")
+    rendered = redact_url(url.difference_update_query(["host"]).render_as_string(True))
+    if not isinstance(hosts, tuple):
+        return rendered
+    scheme, _, rest = rendered.partition("://")
+    user, slash, path = rest.partition("/")  # (the hosts went to the query: "u:***@")
+    return f"{scheme}://{user}{','.join(hosts)}{slash}{path}"
 
 
 def create_engine(url: str, schema: str | None = None) -> Engine:
@@ -209,11 +217,21 @@ async def translated_errors(url: URL) -> AsyncIterator[None]:
         asyncpg.PostgresConnectionError,
     ) as exc:
         raise StoreConnectionError(
-            f"cannot use the database at {shown(url)}: {_reason(exc)}. "
-            "Check that it runs and that TASKQ_STORE_URL is right."
+            f"cannot use the database at {shown(url)}: {_reason(exc)}. " + _what_to_check(url)
         ) from None
     except (DBAPIError, asyncpg.PostgresError) as exc:
         raise StoreError(f"database error on {shown(url)}: {_reason(exc)}") from exc
+
+
+def _what_to_check(url: URL) -> str:
+    hosts = url.query.get("host")
+    if isinstance(hosts, tuple) and len(hosts) > 1:
+        return (
+            f"None of its {len(hosts)} hosts took the session it asks for: during a failover, "
+            "until a standby is promoted (taskq's writes wait, a submit fails; try it again). "
+            "Otherwise check that they run and that TASKQ_STORE_URL is right."
+        )
+    return "Check that it runs and that TASKQ_STORE_URL is right."
 
 
 def _reason(exc: BaseException) -> str:
