@@ -17,7 +17,8 @@ from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
 from yarl import URL
 
-from taskq.config import url_host
+from taskq.config import redact_url, url_host
+from taskq.exceptions import ConfigurationError
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 
@@ -42,6 +43,30 @@ def node_urls(url: str) -> list[str]:
             address = f"{host}:{default_port}"
         urls.append(f"{scheme}://{userinfo}{at}{address}{tail}")
     return urls
+
+
+def joined(urls: Sequence[str]) -> str:
+    """Node URLs given as a list, as one URL naming every node: they must differ only in
+    their host and port (a cluster's nodes share the user, password, vhost and query)."""
+    if isinstance(urls, str) or not urls:
+        raise ConfigurationError("give the broker's nodes as a list of URLs, at least one")
+    parts = [_split(url) for url in urls]
+    if len({(scheme, userinfo, tail) for scheme, userinfo, _, tail in parts}) > 1:
+        raise ConfigurationError(
+            f"the broker URLs {', '.join(redact_url(url) for url in urls)} name one cluster's "
+            "nodes, so they must differ only in host and port (same user, password, vhost "
+            "and query)"
+        )
+    scheme, userinfo, _, tail = parts[0]
+    return f"{scheme}://{userinfo}{','.join(host for _, _, host, _ in parts)}{tail}"
+
+
+def _split(url: str) -> tuple[str, str, str, str]:
+    """(scheme, "user:pw@" or "", host[:port], "/vhost?query")"""
+    scheme, _, rest = url.partition("://")
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    return scheme, userinfo + at, host, rest[end:]
 
 
 def hosts_of(url: str) -> str:

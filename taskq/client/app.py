@@ -53,7 +53,7 @@ class App(Registry):
 
     def __init__(
         self,
-        broker_url: str | None = None,
+        broker_url: str | Sequence[str] | None = None,
         store_url: str | None = None,
         *,
         max_payload_bytes: int | None = None,
@@ -69,6 +69,10 @@ class App(Registry):
         priority_lanes: Iterable[int] | str | None = None,
         middleware: Iterable[Middleware] = (),
     ) -> None:
+        if broker_url is not None and not isinstance(broker_url, str):
+            from taskq.broker.nodes import joined  # (aio-pika, only for a list of nodes)
+
+            broker_url = joined(broker_url)  # a cluster's nodes, one URL each
         self.settings = Settings.load(
             broker_url=broker_url,
             store_url=store_url,
