@@ -9,7 +9,6 @@ import asyncio
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from tests.chaos import chaos_app
 from tests.chaos.conftest import new_database
 from tests.chaos.ledger import Ledger
+from tests.cluster.site import HEARTBEAT, Site
 from tests.e2e.processes import Workers
 from tests.netns import Host, hosts
 from tests.servers import PostgresCluster, RabbitCluster
@@ -64,20 +64,6 @@ def worker_hosts() -> Iterator[Sequence[Host]]:
         yield made
 
 
-@dataclass
-class Site:
-    """A test's world: the cluster and vhost, the database (URL from the root namespace),
-    the hosts with a `Workers` each, and the chaos app and ledger of the test process."""
-
-    rabbit: RabbitCluster
-    vhost: str
-    store_url: str
-    hosts: list[Host]
-    workers: list[Workers]  # (one per host, same order)
-    client: chaos_app.ChaosApp
-    ledger: Ledger
-
-
 @pytest.fixture
 async def hosts_site(
     request: pytest.FixtureRequest,
@@ -100,7 +86,8 @@ async def hosts_site(
         workdir.mkdir()
         per_host.append(
             Workers(
-                amqp_url=f"{rabbit_cluster.url_via(host.gateway)}{cluster_vhost}",
+                amqp_url=f"{rabbit_cluster.url_via(host.gateway)}{cluster_vhost}"
+                f"?heartbeat={HEARTBEAT}",
                 store_url=cluster_postgres.url(database, host=host.gateway),
                 workdir=workdir,
                 prefix=host.prefix,
