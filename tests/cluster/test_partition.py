@@ -137,6 +137,7 @@ async def recovery(site: Site, cut: int, other: int, cut_at: datetime, up_at: da
     tasks waited."""
     (row,) = await site.ledger.rows(
         """SELECT
+            (SELECT min(at) FROM chaos_effects WHERE pid = $2 AND at > $3) - $3 AS other_first,
             (SELECT count(*) FROM chaos_effects WHERE pid = $2 AND at > $3 AND at < $4)
                 AS other_during,
             (SELECT count(*) FROM chaos_effects WHERE pid = $1 AND at > $3 AND at < $4)
@@ -153,7 +154,8 @@ async def recovery(site: Site, cut: int, other: int, cut_at: datetime, up_at: da
     )
     new = await first_new_run(site, cut, up_at)
     return (
-        f"during the cut the other host ran {row['other_during']} tasks, the cut-off one "
+        f"during the cut the other host ran {row['other_during']} tasks (the first "
+        f"{secs(row['other_first'])} after it), the cut-off one "
         f"recorded {row['cut_during']}; after the link came back the cut-off host recorded a "
         f"run after {secs(row['cut_first'])} and ran a newly submitted task after "
         f"{secs(None if new is None else new - up_at)}; the slowest task took "
