@@ -34,13 +34,15 @@ def free_port() -> int:
 class RabbitNode:
     """A private RabbitMQ node: `start()`, `ctl(...)` (rabbitmqctl against it), `stop()`."""
 
-    def __init__(self, *, consumer_timeout_ms: int | None = None) -> None:
+    def __init__(self, *, consumer_timeout_ms: int | None = None, listen_all: bool = False) -> None:
         self.name = f"taskq-{uuid.uuid4().hex[:8]}@localhost"
         self.port = free_port()
         self._dist_port = free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="taskq-rabbit-"))
         self._process: subprocess.Popen[bytes] | None = None
-        settings = [f"listeners.tcp.default = 127.0.0.1:{self.port}", "loopback_users = none"]
+        # (listen_all: also on the root side of tests/netns.py's hosts, not loopback only)
+        listen = "0.0.0.0" if listen_all else "127.0.0.1"
+        settings = [f"listeners.tcp.default = {listen}:{self.port}", "loopback_users = none"]
         if consumer_timeout_ms is not None:
             settings.append(f"consumer_timeout = {consumer_timeout_ms}")
         (self._dir / "rabbitmq.conf").write_text("\n".join(settings) + "\n")
@@ -151,12 +153,16 @@ class RabbitCluster:
     `url` (every node's address, comma-separated, as taskq takes a cluster), `stop()`.
     They share the `rabbitmq` user's Erlang cookie, so they can join."""
 
-    def __init__(self, size: int = 3) -> None:
-        self.nodes = [RabbitNode() for _ in range(size)]
+    def __init__(self, size: int = 3, *, listen_all: bool = False) -> None:
+        self.nodes = [RabbitNode(listen_all=listen_all) for _ in range(size)]
 
     @property
     def url(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return self.url_via("127.0.0.1")
+
+    def url_via(self, address: str) -> str:
+        """The cluster's URL with every node at `address` (a host's gateway: listen_all)."""
+        hosts = ",".join(f"{address}:{node.port}" for node in self.nodes)
         return f"amqp://guest:guest@{hosts}/"
 
     def start(self) -> None:
@@ -204,9 +210,16 @@ class PostgresCluster:
     `promote()` makes it a primary. Without `fsync` (the tests' default) commits skip the
     disk flush; a benchmark that counts what a commit costs asks for it, as production runs."""
 
-    def __init__(self, *, standby_of: PostgresCluster | None = None, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        standby_of: PostgresCluster | None = None,
+        fsync: bool = False,
+        listen_all: bool = False,
+    ) -> None:
         self.port = free_port()
         self._fsync = "on" if fsync else "off"
+        self._listen_all = listen_all  # (also tests/netns.py's hosts: trusted from 10.77/16)
         self._bin = _postgres_bin()
         self._dir = Path(tempfile.mkdtemp(prefix="taskq-postgres-"))
         self._dir.chmod(0o755)
@@ -222,9 +235,12 @@ class PostgresCluster:
                 "-p", str(standby_of.port), "-U", "postgres", "-R", "-X", "stream",
                 "-c", "fast", "--no-sync",
             )  # fmt: skip
+        if listen_all and standby_of is None:  # (a standby copies its primary's lines)
+            with (self._data / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all 10.77.0.0/16 trust\n")
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", host: str = "127.0.0.1") -> str:
+        return f"postgresql+asyncpg://postgres@{host}:{self.port}/{database}"
 
     def _as_postgres(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -238,8 +254,9 @@ class PostgresCluster:
         return done
 
     def start(self) -> None:
+        listen = "*" if self._listen_all else "127.0.0.1"
         options = (
-            f"-p {self.port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync={self._fsync}"
+            f"-p {self.port} -k {self._dir} -c listen_addresses={listen} -c fsync={self._fsync}"
         )
         self._as_postgres(
             "pg_ctl", "-D", str(self._data), "-o", options, "-l", str(self._dir / "log"), "-w",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from taskq.cli.common import StoreUrl, fail, full_task_id, out, run, store_from
+from taskq.cli.common import StoreUrl, escape, fail, full_task_id, out, run, store_from
 from taskq.client.as_json import json_value, worker_json
 from taskq.status import TaskStatus
 from taskq.store import Store, TaskRecord, WorkerRecord
@@ -167,6 +167,9 @@ def workers(
 
     table = Table()
     table.add_column("id", overflow="fold")
+    # (rows come host by host: the host and pid say where each process is to be found)
+    table.add_column("host", overflow="fold")
+    table.add_column("pid", justify="right")
     for column in ("role", "state", "leader", "queues", "tags", "running", "memory", "heartbeat"):
         table.add_column(column)
     moment = datetime.now(UTC)
@@ -174,7 +177,9 @@ def workers(
         ago = (moment - row.heartbeat_at).total_seconds()
         style = {"running": "green", "dead": "red"}.get(row.state, "dim")
         table.add_row(
-            row.id,
+            escape(row.id),
+            escape(row.host),
+            str(row.pid),
             row.role,
             f"[{style}]{row.state}[/{style}]",
             "[bold yellow]leader[/bold yellow]" if row.leader else "",

@@ -359,9 +359,10 @@ class Store(ReadOperations, WorkflowOperations, LimitOperations, ScheduleOperati
     async def stop_worker(self, worker_id: str) -> None:
         await self._run(lambda conn: coordination.stop_worker(conn, worker_id))
 
-    async def mark_process_dead(self, host: str, pid: int) -> list[str]:
-        """A supervisor saw its child die: its rows are dead at once; → their ids."""
-        return await self._run(lambda conn: lifecycle.bury_process(conn, host, pid))
+    async def mark_process_dead(self, worker_id: str) -> list[str]:
+        """A supervisor saw its child die: its row is dead at once; → [its id] if it was
+        running."""
+        return await self._run(lambda conn: lifecycle.bury_process(conn, worker_id))
 
     async def mark_dead(self, silent_for: timedelta) -> list[str]:
         """Workers silent for `silent_for` are `dead`; → their ids."""

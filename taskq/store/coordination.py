@@ -92,11 +92,12 @@ async def mark_dead(conn: Connection, silent_for: timedelta) -> list[str]:
     return [row.id for row in await conn.execute(statement)]
 
 
-async def mark_process_dead(conn: Connection, host: str, pid: int) -> list[str]:
-    """A supervisor saw its child die: its rows are dead at once, not after 30 s; → their ids."""
+async def mark_process_dead(conn: Connection, worker_id: str) -> list[str]:
+    """A supervisor saw its child die: its row is dead at once, not after 30 s; → [its id]
+    if it was running. By id: two hosts may share a host name and pids (containers)."""
     statement = (
         update(workers)
-        .where(_w.host == host, _w.pid == pid, _w.state == "running")
+        .where(_w.id == worker_id, _w.state == "running")
         .values(state="dead", leader=False)
         .returning(_w.id)
     )
@@ -104,7 +105,8 @@ async def mark_process_dead(conn: Connection, host: str, pid: int) -> list[str]:
 
 
 async def list_workers(conn: Connection, *, include_stopped: bool) -> list[records.WorkerRecord]:
-    query = select(workers).order_by(_w.started_at)
+    """Host by host (a fleet reads as its machines), each host's in the order they started."""
+    query = select(workers).order_by(_w.host, _w.started_at)
     if not include_stopped:
         query = query.where(_w.state != "stopped")
     return [records.worker_of(row) for row in (await conn.execute(query)).mappings()]

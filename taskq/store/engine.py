@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -31,6 +32,17 @@ from taskq.store.async_core import Connection, Engine, create_async_engine
 # Seconds a pooled PostgreSQL connection may sit unused before it is pinged on checkout.
 PING_AFTER_IDLE = 1.0
 _LAST_USED = "taskq_last_used"
+
+# A dead link (a partition, a host gone) must end a PostgreSQL connection in bounded time:
+# without these, a statement whose reply is lost waits for ever (nothing is left to resend,
+# and asyncpg asks for no TCP keepalive), and one whose request is lost for the kernel's
+# ~15 min of retransmissions. The kernel probes a connection silent for KEEPALIVE_IDLE s,
+# and drops it once what it sent (data or probes) stayed unanswered DEAD_LINK_AFTER s. Only
+# the link is bounded, never a statement: a long statement on a live link keeps answering
+# probes. 30 s is the silence after which the other workers count a worker gone.
+KEEPALIVE_IDLE = 10
+KEEPALIVE_INTERVAL = 5
+DEAD_LINK_AFTER = 30.0
 
 
 def parse_url(url: str) -> URL:
@@ -103,7 +115,34 @@ def create_engine(url: str, schema: str | None = None) -> Engine:
         connect_args={"timeout": 10, "server_settings": settings},
     )
     _ping_when_idle(engine)
+    bound_dead_links(engine)
     return engine
+
+
+def bound_dead_links(engine: Engine) -> None:
+    """Every PostgreSQL connection `engine` makes gives up on a dead link (see
+    DEAD_LINK_AFTER): TCP keepalive and TCP_USER_TIMEOUT on its socket."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _deadlines(dbapi_connection: Any, _record: Any) -> None:
+        transport = getattr(dbapi_connection.driver_connection, "_transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            tcp_deadlines(sock)
+
+
+def tcp_deadlines(sock: Any) -> None:
+    """Keepalive probes and a bound on unacknowledged data for one TCP socket (the options
+    this platform has: TCP_USER_TIMEOUT and TCP_KEEPIDLE are Linux's)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", max(int(DEAD_LINK_AFTER // KEEPALIVE_INTERVAL), 1)),
+        ("TCP_USER_TIMEOUT", int(DEAD_LINK_AFTER * 1000)),
+    ):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _ping_when_idle(engine: Engine) -> None:
@@ -220,6 +259,12 @@ async def translated_errors(url: URL) -> AsyncIterator[None]:
             f"cannot use the database at {shown(url)}: {_reason(exc)}. " + _what_to_check(url)
         ) from None
     except (DBAPIError, asyncpg.PostgresError) as exc:
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            # (a connection lost mid-statement, e.g. a dead link: SQLAlchemy wraps asyncpg's
+            # ConnectionDoesNotExistError in its generic Error, but marks it)
+            raise StoreConnectionError(
+                f"lost the connection to the database at {shown(url)}: {_reason(exc)}"
+            ) from None
         raise StoreError(f"database error on {shown(url)}: {_reason(exc)}") from exc
 
 

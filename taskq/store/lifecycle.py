@@ -267,10 +267,10 @@ async def bury_silent(conn: Connection, silent_for: timedelta) -> list[str]:
     return worker_ids
 
 
-async def bury_process(conn: Connection, host: str, pid: int) -> list[str]:
-    """A supervisor saw its child die: its workers are `dead`, their running tasks orphans;
-    → their ids."""
-    worker_ids = await coordination.mark_process_dead(conn, host, pid)
+async def bury_process(conn: Connection, worker_id: str) -> list[str]:
+    """A supervisor saw its child die: its worker is `dead`, its running tasks orphans;
+    → [its id] if it was running."""
+    worker_ids = await coordination.mark_process_dead(conn, worker_id)
     await lease_orphans(conn, worker_ids)
     return worker_ids
 

@@ -25,6 +25,16 @@ from taskq.store.async_core import Connection, Engine, create_async_engine
 logger = logging.getLogger(__name__)
 
 NAMESPACE = int.from_bytes(b"tq\x00\x01", "big", signed=True)
+# The server's side of a leader's connection: when the leader's host vanishes (a partition,
+# a power cut), PostgreSQL ends its session, and so its lock, after about 10 s, rather than
+# after the system's keepalive default (over 2 hours of no leader). The leader itself steps
+# down sooner: its own check fails within 2 s.
+LEADER_GONE_AFTER = {
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "10000",  # (ms: a reply unacknowledged that long ends it too)
+}
 _LOCK_NOT_AVAILABLE = "55P03"
 
 
@@ -104,9 +114,13 @@ class SessionLock:
                 isolation_level="AUTOCOMMIT",
                 connect_args={
                     "timeout": 5,
-                    "server_settings": {"application_name": self._application_name[:63]},
+                    "server_settings": {
+                        "application_name": self._application_name[:63],
+                        **LEADER_GONE_AFTER,
+                    },
                 },
             )
+            engines.bound_dead_links(self._engine)
             self._conn = await connect_or_close(self._engine)
         return self._conn
 
@@ -227,6 +241,7 @@ async def listening(url: str, channel: str, shown_url: str) -> AsyncIterator[asy
         poolclass=NullPool,
         connect_args={"timeout": 5, "server_settings": {"application_name": "taskq listener"}},
     )
+    engines.bound_dead_links(engine)
     try:
         conn: Connection | None
         try:

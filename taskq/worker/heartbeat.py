@@ -19,6 +19,9 @@ from taskq.store import Store
 logger = logging.getLogger(__name__)
 
 INTERVAL = 5.0
+# Set by a supervisor (`--processes`) for each child it starts: the random part of the
+# child's id, so the supervisor knows the id and marks that row dead when the child dies.
+TOKEN_ENV = "TASKQ_PROCESS_TOKEN"
 
 
 def rss_bytes() -> int:
@@ -28,8 +31,19 @@ def rss_bytes() -> int:
 
 def new_process_id() -> str:
     """`host:pid:random`: unique, and tells an operator where to look. At most 63
-    characters: it is also the application name of the worker's store session."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    characters: it is also the application name of the worker's store session. The random
+    part is the supervisor's token if it gave one (used once: a second id in the same
+    process is random again)."""
+    return process_id(os.getpid(), os.environ.pop(TOKEN_ENV, "") or new_token())
+
+
+def process_id(pid: int, token: str) -> str:
+    """The id of process `pid` on this host, whose random part is `token`."""
+    return f"{socket.gethostname()[:40]}:{pid}:{token}"
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex[:8]
 
 
 @contextlib.asynccontextmanager

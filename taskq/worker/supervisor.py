@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from pathlib import Path
 from taskq.exceptions import StoreError
 from taskq.store import Store
 from taskq.telemetry import prometheus
-from taskq.worker import health, http
+from taskq.worker import health, heartbeat, http
 from taskq.worker.reachability import Reachability
 
 logger = logging.getLogger(__name__)
@@ -143,9 +142,10 @@ class Supervisor:
             started = time.monotonic()
             # A session of its own: a Ctrl-C to the terminal's process group reaches only the
             # supervisor, which passes it on once (a child must not count it twice).
-            env = None
+            token = heartbeat.new_token()  # (the child's id ends with it: `_mark_dead`)
+            env = {**os.environ, heartbeat.TOKEN_ENV: token}
             if self._snapshot_dir is not None:
-                env = {**os.environ, SNAPSHOT_DIR_ENV: str(self._snapshot_dir)}
+                env[SNAPSHOT_DIR_ENV] = str(self._snapshot_dir)
             child = await asyncio.create_subprocess_exec(
                 *self._argv, start_new_session=True, env=env
             )
@@ -162,7 +162,7 @@ class Supervisor:
                 logger.info("child %d (pid %d) reached its limit: replacing it", slot, child.pid)
                 fast_crashes = 0
                 continue
-            had_started = await self._mark_dead(child.pid)
+            had_started = await self._mark_dead(heartbeat.process_id(child.pid, token))
             lived = time.monotonic() - started
             fast_crashes = fast_crashes + 1 if lived < FAST_CRASH else 0
             if fast_crashes >= MAX_FAST_CRASHES and not had_started:
@@ -189,15 +189,16 @@ class Supervisor:
             await asyncio.sleep(backoff)
         return True
 
-    async def _mark_dead(self, pid: int) -> bool:
+    async def _mark_dead(self, worker_id: str) -> bool:
         """The child cannot say goodbye itself; its row must not look alive for 30 s.
-        → whether it had registered as a worker (it started, then something killed it)."""
+        → whether it had registered as a worker (it started, then something killed it).
+        By its id, not host and pid: processes of two hosts (containers) can share both."""
         store = self._new_store()
         try:
             await store.open()
-            return bool(await store.mark_process_dead(socket.gethostname(), pid))
+            return bool(await store.mark_process_dead(worker_id))
         except StoreError as exc:
-            logger.warning("could not mark dead child %d in the workers table: %s", pid, exc)
+            logger.warning("could not mark dead child %s in the workers table: %s", worker_id, exc)
             return False
         finally:
             await store.close()

@@ -246,10 +246,17 @@ class WorkerProcess:
 
 class Workers:
     """Starts `taskq worker` (and `taskq scheduler`) subprocesses against one vhost +
-    database, and stops them all later."""
+    database, and stops them all later. With `prefix`, each command runs after it (e.g. in a
+    network namespace: tests/netns.py `Host.prefix`; the process started keeps its pid)."""
 
     def __init__(
-        self, *, amqp_url: str, store_url: str, workdir: Path, ctl: Ctl = rabbitmqctl
+        self,
+        *,
+        amqp_url: str,
+        store_url: str,
+        workdir: Path,
+        ctl: Ctl = rabbitmqctl,
+        prefix: Sequence[str] = (),
     ) -> None:
         # rabbitmqctl against the node the workers use, for callers (the waits for consumers
         # are passive declares over `amqp_url`: see `consumer_count`)
@@ -258,6 +265,7 @@ class Workers:
         self.store_url = store_url
         self.vhost = vhost_of(amqp_url)
         self.workdir = workdir
+        self.prefix = tuple(prefix)
         self.order_file = workdir / "order.txt"
         self.ticks_file = workdir / "ticks.txt"
         self.started: list[WorkerProcess] = []
@@ -282,7 +290,7 @@ class Workers:
         log = self.workdir / f"{role}-{len(self.started)}.log"
         with log.open("wb") as stderr:
             process = subprocess.Popen(
-                argv,
+                [*self.prefix, *argv],
                 cwd=REPO_ROOT,
                 env={**self.env(), **(env or {})},
                 stdin=subprocess.DEVNULL,

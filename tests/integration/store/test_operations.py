@@ -270,10 +270,14 @@ async def test_workers_register_beat_lead_stop_and_die(store: Store) -> None:
     assert workers["w3"].state == "stopped" and workers["w3"].queues == ["q"]
     assert {w.id for w in await store.list_workers(include_stopped=False)} == {"w1", "w2"}
     assert sorted(await store.mark_dead(timedelta(0))) == ["w1", "w2"]
+    # (w4 and w5 share host and pid, as processes of two containers named alike can)
     await store.register_worker("w4", role="scheduler", queues=[], concurrency=0)
-    await store.mark_process_dead(socket.gethostname(), os.getpid())
+    await store.register_worker("w5", role="worker", queues=["q"], concurrency=1)
+    assert await store.mark_process_dead("w4") == ["w4"]
     workers = {w.id: w for w in await store.list_workers(include_stopped=False)}
-    assert workers["w4"].state == "dead"
+    assert (workers["w4"].state, workers["w5"].state) == ("dead", "running")
+    assert (workers["w4"].host, workers["w4"].pid) == (socket.gethostname(), os.getpid())
+    assert (workers["w5"].host, workers["w5"].pid) == (socket.gethostname(), os.getpid())
 
 
 async def test_ticks_only_move_forward(store: Store) -> None:
