@@ -194,7 +194,12 @@ class LeaderWork:
         store = self._app.store
         try:
             period = self._app.settings.retention_period
-            for rule in retention.rules(self._app.tasks.values(), period, now):
+            rules = retention.rules(self._app.tasks.values(), period, now)
+            # (the partitioned table: whole partitions first, a step a call)
+            step = await store.retire_partitions(rules, now)
+            if step.kind in ("created", "detached", "attempts", "dropped"):
+                return PRUNE_PAUSE
+            for rule in await store.row_rules(rules):
                 deleted = await store.prune(rule, limit=PRUNE_BATCH)
                 if deleted:
                     logger.info(
