@@ -44,7 +44,7 @@ ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # a Monday: weekly partitions start o
 AHEAD = 2  # intervals of partitions kept ready past now
 MOVE_MAX = 10_000  # rows a partition may keep and still be dropped (they move to DEFAULT)
 RECHECK = timedelta(hours=1)  # before a partition that kept too many rows is looked at again
-ATTEMPT_BATCH = 5_000  # tasks of a detached partition whose attempts one step deletes
+ATTEMPT_BATCH = 20_000  # tasks of a detached partition whose attempts one step deletes
 LOCK_TIMEOUT = "500ms"  # DDL waits no longer for its lock (others would queue behind it)
 _NOT_FINAL = tuple(state.value for state in TaskStatus if state not in FINAL)
 _BOUND = re.compile(r"FROM \((.+)\) TO \((.+)\)")
