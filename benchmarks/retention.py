@@ -63,6 +63,11 @@ if _ROOT not in sys.path:
 
 from benchmarks.drain import fetch, prefill, wait_drained, worker_env  # noqa: E402
 from benchmarks.noop_app import APP_SPEC  # noqa: E402
+from benchmarks.retention_scale import (  # noqa: E402
+    make_partitioned,
+    time_queries,
+    wait_detached_gone,
+)
 from benchmarks.services import (  # noqa: E402
     add_service_options,
     asyncpg_url,
@@ -383,6 +388,10 @@ async def measure(
                         await watch.led.wait()
                 if mode != "off":
                     await wait_pruned(watch, options.rows)
+                    if options.partitioned:  # (a dropped partition's attempts, in batches)
+                        gone = await wait_detached_gone(store_url, 120 + options.rows / 2_000)
+                        shown = "never" if gone is None else f"{gone:.1f} s after its rows"
+                        print(f"  attempts of dropped partitions gone: {shown}", file=sys.stderr)
                 old_after = await count_old(store_url)
             finally:
                 watching.cancel()
@@ -643,6 +652,16 @@ async def main() -> int:
         default=DEFAULT_CONCURRENCY,
         help=f"the worker's --concurrency (default {DEFAULT_CONCURRENCY})",
     )
+    parser.add_argument(
+        "--partitioned",
+        action="store_true",
+        help="make the database's taskq_tasks partitioned first (taskq db upgrade --partitioned)",
+    )
+    parser.add_argument(
+        "--queries",
+        action="store_true",
+        help="time the dashboard's and `taskq tasks`' queries with the old rows in (50 ms)",
+    )
     parser.add_argument("--quick", action="store_true", help="the small run (the smoke test's)")
     add_service_options(parser, throwaway="for the run")
     options = parser.parse_args()
@@ -661,7 +680,15 @@ async def main() -> int:
     results: list[Phase] = []
     problems: list[str] = []
     async with services(options.amqp_url, options.postgres_url) as (broker_url, store_url):
+        if options.partitioned:
+            print(await make_partitioned(store_url, 40), file=sys.stderr, flush=True)
         count, digest, kept = await keep_rows(store_url, options.unfinished)
+        if options.queries:
+            took = await old_rows(store_url, options.rows)
+            print(f"  {options.rows:,} old rows inserted in {took:.1f} s", file=sys.stderr)
+            timings = await time_queries(store_url, OLD_NAME, "retention_old")
+            print("queries on the big table (median of 7, warm):", file=sys.stderr)
+            print("\n".join(timings), file=sys.stderr, flush=True)
         for run, mode in plan(options.repeat):
             phase = await measure(options, broker_url, store_url, run, mode)
             results.append(phase)

@@ -59,6 +59,8 @@ async def _prune(store: Store, rule: PruneRule, *, dry_run: bool) -> int:
         if dry_run:
             return await store.count_prunable(rule)
         total = 0
+        while (step := await store.retire_partitions([rule])).kind not in ("", "busy"):
+            total += step.rows  # (the partitioned table: whole partitions first)
         while True:
             deleted = await store.prune(rule, limit=PRUNE_BATCH)
             total += deleted

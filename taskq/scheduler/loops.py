@@ -18,7 +18,7 @@ from taskq.client import submit as submission
 from taskq.client.periodic import Periodic, tick_key
 from taskq.exceptions import BrokerError, StoreConnectionError, StoreError, TaskqError
 from taskq.status import TaskStatus
-from taskq.store import PRUNE_BATCH, SILENT_FOR, TaskRecord
+from taskq.store import PRUNE_BATCH, SILENT_FOR, PruneRule, TaskRecord
 
 if TYPE_CHECKING:
     from taskq.client.app import App
@@ -194,7 +194,11 @@ class LeaderWork:
         store = self._app.store
         try:
             period = self._app.settings.retention_period
-            for rule in retention.rules(self._app.tasks.values(), period, now):
+            rules = retention.rules(self._app.tasks.values(), period, now)
+            # (the partitioned table: whole partitions first, a step a call)
+            if await self._retire_partitions(rules, now):
+                return PRUNE_PAUSE
+            for rule in await store.row_rules(rules):
                 deleted = await store.prune(rule, limit=PRUNE_BATCH)
                 if deleted:
                     logger.info(
@@ -219,6 +223,21 @@ class LeaderWork:
                 exc,
             )
         return PRUNE_INTERVAL
+
+    async def _retire_partitions(self, rules: list[PruneRule], now: datetime) -> bool:
+        """One step of partition work; → whether it did some (more may follow)."""
+        try:
+            step = await self._app.store.retire_partitions(rules, now)
+        except StoreConnectionError:
+            raise
+        except StoreError as exc:  # (row deletes still run)
+            logger.warning(
+                "retention: cannot manage the partitions of taskq_tasks (%s); the leader's "
+                "role must own the table (or run `taskq prune` as its owner)",
+                exc,
+            )
+            return False
+        return step.kind in ("created", "detached", "attempts", "dropped")
 
     async def reap_workers(self) -> float:
         """Mark workers whose heartbeat stopped as dead."""

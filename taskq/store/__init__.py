@@ -42,6 +42,7 @@ from taskq.store.records import (
     WorkflowPlace,
     Written,
 )
+from taskq.store.retention_ops import RetentionOperations
 from taskq.store.schedule_ops import ScheduleOperations, ScheduleRecord
 from taskq.store.workflow_ops import WorkflowOperations
 from taskq.store.writer import Batches, SqlBatches, Writer
@@ -83,7 +84,9 @@ PRUNE_BATCH = 1_000
 PruneRule = pruning.PruneRule
 
 
-class Store(ReadOperations, WorkflowOperations, LimitOperations, ScheduleOperations):
+class Store(
+    ReadOperations, WorkflowOperations, LimitOperations, ScheduleOperations, RetentionOperations
+):
     """Owns the engine. `open()` checks (SQLite: applies) migrations before any use."""
 
     def __init__(self, url: str, namespace: str = "") -> None:

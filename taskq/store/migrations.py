@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from sqlalchemy import inspect, text
 
 from taskq.exceptions import ConfigurationError, SchemaOutOfDate
 from taskq.store import engine as engines
+from taskq.store import partitions
 from taskq.store.async_core import Connection
 
 if TYPE_CHECKING:
@@ -83,9 +85,14 @@ async def upgrade(conn: Connection, revision: str = "head") -> None:
     await conn.run_sync(run)
 
 
-async def upgrade_database(url: str, revision: str = "head", namespace: str = "") -> None:
+async def upgrade_database(
+    url: str, revision: str = "head", namespace: str = "", *, partitioned: int = 0
+) -> str:
     """`taskq db upgrade`: apply migrations up to `revision`, in one transaction (in the
-    namespace's schema, made first if need be)."""
+    namespace's schema, made first if need be); with `partitioned` (days a partition, at
+    the newest revision only), then make `taskq_tasks` partitioned. → what that did."""
+    if partitioned and revision != "head":
+        raise ConfigurationError("--partitioned upgrades to the newest revision only")
     parsed = engines.in_namespace(engines.parse_url(url), namespace)
     engine = engines.create_engine(parsed.render_as_string(hide_password=False), namespace)
     try:
@@ -93,6 +100,11 @@ async def upgrade_database(url: str, revision: str = "head", namespace: str = ""
             if namespace and conn.dialect.name == "postgresql":
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"'))
             await upgrade(conn, revision)
+            if not partitioned:
+                return ""
+            if conn.dialect.name != "postgresql":
+                raise ConfigurationError("--partitioned needs PostgreSQL")
+            return await partitions.convert(conn, datetime.now(UTC), partitioned)
     finally:
         await engine.dispose()
 
