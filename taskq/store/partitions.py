@@ -44,7 +44,10 @@ ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # a Monday: weekly partitions start o
 AHEAD = 2  # intervals of partitions kept ready past now
 MOVE_MAX = 10_000  # rows a partition may keep and still be dropped (they move to DEFAULT)
 RECHECK = timedelta(hours=1)  # before a partition that kept too many rows is looked at again
-ATTEMPT_BATCH = 20_000  # tasks of a detached partition whose attempts one step deletes
+# Tasks of a detached partition whose attempts one step deletes: a step of the plain table's
+# row deletes (1,000 tasks, their attempts too) every PRUNE_PAUSE, twice over (attempts are
+# narrower, with one index): 20,000 a step took a drain's database from it (performance.md).
+ATTEMPT_BATCH = 2_000
 LOCK_TIMEOUT = "500ms"  # DDL waits no longer for its lock (others would queue behind it)
 _NOT_FINAL = tuple(state.value for state in TaskStatus if state not in FINAL)
 _BOUND = re.compile(r"FROM \((.+)\) TO \((.+)\)")
@@ -68,7 +71,6 @@ class Retirement:
 
     after: dict[str, str] = dataclasses.field(default_factory=dict)  # detached → last id
     kept: dict[str, datetime] = dataclasses.field(default_factory=dict)  # too full, when
-    rows: dict[str, int] = dataclasses.field(default_factory=dict)  # detached → rows dropped
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -340,21 +342,17 @@ async def _detach(
     conn: Connection, part: Partition, rules: Sequence[PruneRule], memory: Retirement
 ) -> Step:
     """Detach `part` and move the rows the rules keep to DEFAULT, unless it keeps too many."""
-    kept = _kept_by_rules(rules)
-    counts = select(func.count(), func.count().filter(kept)).select_from(tasks)
-    total, keeping = (await conn.execute(counts.where(_in_partition(part)))).one()
-    if keeping > MOVE_MAX:
+    # One pass over the partition (it stops early once too many are kept); its rows are
+    # counted once it is detached, when nobody waits on it.
+    chosen = select(tasks.c.id).where(_in_partition(part), _kept_by_rules(rules))
+    survivors = [str(row.id) for row in await conn.execute(chosen.limit(MOVE_MAX + 1))]
+    if len(survivors) > MOVE_MAX:
         logger.info(
-            "retention: partition %s keeps %d of its %d rows: left to row deletes",
+            "retention: partition %s keeps more than %d rows: left to row deletes",
             part.name,
-            keeping,
-            total,
+            MOVE_MAX,
         )
         return Step()
-    survivors = [
-        str(row.id)
-        for row in await conn.execute(select(tasks.c.id).where(_in_partition(part), kept))
-    ]
     if not await _try(conn, f'ALTER TABLE {sql.PARENT} DETACH PARTITION "{part.name}"'):
         return Step("busy", part.name)
     # Rows kept, and any that stopped being final since they were counted (a replay).
@@ -365,11 +363,9 @@ async def _detach(
         f"RETURNING {columns}) INSERT INTO {sql.PARENT} ({columns}) SELECT {columns} FROM moved"
     )
     moved = await conn.execute(move, {"ids": survivors, "states": list(_NOT_FINAL)})
-    memory.rows[part.name] = int(total) - int(moved.rowcount)
     logger.info(
-        "retention: detached partition %s (%d rows, %d kept and moved to %s)",
+        "retention: detached partition %s (%d rows kept and moved to %s)",
         part.name,
-        total,
         moved.rowcount,
         sql.DEFAULT,
     )
@@ -385,8 +381,8 @@ async def _empty(conn: Connection, table: str, memory: Retirement) -> Step:
         memory.after[table] = str(last)
         return Step("attempts", table)
     await conn.execute(text(sql.DELETE_KEYS.format(table=table)))
+    rows = int((await conn.execute(text(f'SELECT count(*) FROM "{table}"'))).scalar_one())
     await conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
     memory.after.pop(table, None)
-    rows = memory.rows.pop(table, 0)
     logger.info("retention: dropped partition %s (%d tasks)", table, rows)
     return Step("dropped", table, rows)
