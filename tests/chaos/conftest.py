@@ -96,7 +96,11 @@ async def new_database(cluster: PostgresCluster) -> str:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = cluster.url(name)
+    return await ledger_database(cluster.url(name))
+
+
+async def ledger_database(url: str) -> str:
+    """The (empty) database at `url` migrated, with the table tasks record their runs in."""
     await upgrade_database(url)
     connection = await asyncpg.connect(plain_postgres_url(url), timeout=10)
     try:

@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from taskq.store.migrations import upgrade_database
 from tests.chaos import chaos_app
+from tests.chaos.conftest import ledger_database
 from tests.chaos.ledger import Ledger
 from tests.e2e.processes import Workers, leader_pid, plain_postgres_url
 from tests.servers import PostgresCluster, RabbitCluster
@@ -77,14 +77,7 @@ async def synchronous_database(pair: Pair) -> str:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = pair.url(name)
-    await upgrade_database(url)
-    connection = await asyncpg.connect(plain_postgres_url(url), timeout=10)
-    try:
-        await connection.execute(chaos_app.EFFECTS_TABLE)
-    finally:
-        await connection.close()
-    return url
+    return await ledger_database(pair.url(name))
 
 
 @pytest.fixture
