@@ -26,9 +26,18 @@ EFFECT_DEADLINE = 120.0
 TICKS_ENV = "CHAOS_TICKS"
 
 _connection: asyncpg.Connection | None = None
+_turn: asyncio.Lock | None = None  # one statement at a time on it (asyncpg's rule)
+_BROKEN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 async def _record_effect() -> None:
+    global _turn
+    _turn = _turn or asyncio.Lock()
+    async with _turn:
+        await _insert_effect()
+
+
+async def _insert_effect() -> None:
     global _connection
     ctx = taskq.context()
     # The run's own key: an insert retried after its commit went unanswered (the server
@@ -51,7 +60,9 @@ async def _record_effect() -> None:
                 os.getpid(),
             )
             return
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except _BROKEN:
+            if _connection is not None:
+                _connection.terminate()
             _connection = None
             if asyncio.get_running_loop().time() > deadline:
                 raise
