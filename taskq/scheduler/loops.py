@@ -33,6 +33,10 @@ SWEEP_INTERVAL = 1.0
 RETRY_AFTER_ERROR = 1.0
 PRUNE_INTERVAL = 60.0  # between passes that found nothing more to delete
 PRUNE_PAUSE = 0.25  # between full batches: the workers keep most of the database
+# Between steps of partition work (detaching, a batch of a dropped partition's attempts):
+# longer, since a partition waits a week anyway, and one 10M-row drop under a full-speed
+# drain cost it 17% at 0.25 s (docs/performance.md#retention-at-scale).
+PARTITION_PAUSE = 0.5
 IDLE_RATE_KEY = 3600.0  # seconds unused before a rate-limit key's row is deleted
 
 
@@ -197,7 +201,7 @@ class LeaderWork:
             rules = retention.rules(self._app.tasks.values(), period, now)
             # (the partitioned table: whole partitions first, a step a call)
             if await self._retire_partitions(rules, now):
-                return PRUNE_PAUSE
+                return PARTITION_PAUSE
             for rule in await store.row_rules(rules):
                 deleted = await store.prune(rule, limit=PRUNE_BATCH)
                 if deleted:
