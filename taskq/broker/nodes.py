@@ -25,11 +25,8 @@ DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 
 def node_urls(url: str) -> list[str]:
     """One URL per node named in `url`, in its order (a single-node URL: itself)."""
-    scheme, sep, rest = url.partition("://")
-    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    netloc, tail = rest[:end], rest[end:]
-    userinfo, at, hosts = netloc.rpartition("@")
-    if not sep or "," not in hosts:
+    scheme, userinfo, hosts, tail = _split(url)
+    if "://" not in url or "," not in hosts:
         return [url]
     default_port = DEFAULT_PORTS.get(scheme, 5672)
     urls = []
@@ -41,7 +38,7 @@ def node_urls(url: str) -> list[str]:
             address = host
         else:
             address = f"{host}:{default_port}"
-        urls.append(f"{scheme}://{userinfo}{at}{address}{tail}")
+        urls.append(f"{scheme}://{userinfo}{address}{tail}")
     return urls
 
 
@@ -62,7 +59,7 @@ def joined(urls: Sequence[str]) -> str:
 
 
 def _split(url: str) -> tuple[str, str, str, str]:
-    """(scheme, "user:pw@" or "", host[:port], "/vhost?query")"""
+    """(scheme, "user:pw@" or "", its host[:port] list, "/vhost?query")"""
     scheme, _, rest = url.partition("://")
     end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     userinfo, at, host = rest[:end].rpartition("@")

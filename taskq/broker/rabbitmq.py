@@ -161,8 +161,7 @@ class RabbitMQBroker(Broker):
         async with self._errors(f"declare queue {queue!r}"):
             channel = await self._publisher.channel()
             try:
-                for lane in range(len(self._names.lanes)):  # (one, but with priority lanes)
-                    routed = self._names.lane(queue, lane)
+                for routed in self._names.lanes_of(queue):  # (one, but with priority lanes)
                     main = await channel.declare_queue(
                         self._names.queue(routed),
                         durable=True,
@@ -292,7 +291,6 @@ class RabbitMQBroker(Broker):
     async def stats(self, queue: str) -> QueueStats | None:
         if self._publisher is None:
             raise BrokerError("the broker is not connected")
-        lanes = 1 if queue.endswith(".dlq") else len(self._names.lanes)
         async with self._errors(f"inspect queue {queue!r}"):
             channel = await self._publisher.channel()
             try:
@@ -300,7 +298,7 @@ class RabbitMQBroker(Broker):
                     (
                         await channel.declare_queue(self._names.queue(name), passive=True)
                     ).declaration_result
-                    for name in (self._names.lane(queue, lane) for lane in range(lanes))
+                    for name in self._names.lanes_of(queue)
                 ]
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return None
@@ -317,10 +315,9 @@ class RabbitMQBroker(Broker):
             raise BrokerError("the broker is not connected")
         async with self._errors(f"purge queue {queue!r}"):
             channel = await self._publisher.channel()
-            lanes = 1 if queue.endswith(".dlq") else len(self._names.lanes)
             try:
                 purged = 0
-                for name in (self._names.lane(queue, lane) for lane in range(lanes)):
+                for name in self._names.lanes_of(queue):
                     target = await channel.declare_queue(self._names.queue(name), passive=True)
                     purged += int((await target.purge()).message_count or 0)
                 return purged
@@ -372,9 +369,10 @@ class RabbitMQBroker(Broker):
             await channel.set_qos(prefetch_count=prefetch + (lanes > 1), global_=shared)
             subscription = Consumption(channel, on_delivery, shared_prefetch=shared)
             for name in queues:
-                for lane in reversed(range(lanes)):  # (the highest first: it is served first)
+                # (the highest lane first: it is served first)
+                for lane, routed in reversed(list(enumerate(self._names.lanes_of(name)))):
                     queue = await channel.declare_queue(
-                        self._names.queue(self._names.lane(name, lane)),
+                        self._names.queue(routed),
                         durable=True,
                         arguments=self._names.arguments(name, self._max_priority),
                     )

@@ -54,6 +54,12 @@ class Names:
         """The name (and routing key) of lane `lane` of taskq queue `queue`."""
         return f"{queue}{LANE_MARK}{self.lanes[lane]}" if lane else queue
 
+    def lanes_of(self, queue: str) -> list[str]:
+        """The names of every lane of `queue`, lane 0 first (a dead-letter queue: itself)."""
+        if queue.endswith(".dlq"):
+            return [queue]
+        return [self.lane(queue, lane) for lane in range(len(self.lanes))]
+
     def arguments(self, queue: str, max_priority: int) -> dict[str, object]:
         """The arguments `queue` (and each of its lanes) is declared with, dead letters
         routed to its `.dlq` in this namespace."""

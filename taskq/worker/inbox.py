@@ -20,7 +20,6 @@ class Inbox:
     def __init__(self) -> None:
         self._lanes: list[collections.deque[tuple[float, Delivery]]] = [collections.deque()]
         self._waiting = 0
-        self._closed = False
         self.closing = asyncio.Event()  # set by `close()`
         self._wakeup: asyncio.Future[None] | None = None
         self._clock = time.monotonic
@@ -35,19 +34,18 @@ class Inbox:
 
     def close(self) -> None:
         """No more taking: `get()` returns None from now on, even with deliveries here."""
-        self._closed = True
         self.closing.set()
         self._wake()
 
     async def get(self) -> Delivery | None:
         """The next delivery to run (highest lane first), once there is one; None once closed."""
-        while not self._waiting and not self._closed:
+        while not self._waiting and not self.closing.is_set():
             self._wakeup = asyncio.get_running_loop().create_future()
             try:
                 await self._wakeup
             finally:
                 self._wakeup = None
-        if self._closed:
+        if self.closing.is_set():
             return None
         for lane in reversed(self._lanes):
             if lane:

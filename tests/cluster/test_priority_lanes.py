@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import taskq
+from tests.integration.test_quorum_queues import BANDS_IN_ORDER, tasks_of_three_bands
 from tests.servers import RabbitCluster
 
 DEADLINE = 30.0
@@ -18,17 +19,9 @@ async def test_with_one_slot_the_higher_lanes_run_first_on_a_cluster(
     # Given quorum queues replicated over the cluster, lanes 0 | 1-4 | 5-10, and tasks of
     # each band waiting, the lowest submitted first
     app = taskq.App(f"{rabbit_cluster.url}{cluster_vhost}", postgres_url, queue_type="quorum")
-    order: list[str] = []
-
-    @app.task(name="job")
-    async def job(label: str) -> None:
-        order.append(label)
-        await asyncio.sleep(0.02)
-
+    order, submit = tasks_of_three_bands(app, mid=4, high=10)
     async with app:
-        handles = [await job.submit(f"low{i}") for i in range(3)]
-        handles += [await job.options(priority=4).submit(f"mid{i}") for i in range(3)]
-        handles += [await job.options(priority=10).submit(f"high{i}") for i in range(3)]
+        handles = await submit()
         # When one worker with one slot takes them
         async with app.worker(concurrency=1):
             await asyncio.gather(*(h.result(timeout=DEADLINE) for h in handles))
@@ -36,7 +29,7 @@ async def test_with_one_slot_the_higher_lanes_run_first_on_a_cluster(
             "list_queues", "-p", cluster_vhost, "--no-table-headers", "name", "type"
         )
     # Then the highest band ran first, each band in the order it was submitted
-    assert order == [f"{band}{i}" for band in ("high", "mid", "low") for i in range(3)]
+    assert order == BANDS_IN_ORDER
     # And each band had a quorum queue of its own
     kinds = dict(line.split() for line in lanes.splitlines() if line.strip())
     assert {kinds[name] for name in ("default", "default#p1", "default#p5")} == {"quorum"}

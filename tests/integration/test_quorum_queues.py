@@ -6,6 +6,7 @@ queue gets a TopologyConflict that says what to do."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -61,12 +62,14 @@ async def test_a_classic_app_meeting_a_quorum_queue_is_told_what_to_do(productio
     assert "x-queue-type" in message and "TASKQ_QUEUE_TYPE" in message
 
 
-async def test_with_one_slot_higher_priority_lanes_run_first_as_priorities_do_on_classic(
-    production: Backend,
-) -> None:
-    # Given quorum queues, whose lanes are 0 | 1-4 | 5 and up, and tasks of each band
-    # waiting, the lowest submitted first
-    app = production.app(queue_type="quorum")
+BANDS_IN_ORDER = [f"{band}{i}" for band in ("high", "mid", "low") for i in range(3)]
+
+
+def tasks_of_three_bands(
+    app: taskq.App, mid: int, high: int
+) -> tuple[list[str], Callable[[], Awaitable[list[taskq.TaskHandle[None]]]]]:
+    """A task that records the order it runs in (a short sleep each: a lane's next message
+    arrives meanwhile), and what submits 3 of priority 0, then 3 of `mid`, then 3 of `high`."""
     order: list[str] = []
 
     @app.task(name="job")
@@ -74,14 +77,29 @@ async def test_with_one_slot_higher_priority_lanes_run_first_as_priorities_do_on
         order.append(label)
         await asyncio.sleep(0.02)
 
+    async def submit() -> list[taskq.TaskHandle[None]]:
+        return [
+            await job.options(priority=priority).submit(f"{band}{i}")
+            for band, priority in (("low", 0), ("mid", mid), ("high", high))
+            for i in range(3)
+        ]
+
+    return order, submit
+
+
+async def test_with_one_slot_higher_priority_lanes_run_first_as_priorities_do_on_classic(
+    production: Backend,
+) -> None:
+    # Given quorum queues, whose lanes are 0 | 1-4 | 5 and up, and tasks of each band
+    # waiting, the lowest submitted first
+    app = production.app(queue_type="quorum")
+    order, submit = tasks_of_three_bands(app, mid=3, high=9)
     async with app:
-        handles = [await job.submit(f"low{i}") for i in range(3)]
-        handles += [await job.options(priority=3).submit(f"mid{i}") for i in range(3)]
-        handles += [await job.options(priority=9).submit(f"high{i}") for i in range(3)]
+        handles = await submit()
         # Each band waits in its own queue, the tasks without a priority in the queue itself
         assert (await app.broker.stats("default")).ready == 9  # type: ignore[union-attr]
         # When one worker with one slot takes them
         async with app.worker(concurrency=1):
             await asyncio.gather(*(h.result(timeout=DEADLINE) for h in handles))
     # Then the highest band runs first, each band in the order it was submitted
-    assert order == [f"{band}{i}" for band in ("high", "mid", "low") for i in range(3)]
+    assert order == BANDS_IN_ORDER
