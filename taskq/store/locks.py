@@ -61,6 +61,22 @@ def _close_made(connecting: asyncio.Future[Connection]) -> None:
 _closing: set[asyncio.Future[None]] = set()  # (kept referenced until done)
 
 
+async def close_quietly(conn: Connection) -> None:
+    """Close `conn`, ignoring a dead one's errors; a caller cancelled meanwhile does not stop
+    the close (the connection would be left to the garbage collector)."""
+    closing = asyncio.ensure_future(conn.close())
+    _closing.add(closing)
+    closing.add_done_callback(_closed)
+    with contextlib.suppress(Exception):
+        await asyncio.shield(closing)
+
+
+def _closed(closing: asyncio.Future[None]) -> None:
+    _closing.discard(closing)
+    if not closing.cancelled():
+        closing.exception()  # (retrieved: a dead connection's close may fail; nothing to do)
+
+
 def key_of(name: str) -> int:
     """A stable int4 for `name` (hashtext() is not promised stable across versions)."""
     return int.from_bytes(
@@ -141,9 +157,8 @@ class SessionLock:
         conn, engine = self._conn, self._engine
         self._conn = self._engine = None
         self._held = False
-        if conn is not None:
-            with contextlib.suppress(Exception):  # a dead connection has dropped the lock
-                await conn.close()
+        if conn is not None:  # (a dead connection has dropped the lock already)
+            await close_quietly(conn)
         if engine is not None:
             await engine.dispose()
 
@@ -242,8 +257,8 @@ async def listening(url: str, channel: str, shown_url: str) -> AsyncIterator[asy
         connect_args={"timeout": 5, "server_settings": {"application_name": "taskq listener"}},
     )
     engines.bound_dead_links(engine)
+    conn: Connection | None = None
     try:
-        conn: Connection | None
         try:
             async with engines.translated_errors(engines.parse_url(url)):
                 conn = await connect_or_close(engine)
@@ -252,12 +267,10 @@ async def listening(url: str, channel: str, shown_url: str) -> AsyncIterator[asy
                 await raw.add_listener(channel, lambda *_: wake.set())
         except StoreError as exc:
             logger.warning("not listening for %s notifications on %s: %s", channel, shown_url, exc)
-            conn = None
-        try:
-            yield wake
-        finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+        yield wake
     finally:
+        # (also when cancelled before it listens: a connection made is closed, not left to
+        # the garbage collector)
+        if conn is not None:
+            await close_quietly(conn)
         await engine.dispose()
